@@ -1,0 +1,95 @@
+"""DataMixArguments: TrainingArguments plus the mixing settings."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+from transformers import TrainingArguments
+
+from .data.interleaver import EXHAUSTION_ACTIONS
+
+
+def parse_strategy_args(value: Any) -> dict[str, Any]:
+    """Strategy settings from a mapping, a JSON object or ``key=value,key=value`` text."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, dict):
+        return dict(value)
+    if not isinstance(value, str):
+        raise ValueError(f"strategy_args={value!r}: give a mapping, a JSON object or 'key=value,key=value'.")
+    text = value.strip()
+    if text.startswith("{"):
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"strategy_args is not valid JSON ({error}): {value!r}") from None
+        return dict(parsed)
+    result: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"strategy_args item {item!r} is not 'key=value' (in {value!r}).")
+        try:
+            result[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            result[key.strip()] = raw.strip()
+    return result
+
+
+@dataclass
+class DataMixArguments(TrainingArguments):
+    """Arguments of :class:`~hf_datamix.DataMixTrainer`: every ``TrainingArguments`` field plus:
+
+    Parameters:
+        strategy: name of the mixing strategy (see ``hf-datamix strategies``).
+        strategy_args: the strategy's settings (mapping, JSON, or ``key=value,...``).
+        block_size: tokens per training block.
+        max_repetitions: epochs over a domain's tokens before it runs dry (k of the repetition caps).
+        on_exhausted: what happens when a domain runs dry: redistribute its weight, stop, or error.
+        segments_per_block: 1 keeps each block inside one domain; more mixes that many domains per block.
+        mixing_seed: seed of the domain draws (default: ``seed``).
+        max_eval_blocks: cap on eval blocks per domain (None: all).
+        init_mixture: a mixture to start from (a ``mixture.json`` file or a folder holding one).
+        preprocessing_num_workers: processes for tokenising.
+    """
+
+    strategy: str = field(default="uniform", metadata={"help": "Mixing strategy name (hf-datamix strategies lists them)."})
+    strategy_args: Optional[Union[dict, str]] = field(
+        default=None,
+        metadata={"help": "Strategy settings: JSON object or 'key=value,key=value' (a mapping in YAML)."},
+    )
+    block_size: int = field(default=256, metadata={"help": "Tokens per packed training block."})
+    max_repetitions: Optional[float] = field(
+        default=4.0, metadata={"help": "Max epochs over each domain's tokens (repetition cap k); None: no cap."}
+    )
+    on_exhausted: str = field(
+        default="redistribute",
+        metadata={"help": f"When a domain runs dry: one of {list(EXHAUSTION_ACTIONS)}."},
+    )
+    segments_per_block: int = field(
+        default=1, metadata={"help": "Domains drawn per block; 1 never mixes domains inside a block."}
+    )
+    mixing_seed: Optional[int] = field(default=None, metadata={"help": "Seed of the domain draws (default: seed)."})
+    max_eval_blocks: Optional[int] = field(default=None, metadata={"help": "Cap on eval blocks per domain."})
+    init_mixture: Optional[str] = field(
+        default=None, metadata={"help": "Start from this mixture (mixture.json file or folder)."}
+    )
+    preprocessing_num_workers: Optional[int] = field(default=None, metadata={"help": "Processes for tokenising."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.strategy_args = parse_strategy_args(self.strategy_args)
+        if self.block_size < 2:
+            raise ValueError(f"block_size={self.block_size}: use at least 2 tokens per block.")
+        if self.segments_per_block < 1 or self.block_size % self.segments_per_block:
+            raise ValueError(
+                f"segments_per_block={self.segments_per_block} must be >= 1 and divide block_size={self.block_size}."
+            )
+        if self.on_exhausted not in EXHAUSTION_ACTIONS:
+            raise ValueError(f"on_exhausted={self.on_exhausted!r}; use one of {list(EXHAUSTION_ACTIONS)}.")
+        if self.max_repetitions is not None and not self.max_repetitions > 0:
+            raise ValueError(f"max_repetitions={self.max_repetitions}; use a positive number of epochs or None.")
+        if self.max_eval_blocks is not None and self.max_eval_blocks < 1:
+            raise ValueError(f"max_eval_blocks={self.max_eval_blocks}; use a positive number or None.")

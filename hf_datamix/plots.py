@@ -1,0 +1,65 @@
+"""Plots of a run (matplotlib is imported lazily: it is only needed when a plot is drawn)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+#: Record kinds that set the weights in force (events such as "exhausted" only annotate).
+_WEIGHT_KINDS = ("initial", "decision", "kept")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def weights_over_steps(history: Sequence[dict]) -> tuple[list[int], list[str], list[list[float]]]:
+    """``(steps, domains, weights[step][domain])`` from ``mixtures.json`` records (a step function)."""
+    records = [r for r in history if r.get("kind", "decision") in _WEIGHT_KINDS]
+    domains: list[str] = []
+    for record in records:
+        for name in record["weights"]:
+            if name not in domains:
+                domains.append(name)
+    steps = [int(r["step"]) for r in records]
+    rows = [[float(r["weights"].get(name, 0.0)) for name in domains] for r in records]
+    return steps, domains, rows
+
+
+def plot_weights(history: Sequence[dict], path: str, title: str | None = None) -> str | None:
+    """Stacked area of the domain weights over steps, with stage boundaries marked; returns the path."""
+    steps, domains, rows = weights_over_steps(history)
+    if not steps:
+        return None
+    plt = _pyplot()
+    end = max(steps) + max(1, int(0.05 * (max(steps) or 1)))
+    xs, ys = [], []
+    for i, step in enumerate(steps):
+        nxt = steps[i + 1] if i + 1 < len(steps) else end
+        xs += [step, nxt]
+        ys += [rows[i], rows[i]]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    columns = list(zip(*ys)) if ys else []
+    ax.stackplot(xs, *columns, labels=domains, alpha=0.85)
+    stage_starts = {}
+    for record in history:
+        stage_starts.setdefault(record.get("stage", 0), int(record["step"]))
+    for stage, start in sorted(stage_starts.items())[1:]:
+        ax.axvline(start, color="black", linestyle="--", linewidth=1)
+        ax.text(start, 1.01, f"stage {stage}", fontsize=8, ha="left", va="bottom")
+    ax.set_xlim(min(steps), end)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("domain weight")
+    ax.set_title(title or "Mixture over training")
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,141 @@
+"""The strategy plugin interface.
+
+A strategy decides the mixture.  The :class:`~hf_datamix.callbacks.MixingCallback` asks it for an
+initial mixture when a run (or a stage of a continual run) starts, and calls :meth:`Strategy.decide`
+at the decision points the strategy announces with :meth:`Strategy.next_decision_step`.  A decision
+is computed on the main process (or on every process for ``collective`` strategies) and broadcast,
+so every rank applies the same mixture.
+
+Write your own by subclassing :class:`Strategy`, giving it a ``name``, a one-line ``description``
+and (optionally) a ``config_class`` dataclass, and registering it under the entry-point group
+``hf_datamix.strategies`` (see the README).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..mixture import Mixture
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..compute import ComputeLedger
+    from ..domains import DomainSet, DomainUpdate
+
+
+@dataclass
+class StrategyConfig:
+    """Settings of a strategy; subclass with one dataclass field per setting (with ``metadata={"help": ...}``)."""
+
+
+@dataclass
+class Decision:
+    """A mixture plus what the strategy wants recorded in ``mixtures.json`` (candidates, predictions...)."""
+
+    mixture: Mixture
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DecisionContext:
+    """What a strategy can see and use when it decides.
+
+    Attributes:
+        step: optimizer steps done in this run/stage (0 = before training).
+        max_steps: steps planned for this run/stage.
+        stage: index of the stage in a continual run (0 for a single run).
+        domains: the current :class:`~hf_datamix.domains.DomainSet`.
+        token_counts: usable training tokens per domain (after packing).
+        mixture: the mixture in force (None before the first one).
+        previous_mixture: the last mixture of the previous stage (None in the first stage).
+        update: the :class:`~hf_datamix.domains.DomainUpdate` that opened this stage, if any.
+        history: the decision records so far (as written to ``mixtures.json``).
+        trainer: the running :class:`~hf_datamix.trainer.DataMixTrainer` (model, tokenizer,
+            accelerator, args, eval blocks, and helpers such as ``trainer.probe_batches(mixture)``).
+        ledger: the run's :class:`~hf_datamix.compute.ComputeLedger`.
+    """
+
+    step: int
+    max_steps: int
+    stage: int
+    domains: "DomainSet"
+    token_counts: Mapping[str, int]
+    mixture: Mixture | None = None
+    previous_mixture: Mixture | None = None
+    update: "DomainUpdate | None" = None
+    history: list = field(default_factory=list)
+    trainer: Any = None
+    ledger: "ComputeLedger | None" = None
+
+    @property
+    def model(self):
+        return None if self.trainer is None else self.trainer.model
+
+    @property
+    def accelerator(self):
+        return None if self.trainer is None else self.trainer.accelerator
+
+
+class Strategy:
+    """Base class of mixing strategies (see the module docstring)."""
+
+    #: Registry name (also the ``--strategy`` value).
+    name: ClassVar[str] = ""
+    #: One line shown by ``hf-datamix strategies``.
+    description: ClassVar[str] = ""
+    #: Dataclass of the strategy's settings; ``strategy_args`` are validated against it.
+    config_class: ClassVar[type] = StrategyConfig
+    #: True if :meth:`decide` must run on every process (it uses collectives); else main process only.
+    collective: ClassVar[bool] = False
+
+    def __init__(self, config: StrategyConfig | Mapping[str, Any] | None = None, **kwargs: Any):
+        self.config = build_config(self.config_class, config, kwargs, owner=self.name or type(self).__name__)
+
+    def initial_mixture(self, context: DecisionContext) -> Mixture:
+        """The mixture to start a run or stage with (cheap; heavy work belongs in :meth:`decide`)."""
+        return Mixture.uniform(context.domains.names)
+
+    def next_decision_step(self, step: int, max_steps: int) -> int | None:
+        """The first step ``>= step`` after which :meth:`decide` runs (0 = before training), or None.
+
+        Must be known ahead: the interleaver's workers stop at the decision point until the
+        decision is published.
+        """
+        return None
+
+    def decide(self, context: DecisionContext) -> Mixture | Decision | None:
+        """Return a new mixture (or a :class:`Decision`), or None to keep the current one."""
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Whatever the strategy needs to resume exactly (JSON-serialisable)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+
+    def settings(self) -> dict[str, Any]:
+        """The strategy's settings, for records and model cards."""
+        return dataclasses.asdict(self.config) if dataclasses.is_dataclass(self.config) else {}
+
+
+def build_config(config_class: type, config: Any, overrides: Mapping[str, Any], owner: str):
+    """Build a strategy config from a config object, a mapping and keyword overrides, naming bad keys."""
+    if isinstance(config, config_class):
+        values = dataclasses.asdict(config)
+    elif config is None:
+        values = {}
+    elif isinstance(config, Mapping):
+        values = dict(config)
+    else:
+        raise ValueError(f"strategy {owner!r}: config must be a {config_class.__name__} or a mapping, got {config!r}.")
+    values.update(overrides)
+    known = {f.name for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(
+            f"strategy {owner!r} has no setting(s) {unknown}; its settings are {sorted(known) or 'none'}."
+        )
+    return config_class(**values)

@@ -1,0 +1,346 @@
+"""DataMixTrainer: a ``transformers.Trainer`` whose training data come from a mixing interleaver.
+
+It overrides as little as possible: the training dataset is the :class:`Interleaver`, the eval
+dataset a dict of per-domain block sets (so Trainer reports ``eval_<domain>_loss``), and the rest
+is done by :class:`~hf_datamix.callbacks.MixingCallback`.  Overrides: ``get_train_dataloader``
+(to tell the interleaver how batches are cut across ranks and workers), ``evaluate`` (aggregate
+losses and the ledger), ``log`` (``mix/<domain>`` weights), ``train`` (restore the mixing state
+before the dataloader starts).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from transformers import Trainer, default_data_collator
+from transformers.trainer_utils import get_last_checkpoint
+
+from .callbacks import STATE_FILE, MixingCallback, read_state
+from .compute import ComputeLedger, non_embedding_parameters, write_json_atomic
+from .config import DataMixArguments
+from .data.interleaver import Interleaver
+from .data.packing import StreamingBlocks, pack_dataset, pack_eval
+from .domains import DomainSet, DomainUpdate
+from .mixture import Mixture
+from .strategies.base import Decision, DecisionContext, Strategy
+from .strategies.registry import create_strategy
+
+logger = logging.getLogger(__name__)
+
+MIXTURES_FILE = "mixtures.json"
+
+
+class BlockDataset(torch.utils.data.Dataset):
+    """Fixed-length token blocks as causal-LM samples (``input_ids`` = ``labels``)."""
+
+    def __init__(self, blocks: np.ndarray):
+        self.blocks = blocks
+
+    def __len__(self) -> int:
+        return int(self.blocks.shape[0])
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        ids = torch.from_numpy(np.asarray(self.blocks[index], dtype=np.int64))
+        return {"input_ids": ids, "labels": ids}
+
+
+def pack_domains(domains: DomainSet, tokenizer, args: DataMixArguments):
+    """Load and pack every domain: ``(train sources, eval blocks, token counts)``."""
+    segment = args.block_size // args.segments_per_block
+    sources: dict[str, Any] = {}
+    eval_blocks: dict[str, np.ndarray] = {}
+    for spec in domains:
+        train, evaluation = spec.load()
+        if isinstance(train, datasets.IterableDataset):
+            sources[spec.name] = StreamingBlocks(
+                train, tokenizer, segment, spec.text_field, spec.name, num_tokens=spec.num_tokens, seed=args.seed
+            )
+        else:
+            sources[spec.name] = pack_dataset(
+                train, tokenizer, segment, spec.text_field, spec.name, num_proc=args.preprocessing_num_workers
+            )
+        eval_blocks[spec.name] = pack_eval(
+            evaluation, tokenizer, args.block_size, spec.text_field, spec.name, args.max_eval_blocks
+        ).blocks
+    counts = {name: source.num_tokens for name, source in sources.items()}
+    return sources, eval_blocks, counts
+
+
+class DataMixTrainer(Trainer):
+    """A Trainer that trains on a mixture of domains chosen by a strategy.
+
+    Args:
+        model: the causal LM to train.
+        args: :class:`~hf_datamix.DataMixArguments`.
+        domains: the :class:`~hf_datamix.DomainSet` to mix.
+        strategy: a :class:`~hf_datamix.Strategy` or a registered name (default: ``args.strategy``).
+        processing_class: the tokenizer (needed to pack the domains).
+        stage, update, previous_mixture: position in a continual run (see ``recipes/midtrain.py``).
+        history, ledger: shared across the stages of a continual run (new ones by default).
+        step_offset: steps of earlier stages, so ``mixtures.json`` steps are global.
+        **kwargs: passed to ``transformers.Trainer`` (callbacks, optimizers, ...).
+    """
+
+    def __init__(
+        self,
+        model=None,
+        args: DataMixArguments | None = None,
+        domains: DomainSet | None = None,
+        strategy: Strategy | str | None = None,
+        processing_class=None,
+        *,
+        stage: int = 0,
+        update: DomainUpdate | None = None,
+        previous_mixture: Mixture | None = None,
+        history: list | None = None,
+        ledger: ComputeLedger | None = None,
+        step_offset: int = 0,
+        **kwargs: Any,
+    ):
+        if not isinstance(args, DataMixArguments):
+            raise ValueError(
+                f"DataMixTrainer needs args=DataMixArguments(...), got {type(args).__name__}; DataMixArguments "
+                "accepts every TrainingArguments field."
+            )
+        if not isinstance(domains, DomainSet):
+            raise ValueError(f"DataMixTrainer needs domains=DomainSet([...]), got {type(domains).__name__}.")
+        if processing_class is None:
+            raise ValueError("DataMixTrainer needs processing_class=<tokenizer> to tokenise and pack the domains.")
+        for key in ("train_dataset", "eval_dataset"):
+            if kwargs.get(key) is not None:
+                raise ValueError(f"DataMixTrainer builds {key} from `domains`; do not pass {key}.")
+            kwargs.pop(key, None)
+        if args.max_steps is None or args.max_steps <= 0:
+            raise ValueError("DataMixTrainer streams an endless mixture: set max_steps (e.g. --max_steps 1000).")
+        if not args.ignore_data_skip:
+            # The interleaver restores its own position from the checkpoint; Trainer's batch replay
+            # would skip the same samples a second time.
+            args.ignore_data_skip = True
+        self.strategy = strategy if isinstance(strategy, Strategy) else create_strategy(
+            strategy or args.strategy, args.strategy_args
+        )
+        self.domains = domains
+        self.stage = stage
+        self.update = update
+        self.previous_mixture = previous_mixture
+        self.history = history if history is not None else []
+        self.ledger = ledger if ledger is not None else ComputeLedger()
+        self.step_offset = step_offset
+        self.block_size = args.block_size
+        self.num_params = non_embedding_parameters(model) if model is not None else 0
+
+        with args.main_process_first(desc="packing domains"):
+            self.sources, self.eval_blocks, self.token_counts = pack_domains(domains, processing_class, args)
+
+        context = self._context(step=0, max_steps=args.max_steps, mixture=None)
+        mixture = Mixture.load(args.init_mixture).restrict(domains.names) if args.init_mixture else None
+        mixture = mixture or self.strategy.initial_mixture(context)
+        self.interleaver = Interleaver(
+            self.sources,
+            Mixture(mixture, domains=domains.names),
+            seed=args.seed if args.mixing_seed is None else args.mixing_seed,
+            max_repetitions=args.max_repetitions,
+            on_exhausted=args.on_exhausted,
+            segments_per_block=args.segments_per_block,
+        )
+        kwargs.setdefault("data_collator", default_data_collator)
+        super().__init__(
+            model=model,
+            args=args,
+            train_dataset=self.interleaver,
+            eval_dataset={name: BlockDataset(blocks) for name, blocks in self.eval_blocks.items()},
+            processing_class=processing_class,
+            **kwargs,
+        )
+        self.mixing_callback = MixingCallback(self)
+        self.add_callback(self.mixing_callback)
+
+    # -- batch geometry -------------------------------------------------------------------------
+    @property
+    def global_micro_batch(self) -> int:
+        """Samples in one micro-batch across all processes."""
+        if self.args.accelerator_config.split_batches:
+            return self._train_batch_size
+        return self._train_batch_size * self.args.world_size
+
+    @property
+    def samples_per_step(self) -> int:
+        """Global samples per optimizer step."""
+        return self.global_micro_batch * self.args.gradient_accumulation_steps
+
+    def get_train_dataloader(self):
+        loader = super().get_train_dataloader()
+        # Under accelerate's batch dispatching one process reads micro-batches and scatters them;
+        # otherwise each process reads the whole global batch and keeps its slice.  Workers must
+        # own whole reads, and chunk_size is that read.
+        dispatching = type(loader).__name__ == "DataLoaderDispatcher"
+        self.interleaver.chunk_size = self._train_batch_size if dispatching else self.global_micro_batch
+        return loader
+
+    # -- decisions ------------------------------------------------------------------------------
+    def _context(self, step: int, max_steps: int, mixture: Mixture | None) -> DecisionContext:
+        return DecisionContext(
+            step=step,
+            max_steps=max_steps,
+            stage=self.stage,
+            domains=self.domains,
+            token_counts=dict(self.token_counts),
+            mixture=mixture,
+            previous_mixture=self.previous_mixture,
+            update=self.update,
+            history=self.history,
+            trainer=self,
+            ledger=self.ledger,
+        )
+
+    def run_decision(self, step: int, from_sample: int) -> None:
+        """Ask the strategy for a decision and schedule it from global sample ``from_sample``."""
+        current = self.interleaver.weights_at(from_sample)
+        context = self._context(step, self.state.max_steps, current)
+        started = time.perf_counter()
+        result = None
+        if self.strategy.collective or self.args.world_size == 1 or self.is_world_process_zero():
+            result = self.strategy.decide(context)
+        if self.args.world_size > 1 and not self.strategy.collective:
+            from accelerate.utils import broadcast_object_list
+
+            payload = [result]
+            broadcast_object_list(payload, from_process=0)
+            result = payload[0]
+        decision = result if isinstance(result, Decision) or result is None else Decision(Mixture(result))
+        seconds = time.perf_counter() - started
+        if decision is None:
+            self.record_mixture(current, step, kind="kept", seconds=seconds)
+            return
+        mixture = Mixture(decision.mixture, domains=self.domains.names)
+        self.interleaver.set_weights(mixture, from_sample)
+        self.record_mixture(mixture, step, kind="decision", seconds=seconds, from_sample=from_sample, **decision.details)
+        logger.info("Stage %d step %d: new mixture %s", self.stage, step, mixture)
+
+    def probe_batches(self, mixture: Mixture, batch_size: int, seed: int):
+        """An endless iterator of collated batches drawn from ``mixture`` (for simulators' probes)."""
+        probe = Interleaver(
+            self.sources,
+            Mixture(mixture, domains=self.domains.names),
+            seed=seed,
+            segments_per_block=self.args.segments_per_block,
+        )
+        probe.chunk_size = batch_size
+        iterator = iter(probe)
+        while True:
+            yield default_data_collator([next(iterator) for _ in range(batch_size)])
+
+    # -- records --------------------------------------------------------------------------------
+    def record_mixture(self, mixture: Mixture, step: int, kind: str, **details: Any) -> None:
+        """Append a decision record (the ``mixtures.json`` schema) and write the file."""
+        self.history.append(
+            {
+                "step": self.step_offset + step,
+                "stage_step": step,
+                "stage": self.stage,
+                "strategy": self.strategy.name,
+                "kind": kind,
+                "weights": mixture.to_dict(),
+                **details,
+            }
+        )
+        if self.is_world_process_zero():
+            write_json_atomic(os.path.join(self.args.output_dir, MIXTURES_FILE), self.history)
+
+    def record_event(self, kind: str, step: int, **details: Any) -> None:
+        """Record a non-decision event (a domain running dry) in ``mixtures.json``."""
+        current = self.interleaver.weights_at((step + 1) * self.samples_per_step)
+        self.record_mixture(current, step, kind=kind, **details)
+
+    def state_payload(self, consumed: int) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "consumed_samples": consumed,
+            "samples_per_step": self.samples_per_step,
+            "interleaver": self.interleaver.state_dict(),
+            "strategy": {"name": self.strategy.name, "state": self.strategy.state_dict()},
+            "history": self.history,
+            "ledger": self.ledger.state_dict(),
+        }
+
+    def write_state(self, checkpoint: str, consumed: int) -> None:
+        write_json_atomic(os.path.join(checkpoint, STATE_FILE), self.state_payload(consumed))
+
+    def write_outputs(self, final: bool = False) -> None:
+        """Write ``mixtures.json``, ``compute.json`` (and at the end the weights plot) to ``output_dir``."""
+        out = self.args.output_dir
+        write_json_atomic(os.path.join(out, MIXTURES_FILE), self.history)
+        self.ledger.save(out)
+        if final:
+            try:
+                from .plots import plot_weights
+
+                plot_weights(self.history, os.path.join(out, "weights.png"))
+            except ImportError as error:
+                logger.warning("No weights plot (%s); pip install matplotlib to get one.", error)
+
+    # -- Trainer overrides ----------------------------------------------------------------------
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"resume_from_checkpoint=True but {self.args.output_dir} holds no checkpoint.")
+        if resume_from_checkpoint:
+            self._restore(read_state(resume_from_checkpoint))
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _restore(self, state: Mapping[str, Any]) -> None:
+        if state["strategy"]["name"] != self.strategy.name:
+            raise ValueError(
+                f"the checkpoint was written by strategy {state['strategy']['name']!r}, this trainer uses "
+                f"{self.strategy.name!r}; resume with --strategy {state['strategy']['name']}."
+            )
+        if state["samples_per_step"] != self.samples_per_step:
+            raise ValueError(
+                f"the checkpoint used {state['samples_per_step']} samples per optimizer step, this run uses "
+                f"{self.samples_per_step}; keep per_device_train_batch_size x gradient_accumulation_steps x "
+                "processes equal when resuming."
+            )
+        self.interleaver.load_state_dict(state["interleaver"])
+        self.strategy.load_state_dict(state["strategy"]["state"])
+        self.history[:] = state["history"]
+        self.ledger.load_state_dict(state["ledger"])
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        if isinstance(eval_dataset, str) and eval_dataset in self.eval_blocks:
+            tokens = self.eval_blocks[eval_dataset].size
+            self.ledger.add_forward("eval", self.num_params or non_embedding_parameters(self.model), tokens)
+        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        if eval_dataset is None and isinstance(self.eval_dataset, dict):
+            aggregate = self.aggregate_eval(metrics, metric_key_prefix)
+            self.log(aggregate)
+            metrics.update(aggregate)
+        return metrics
+
+    def aggregate_eval(self, metrics: Mapping[str, float], prefix: str = "eval") -> dict[str, float]:
+        """Token-weighted ``<prefix>_loss`` over all domains, the plain average, and perplexities."""
+        losses = {name: metrics.get(f"{prefix}_{name}_loss") for name in self.eval_blocks}
+        losses = {name: value for name, value in losses.items() if value is not None}
+        if not losses:
+            return {}
+        tokens = {name: self.eval_blocks[name].size for name in losses}
+        weighted = sum(losses[n] * tokens[n] for n in losses) / sum(tokens.values())
+        out = {f"{prefix}_loss": weighted, f"{prefix}_avg_loss": float(np.mean(list(losses.values())))}
+        out[f"{prefix}_avg_ppl"] = float(np.mean([math.exp(min(v, 50.0)) for v in losses.values()]))
+        for name, value in losses.items():
+            out[f"{prefix}_{name}_ppl"] = math.exp(min(value, 50.0))
+        return out
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        if "loss" in logs or "learning_rate" in logs:
+            weights = self.interleaver.weights_at(self.state.global_step * self.samples_per_step)
+            logs.update({f"mix/{name}": weight for name, weight in weights.items()})
+        super().log(logs, *args, **kwargs)

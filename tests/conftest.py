@@ -1,0 +1,79 @@
+"""Shared fixtures: a tiny tokenizer, a tiny Llama and small multi-domain data, all built offline."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import datasets
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from hf_datamix import DomainSet, DomainSpec
+
+WORDS = {
+    "alpha": "apple apricot avocado almond anchovy artichoke arugula".split(),
+    "beta": "bolt bracket beam brace bearing bushing bevel".split(),
+    "gamma": "cello guitar gong glockenspiel harp horn clarinet".split(),
+}
+
+
+def make_docs(domain: str, n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(f"{domain}-{seed}")
+    words = WORDS[domain]
+    return [" ".join(rng.choice(words) for _ in range(rng.randint(20, 60))) for _ in range(n)]
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|endoftext|>", "<|pad|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator([d for name in WORDS for d in make_docs(name, 50)], trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|pad|>")
+
+
+def tiny_llama(vocab_size: int, seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+    )
+    return LlamaForCausalLM(config)
+
+
+@pytest.fixture
+def model(tokenizer):
+    return tiny_llama(len(tokenizer))
+
+
+def make_domain_set(names=("alpha", "beta", "gamma"), train_docs=60, eval_docs=8) -> DomainSet:
+    specs = []
+    for name in names:
+        train = datasets.Dataset.from_dict({"text": make_docs(name, train_docs, seed=1)})
+        evaluation = datasets.Dataset.from_dict({"text": make_docs(name, eval_docs, seed=2)})
+        specs.append(DomainSpec(name, train=train, eval=evaluation))
+    return DomainSet(specs)
+
+
+@pytest.fixture
+def domain_set():
+    return make_domain_set()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    # Packed blocks are cached per test session, never in the user's home.
+    monkeypatch.setenv("HF_DATAMIX_CACHE", str(tmp_path_factory.getbasetemp() / "packed-cache"))
+    monkeypatch.setenv("WANDB_DISABLED", "true")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
