@@ -1,0 +1,185 @@
+"""Continual runs: a sequence of stages, each training on an updated DomainSet (e.g. one more domain).
+
+One model trains through every stage; the strategy, the decision history (``mixtures.json``) and
+the compute ledger (``compute.json``) are shared by all stages and written at the run's root.
+Stage ``k`` writes its checkpoints to ``output_dir/stage-k``; a run resumes from any of them.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from transformers.trainer_utils import get_last_checkpoint
+
+from .callbacks import read_state
+from .compute import ComputeLedger, write_json_atomic
+from .config import DataMixArguments
+from .domains import DomainSet, DomainUpdate
+from .mixture import Mixture
+from .strategies.base import Strategy
+from .trainer import MIXTURES_FILE, DataMixTrainer
+
+logger = logging.getLogger(__name__)
+
+RESULTS_FILE = "results.json"
+
+
+@dataclass
+class Stage:
+    """One stage: the domains it trains on, the update that opened it, and its optimizer steps."""
+
+    index: int
+    domains: DomainSet
+    update: DomainUpdate | None
+    steps: int
+
+
+def plan_stages(all_domains: DomainSet, initial: Sequence[str], added: Sequence[Sequence[str]], steps: int) -> list[Stage]:
+    """Stage ``k`` (1-based) trains on ``initial`` plus ``added[:k]``; without ``added``, one stage 0 on ``initial``."""
+    missing = [n for n in list(initial) + [a for group in added for a in group] if n not in all_domains]
+    if missing:
+        raise ValueError(f"stage plan names unknown domains {missing}; domains are {all_domains.names}.")
+    if not initial:
+        raise ValueError("stage plan: initial_domains is empty; name the domains of the first stage.")
+    current = all_domains.select(list(initial))
+    if not added:
+        return [Stage(0, current, None, steps)]
+    stages = []
+    for index, group in enumerate(added, start=1):
+        update = current.add(*[all_domains[name] for name in group])
+        current = update.domains
+        stages.append(Stage(index, current, update, steps))
+    return stages
+
+
+def _stage_of(checkpoint: str) -> int:
+    match = re.search(r"stage-(\d+)", os.path.abspath(checkpoint))
+    if not match:
+        raise ValueError(f"resume_from_checkpoint={checkpoint!r} is not inside a stage-<k> folder of a continual run.")
+    return int(match.group(1))
+
+
+def find_resume_point(output_dir: str, resume: str | bool | None) -> tuple[int, str | None]:
+    """``(stage, checkpoint)`` to resume from: a given checkpoint, the latest one (True), or none."""
+    if not resume:
+        return 0, None
+    if isinstance(resume, str) and resume.lower() != "true":
+        return _stage_of(resume), resume
+    stages = sorted(
+        (int(m.group(1)), os.path.join(output_dir, name))
+        for name in (os.listdir(output_dir) if os.path.isdir(output_dir) else [])
+        if (m := re.fullmatch(r"stage-(\d+)", name))
+    )
+    for stage, folder in reversed(stages):
+        checkpoint = get_last_checkpoint(folder)
+        if checkpoint is not None:
+            return stage, checkpoint
+    raise ValueError(f"resume_from_checkpoint=True but no stage of {output_dir} holds a checkpoint.")
+
+
+def run_continual(
+    model,
+    tokenizer,
+    args: DataMixArguments,
+    stages: Sequence[Stage],
+    strategy: Strategy,
+    resume: str | bool | None = None,
+    report: Callable[[str], None] = print,
+    trainer_class: type[DataMixTrainer] = DataMixTrainer,
+) -> dict:
+    """Train ``model`` through ``stages`` with ``strategy``; returns (and writes) per-stage results."""
+    root = args.output_dir
+    first_stage, checkpoint = find_resume_point(root, resume)
+    history: list = []
+    ledger = ComputeLedger()
+    previous: Mixture | None = None
+    results: list[dict] = []
+    if checkpoint is not None:
+        state = read_state(checkpoint)
+        history[:] = state["history"]
+        previous = _last_weights(history, first_stage - 1)
+        results = [r for r in _read_results(root) if r["stage"] < first_stage]
+    for stage in [s for s in stages if s.index >= first_stage]:
+        stage_args = copy.deepcopy(args)
+        stage_args.output_dir = os.path.join(root, f"stage-{stage.index}")
+        stage_args.max_steps = stage.steps
+        trainer = trainer_class(
+            model=model,
+            args=stage_args,
+            domains=stage.domains,
+            strategy=strategy,
+            processing_class=tokenizer,
+            stage=stage.index,
+            update=stage.update,
+            previous_mixture=previous,
+            history=history,
+            ledger=ledger,
+            step_offset=sum(s.steps for s in stages if s.index < stage.index),
+        )
+        trainer.train(resume_from_checkpoint=checkpoint if stage.index == first_stage else None)
+        metrics = trainer.evaluate()
+        model = trainer.model
+        previous = trainer.interleaver.weights_at(stage.steps * trainer.samples_per_step)
+        result = {
+            "stage": stage.index,
+            "domains": stage.domains.names,
+            "update": None if stage.update is None else stage.update.to_dict(),
+            "mixture": previous.to_dict(),
+            "eval_loss": {n: metrics[f"eval_{n}_loss"] for n in stage.domains.names},
+            "eval_ppl": {n: math.exp(min(metrics[f"eval_{n}_loss"], 50.0)) for n in stage.domains.names},
+            "eval_avg_loss": metrics.get("eval_avg_loss"),
+            "compute": ledger.to_dict(),
+        }
+        results.append(result)
+        if trainer.is_world_process_zero():
+            report(format_stage(result))
+            write_json_atomic(os.path.join(root, MIXTURES_FILE), history)
+            ledger.save(root)
+            write_json_atomic(os.path.join(root, RESULTS_FILE), results)
+            trainer.save_model(os.path.join(stage_args.output_dir, "final"))
+            _plot(history, root)
+    return {"stages": results, "compute": ledger.to_dict(), "history": history}
+
+
+def _last_weights(history: list, stage: int) -> Mixture | None:
+    records = [r for r in history if r.get("stage") == stage and r.get("kind") in ("initial", "decision")]
+    return Mixture(records[-1]["weights"]) if records else None
+
+
+def _read_results(root: str) -> list:
+    import json
+
+    path = os.path.join(root, RESULTS_FILE)
+    if not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _plot(history: list, root: str) -> None:
+    try:
+        from .plots import plot_weights
+
+        plot_weights(history, os.path.join(root, "weights.png"))
+    except ImportError as error:
+        logger.warning("No weights plot (%s).", error)
+
+
+def format_stage(result: dict) -> str:
+    """A readable table of one stage: per-domain perplexity and weight, and the compute split."""
+    lines = [f"== stage {result['stage']} ({', '.join(result['domains'])}) =="]
+    lines.append(f"{'domain':<16}{'weight':>10}{'eval ppl':>12}")
+    for name in result["domains"]:
+        lines.append(f"{name:<16}{result['mixture'].get(name, 0.0):>10.3f}{result['eval_ppl'][name]:>12.2f}")
+    avg = sum(result["eval_ppl"].values()) / len(result["eval_ppl"])
+    lines.append(f"{'average':<16}{'':>10}{avg:>12.2f}")
+    compute = result["compute"]
+    split = ", ".join(f"{k} {v:.3g}" for k, v in sorted(compute["by_kind"].items()))
+    lines.append(f"compute so far: {compute['total_flops']:.3g} FLOPs ({split})")
+    return "\n".join(lines)

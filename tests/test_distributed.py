@@ -1,0 +1,33 @@
+"""Two CPU processes (gloo) through `accelerate launch`: same weights on every rank, no block seen twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_two_processes_agree_and_never_share_a_block(tmp_path, workers):
+    env = dict(os.environ, WORKERS=workers, OMP_NUM_THREADS="1", PYTHONPATH=os.path.join(ROOT, "tests"))
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", os.path.join(ROOT, "accelerate_configs", "cpu.yaml"),
+        os.path.join(ROOT, "tests", "distributed", "two_ranks.py"), str(tmp_path),
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    ranks = [json.load(open(tmp_path / f"rank{r}.json")) for r in (0, 1)]
+    assert ranks[0]["world"] == ranks[1]["world"] == 2
+    assert ranks[0]["weights"] == ranks[1]["weights"]
+    assert ranks[0]["weights"][-1]["beta"] == 1.0
+    samples = [tuple(batch[i * 32 : (i + 1) * 32]) for rank in ranks for batch in rank["seen"] for i in range(len(batch) // 32)]
+    assert len(samples) == 8 * 2 * 2 * 2  # steps x accumulation x per-device batch x ranks
+    assert len(set(samples)) == len(samples), "a block was trained on twice (by two ranks or twice by one)"
+    history = json.load(open(tmp_path / "mixtures.json"))
+    assert history[-1]["weights"]["beta"] == 1.0
