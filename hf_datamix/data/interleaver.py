@@ -71,6 +71,8 @@ class _SimState:
     cursors: np.ndarray
     exhausted: np.ndarray
     events: list = field(default_factory=list)
+    #: Why the sequence ended (all domains dry, or one with on_exhausted "stop"/"error"); None while it goes on.
+    ended: str | None = None
 
 
 class WeightSchedule:
@@ -275,14 +277,17 @@ class Interleaver(IterableDataset):
             raise ValueError(f"plan: simulation is at {sim.sample}, past the requested start {start}.")
         if sim.sample < start:
             self._advance(sim, start, record=None)
+            if sim.sample < start:
+                return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
         domains = np.empty(stop - start, dtype=np.int64)
         cursors = np.empty(stop - start, dtype=np.int64)
         self._advance(sim, stop, record=(domains, cursors, start))
-        return domains, cursors
+        planned = sim.sample - start  # shorter than asked when the sequence ended
+        return domains[:planned], cursors[:planned]
 
     def _advance(self, sim: _SimState, stop: int, record) -> None:
         starts, table = self.schedule.entries()
-        while sim.sample < stop:
+        while sim.sample < stop and sim.ended is None:
             row = int(np.searchsorted(starts, sim.sample, side="right")) - 1
             end = stop if row + 1 >= len(starts) else min(stop, int(starts[row + 1]))
             end = min(end, sim.sample + _SIM_CHUNK)
@@ -290,10 +295,11 @@ class Interleaver(IterableDataset):
             total = weights.sum()
             if total <= 0:
                 names = [self.domains[i] for i in np.flatnonzero(table[row] > 0)]
-                raise DomainsExhausted(
+                sim.ended = (
                     f"every domain with a positive weight ({names}) has reached its repetition cap at sample "
                     f"{sim.sample // self.segments_per_block}; add data, raise max_repetitions, or train fewer steps."
                 )
+                break
             cdf = np.cumsum(weights / total)
             cdf[-1] = 1.0
             draws = np.searchsorted(cdf, self._uniforms(sim.sample, end), side="right")
@@ -325,14 +331,11 @@ class Interleaver(IterableDataset):
         blocks = self.sources[name].num_blocks or 1
         event = ExhaustionEvent(name, sim.sample // self.segments_per_block, sim.cursors[domain] / blocks, self.on_exhausted)
         sim.events.append(event)
-        if self.on_exhausted == "error":
-            raise DomainsExhausted(
+        if self.on_exhausted in ("error", "stop"):
+            sim.ended = (
                 f"domain {name!r} reached its repetition cap ({event.epochs:.2f} epochs) at sample {event.sample} "
-                "and on_exhausted='error'; add data, raise max_repetitions, or use on_exhausted='redistribute'."
-            )
-        if self.on_exhausted == "stop":
-            raise DomainsExhausted(
-                f"domain {name!r} ran dry at sample {event.sample} ({event.epochs:.2f} epochs) and on_exhausted='stop'."
+                f"and on_exhausted={self.on_exhausted!r}; add data, raise max_repetitions, or use "
+                "on_exhausted='redistribute'."
             )
         else:
             logger.warning(
@@ -347,10 +350,7 @@ class Interleaver(IterableDataset):
         """Domains that ran dry before global sample ``upto_sample`` (simulated in this process)."""
         if self._sim is None or self._sim.sample > upto_sample * self.segments_per_block:
             self._sim = self._fresh_sim()
-        try:
-            self._advance(self._sim, upto_sample * self.segments_per_block, record=None)
-        except DomainsExhausted:
-            pass
+        self._advance(self._sim, upto_sample * self.segments_per_block, record=None)
         return list(self._sim.events)
 
     def _segment(self, domain: int, cursor: int) -> np.ndarray:
@@ -393,18 +393,27 @@ class Interleaver(IterableDataset):
         s = self.segments_per_block
         sim = self._fresh_sim()
         chunk = self.chunk_size
+        # Plan the sequence a window ahead (the draws are vectorised), never past the horizon.
+        window = max(chunk * workers, _SIM_CHUNK // s)
+        planned_start = planned_stop = self.start_sample
+        domains = cursors = np.empty(0, dtype=np.int64)
         position = self.start_sample + worker * chunk
         while True:
-            self._wait_for_horizon(position + chunk, in_worker=info is not None)
-            try:
-                domains, cursors = self.plan(position * s, (position + chunk) * s, sim=sim)
-            except DomainsExhausted as error:
-                if self.on_exhausted == "error":
-                    raise
-                logger.warning("Interleaver stops: %s", error)
-                return
+            end = position + chunk
+            if end > planned_stop:
+                self._wait_for_horizon(end, in_worker=info is not None)
+                stop = max(end, min(position + window, int(self.schedule.horizon[0])))
+                domains, cursors = self.plan(position * s, stop * s, sim=sim)
+                planned_start, planned_stop = position, position + len(domains) // s
+                if end > planned_stop:  # the sequence ends inside this chunk
+                    if self.on_exhausted == "error":
+                        raise DomainsExhausted(sim.ended)
+                    logger.warning("Interleaver stops: %s", sim.ended)
+                    return
+            lo = (position - planned_start) * s
             for i in range(chunk):
-                yield self._make_sample(domains[i * s : (i + 1) * s], cursors[i * s : (i + 1) * s])
+                a = lo + i * s
+                yield self._make_sample(domains[a : a + s], cursors[a : a + s])
             position += workers * chunk
 
     def _wait_for_horizon(self, needed: int, in_worker: bool) -> None:

@@ -1,0 +1,406 @@
+"""OP-Mix's simulator: LoRA probes trained on the current model, candidate mixtures scored exactly.
+
+A candidate is ``θ(w) = θ + Σ_c w_c·ΔW_c`` with ``ΔW_c = (alpha/rank)·B_c·A_c``: a weighted sum of the
+probes' *weight deltas* (not of their A and B factors), obtained by activating all probes at once
+with per-probe LoRA scales ``w_c·alpha/rank``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import zlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, get_peft_model
+from peft.tuners.lora import LoraLayer
+from peft.tuners.tuners_utils import BaseTunerLayer
+
+from ..compute import ComputeLedger, non_embedding_parameters
+
+logger = logging.getLogger(__name__)
+
+# Smoothing of the running loss watched for divergence: one noisy batch must not drop a probe,
+# a loss that keeps climbing must.
+_RUNNING_LOSS_DECAY = 0.9
+# Only these batch entries reach the model, so interleaver metadata (domain ids, ...) cannot break forward().
+_MODEL_INPUTS = ("input_ids", "labels", "attention_mask", "position_ids")
+
+
+@dataclass
+class ProbeConfig:
+    """Settings of OP-Mix's LoRA probes; defaults are the published ones where the paper gives them."""
+
+    rank: int = field(default=16, metadata={"help": "LoRA rank r of every probe, >= 1 (OP-Mix: 16)."})
+    alpha: float = field(default=32.0, metadata={"help": "LoRA alpha > 0; delta = (alpha/rank)*B*A (OP-Mix: 32)."})
+    dropout: float = field(default=0.05, metadata={"help": "LoRA dropout in [0, 1) while training (OP-Mix: 0.05)."})
+    target_modules: list[str] | None = field(
+        default=None, metadata={"help": "Modules to adapt; None: every nn.Linear but the LM head (attention + MLP)."}
+    )
+    lr_multiplier: float = field(default=2.0, metadata={"help": "Probe LR = base LR x this, > 0 (OP-Mix: 2)."})
+    steps: int = field(default=5000, metadata={"help": "Steps per probe (OP-Mix: 5000 pretraining, 2500 continual)."})
+    batch_size: int = field(default=8, metadata={"help": "Sequences per probe step; callers build batches this size."})
+    warmup_ratio: float = field(default=0.0, metadata={"help": "Share in [0, 1] of steps with linear LR warm-up."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient-norm clip of probe parameters (<= 0: none)."})
+    divergence_factor: float = field(
+        default=3.0, metadata={"help": "Drop a probe whose running loss is NaN/inf or > its first loss x this (> 0)."}
+    )
+    bf16: bool = field(default=False, metadata={"help": "Train probes and score candidates under bf16 autocast."})
+    seed: int = field(default=0, metadata={"help": "Seed of probe init and dropout (the global RNG is untouched)."})
+
+    def __post_init__(self):
+        checks = {"rank": self.rank >= 1, "steps": self.steps >= 1, "batch_size": self.batch_size >= 1}
+        checks |= {"alpha": self.alpha > 0, "lr_multiplier": self.lr_multiplier > 0, "dropout": 0 <= self.dropout < 1}
+        checks |= {"divergence_factor": self.divergence_factor > 0, "warmup_ratio": 0 <= self.warmup_ratio <= 1}
+        helps = {f.name: f.metadata["help"] for f in fields(self)}
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"ProbeConfig.{name}={getattr(self, name)!r} is out of range. {name}: {helps[name]}")
+        if isinstance(self.target_modules, str):
+            self.target_modules = [self.target_modules]
+
+
+@dataclass
+class ProbeResult:
+    """Outcome of one probe: per-step losses, the mean of the last 10 (``final_loss``), divergence."""
+
+    name: str
+    steps: int
+    losses: list[float]
+    final_loss: float
+    diverged: bool = False
+    reason: str = ""
+
+
+def default_target_modules(model: torch.nn.Module) -> list[str]:
+    """Names of the ``nn.Linear`` layers a probe adapts: all of them except the LM head."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    kept = [n for n, m in linears if m is not head and n.rsplit(".", 1)[-1] != "lm_head"]
+    if not kept:
+        raise ValueError("No nn.Linear layer besides the LM head was found; set ProbeConfig.target_modules explicitly.")
+    suffixes, kept_set = {n.rsplit(".", 1)[-1] for n in kept}, set(kept)
+    excluded = {n.rsplit(".", 1)[-1] for n, _ in linears if n not in kept_set}
+    # Suffixes (q_proj, ...) keep the saved adapter config short; full paths only when a suffix is
+    # shared with the head and would drag it in.
+    return sorted(kept) if suffixes & excluded else sorted(suffixes)
+
+
+class LoRAProbeSimulator:
+    """Trains LoRA probes on ``model`` in place and scores candidate mixtures θ + Σ w_c ΔW_c.
+
+    ``model`` is the unwrapped model (``accelerator.unwrap_model``; FSDP-sharded models are not
+    supported); it is never copied and its base weights stay bit-identical.  :meth:`close` removes
+    every adapter and returns the restored model.  Work is local to this process, and so are the
+    ledger entries.  ``base_learning_rate`` is a public attribute (probe LR = it x ``lr_multiplier``).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        config: ProbeConfig | None,
+        base_learning_rate: float,
+        ledger: ComputeLedger | None = None,
+        device: torch.device | str | None = None,
+    ):
+        if not base_learning_rate > 0:
+            raise ValueError(f"base_learning_rate must be > 0, got {base_learning_rate!r}.")
+        if any(isinstance(m, BaseTunerLayer) for m in model.modules()):
+            raise ValueError(
+                "The model already holds PEFT adapters; LoRAProbeSimulator needs a plain model (merge first)."
+            )
+        self.model = model
+        self.config = config if config is not None else ProbeConfig()
+        self.base_learning_rate = float(base_learning_rate)
+        self.ledger = ledger
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.num_parameters = non_embedding_parameters(model)  # N of the FLOPs formula, without adapters
+        # Resolved now: once LoRA layers are in, their own Linear modules would be found too.
+        self.target_modules = list(self.config.target_modules or default_target_modules(model))
+        self.results: dict[str, ProbeResult] = {}
+        self._probes: list[str] = []
+        self._peft = None
+        self._snapshot: dict | None = None
+        self._closed = False
+
+    @property
+    def probes(self) -> list[str]:
+        """Names of the surviving (not diverged) probes, in training order."""
+        return list(self._probes)
+
+    def train_probe(
+        self, name: str, batches: Iterable[Mapping[str, torch.Tensor]], steps: int | None = None
+    ) -> ProbeResult:
+        """Train a new probe ``name`` on θ alone, for ``steps`` batches holding ``input_ids`` and ``labels``.
+
+        A probe that diverges is deleted, logged and reported with ``diverged=True``.
+        """
+        self._check_open()
+        self._check_name(name)
+        steps = int(self.config.steps if steps is None else steps)
+        if steps < 1:
+            raise ValueError(f"train_probe({name!r}): steps must be >= 1, got {steps}.")
+        with self._rng(name), self._modes(train=True):
+            self._add_adapter(name)
+            try:
+                losses, tokens, reason = self._optimize(name, iter(batches), steps)
+            except BaseException:
+                self._delete(name)  # a half-trained probe must never become a candidate
+                raise
+        if self.ledger is not None and tokens:
+            self.ledger.add_training("probe", self.num_parameters, tokens)
+        final = float(np.mean(losses[-10:])) if losses else float("nan")
+        result = self.results[name] = ProbeResult(name, len(losses), losses, final, bool(reason), reason)
+        if reason:
+            logger.warning("Probe %r diverged (%s); it is dropped from the candidates.", name, reason)
+            self._delete(name)
+        return result
+
+    @contextlib.contextmanager
+    def interpolated(self, weights: Mapping[str, float]) -> Iterator[torch.nn.Module]:
+        """Inside the block ``self.model`` computes θ + Σ_c weights[c]·ΔW_c, in eval mode (dropout off).
+
+        For callers that score candidates their own way (e.g. by generation); not counted in the ledger.
+        """
+        self._check_open()
+        weights = self._check_weights(weights)
+        # Zero-weight probes stay inactive rather than scaled by 0: same result, less compute.
+        active = [n for n in self._probes if weights.get(n, 0.0) != 0.0]
+        layers = self._lora_layers()
+        with self._modes(train=False):
+            try:
+                for layer in layers:
+                    for probe in active:
+                        layer.set_scale(probe, weights[probe])  # scaling[probe] = w * alpha / r
+                if self._peft is not None:
+                    # A LoRA layer sums its active adapters: W x + Σ_c w_c (alpha/r) B_c A_c x, exactly.
+                    self._peft.base_model.set_adapter(active, inference_mode=True)
+                yield self.model
+            finally:
+                for layer in layers:
+                    for probe in active:
+                        layer.set_scale(probe, 1.0)
+
+    def evaluate_candidates(
+        self, candidates: Sequence[Mapping[str, float]], eval_sets: Mapping[str, torch.Tensor], batch_size: int
+    ) -> np.ndarray:
+        """Loss (C, D) of each candidate (probe name -> weight >= 0) on each eval set (domain -> (n, L) LongTensor).
+
+        An entry is the token-weighted mean next-token cross-entropy over the domain's blocks (each
+        block predicts L-1 tokens); columns follow ``eval_sets``' key order; ``{}`` scores θ itself.
+        """
+        if int(batch_size) < 1:
+            raise ValueError(f"evaluate_candidates: batch_size must be >= 1, got {batch_size!r}.")
+        for domain, blocks in eval_sets.items():
+            shape = tuple(blocks.shape) if torch.is_tensor(blocks) else type(blocks).__name__
+            if not (isinstance(shape, tuple) and len(shape) == 2 and shape[1] >= 2 and not blocks.is_floating_point()):
+                raise ValueError(
+                    f"eval_sets[{domain!r}] must be an integer tensor (n_blocks, block_len >= 2), got {shape}."
+                )
+        for candidate in candidates:  # all checked before any compute is spent
+            self._check_weights(candidate)
+        losses = np.zeros((len(candidates), len(eval_sets)))
+        with torch.no_grad():
+            for i, candidate in enumerate(candidates):
+                with self.interpolated(candidate):
+                    for j, blocks in enumerate(eval_sets.values()):
+                        losses[i, j] = self._mean_loss(blocks, int(batch_size))
+        if self.ledger is not None:  # every position of every block goes through the forward pass
+            tokens = len(candidates) * sum(blocks.numel() for blocks in eval_sets.values())
+            self.ledger.add_forward("eval", self.num_parameters, tokens)
+        return losses
+
+    def save_adapters(self, directory: str) -> dict[str, str]:
+        """Save each surviving probe with PEFT's ``save_pretrained`` in ``directory/<name>``; returns the paths."""
+        self._check_open()
+        for name in self._probes:
+            # PEFT writes an adapter named "default" at the root, others in a sub-folder: make it uniform.
+            target = os.path.join(directory, name) if name == "default" else directory
+            self._peft.save_pretrained(target, selected_adapters=[name])
+        return {name: os.path.join(directory, name) for name in self._probes}
+
+    def close(self) -> torch.nn.Module:
+        """Remove every probe, restore the model (modules, modes, ``requires_grad``) and return it."""
+        if not self._closed:
+            if self._peft is not None:
+                self._unwrap()
+            self._probes.clear()
+            self._closed = True
+        return self.model
+
+    def __enter__(self) -> LoRAProbeSimulator:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _optimize(self, name: str, iterator: Iterator[Mapping[str, torch.Tensor]], steps: int):
+        """AdamW on probe ``name``'s parameters; returns (losses, tokens forwarded, divergence reason or "")."""
+        config, params = self.config, self._adapter_parameters(name)
+        # No weight decay: it would pull the probe's delta towards 0, i.e. towards θ, not towards its data.
+        optimizer = torch.optim.AdamW(params, lr=self.base_learning_rate * config.lr_multiplier, weight_decay=0.0)
+        warmup = math.ceil(config.warmup_ratio * steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(warmup, 1)))
+        losses, tokens, running, decay = [], 0, 0.0, _RUNNING_LOSS_DECAY
+        try:
+            for step in range(steps):
+                batch = next(iterator, None)
+                if batch is None:
+                    logger.warning("Probe %r: batches ran out after %d of %d steps.", name, step, steps)
+                    break
+                if "input_ids" not in batch or "labels" not in batch:
+                    raise ValueError(
+                        f"Probe {name!r}: batches need 'input_ids' and 'labels', got keys {sorted(batch)}."
+                    )
+                inputs = {k: batch[k].to(self.device) for k in _MODEL_INPUTS if k in batch}
+                with self._autocast():
+                    loss = self.model(**inputs, use_cache=False).loss
+                tokens += inputs["input_ids"].numel()
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    return losses, tokens, f"loss became {value} at step {step}"
+                loss.backward()
+                if config.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(value)
+                running = value if len(losses) == 1 else decay * running + (1 - decay) * value
+                if running > losses[0] * config.divergence_factor:
+                    reason = f"running loss {running:.4g} > {config.divergence_factor} x first loss {losses[0]:.4g}"
+                    return losses, tokens, f"{reason} at step {step}"
+            return losses, tokens, ""
+        finally:
+            for param in params:  # trained probes are frozen: candidates only read them
+                param.requires_grad_(False)
+                param.grad = None
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("This LoRAProbeSimulator is closed; create a new one to train or score probes.")
+
+    def _check_name(self, name: str) -> None:
+        # PEFT keys parameters by adapter name after "lora_": a dot or a piece of that prefix breaks loading.
+        if not isinstance(name, str) or not name or "." in name or name in "lora_":
+            raise ValueError(f"Probe name {name!r} is invalid: use a string without '.' that is not part of 'lora_'.")
+        if name in self.results:
+            raise ValueError(f"Probe name {name!r} is already used; used names: {sorted(self.results)}.")
+
+    def _check_weights(self, weights: Mapping[str, float]) -> dict[str, float]:
+        checked = {}
+        for name, value in weights.items():
+            value = float(value)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"Weight of probe {name!r} is {value}; candidate weights must be finite and >= 0.")
+            if name in self._probes:
+                checked[name] = value
+            elif value != 0:
+                why = f"was dropped ({self.results[name].reason})" if name in self.results else "does not exist"
+                raise ValueError(
+                    f"Probe {name!r} {why}; surviving probes: {self._probes}. Give it weight 0 or leave it out."
+                )
+        return checked
+
+    def _add_adapter(self, name: str) -> None:
+        lora_config = LoraConfig(
+            r=int(self.config.rank),
+            lora_alpha=self.config.alpha,
+            lora_dropout=self.config.dropout,
+            target_modules=list(self.target_modules),
+            bias="none",
+            task_type="CAUSAL_LM",
+            use_rslora=False,
+            use_dora=False,  # plain LoRA: set_scale then means w * alpha / r
+        )
+        if self._peft is None:
+            self._snapshot = {
+                "requires_grad": [(p, p.requires_grad) for p in self.model.parameters()],
+                "pretraining_tp": getattr(getattr(self.model, "config", None), "pretraining_tp", None),
+                "input_hooks": bool(getattr(self.model, "_require_grads_hooks", None)),
+            }
+            # In place: LoRA layers wrap the existing Linear modules, whose parameters stay the same objects.
+            self._peft = get_peft_model(self.model, lora_config, adapter_name=name)
+        else:
+            self._peft.add_adapter(name, lora_config)
+        self._probes.append(name)
+        for param in self._adapter_parameters(name):
+            param.data = param.data.float()  # fp32 probes on bf16/fp16 models, for stable AdamW updates
+        self._peft.base_model.set_adapter([name])  # trains this probe alone, on θ
+
+    def _adapter_parameters(self, name: str) -> list[torch.nn.Parameter]:
+        layers = [layer for layer in self._lora_layers() if name in layer.lora_A]
+        return [p for layer in layers for p in (*layer.lora_A[name].parameters(), *layer.lora_B[name].parameters())]
+
+    def _lora_layers(self) -> list[LoraLayer]:
+        return [m for m in self.model.modules() if isinstance(m, LoraLayer)]
+
+    def _delete(self, name: str) -> None:
+        self._probes.remove(name)
+        if self._probes:
+            # Activate the survivors (frozen) first, or PEFT would pick one and make it trainable.
+            self._peft.base_model.set_adapter(self._probes, inference_mode=True)
+            self._peft.delete_adapter(name)
+        else:
+            self._unwrap()  # no probe left: the caller gets the untouched model back at once
+
+    def _unwrap(self) -> None:
+        model = self._peft.unload()  # puts the original Linear modules back, without merging
+        if model is not self.model:
+            raise RuntimeError("PEFT unload() returned another model object; the simulator cannot restore the model.")
+        self._peft = None
+        if hasattr(self.model, "peft_config"):
+            del self.model.peft_config
+        snapshot, self._snapshot = self._snapshot, None
+        for param, flag in snapshot["requires_grad"]:
+            param.requires_grad_(flag)
+        if snapshot["pretraining_tp"] is not None:
+            self.model.config.pretraining_tp = snapshot["pretraining_tp"]
+        if not snapshot["input_hooks"] and getattr(self.model, "_require_grads_hooks", None):
+            self.model.disable_input_require_grads()  # PEFT added it because of gradient checkpointing
+
+    @contextlib.contextmanager
+    def _modes(self, train: bool) -> Iterator[None]:
+        modes = [(m, m.training) for m in self.model.modules()]
+        self.model.train(train)
+        try:
+            yield
+        finally:
+            for module, mode in modes:
+                module.training = mode
+
+    @contextlib.contextmanager
+    def _rng(self, name: str) -> Iterator[None]:
+        # A forked RNG keeps the main run's random stream (and so exact resume) independent of probing;
+        # seeding by name makes a probe identical on every rank and across reruns.
+        cuda = self.device.type == "cuda"
+        index = (self.device.index if self.device.index is not None else torch.cuda.current_device()) if cuda else None
+        with torch.random.fork_rng(devices=[index] if cuda else []):
+            seed = int(self.config.seed) + zlib.crc32(name.encode())
+            torch.default_generator.manual_seed(seed)
+            if cuda:
+                with torch.cuda.device(index):
+                    torch.cuda.manual_seed(seed)
+            yield
+
+    def _autocast(self):
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=bool(self.config.bf16))
+
+    def _mean_loss(self, blocks: torch.Tensor, batch_size: int) -> float:
+        total, count = 0.0, 0
+        for start in range(0, blocks.shape[0], batch_size):
+            ids = blocks[start : start + batch_size].to(self.device)
+            with self._autocast():
+                logits = self.model(input_ids=ids, use_cache=False).logits
+            targets = ids[:, 1:]
+            total += float(F.cross_entropy(logits[:, :-1].float().flatten(0, 1), targets.flatten(), reduction="sum"))
+            count += targets.numel()
+        return total / count
