@@ -18,6 +18,7 @@ LoRA probes), ``proxy`` (Olmix's proxy swarm), ``generate`` (sampling), ``teache
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 from collections.abc import Mapping
@@ -67,8 +68,8 @@ class ComputeLedger:
         """Add ``flops`` (and the ``tokens`` they processed) under ``kind``."""
         if kind not in KINDS:
             raise ValueError(f"ComputeLedger kind {kind!r} is unknown; use one of {list(KINDS)}.")
-        if flops < 0 or tokens < 0:
-            raise ValueError(f"ComputeLedger.add({kind!r}): flops and tokens must be >= 0, got {flops}, {tokens}.")
+        if not (math.isfinite(flops) and math.isfinite(tokens)) or flops < 0 or tokens < 0:
+            raise ValueError(f"ComputeLedger.add({kind!r}): flops and tokens must be finite and >= 0, got {flops}, {tokens}.")
         with self._lock:
             self.by_kind[kind] = self.by_kind.get(kind, 0.0) + float(flops)
             self.tokens_by_kind[kind] = self.tokens_by_kind.get(kind, 0.0) + float(tokens)

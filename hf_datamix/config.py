@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
@@ -15,7 +16,7 @@ def parse_strategy_args(value: Any) -> dict[str, Any]:
     """Strategy settings from a mapping, a JSON object or ``key=value,key=value`` text."""
     if value is None or value == "":
         return {}
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return dict(value)
     if not isinstance(value, str):
         raise ValueError(f"strategy_args={value!r}: give a mapping, a JSON object or 'key=value,key=value'.")
@@ -62,7 +63,7 @@ class DataMixArguments(TrainingArguments):
     )
     block_size: int = field(default=256, metadata={"help": "Tokens per packed training block."})
     max_repetitions: Optional[float] = field(
-        default=4.0, metadata={"help": "Max epochs over each domain's tokens (repetition cap k); None: no cap."}
+        default=4.0, metadata={"help": "Max epochs over each domain's tokens (repetition cap k); 0 or None: no cap."}
     )
     on_exhausted: str = field(
         default="redistribute",
@@ -89,7 +90,9 @@ class DataMixArguments(TrainingArguments):
             )
         if self.on_exhausted not in EXHAUSTION_ACTIONS:
             raise ValueError(f"on_exhausted={self.on_exhausted!r}; use one of {list(EXHAUSTION_ACTIONS)}.")
-        if self.max_repetitions is not None and not self.max_repetitions > 0:
-            raise ValueError(f"max_repetitions={self.max_repetitions}; use a positive number of epochs or None.")
+        if self.max_repetitions is not None and not self.max_repetitions >= 0:
+            raise ValueError(f"max_repetitions={self.max_repetitions}; use a positive number of epochs, or 0 for no cap.")
+        if self.max_repetitions == 0:
+            self.max_repetitions = None  # 0 on the command line means "no cap" (None cannot be typed there)
         if self.max_eval_blocks is not None and self.max_eval_blocks < 1:
             raise ValueError(f"max_eval_blocks={self.max_eval_blocks}; use a positive number or None.")

@@ -70,7 +70,7 @@ class DomainSpec:
                 "`eval_size=` (documents or fraction of train to hold out)."
             )
         if self.eval_size is not None and not (
-            (isinstance(self.eval_size, int) and self.eval_size > 0)
+            (isinstance(self.eval_size, int) and not isinstance(self.eval_size, bool) and self.eval_size > 0)
             or (isinstance(self.eval_size, float) and 0 < self.eval_size < 1)
         ):
             raise ValueError(
@@ -117,21 +117,26 @@ def _load_source(spec: DomainSpec, source: Source, split: str):
             raise ValueError(f"Domain {spec.name!r}: DatasetDict has no split {split!r} ({list(source)}).")
         return source[split]
     paths = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    if len(paths) == 1 and os.path.isdir(paths[0]) and _looks_like_hub_repo(os.fspath(paths[0])):
+        # A local folder laid out like a Hub dataset repo loads exactly as the repo would.
+        return _load_hub(spec, os.fspath(paths[0]), split)
     files = _expand_files(paths)
     if files:
         builder = _builder_for(spec.name, files)
-        loaded = datasets.load_dataset(builder, data_files=files, split="train", streaming=spec.streaming)
-        return loaded
+        return datasets.load_dataset(builder, data_files=files, split="train", streaming=spec.streaming)
     if isinstance(source, str) and not os.path.exists(source) and not any(c in source for c in "*?["):
-        # Not a local path: treat it as a Hub dataset id (a local folder laid out like a Hub repo also works).
-        try:
-            return datasets.load_dataset(source, spec.hub_config, split=split, streaming=spec.streaming)
-        except Exception as error:  # datasets raises many types; re-raise with the domain named
-            raise ValueError(
-                f"Domain {spec.name!r}: could not load {source!r} split {split!r} as a Hub dataset "
-                f"({type(error).__name__}: {error}). Check the id, `hub_config`, the split names, and your network/token."
-            ) from error
+        return _load_hub(spec, source, split)
     raise ValueError(f"Domain {spec.name!r}: no files match {paths!r}.")
+
+
+def _load_hub(spec: DomainSpec, source: str, split: str):
+    try:
+        return datasets.load_dataset(source, spec.hub_config, split=split, streaming=spec.streaming)
+    except Exception as error:  # datasets raises many types; re-raise with the domain named
+        raise ValueError(
+            f"Domain {spec.name!r}: could not load {source!r} split {split!r} as a Hub dataset "
+            f"({type(error).__name__}: {error}). Check the id, `hub_config`, the split names, and your network/token."
+        ) from error
 
 
 def _expand_files(paths: Sequence[str]) -> list[str]:
@@ -139,8 +144,6 @@ def _expand_files(paths: Sequence[str]) -> list[str]:
     for path in paths:
         path = os.fspath(path)
         if os.path.isdir(path):
-            if _looks_like_hub_repo(path):
-                return []
             files.extend(
                 sorted(
                     os.path.join(root, name)

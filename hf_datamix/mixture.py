@@ -84,13 +84,18 @@ class Mixture(Mapping[str, float]):
                     f"Mixture names unknown domain(s) {unknown}; the known domains are {sorted(known)}."
                 )
             seen = {name: seen.get(name, 0.0) for name in known}
-        total = sum(seen.values())
+        # Scale by the largest weight first: finite weights near float max must not sum to inf.
+        largest = max(seen.values())
+        if largest > 0:
+            seen = {name: value / largest for name, value in seen.items()}
+        total = math.fsum(seen.values())
         if total <= 0:
             raise ValueError(f"Mixture weights {seen} sum to 0: at least one weight must be positive.")
-        if abs(total - 1.0) > SUM_TOLERANCE:
+        raw_total = total * largest
+        if abs(raw_total - 1.0) > SUM_TOLERANCE:
             if not normalize:
-                raise ValueError(f"Mixture weights sum to {total:.8g}, not 1 (normalize=False).")
-            logger.info("Mixture weights summed to %.6g; normalised to 1.", total)
+                raise ValueError(f"Mixture weights sum to {raw_total:.8g}, not 1 (normalize=False).")
+            logger.info("Mixture weights summed to %.6g; normalised to 1.", raw_total)
         self._weights = {name: value / total for name, value in seen.items()}
 
     # -- constructors ---------------------------------------------------------------------------
@@ -133,7 +138,7 @@ class Mixture(Mapping[str, float]):
         return dict(self._weights) == dict(other)
 
     def __hash__(self):
-        return hash(tuple(self._weights.items()))
+        return hash(frozenset(self._weights.items()))
 
     @property
     def domains(self) -> list[str]:

@@ -1,0 +1,178 @@
+"""DataMixArguments validation and parse_strategy_args."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from types import MappingProxyType
+
+import pytest
+
+from hf_datamix import DataMixArguments
+from hf_datamix.config import parse_strategy_args
+
+
+def make_args(tmp_path, **kwargs) -> DataMixArguments:
+    return DataMixArguments(output_dir=str(tmp_path), report_to="none", **kwargs)
+
+
+# -- DataMixArguments -------------------------------------------------------------------------------
+
+
+def test_defaults(tmp_path):
+    args = make_args(tmp_path)
+    assert args.strategy == "uniform"
+    assert args.strategy_args == {}
+    assert args.block_size == 256 and args.segments_per_block == 1
+    assert args.on_exhausted == "redistribute"
+    assert args.max_repetitions == 4.0
+
+
+@pytest.mark.parametrize("block_size", [1, 0, -8])
+def test_block_size_too_small(tmp_path, block_size):
+    with pytest.raises(ValueError, match=rf"block_size={block_size}: use at least 2 tokens"):
+        make_args(tmp_path, block_size=block_size)
+
+
+def test_block_size_two_is_fine(tmp_path):
+    assert make_args(tmp_path, block_size=2).block_size == 2
+
+
+@pytest.mark.parametrize("block_size, segments", [(256, 3), (256, 0), (256, -1), (10, 4), (8, 16)])
+def test_segments_per_block_must_divide(tmp_path, block_size, segments):
+    with pytest.raises(ValueError, match=rf"segments_per_block={segments} must be >= 1 and divide block_size={block_size}"):
+        make_args(tmp_path, block_size=block_size, segments_per_block=segments)
+
+
+@pytest.mark.parametrize("block_size, segments", [(256, 4), (256, 256), (12, 3), (2, 2)])
+def test_segments_per_block_ok(tmp_path, block_size, segments):
+    assert make_args(tmp_path, block_size=block_size, segments_per_block=segments).segments_per_block == segments
+
+
+@pytest.mark.parametrize("action", ["drop", "Redistribute", "", "skip"])
+def test_bad_on_exhausted(tmp_path, action):
+    with pytest.raises(ValueError, match=rf"on_exhausted={action!r}; use one of \['redistribute', 'stop', 'error'\]"):
+        make_args(tmp_path, on_exhausted=action)
+
+
+@pytest.mark.parametrize("action", ["redistribute", "stop", "error"])
+def test_good_on_exhausted(tmp_path, action):
+    assert make_args(tmp_path, on_exhausted=action).on_exhausted == action
+
+
+@pytest.mark.parametrize("reps", [-1, -0.5, float("nan")])
+def test_negative_max_repetitions(tmp_path, reps):
+    with pytest.raises(ValueError, match=r"max_repetitions=.*use a positive number of epochs, or 0 for no cap"):
+        make_args(tmp_path, max_repetitions=reps)
+
+
+@pytest.mark.parametrize("reps", [0, 0.0])
+def test_zero_max_repetitions_means_no_cap(tmp_path, reps):
+    assert make_args(tmp_path, max_repetitions=reps).max_repetitions is None
+
+
+@pytest.mark.parametrize("reps", [None, 0.5, 1, 4.0])
+def test_good_max_repetitions(tmp_path, reps):
+    assert make_args(tmp_path, max_repetitions=reps).max_repetitions == reps
+
+
+@pytest.mark.parametrize("blocks", [0, -3])
+def test_bad_max_eval_blocks(tmp_path, blocks):
+    with pytest.raises(ValueError, match=rf"max_eval_blocks={blocks}"):
+        make_args(tmp_path, max_eval_blocks=blocks)
+
+
+def test_strategy_args_parsed_in_post_init(tmp_path):
+    assert make_args(tmp_path, strategy_args="a=1,b=x").strategy_args == {"a": 1, "b": "x"}
+    assert make_args(tmp_path, strategy_args='{"k": [1, 2]}').strategy_args == {"k": [1, 2]}
+    assert make_args(tmp_path, strategy_args={"k": 1}).strategy_args == {"k": 1}
+    with pytest.raises(ValueError, match="strategy_args"):
+        make_args(tmp_path, strategy_args="novalue")
+
+
+def test_training_arguments_fields_still_work(tmp_path):
+    args = make_args(tmp_path, learning_rate=1e-3, max_steps=5, strategy="natural", mixing_seed=7)
+    assert args.learning_rate == 1e-3 and args.max_steps == 5
+    assert args.strategy == "natural" and args.mixing_seed == 7
+
+
+def test_hf_argument_parser(tmp_path):
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(DataMixArguments)
+    (args,) = parser.parse_args_into_dataclasses(
+        ["--output_dir", str(tmp_path), "--report_to", "none", "--strategy", "natural",
+         "--strategy_args", "a=1,b=x", "--block_size", "64", "--segments_per_block", "2",
+         "--max_repetitions", "2", "--on_exhausted", "stop"]
+    )
+    assert args.strategy == "natural" and args.strategy_args == {"a": 1, "b": "x"}
+    assert (args.block_size, args.segments_per_block, args.max_repetitions, args.on_exhausted) == (64, 2, 2.0, "stop")
+    (args,) = parser.parse_dict({"output_dir": str(tmp_path), "report_to": "none", "strategy_args": {"k": [1]}})
+    assert args.strategy_args == {"k": [1]}
+    with pytest.raises(ValueError, match="segments_per_block=3"):
+        parser.parse_dict({"output_dir": str(tmp_path), "report_to": "none", "segments_per_block": 3})
+
+
+# -- parse_strategy_args ------------------------------------------------------------------------------
+
+
+def test_parse_json_object():
+    assert parse_strategy_args('{"a": 1, "b": "x", "c": [0.5, 1], "d": {"e": null}}') == {
+        "a": 1,
+        "b": "x",
+        "c": [0.5, 1],
+        "d": {"e": None},
+    }
+    assert parse_strategy_args('  {"a": true}  ') == {"a": True}
+
+
+def test_parse_key_value_text():
+    parsed = parse_strategy_args("a=1,b=x,c=0.5")
+    assert parsed == {"a": 1, "b": "x", "c": 0.5}
+    assert type(parsed["a"]) is int and type(parsed["c"]) is float and type(parsed["b"]) is str
+
+
+def test_parse_key_value_details():
+    assert parse_strategy_args(" a = 1 , b=hello world ,") == {"a": 1, "b": "hello world"}
+    assert parse_strategy_args("flag=true,none=null,neg=-2,sci=1e-3") == {
+        "flag": True,
+        "none": None,
+        "neg": -2,
+        "sci": 1e-3,
+    }
+    assert parse_strategy_args('name="quoted"') == {"name": "quoted"}
+    assert parse_strategy_args("path=a=b") == {"path": "a=b"}  # only the first '=' splits
+    assert parse_strategy_args("x=") == {"x": ""}
+    assert parse_strategy_args("a=1,a=2") == {"a": 2}  # last one wins
+
+
+def test_parse_dict_is_copied():
+    source = {"a": 1}
+    parsed = parse_strategy_args(source)
+    assert parsed == {"a": 1} and parsed is not source
+    parsed["b"] = 2
+    assert source == {"a": 1}
+    assert parse_strategy_args(OrderedDict(a=1)) == {"a": 1}
+
+
+@pytest.mark.parametrize("empty", [None, "", "   ", ",", {}])
+def test_parse_empty(empty):
+    assert parse_strategy_args(empty) == {}
+
+
+@pytest.mark.parametrize("bad, pattern", [
+    ("novalue", r"item 'novalue' is not 'key=value'"),
+    ("a=1,b", r"item 'b' is not 'key=value' \(in 'a=1,b'\)"),
+    ("=1", r"item '=1' is not 'key=value'"),
+    ("{not json", r"strategy_args is not valid JSON"),
+    ('{"a": 1,}', r"strategy_args is not valid JSON"),
+    (42, r"strategy_args=42: give a mapping, a JSON object or 'key=value,key=value'"),
+    ([("a", 1)], r"strategy_args=\[\('a', 1\)\]: give a mapping"),
+    (1.5, r"strategy_args=1\.5"),
+])
+def test_parse_bad_input(bad, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        parse_strategy_args(bad)
+
+
+def test_parse_any_mapping():
+    assert parse_strategy_args(MappingProxyType({"a": 1})) == {"a": 1}
