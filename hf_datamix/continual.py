@@ -100,15 +100,25 @@ def run_continual(
     ledger = ComputeLedger()
     previous: Mixture | None = None
     results: list[dict] = []
+    # The retrain baseline starts every stage from the stage-0 model, for all steps so far.
+    restart = getattr(strategy, "restart_from_base", False)
+    base_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if restart else None
     if checkpoint is not None:
         state = read_state(checkpoint)
         history[:] = state["history"]
         previous = _last_weights(history, first_stage - 1)
         results = [r for r in _read_results(root) if r["stage"] < first_stage]
-    for stage in [s for s in stages if s.index >= first_stage]:
+    step_offset = 0
+    for stage in stages:
+        if stage.index < first_stage:
+            step_offset += sum(s.steps for s in stages if s.index <= stage.index) if restart else stage.steps
+            continue
         stage_args = copy.deepcopy(args)
         stage_args.output_dir = os.path.join(root, f"stage-{stage.index}")
         stage_args.max_steps = stage.steps
+        if restart:
+            model.load_state_dict(base_state)
+            stage_args.max_steps = sum(s.steps for s in stages if s.index <= stage.index)
         trainer = trainer_class(
             model=model,
             args=stage_args,
@@ -120,12 +130,12 @@ def run_continual(
             previous_mixture=previous,
             history=history,
             ledger=ledger,
-            step_offset=sum(s.steps for s in stages if s.index < stage.index),
+            step_offset=step_offset,
         )
         trainer.train(resume_from_checkpoint=checkpoint if stage.index == first_stage else None)
         metrics = trainer.evaluate()
         model = trainer.model
-        previous = trainer.interleaver.weights_at(stage.steps * trainer.samples_per_step)
+        previous = trainer.interleaver.weights_at(stage_args.max_steps * trainer.samples_per_step)
         result = {
             "stage": stage.index,
             "domains": stage.domains.names,
@@ -137,6 +147,7 @@ def run_continual(
             "compute": ledger.to_dict(),
         }
         results.append(result)
+        step_offset += stage_args.max_steps
         if trainer.is_world_process_zero():
             report(format_stage(result))
             write_json_atomic(os.path.join(root, MIXTURES_FILE), history)
