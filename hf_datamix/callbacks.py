@@ -71,6 +71,10 @@ class MixingCallback(TrainerCallback):
     def _report_exhaustion(self, step: int) -> None:
         events = self.trainer.interleaver.exhaustion_events((step + 1) * self.trainer.samples_per_step)
         for event in events[self._reported_exhaustion :]:
+            logger.warning(
+                "Step %d: domain %r ran dry (%.2f epochs, its repetition cap) at sample %d; on_exhausted=%r.",
+                step, event.domain, event.epochs, event.sample, event.action,
+            )
             self.trainer.record_event("exhausted", step, **event.to_dict())
         self._reported_exhaustion = len(events)
 

@@ -151,6 +151,7 @@ class DataMixTrainer(Trainer):
             on_exhausted=args.on_exhausted,
             segments_per_block=args.segments_per_block,
         )
+        self.interleaver.log_exhaustion = False
         kwargs.setdefault("data_collator", default_data_collator)
         super().__init__(
             model=model,

@@ -151,6 +151,8 @@ class Interleaver(IterableDataset):
         self.schedule.append(0, self._vector(mixture))
         self.start_sample = 0
         self.chunk_size = 1
+        #: Log a domain running dry while iterating (DataMixTrainer turns this off: its callback logs with the step).
+        self.log_exhaustion = True
         self._keys = np.array([zlib.crc32(name.encode()) for name in self.domains], dtype=np.uint64)
         self._sim: _SimState | None = None
         self._perm_cache: dict[tuple[int, int], np.ndarray] = {}
@@ -337,14 +339,6 @@ class Interleaver(IterableDataset):
                 f"and on_exhausted={self.on_exhausted!r}; add data, raise max_repetitions, or use "
                 "on_exhausted='redistribute'."
             )
-        else:
-            logger.warning(
-                "Domain %r ran dry at sample %d (%.2f epochs, its repetition cap): its weight is redistributed "
-                "over the remaining domains.",
-                name,
-                event.sample,
-                event.epochs,
-            )
 
     def exhaustion_events(self, upto_sample: int) -> list[ExhaustionEvent]:
         """Domains that ran dry before global sample ``upto_sample`` (simulated in this process)."""
@@ -398,6 +392,7 @@ class Interleaver(IterableDataset):
         planned_start = planned_stop = self.start_sample
         domains = cursors = np.empty(0, dtype=np.int64)
         position = self.start_sample + worker * chunk
+        logged = 0
         while True:
             end = position + chunk
             if end > planned_stop:
@@ -410,6 +405,15 @@ class Interleaver(IterableDataset):
                         raise DomainsExhausted(sim.ended)
                     logger.warning("Interleaver stops: %s", sim.ended)
                     return
+            if worker == 0 and self.log_exhaustion:
+                # Planning runs ahead of training: say a domain ran dry only when the stream reaches it.
+                for event in sim.events[logged:]:
+                    if event.sample < end:
+                        logged += 1
+                        logger.warning(
+                            "Domain %r ran dry at sample %d (%.2f epochs, its repetition cap); on_exhausted=%r.",
+                            event.domain, event.sample, event.epochs, event.action,
+                        )
             lo = (position - planned_start) * s
             for i in range(chunk):
                 a = lo + i * s

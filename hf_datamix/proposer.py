@@ -1,0 +1,294 @@
+"""Proposer: turns a fitted mixing law into the next mixture (shared by ``op_mix`` and ``olmix_reuse``).
+
+It solves ``min_x (1/T)·Σ_j w_j·L_j(x) + kl·KL(E·x ‖ q)`` over the simplex with per-coordinate caps
+``x_i <= caps_i`` (repetition limits ``k·N_i/R``).  ``x`` lives on the *collapsed* coordinates (a
+virtual domain counts as one); ``E`` expands it to the full domains where the prior ``q`` is given.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.special import rel_entr
+
+from .laws import MixingLaw, check_mixtures
+from .mixture import Mixture
+
+logger = logging.getLogger(__name__)
+
+#: Tried in this order; OSQP only handles QPs/LPs (no exponential cone), so it is used only for those.
+DEFAULT_SOLVERS = ("CLARABEL", "ECOS", "SCS", "OSQP")
+_CAP_TOLERANCE = 1e-6
+
+
+class InfeasibleCapsError(ValueError):
+    """The per-domain caps leave no mixture on the simplex (they sum to less than 1)."""
+
+
+@dataclass
+class Proposal:
+    """A proposed mixture and how it was found.
+
+    ``x`` holds the weights of the collapsed coordinates, ``x_full = E·x`` those of the full domains.
+    ``objective`` is ``(1/T)·Σ_j w_j·L_j(x) + kl·KL(x_full ‖ q)`` including the law's constants;
+    ``predicted`` the law's per-target predictions at ``x``.  ``status`` is ``"optimal"``,
+    ``"optimal_inaccurate"``, ``"sampled"`` (law without a convex form: best of random points),
+    ``"fallback_candidate"`` or ``"fallback_sampled"`` (every solver failed: ``fallback_reason`` says why).
+    """
+
+    x: np.ndarray
+    x_full: np.ndarray
+    objective: float
+    predicted: np.ndarray
+    solver: str
+    status: str
+    fallback_reason: str | None = None
+    domains: list[str] | None = None
+    full_domains: list[str] | None = None
+    solver_errors: dict[str, str] = field(default_factory=dict)
+
+    def mixture(self, full: bool = True) -> Mixture:
+        """The proposal as a :class:`Mixture` over the full (or the collapsed) domains; needs names."""
+        names = self.full_domains if full else self.domains
+        if names is None:
+            which = "full_domains" if full else "domains"
+            raise ValueError(f"Proposal has no domain names: pass {which}=[...] to propose() to build a Mixture.")
+        return Mixture.from_array(names, self.x_full if full else self.x)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable record for ``mixtures.json``."""
+        return {
+            "x": self.x.tolist(), "x_full": self.x_full.tolist(), "domains": self.domains,
+            "full_domains": self.full_domains, "objective": float(self.objective),
+            "predicted": self.predicted.tolist(), "solver": self.solver, "status": self.status,
+            "fallback_reason": self.fallback_reason, "solver_errors": dict(self.solver_errors),
+        }
+
+
+def _vector(value: Any, names: Sequence[str] | None, size: int, field_name: str, missing: float = np.nan) -> np.ndarray:
+    """A float vector of ``size`` from an array or a ``{name: value}`` mapping (needs ``names``).
+
+    Names absent from a mapping get ``missing``.
+    """
+    if isinstance(value, Mapping):
+        if names is None:
+            raise ValueError(f"{field_name} is a mapping, so pass the domain names too (domains/full_domains).")
+        unknown = sorted(set(value) - set(names))
+        if unknown:
+            raise ValueError(f"{field_name} names unknown domains {unknown}; known: {list(names)}.")
+        value = [value.get(name, missing) for name in names]
+    array = np.asarray(value, dtype=np.float64).reshape(-1)
+    if array.shape != (size,):
+        raise ValueError(f"{field_name} has {array.size} entries but {size} are needed.")
+    bad = np.flatnonzero(np.isnan(array) | (array < 0))
+    if len(bad):
+        label = names[bad[0]] if names is not None else f"entry {bad[0]}"
+        raise ValueError(f"{field_name} of {label} is {array[bad[0]]}: it must be a number >= 0.")
+    return array
+
+
+def _check_caps(caps: np.ndarray, names: Sequence[str]) -> None:
+    total = float(np.minimum(caps, 1.0).sum())
+    if total < 1.0 - 1e-9:
+        listing = ", ".join(f"{name}={cap:.4g}" for name, cap in zip(names, caps))
+        raise InfeasibleCapsError(
+            f"caps sum to {total:.4g} < 1, so no mixture honours them ({listing}): raise the caps of "
+            f"{', '.join(names)} by {1 - total:.4g} in total, e.g. more tokens N_i, fewer target tokens R "
+            "or a larger max repetition k (caps are k·N_i/R)."
+        )
+
+
+def _project_capped_simplex(points: np.ndarray, caps: np.ndarray) -> np.ndarray:
+    """Euclidean projection of each row onto {0 <= x <= caps, Σx = 1} (bisection on the shift)."""
+    lo = points.min(axis=1, keepdims=True) - 1.0  # shift where every coordinate reaches its cap
+    hi = points.max(axis=1, keepdims=True)  # shift where every coordinate is 0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        over = np.clip(points - mid, 0.0, caps).sum(axis=1, keepdims=True) > 1.0
+        lo, hi = np.where(over, mid, lo), np.where(over, hi, mid)
+    return np.clip(points - 0.5 * (lo + hi), 0.0, caps)
+
+
+class _Objective:
+    """The proposer's objective evaluated in numpy (for reporting, sampling and fallbacks)."""
+
+    def __init__(self, law, weights, kl, expansion, prior):
+        self.law, self.weights, self.kl, self.expansion, self.prior = law, weights, kl, expansion, prior
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        loss = self.law.predict(X) @ self.weights / len(self.weights)
+        if self.kl == 0:
+            return loss
+        return loss + self.kl * rel_entr(X @ self.expansion.T, self.prior).sum(axis=1)
+
+
+def _sample_search(objective: _Objective, caps: np.ndarray, samples: int, seed: int) -> np.ndarray:
+    """Best of random capped-simplex points (Dirichlet with small, medium and large concentration)."""
+    rng = np.random.default_rng(seed)
+    n = len(caps)
+    parts = [rng.dirichlet(np.full(n, alpha), size=max(1, samples // 3)) for alpha in (0.2, 1.0, 5.0)]
+    points = _project_capped_simplex(np.vstack(parts + [np.full((1, n), 1.0 / n)]), caps)
+    values = objective(points)
+    best = int(np.nanargmin(values))
+    return points[best]
+
+
+def _installed_solvers() -> list[str]:
+    import cvxpy as cp
+
+    return list(cp.installed_solvers())
+
+
+def _solve(problem, x, solvers: Sequence[str] | None, errors: dict[str, str]):
+    """Try solvers in order; return (x, solver, status) of the first optimal solution, else the best effort."""
+    import cvxpy as cp
+
+    installed = _installed_solvers()
+    if solvers is None:
+        solvers = [s for s in DEFAULT_SOLVERS if s in installed and (s != "OSQP" or problem.is_qp())]
+    backup = None
+    for name in solvers:
+        if name not in installed:
+            errors[name] = f"not installed (installed: {', '.join(installed)})"
+            continue
+        try:
+            problem.solve(solver=name)
+        except Exception as err:  # noqa: BLE001 - any solver crash means "try the next one"
+            errors[name] = f"{type(err).__name__}: {err}"
+            continue
+        if x.value is not None and problem.status == cp.OPTIMAL:
+            return np.array(x.value, dtype=np.float64), name, "optimal"
+        if x.value is not None and problem.status == cp.OPTIMAL_INACCURATE and backup is None:
+            backup = (np.array(x.value, dtype=np.float64), name, "optimal_inaccurate")
+        errors[name] = f"status {problem.status}"
+    return backup
+
+
+def _check_inputs(law, prior, kl, caps, expansion, target_weights, domains, full_domains):
+    """Validated ``(E, q, caps, w, domains, full_domains)`` for :func:`propose`; errors name the field."""
+    m, T = law.m, law.T
+    if domains is not None and len(domains) != m:
+        raise ValueError(f"domains has {len(domains)} names but the law was fitted on {m} coordinates.")
+    names = list(domains) if domains is not None else [f"coordinate {i}" for i in range(m)]
+    E = np.eye(m) if expansion is None else np.asarray(expansion, dtype=np.float64)
+    if E.ndim != 2 or E.shape[1] != m or not np.all(np.isfinite(E)) or (E < 0).any():
+        raise ValueError(f"expansion must be a finite, non-negative (full domains × {m}) matrix; got shape {E.shape}.")
+    off = np.flatnonzero(np.abs(E.sum(axis=0) - 1.0) > 1e-6)
+    if len(off):
+        raise ValueError(f"expansion column {names[off[0]]!r} sums to {E[:, off[0]].sum():.6g}, not 1: each column "
+                         "holds a coordinate's internal ratios (use hf_datamix.mixture.expansion_matrix).")
+    n_full = E.shape[0]
+    if full_domains is None and expansion is None and domains is not None:
+        full_domains = domains  # no virtual domains: the full domains are the coordinates
+    if full_domains is not None and len(full_domains) != n_full:
+        raise ValueError(f"full_domains has {len(full_domains)} names but expansion has {n_full} rows.")
+    full_names = list(full_domains) if full_domains is not None else [f"domain {i}" for i in range(n_full)]
+    if not (np.isfinite(kl) and kl >= 0):
+        raise ValueError(f"kl={kl}: the KL weight must be a finite number >= 0 (the papers use 0.05).")
+    q = _vector(prior, full_domains, n_full, "prior", missing=0.0)
+    if q.sum() <= 0 or not np.isfinite(q).all():
+        raise ValueError(f"prior {q.tolist()} must be finite with a positive sum.")
+    q = q / q.sum()
+    cap = np.minimum(_vector(np.ones(m) if caps is None else caps, domains, m, "caps", missing=1.0), 1.0)
+    _check_caps(cap, names)
+    reachable = (E[:, cap > 0] > 0).any(axis=1)
+    starved = np.flatnonzero(reachable & (q <= 0))
+    if len(starved) and kl > 0:
+        raise ValueError(f"prior of {full_names[starved[0]]!r} is 0 but the mixture can give it weight, so the "
+                         "KL term is infinite there: give it a positive prior or cap its coordinate(s) at 0.")
+    w = np.ones(T) if target_weights is None else _vector(target_weights, None, T, "target_weights")
+    if w.sum() <= 0:
+        raise ValueError("target_weights are all 0: give at least one target a positive weight.")
+    return E, q, cap, w, domains, full_domains
+
+
+def propose(law: MixingLaw, prior: Any, *, kl: float = 0.05, caps: Any = None, expansion: np.ndarray | None = None,
+            target_weights: Any = None, domains: Sequence[str] | None = None,
+            full_domains: Sequence[str] | None = None, solvers: Sequence[str] | None = None,
+            fallback_candidates: Any = None, samples: int = 20000, seed: int = 0) -> Proposal:
+    """Propose the mixture minimising the law's weighted mean prediction plus ``kl``·KL to the prior.
+
+    Args:
+        law: a fitted :class:`~hf_datamix.laws.MixingLaw` over the ``m`` collapsed coordinates.
+        prior: ``q`` over the full domains (array, or mapping such as a Mixture with ``full_domains``,
+            absent names get 0); normalised.
+        kl: weight λ of the KL term (0.05 in both papers); 0 disables it.
+        caps: per-coordinate upper bounds (array, or mapping with ``domains`` where absent names
+            are uncapped); ``None``/inf = no cap.
+        expansion: E (full domains × collapsed coordinates), e.g. from
+            :func:`hf_datamix.mixture.expansion_matrix`; identity when ``None``.
+        target_weights: ``w_j`` per target (default 1).
+        domains, full_domains: names of the collapsed coordinates and the full domains (messages,
+            mappings and :meth:`Proposal.mixture`); without ``expansion`` they are the same.
+        solvers: cvxpy solver names tried in order (default: installed ones of ``DEFAULT_SOLVERS``).
+        fallback_candidates: ``X`` or ``(X, Y)`` of observed runs; if every solver fails, the run
+            with the lowest weighted mean loss (observed ``Y``, else predicted) that honours the caps.
+        samples, seed: random search size and seed, for laws without a convex cvxpy form (and as
+            the last resort when solvers fail without usable candidates).
+    """
+    if not law.is_fitted:
+        raise ValueError(f"The {law.name} law is not fitted yet: call law.fit(X, Y) before propose().")
+    E, q, cap, w, domains, full_domains = _check_inputs(law, prior, kl, caps, expansion, target_weights, domains,
+                                                        full_domains)
+    m, T = law.m, law.T
+    objective = _Objective(law, w, kl, E, q)
+
+    import cvxpy as cp  # imported here: only proposing needs it
+
+    x = cp.Variable(m, nonneg=True)
+    terms = law.cvxpy_terms(x)
+    errors: dict[str, str] = {}
+    fallback_reason = None
+    if terms is None:
+        x_val = _sample_search(objective, cap, samples, seed)
+        solver, status = "random_search", "sampled"
+    else:
+        expr = (w / T) @ terms
+        if kl > 0:
+            keep = q > 0  # rows with q = 0 are unreachable (checked above) and add nothing
+            expr = expr + kl * cp.sum(cp.rel_entr(E[keep] @ x, q[keep]))
+        constraints = [cp.sum(x) == 1]
+        capped = np.flatnonzero(cap < 1.0)
+        if len(capped):
+            constraints.append(x[capped] <= cap[capped])
+        solved = _solve(cp.Problem(cp.Minimize(expr), constraints), x, solvers, errors)
+        if solved is not None:
+            x_val, solver, status = solved
+        else:
+            failures = "; ".join(f"{k}: {v}" for k, v in errors.items()) or "no solver available"
+            x_val, solver, status, how = _fallback(objective, law, cap, w, fallback_candidates, samples, seed)
+            fallback_reason = f"every solver failed ({failures}); {how}"
+            logger.warning("propose: %s", fallback_reason)
+    x_val = np.clip(np.nan_to_num(x_val), 0.0, cap)  # solvers leave -1e-12 at active bounds
+    x_val = x_val / x_val.sum()
+    return Proposal(x=x_val, x_full=E @ x_val, objective=float(objective(x_val[None])[0]),
+                    predicted=law.predict(x_val[None])[0], solver=solver, status=status,
+                    fallback_reason=fallback_reason, domains=list(domains) if domains is not None else None,
+                    full_domains=list(full_domains) if full_domains is not None else None, solver_errors=errors)
+
+
+def _fallback(objective, law, cap, w, candidates, samples, seed):
+    """Best observed run honouring the caps, else the best random capped-simplex point."""
+    if candidates is not None:
+        X, Y = candidates if isinstance(candidates, tuple) else (candidates, None)
+        X = check_mixtures(X, law.m, "fallback_candidates X")
+        scores = law.predict(X) if Y is None else np.asarray(Y, dtype=np.float64).reshape(len(X), -1)
+        if scores.shape[1] != len(w):
+            raise ValueError(f"fallback_candidates Y has {scores.shape[1]} targets but the law has {len(w)}.")
+        mean = scores @ w / w.sum()
+        ok = np.flatnonzero((X <= cap + _CAP_TOLERANCE).all(axis=1) & np.isfinite(mean))
+        if len(ok):
+            best = ok[np.argmin(mean[ok])]
+            source = "predicted" if Y is None else "observed"
+            how = (f"using fallback candidate row {best} (lowest {source} mean loss {mean[best]:.6g} "
+                   f"among the {len(ok)} of {len(X)} candidates that honour the caps)")
+            return X[best], "fallback", "fallback_candidate", how
+        how = f"none of the {len(X)} fallback candidates honours the caps; "
+    else:
+        how = "no fallback candidates given; "
+    x_val = _sample_search(objective, cap, samples, seed)
+    return x_val, "random_search", "fallback_sampled", how + f"using the best of {samples} random capped-simplex points"

@@ -1,0 +1,283 @@
+"""``op_mix``: On-Policy Mix (methods.md, "OP-Mix").
+
+One decision = LoRA probes trained on the *current* model → candidate mixtures scored by exact
+weight-delta interpolation of the probes → a mixing law fitted on the candidates → the convex
+proposer → the mixture for the rest of the stage.  The law, the proposer and the virtual-domain
+expansion are the shared ones (``laws.py``, ``proposer.py``, ``Mixture.expand``).
+
+Schedules:
+
+* **pretraining** (a run or stage that no DomainSet update opened): uniform warm-up for
+  ``warmup_fraction`` of the steps; then probes "old" (the current mixture) and one per domain *d*
+  on ``0.9·d + 0.1·old``; ``num_candidates`` Dirichlet(1) candidates over {old, d1..dk}; the law in
+  those collapsed coordinates; the proposal expanded with ``p_d = w_old·old_d + w_d``.
+* **continual** (a stage opened by an update): at the stage's start, probes "old" (10 % new / 90 %
+  previous mixture) and "new" (90 % new / 10 % previous); candidates ``θ(α) = (1−α)θ_old + αθ_new``
+  on ``alpha_points`` values of α with effective new share ``e = 0.1 + 0.8α``; scored on every domain
+  seen so far; the old share is split by the previous mixture.
+* **beyond the paper**: ``redecide_every=N`` re-decides every N steps within a stage with the
+  pretraining machinery around the mixture in force.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..laws import get_law
+from ..mixture import Mixture, expansion_matrix
+from ..proposer import propose
+from ..simulate.lora_probes import LoRAProbeSimulator, ProbeConfig
+from .base import Decision, DecisionContext, Strategy, StrategyConfig
+from .baselines import old_mixture, split_new_old
+
+logger = logging.getLogger(__name__)
+
+OLD, NEW = "op_mix:old", "op_mix:new"
+
+
+@dataclass
+class OpMixConfig(StrategyConfig):
+    """Settings of ``op_mix`` (published defaults where the paper gives them)."""
+
+    warmup_fraction: float = field(default=0.2, metadata={"help": "Pretraining: uniform warm-up fraction before the decision."})
+    probe_steps: int = field(default=2500, metadata={"help": "Optimizer steps per probe (paper: 5000 pretraining, 2500 continual)."})
+    probe_batch_size: int | None = field(default=None, metadata={"help": "Probe batch size (default: per-device train batch)."})
+    probe_rank: int = field(default=16, metadata={"help": "LoRA rank of the probes."})
+    probe_alpha: float = field(default=32.0, metadata={"help": "LoRA alpha of the probes."})
+    probe_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout of the probes."})
+    probe_target_modules: list[str] | None = field(default=None, metadata={"help": "LoRA targets (default: attention+MLP)."})
+    probe_lr_multiplier: float = field(default=2.0, metadata={"help": "Probe LR = base LR x this."})
+    probe_bf16: bool = field(default=False, metadata={"help": "Train/evaluate probes under bf16 autocast."})
+    domain_probe_share: float = field(default=0.9, metadata={"help": "Pretraining probe d trains on share*d + (1-share)*old."})
+    num_candidates: int = field(default=12, metadata={"help": "Pretraining: Dirichlet candidates over {old, d1..dk}."})
+    dirichlet_alpha: float = field(default=1.0, metadata={"help": "Concentration of the candidate Dirichlet."})
+    continual_probe_share: float = field(default=0.9, metadata={"help": "Continual: new probe 90% new, old probe 90% old."})
+    alpha_points: int = field(default=9, metadata={"help": "Continual: interpolation points alpha in [0, 1]."})
+    law: str = field(default="log_linear", metadata={"help": "Mixing law (hf_datamix.laws.available_laws())."})
+    law_starts: int = field(default=300, metadata={"help": "Random starts of the log-linear law fit."})
+    kl: float = field(default=0.05, metadata={"help": "Weight of KL(E x || prior) in the proposal."})
+    prior: str = field(default="uniform", metadata={"help": "Prior of the KL term: uniform or natural."})
+    max_repetitions: float | None = field(default=4.0, metadata={"help": "k of the caps x_j <= k N_j / R; None: no caps."})
+    eval_blocks: int | None = field(default=64, metadata={"help": "Eval blocks per domain used to score candidates."})
+    eval_batch_size: int = field(default=16, metadata={"help": "Batch size of candidate scoring."})
+    redecide_every: int | None = field(default=None, metadata={"help": "Beyond the paper: re-decide every N steps."})
+    seed: int = field(default=0, metadata={"help": "Seed of probes' data and candidates."})
+
+    def __post_init__(self):
+        checks = {
+            "warmup_fraction": 0 < self.warmup_fraction < 1,
+            "probe_steps": self.probe_steps >= 1,
+            "domain_probe_share": 0 < self.domain_probe_share <= 1,
+            "continual_probe_share": 0.5 < self.continual_probe_share <= 1,
+            "num_candidates": self.num_candidates >= 2,
+            "alpha_points": self.alpha_points >= 3,
+            "kl": self.kl >= 0,
+            "prior": self.prior in ("uniform", "natural"),
+            "redecide_every": self.redecide_every is None or self.redecide_every >= 1,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"op_mix settings out of range: {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)}.")
+
+
+class OpMixStrategy(Strategy):
+    """On-Policy Mix: LoRA-probe simulation on the current model, mixing law, convex proposal."""
+
+    name = "op_mix"
+    description = "On-Policy Mix: LoRA probes on the current model, interpolated candidates, log-linear law, proposal."
+    config_class = OpMixConfig
+
+    def __init__(self, config=None, **kwargs):
+        super().__init__(config, **kwargs)
+        self.mode = "pretrain"
+
+    # -- schedule -------------------------------------------------------------------------------
+    def initial_mixture(self, context: DecisionContext) -> Mixture:
+        new, old = split_new_old(context)
+        self.mode = "continual" if new and old else "pretrain"
+        if self.mode == "pretrain":
+            return Mixture.uniform(context.domains.names)
+        # Until the stage-start decision lands (or if it fails): the middle candidate, e = 0.5.
+        return self._expand_new_old(0.5, old_mixture(context, old), Mixture.uniform(new))
+
+    def next_decision_step(self, step: int, max_steps: int) -> int | None:
+        first = 0 if self.mode == "continual" else max(1, int(round(self.config.warmup_fraction * max_steps)))
+        points = [first]
+        if self.config.redecide_every:
+            points += list(range(first + self.config.redecide_every, max_steps, self.config.redecide_every))
+        later = [p for p in points if p >= step and p < max_steps - 1]
+        return min(later) if later else None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode}
+
+    def load_state_dict(self, state):
+        self.mode = state.get("mode", self.mode)
+
+    # -- decisions ------------------------------------------------------------------------------
+    def decide(self, context: DecisionContext) -> Decision | None:
+        if self.mode == "continual" and context.step == 0:
+            return self._decide_continual(context)
+        return self._decide_around(context)
+
+    def _simulator(self, context: DecisionContext) -> LoRAProbeSimulator:
+        cfg = self.config
+        probe_config = ProbeConfig(
+            rank=cfg.probe_rank,
+            alpha=cfg.probe_alpha,
+            dropout=cfg.probe_dropout,
+            target_modules=cfg.probe_target_modules,
+            lr_multiplier=cfg.probe_lr_multiplier,
+            steps=cfg.probe_steps,
+            batch_size=self._probe_batch_size(context),
+            bf16=cfg.probe_bf16,
+            seed=cfg.seed,
+        )
+        trainer = context.trainer
+        return LoRAProbeSimulator(
+            trainer.accelerator.unwrap_model(trainer.model),
+            probe_config,
+            base_learning_rate=trainer.args.learning_rate,
+            ledger=context.ledger,
+            device=trainer.args.device,
+        )
+
+    def _probe_batch_size(self, context: DecisionContext) -> int:
+        return self.config.probe_batch_size or context.trainer.args.per_device_train_batch_size
+
+    def _eval_sets(self, context: DecisionContext) -> dict[str, torch.Tensor]:
+        limit = self.config.eval_blocks
+        return {
+            name: torch.from_numpy(np.asarray(blocks[:limit], dtype=np.int64))
+            for name, blocks in context.trainer.eval_blocks.items()
+        }
+
+    def _train_probes(self, context, simulator, probes: dict[str, Mixture]) -> dict[str, Any]:
+        results = {}
+        for index, (name, mixture) in enumerate(probes.items()):
+            seed = self.config.seed * 1000 + 17 * context.step + index
+            batches = context.trainer.probe_batches(mixture, self._probe_batch_size(context), seed=seed)
+            result = simulator.train_probe(name, batches, steps=self.config.probe_steps)
+            results[name] = {
+                "mixture": mixture.to_dict(),
+                "final_loss": result.final_loss,
+                "diverged": result.diverged,
+                "reason": result.reason,
+            }
+        return results
+
+    def _caps(self, context: DecisionContext, collapsed: list[str], internals: dict[str, Mixture]) -> np.ndarray | None:
+        k = self.config.max_repetitions
+        if k is None:
+            return None
+        trainer = context.trainer
+        remaining = max(1, context.max_steps - context.step) * trainer.samples_per_step * trainer.block_size
+        caps = []
+        for name in collapsed:
+            members = internals.get(name, Mixture({name: 1.0}))
+            bounds = [
+                k * context.token_counts[d] / (remaining * share)
+                for d, share in members.items()
+                if share > 0 and context.token_counts.get(d) is not None
+            ]
+            caps.append(min(bounds) if bounds else np.inf)
+        return np.minimum(np.asarray(caps, dtype=np.float64), 1.0)
+
+    def _prior(self, context: DecisionContext) -> np.ndarray:
+        names = context.domains.names
+        if self.config.prior == "natural":
+            return Mixture.proportional({n: context.token_counts[n] for n in names}).to_array(names)
+        return Mixture.uniform(names).to_array(names)
+
+    def _propose(self, context, X, Y, collapsed, internals, extra) -> Decision:
+        names = context.domains.names
+        law = get_law(self.config.law, **({"starts": self.config.law_starts} if self.config.law == "log_linear" else {}))
+        law.fit(X, Y, seed=self.config.seed)
+        report = law.fit_report(X, Y, seed=self.config.seed)
+        expansion = expansion_matrix(collapsed, internals, names)
+        proposal = propose(
+            law,
+            self._prior(context),
+            kl=self.config.kl,
+            caps=self._caps(context, collapsed, internals),
+            expansion=expansion,
+            domains=collapsed,
+            fallback_candidates=(X, Y),
+        )
+        mixture = Mixture.from_array(names, proposal.x_full)
+        details = {
+            "schedule": self.mode if context.step == 0 else ("pretrain" if self.mode == "pretrain" else "redecide"),
+            "collapsed_domains": collapsed,
+            "internals": {k: v.to_dict() for k, v in internals.items()},
+            "candidates": X.tolist(),
+            "observed": Y.tolist(),
+            "predicted": law.predict(X).tolist(),
+            "targets": names,
+            "law": law.to_dict(),
+            "fit": report,
+            "proposal": proposal.to_dict(),
+            **extra,
+        }
+        return Decision(mixture, details)
+
+    def _decide_around(self, context: DecisionContext) -> Decision | None:
+        """Pretraining schedule (and mid-stage re-decisions): probes around the mixture in force."""
+        cfg = self.config
+        names = context.domains.names
+        old = context.mixture or Mixture.uniform(names)
+        share = cfg.domain_probe_share
+        probes = {"old": old}
+        for i, name in enumerate(names):
+            one_hot = Mixture({n: (1.0 if n == name else 0.0) for n in names})
+            probes[f"d{i}"] = Mixture({n: share * one_hot[n] + (1 - share) * old[n] for n in names})
+        with self._simulator(context) as simulator:
+            probe_info = self._train_probes(context, simulator, probes)
+            alive = simulator.probes
+            if "old" not in alive or len(alive) < 2:
+                logger.warning("op_mix: too few probes survived (%s); keeping the current mixture.", alive)
+                return None
+            rng = np.random.default_rng([cfg.seed, context.stage, context.step])
+            weights = rng.dirichlet(np.full(len(alive), cfg.dirichlet_alpha), size=cfg.num_candidates)
+            candidates = [dict(zip(alive, row)) for row in weights]
+            losses = simulator.evaluate_candidates(candidates, self._eval_sets(context), cfg.eval_batch_size)
+        collapsed = [OLD] + [names[int(p[1:])] for p in alive if p != "old"]
+        order = [alive.index("old")] + [alive.index(p) for p in alive if p != "old"]
+        X = weights[:, order]
+        Y = np.asarray(losses)[:, [list(context.trainer.eval_blocks).index(n) for n in names]]
+        return self._propose(context, X, Y, collapsed, {OLD: old}, {"probes": probe_info})
+
+    def _decide_continual(self, context: DecisionContext) -> Decision | None:
+        """Continual schedule: "old" and "new" probes, interpolation candidates over alpha."""
+        cfg = self.config
+        new, old = split_new_old(context)
+        previous, fresh = old_mixture(context, old), Mixture.uniform(new)
+        share = cfg.continual_probe_share
+        probes = {
+            "old": self._expand_new_old(1 - share, previous, fresh),
+            "new": self._expand_new_old(share, previous, fresh),
+        }
+        with self._simulator(context) as simulator:
+            probe_info = self._train_probes(context, simulator, probes)
+            if set(simulator.probes) != {"old", "new"}:
+                logger.warning("op_mix: a stage probe was dropped; keeping the stage's initial mixture.")
+                return None
+            alphas = np.linspace(0.0, 1.0, cfg.alpha_points)
+            candidates = [{"old": 1 - a, "new": a} for a in alphas]
+            losses = simulator.evaluate_candidates(candidates, self._eval_sets(context), cfg.eval_batch_size)
+        names = context.domains.names
+        low = 1 - share
+        effective = low + (share - low) * alphas  # e = 0.1 + 0.8 alpha with the published shares
+        X = np.stack([1 - effective, effective], axis=1)
+        Y = np.asarray(losses)[:, [list(context.trainer.eval_blocks).index(n) for n in names]]
+        extra = {"probes": probe_info, "alphas": alphas.tolist(), "new_domains": new}
+        return self._propose(context, X, Y, [OLD, NEW], {OLD: previous, NEW: fresh}, extra)
+
+    @staticmethod
+    def _expand_new_old(new_share: float, previous: Mixture, fresh: Mixture) -> Mixture:
+        collapsed = Mixture({OLD: 1 - new_share, NEW: new_share})
+        return collapsed.expand({OLD: previous, NEW: fresh})

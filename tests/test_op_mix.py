@@ -1,0 +1,120 @@
+"""op_mix end to end on a tiny model: pretraining and continual decisions, records, ledger, resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import make_domain_set, tiny_llama
+from hf_datamix import DataMixArguments, DataMixTrainer, create_strategy
+from hf_datamix.continual import plan_stages, run_continual
+
+FAST = dict(probe_steps=4, law_starts=20, eval_blocks=3, probe_batch_size=2)
+
+
+def make_args(path, **overrides):
+    values = dict(
+        output_dir=str(path),
+        max_steps=10,
+        per_device_train_batch_size=2,
+        block_size=32,
+        learning_rate=3e-3,
+        logging_steps=1,
+        save_steps=3,
+        report_to=[],
+        use_cpu=True,
+        seed=0,
+        disable_tqdm=True,
+        max_eval_blocks=3,
+    )
+    values.update(overrides)
+    return DataMixArguments(**values)
+
+
+def train(path, tokenizer, resume=None, model_seed=0, strategy_args=None, **overrides):
+    trainer = DataMixTrainer(
+        model=tiny_llama(len(tokenizer), seed=model_seed),
+        args=make_args(path, **overrides),
+        domains=make_domain_set(),
+        strategy=create_strategy("op_mix", **{**FAST, **(strategy_args or {})}),
+        processing_class=tokenizer,
+    )
+    trainer.train(resume_from_checkpoint=resume)
+    return trainer
+
+
+def test_pretraining_decision_after_warmup(tmp_path, tokenizer):
+    trainer = train(tmp_path, tokenizer)
+    history = json.load(open(tmp_path / "mixtures.json"))
+    initial, decision = history
+    assert initial["weights"] == pytest.approx({"alpha": 1 / 3, "beta": 1 / 3, "gamma": 1 / 3})
+    assert decision["kind"] == "decision" and decision["step"] == 2  # 20 % of 10 steps
+    assert decision["collapsed_domains"] == ["op_mix:old", "alpha", "beta", "gamma"]
+    X, Y = np.array(decision["candidates"]), np.array(decision["observed"])
+    assert X.shape == (12, 4) and Y.shape == (12, 3)
+    np.testing.assert_allclose(X.sum(axis=1), 1.0)
+    assert np.array(decision["predicted"]).shape == (12, 3)
+    assert decision["proposal"]["status"]
+    # p_d = w_old * old_d + w_d
+    x = decision["proposal"]["x"]
+    expected = {d: x[0] / 3 + x[i + 1] for i, d in enumerate(["alpha", "beta", "gamma"])}
+    assert decision["weights"] == pytest.approx(expected, abs=1e-6)
+    assert set(decision["probes"]) == {"old", "d0", "d1", "d2"}
+    by_kind = json.load(open(tmp_path / "compute.json"))["by_kind"]
+    n = trainer.num_params
+    assert by_kind["probe"] == pytest.approx(6 * n * 4 * 4 * 2 * 32)  # 4 probes x 4 steps x batch 2 x 32 tokens
+    assert by_kind["eval"] > 2 * n * 12 * 9 * 32 - 1  # at least the 12 candidates on 3x3 blocks
+    assert trainer.interleaver.weights_at(3 * trainer.samples_per_step).allclose(decision["weights"], atol=1e-9)
+
+
+def test_continual_stage_decision_splits_old_by_previous_mixture(tmp_path, tokenizer):
+    args = make_args(tmp_path, max_steps=3)
+    stages = plan_stages(make_domain_set(), ["alpha"], [["beta"], ["gamma"]], 3)
+    result = run_continual(
+        tiny_llama(len(tokenizer)), tokenizer, args, stages, create_strategy("op_mix", **FAST), report=lambda t: None
+    )
+    history = json.load(open(tmp_path / "mixtures.json"))
+    decisions = [r for r in history if r["kind"] == "decision"]
+    assert [d["stage"] for d in decisions] == [1, 2] and all(d["stage_step"] == 0 for d in decisions)
+    stage2 = decisions[1]
+    assert stage2["collapsed_domains"] == ["op_mix:old", "op_mix:new"]
+    assert stage2["alphas"] == pytest.approx(np.linspace(0, 1, 9).tolist())
+    assert np.array(stage2["candidates"])[:, 1] == pytest.approx(0.1 + 0.8 * np.linspace(0, 1, 9))
+    previous = result["stages"][0]["mixture"]
+    old_share = stage2["proposal"]["x"][0]
+    w = stage2["weights"]
+    assert w["alpha"] / w["beta"] == pytest.approx(previous["alpha"] / previous["beta"], rel=1e-6)
+    assert w["alpha"] + w["beta"] == pytest.approx(old_share, abs=1e-6)
+    assert set(result["compute"]["by_kind"]) >= {"train", "probe", "eval"}
+
+
+def test_redecide_every_n_steps_and_resume_restores_the_same_decisions(tmp_path, tokenizer):
+    args = dict(strategy_args={"redecide_every": 3})
+    full = train(tmp_path / "full", tokenizer, **args)
+    history = json.load(open(tmp_path / "full" / "mixtures.json"))
+    assert [r["step"] for r in history if r["kind"] == "decision"] == [2, 5, 8]
+    # Resume from step 3 (after the first decision, before the second) in a fresh folder.
+    resumed = train(tmp_path / "again", tokenizer, resume=str(tmp_path / "full" / "checkpoint-3"), model_seed=9, **args)
+    again = json.load(open(tmp_path / "again" / "mixtures.json"))
+    assert [r["weights"] for r in again] == [r["weights"] for r in history]
+    assert [r.get("observed") for r in again] == [r.get("observed") for r in history]
+    assert resumed.state.log_history[-1]["train_loss"] is not None
+    del full
+
+
+def test_diverged_probes_keep_the_current_mixture(tmp_path, tokenizer, caplog):
+    with caplog.at_level("WARNING"):
+        train(tmp_path, tokenizer, strategy_args={"probe_lr_multiplier": 1e30}, max_steps=5)
+    history = json.load(open(tmp_path / "mixtures.json"))
+    assert [r["kind"] for r in history] == ["initial", "kept"]
+    assert history[1]["weights"] == history[0]["weights"]
+    assert "too few probes survived" in caplog.text
+
+
+def test_bad_settings_are_rejected_before_any_compute():
+    with pytest.raises(ValueError, match="warmup_fraction=1.5"):
+        create_strategy("op_mix", warmup_fraction=1.5)
+    with pytest.raises(ValueError, match="no setting.*probe_stepz"):
+        create_strategy("op_mix", probe_stepz=3)
