@@ -154,7 +154,7 @@ def run_continual(
             ledger.save(root)
             write_json_atomic(os.path.join(root, RESULTS_FILE), results)
             trainer.save_model(os.path.join(stage_args.output_dir, "final"))
-            _plot(history, root)
+            _plot(history, root, step_offset)
     return {"stages": results, "compute": ledger.to_dict(), "history": history}
 
 
@@ -173,11 +173,11 @@ def _read_results(root: str) -> list:
         return json.load(handle)
 
 
-def _plot(history: list, root: str) -> None:
+def _plot(history: list, root: str, end_step: int) -> None:
     try:
         from .plots import plot_weights
 
-        plot_weights(history, os.path.join(root, "weights.png"))
+        plot_weights(history, os.path.join(root, "weights.png"), end_step=end_step)
     except ImportError as error:
         logger.warning("No weights plot (%s).", error)
 

@@ -31,13 +31,13 @@ def weights_over_steps(history: Sequence[dict]) -> tuple[list[int], list[str], l
     return steps, domains, rows
 
 
-def plot_weights(history: Sequence[dict], path: str, title: str | None = None) -> str | None:
-    """Stacked area of the domain weights over steps, with stage boundaries marked; returns the path."""
+def plot_weights(history: Sequence[dict], path: str, title: str | None = None, end_step: int | None = None) -> str | None:
+    """Stacked area of the domain weights over steps (to ``end_step``), stage boundaries marked; returns the path."""
     steps, domains, rows = weights_over_steps(history)
     if not steps:
         return None
     plt = _pyplot()
-    end = max(steps) + max(1, int(0.05 * (max(steps) or 1)))
+    end = end_step if end_step is not None and end_step > max(steps) else max(steps) + max(1, int(0.05 * (max(steps) or 1)))
     xs, ys = [], []
     for i, step in enumerate(steps):
         nxt = steps[i + 1] if i + 1 < len(steps) else end
@@ -51,7 +51,7 @@ def plot_weights(history: Sequence[dict], path: str, title: str | None = None) -
         stage_starts.setdefault(record.get("stage", 0), int(record["step"]))
     for stage, start in sorted(stage_starts.items())[1:]:
         ax.axvline(start, color="black", linestyle="--", linewidth=1)
-        ax.text(start, 1.01, f"stage {stage}", fontsize=8, ha="left", va="bottom")
+        ax.text(start, 0.98, f" stage {stage}", fontsize=8, ha="left", va="top", backgroundcolor="white")
     ax.set_xlim(min(steps), end)
     ax.set_ylim(0, 1)
     ax.set_xlabel("optimizer step")

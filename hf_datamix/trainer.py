@@ -124,9 +124,12 @@ class DataMixTrainer(Trainer):
             # The interleaver restores its own position from the checkpoint; Trainer's batch replay
             # would skip the same samples a second time.
             args.ignore_data_skip = True
-        self.strategy = strategy if isinstance(strategy, Strategy) else create_strategy(
-            strategy or args.strategy, args.strategy_args
-        )
+        if isinstance(strategy, Strategy):
+            self.strategy = strategy
+        else:
+            name = strategy or args.strategy
+            # args.strategy_args belong to args.strategy, not to another strategy named here.
+            self.strategy = create_strategy(name, args.strategy_args if name == args.strategy else None)
         self.domains = domains
         self.stage = stage
         self.update = update
@@ -284,7 +287,8 @@ class DataMixTrainer(Trainer):
             try:
                 from .plots import plot_weights
 
-                plot_weights(self.history, os.path.join(out, "weights.png"))
+                end = self.step_offset + self.state.max_steps
+                plot_weights(self.history, os.path.join(out, "weights.png"), end_step=end)
             except ImportError as error:
                 logger.warning("No weights plot (%s); pip install matplotlib to get one.", error)
 
