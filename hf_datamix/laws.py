@@ -7,7 +7,6 @@ the law's predictions; laws with a convex closed form expose it through :meth:`M
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import hashlib
 import math
@@ -16,6 +15,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from scipy.stats import spearmanr
+
+from .lbfgs import batched_lbfgs, one_thread
 
 SIMPLEX_TOLERANCE = 1e-6
 #: exp() arguments are clipped here while fitting so that wild random starts stay finite (exp(60) ~ 1e26)
@@ -255,89 +256,7 @@ def _loglinear_value_grad(params: torch.Tensor, X: torch.Tensor, Y_rows: torch.T
     return loss, grad
 
 
-def batched_lbfgs(fun, x0: torch.Tensor, max_iter: int = 500, history: int = 10, ftol: float = 1e-10,
-                  gtol: float = 1e-14) -> tuple[torch.Tensor, torch.Tensor]:
-    """Minimise ``B`` independent smooth functions at once with L-BFGS; returns ``(x (B, d), f (B,))``.
-
-    ``fun(x, ids)`` returns the values (b,) and gradients (b, d) of problems ``ids`` at ``x`` (b, d).
-    Every problem keeps its own curvature memory and Armijo step size, so each converges as if it
-    were optimised alone, while all share one tensor computation.  A problem stops when an
-    iteration lowers its value by less than ``ftol`` relatively (or its gradient is below ``gtol``).
-    """
-    ids = torch.arange(x0.shape[0])
-    x_out, f_out = x0.clone(), torch.empty(x0.shape[0], dtype=x0.dtype)
-    x = x0.clone()
-    f, g = fun(x, ids)
-    mem_s = torch.zeros(history, *x.shape, dtype=x.dtype)
-    mem_y, rho = torch.zeros_like(mem_s), torch.zeros(history, x.shape[0], dtype=x.dtype)
-    gamma = 1.0 / g.norm(dim=1).clamp(min=1e-12)  # first step: unit length along -g, then Armijo
-    live, head = g.abs().amax(dim=1) > gtol, 0
-    for it in range(max_iter + 1):
-        if it == max_iter:
-            live = torch.zeros_like(live)  # out of iterations: everything left is written out as is
-        dead = ~live
-        n_dead = int(dead.sum())
-        # Drop finished problems from the working set once enough have finished (gathers are not free).
-        if n_dead and (4 * n_dead >= len(ids) or n_dead == len(ids)):
-            x_out[ids[dead]], f_out[ids[dead]] = x[dead], f[dead]
-            mem_s, mem_y, rho = mem_s[:, live], mem_y[:, live], rho[:, live]
-            ids, x, f, g, gamma, live = ids[live], x[live], f[live], g[live], gamma[live], live[live]
-        if len(ids) == 0 or it == max_iter:
-            break
-        # Two-loop recursion, vectorised over problems (rho = 0 marks an empty/skipped memory slot).
-        q, alphas = g.clone(), []
-        order = [(head - 1 - i) % history for i in range(history)]
-        for k in order:
-            alphas.append(rho[k] * (mem_s[k] * q).sum(dim=1))
-            q -= alphas[-1][:, None] * mem_y[k]
-        direction = q * gamma[:, None]
-        for k, alpha in zip(reversed(order), reversed(alphas)):
-            direction += mem_s[k] * (alpha - rho[k] * (mem_y[k] * direction).sum(dim=1))[:, None]
-        direction = -direction
-        slope = (g * direction).sum(dim=1)
-        uphill = ~(slope < 0)
-        if uphill.any():  # lost curvature information: restart that problem along the gradient
-            direction[uphill] = -g[uphill] / g[uphill].norm(dim=1, keepdim=True).clamp(min=1e-300)
-            slope[uphill] = (g[uphill] * direction[uphill]).sum(dim=1)
-            rho[:, uphill] = 0
-        step, done = torch.ones_like(f), ~live
-        x_new, f_new, g_new = x.clone(), f.clone(), g.clone()
-        for _ in range(40):  # backtracking (Armijo) line search, per problem
-            pending = (~done).nonzero().squeeze(1)
-            if len(pending) == 0:
-                break
-            trial = x[pending] + step[pending, None] * direction[pending]
-            f_t, g_t = fun(trial, ids[pending])
-            ok = torch.isfinite(f_t) & (f_t <= f[pending] + 1e-4 * step[pending] * slope[pending])
-            accepted = pending[ok]
-            x_new[accepted], f_new[accepted], g_new[accepted] = trial[ok], f_t[ok], g_t[ok]
-            done[accepted] = True
-            step[pending[~ok]] *= 0.5
-        s, y = x_new - x, g_new - g
-        sy = (s * y).sum(dim=1)
-        valid = done & live & (sy > 1e-10 * s.norm(dim=1) * y.norm(dim=1)) & (sy > 0)
-        mem_s[head], mem_y[head] = torch.where(valid[:, None], s, 0), torch.where(valid[:, None], y, 0)
-        rho[head] = torch.where(valid, 1.0 / torch.where(valid, sy, 1.0), 0)
-        gamma = torch.where(valid, sy / torch.where(valid, (y * y).sum(dim=1), 1.0), gamma)
-        head = (head + 1) % history
-        finished = ~done | ((f - f_new) <= ftol * f.abs()) | (g_new.abs().amax(dim=1) <= gtol)
-        x, f, g, live = x_new, f_new, g_new, live & ~finished
-    return x_out, f_out
-
-
-@contextlib.contextmanager
-def _one_thread():
-    # The fit's tensors are small (starts*T*R elements), so intra-op threads gain ~20 % on an idle
-    # machine but cost 10x when the cores are shared (e.g. several ranks per node): use one thread.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@_one_thread()
+@one_thread()
 def fit_loglinear_batched(X: np.ndarray, Y: np.ndarray, starts: int = 300, seed: int = 0,
                           huber_delta: float = 0.02, max_iter: int = 500, screen_iter: int | None = 20,
                           keep: float = 0.1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -389,7 +308,7 @@ def _torch_lbfgs(params: torch.Tensor, objective, max_iter: int) -> torch.Tensor
     return params.detach()
 
 
-@_one_thread()  # same threading as the batched fit, for a like-for-like timing
+@one_thread()  # same threading as the batched fit, for a like-for-like timing
 def fit_loglinear_per_start_reference(X: Any, Y: Any, starts: int = 300, seed: int = 0, huber_delta: float = 0.02,
                                       max_iter: int = 500) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Reference fitter: one LBFGS per start per target, same starts as :class:`LogLinearLaw`.

@@ -11,7 +11,7 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from hf_datamix import DomainSet, DomainSpec
+from hf_datamix import DataMixArguments, DomainSet, DomainSpec
 
 WORDS = {
     "alpha": "apple apricot avocado almond anchovy artichoke arugula".split(),
@@ -50,6 +50,24 @@ def tiny_llama(vocab_size: int, seed: int = 0) -> LlamaForCausalLM:
         max_position_embeddings=256,
     )
     return LlamaForCausalLM(config)
+
+
+def datamix_args(output_dir, **overrides) -> DataMixArguments:
+    """DataMixArguments for a tiny CPU run (``overrides`` win)."""
+    values = dict(
+        output_dir=str(output_dir),
+        max_steps=10,
+        per_device_train_batch_size=2,
+        block_size=32,
+        learning_rate=3e-3,
+        logging_steps=1,
+        report_to=[],
+        use_cpu=True,
+        seed=0,
+        disable_tqdm=True,
+    )
+    values.update(overrides)
+    return DataMixArguments(**values)
 
 
 @pytest.fixture

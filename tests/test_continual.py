@@ -6,30 +6,15 @@ import json
 
 import pytest
 
-from conftest import make_domain_set, tiny_llama
-from hf_datamix import DataMixArguments, create_strategy
+from conftest import datamix_args, make_domain_set, tiny_llama
+from hf_datamix import create_strategy
 from hf_datamix.continual import find_resume_point, plan_stages, run_continual
 
 STEPS = 3
 
 
 def args_for(path, **overrides):
-    values = dict(
-        output_dir=str(path),
-        max_steps=STEPS,
-        per_device_train_batch_size=2,
-        block_size=32,
-        learning_rate=3e-3,
-        logging_steps=1,
-        save_steps=2,
-        report_to=[],
-        use_cpu=True,
-        seed=3,
-        disable_tqdm=True,
-        max_eval_blocks=4,
-    )
-    values.update(overrides)
-    return DataMixArguments(**values)
+    return datamix_args(path, **{"max_steps": STEPS, "save_steps": 2, "seed": 3, "max_eval_blocks": 4, **overrides})
 
 
 def stages():

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
 import pytest
-import torch
 from torch.utils.data import DataLoader
 
 from hf_datamix import Interleaver, Mixture

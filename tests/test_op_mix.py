@@ -7,30 +7,15 @@ import json
 import numpy as np
 import pytest
 
-from conftest import make_domain_set, tiny_llama
-from hf_datamix import DataMixArguments, DataMixTrainer, create_strategy
+from conftest import datamix_args, make_domain_set, tiny_llama
+from hf_datamix import DataMixTrainer, create_strategy
 from hf_datamix.continual import plan_stages, run_continual
 
 FAST = dict(probe_steps=4, law_starts=20, eval_blocks=3, probe_batch_size=2)
 
 
 def make_args(path, **overrides):
-    values = dict(
-        output_dir=str(path),
-        max_steps=10,
-        per_device_train_batch_size=2,
-        block_size=32,
-        learning_rate=3e-3,
-        logging_steps=1,
-        save_steps=3,
-        report_to=[],
-        use_cpu=True,
-        seed=0,
-        disable_tqdm=True,
-        max_eval_blocks=3,
-    )
-    values.update(overrides)
-    return DataMixArguments(**values)
+    return datamix_args(path, **{"save_steps": 3, "max_eval_blocks": 3, **overrides})
 
 
 def train(path, tokenizer, resume=None, model_seed=0, strategy_args=None, **overrides):

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from conftest import make_domain_set, tiny_llama
-from hf_datamix import DataMixArguments, DataMixTrainer, Mixture, Strategy, StrategyConfig
+from conftest import datamix_args, make_domain_set, tiny_llama
+from hf_datamix import DataMixTrainer, Mixture, Strategy, StrategyConfig
 from hf_datamix.domains import DomainSet, DomainSpec
 
 
@@ -51,22 +51,7 @@ class RecordingTrainer(DataMixTrainer):
 
 
 def make_args(tmp_path, **overrides):
-    values = dict(
-        output_dir=str(tmp_path),
-        max_steps=10,
-        per_device_train_batch_size=2,
-        gradient_accumulation_steps=2,
-        block_size=32,
-        learning_rate=3e-3,
-        logging_steps=1,
-        save_steps=5,
-        report_to=[],
-        use_cpu=True,
-        seed=7,
-        disable_tqdm=True,
-    )
-    values.update(overrides)
-    return DataMixArguments(**values)
+    return datamix_args(tmp_path, **{"gradient_accumulation_steps": 2, "save_steps": 5, "seed": 7, **overrides})
 
 
 def run(tmp_path, tokenizer, strategy=None, resume=None, model_seed=0, **overrides):
