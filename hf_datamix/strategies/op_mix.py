@@ -31,6 +31,7 @@ import torch
 from ..laws import get_law
 from ..mixture import Mixture, expansion_matrix
 from ..proposer import propose
+from ..reuse import caps_for
 from ..simulate.lora_probes import LoRAProbeSimulator, ProbeConfig
 from .base import Decision, DecisionContext, Strategy, StrategyConfig
 from .baselines import old_mixture, split_new_old
@@ -172,21 +173,9 @@ class OpMixStrategy(Strategy):
         return results
 
     def _caps(self, context: DecisionContext, collapsed: list[str], internals: dict[str, Mixture]) -> np.ndarray | None:
-        k = self.config.max_repetitions
-        if k is None:
-            return None
         trainer = context.trainer
         remaining = max(1, context.max_steps - context.step) * trainer.samples_per_step * trainer.block_size
-        caps = []
-        for name in collapsed:
-            members = internals.get(name, Mixture({name: 1.0}))
-            bounds = [
-                k * context.token_counts[d] / (remaining * share)
-                for d, share in members.items()
-                if share > 0 and context.token_counts.get(d) is not None
-            ]
-            caps.append(min(bounds) if bounds else np.inf)
-        return np.minimum(np.asarray(caps, dtype=np.float64), 1.0)
+        return caps_for(collapsed, internals, context.token_counts, remaining, self.config.max_repetitions)
 
     def _prior(self, context: DecisionContext) -> np.ndarray:
         names = context.domains.names
