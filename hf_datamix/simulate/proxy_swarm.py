@@ -1,0 +1,221 @@
+"""Olmix's simulator: a swarm of small proxy models, one per mixture, trained from scratch.
+
+Each member is a random-init model from a config, trained by :class:`~hf_datamix.DataMixTrainer`
+(the same interleaver and Trainer as real runs) on a fixed mixture, then scored by per-domain eval
+loss.  A member's result is written to ``output_dir/member-<i>/result.json`` as soon as it is done,
+so an interrupted swarm resumes without training a finished member twice.  Members are spread over
+processes: process ``r`` of ``P`` trains members ``i ≡ r (mod P)`` and the results are gathered from
+the shared output folder (``recipes/swarm.py`` runs one independent process per GPU this way).
+Compute goes to the ledger as ``proxy``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..compute import ComputeLedger, write_json_atomic
+from ..config import DataMixArguments
+from ..domains import DomainSet
+from ..mixture import Mixture
+
+logger = logging.getLogger(__name__)
+
+RESULT_FILE = "result.json"
+
+
+@dataclass
+class ProxyConfig:
+    """How swarm members are trained."""
+
+    preset: str = field(default="tiny", metadata={"help": "Proxy model size (hf_datamix.models.PRESETS)."})
+    steps: int = field(default=200, metadata={"help": "Optimizer steps per proxy."})
+    batch_size: int = field(default=8, metadata={"help": "Per-device batch size of a proxy."})
+    learning_rate: float = field(default=3e-3, metadata={"help": "Peak learning rate of a proxy."})
+    eval_blocks: int = field(default=32, metadata={"help": "Eval blocks per domain used to score a proxy."})
+    seed: int = field(default=0, metadata={"help": "Seed of every proxy's init (the same for all members)."})
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1 or not self.learning_rate > 0 or self.eval_blocks < 1:
+            raise ValueError(f"ProxyConfig out of range: {asdict(self)}; steps, batch_size, eval_blocks >= 1, lr > 0.")
+
+
+@dataclass
+class SwarmResult:
+    """Mixtures (R runs × m domains) and their per-target losses (R × T)."""
+
+    domains: list[str]
+    targets: list[str]
+    ratios: np.ndarray
+    metrics: np.ndarray
+    trained: int = 0
+    reused: int = 0
+
+    def to_dict(self) -> dict:
+        return {
+            "domains": self.domains,
+            "targets": self.targets,
+            "ratios": self.ratios.tolist(),
+            "metrics": self.metrics.tolist(),
+            "trained": self.trained,
+            "reused": self.reused,
+        }
+
+
+class ProxySwarm:
+    """Trains and scores one proxy per mixture (see the module docstring).
+
+    Args:
+        domains: the domains the mixtures range over (their train splits feed the proxies).
+        tokenizer: tokenizer of the proxies.
+        config: :class:`ProxyConfig`.
+        output_dir: where member results (and nothing else large) are written.
+        base_args: DataMixArguments to copy settings from (block size, bf16, workers...).
+        targets: domains whose eval loss is each proxy's score (default: ``domains``).
+        ledger: counts proxy FLOPs as kind ``proxy``.
+    """
+
+    def __init__(
+        self,
+        domains: DomainSet,
+        tokenizer,
+        config: ProxyConfig,
+        output_dir: str,
+        base_args: DataMixArguments | None = None,
+        targets: DomainSet | None = None,
+        ledger: ComputeLedger | None = None,
+    ):
+        self.domains = domains
+        self.targets = targets or domains
+        self.tokenizer = tokenizer
+        self.config = config
+        self.output_dir = output_dir
+        self.base_args = base_args
+        self.ledger = ledger if ledger is not None else ComputeLedger()
+
+    def member_dir(self, index: int) -> str:
+        return os.path.join(self.output_dir, f"member-{index:04d}")
+
+    def _args(self, index: int) -> DataMixArguments:
+        values = {} if self.base_args is None else copy.deepcopy(self.base_args).to_dict()
+        keep = {k: values[k] for k in ("block_size", "bf16", "fp16", "use_cpu", "dataloader_num_workers",
+                                       "max_repetitions", "on_exhausted", "preprocessing_num_workers") if k in values}
+        return DataMixArguments(
+            output_dir=self.member_dir(index),
+            max_steps=self.config.steps,
+            per_device_train_batch_size=self.config.batch_size,
+            per_device_eval_batch_size=max(8, self.config.batch_size),
+            learning_rate=self.config.learning_rate,
+            lr_scheduler_type="cosine",
+            warmup_steps=max(1, self.config.steps // 20),
+            save_strategy="no",
+            eval_strategy="no",
+            logging_steps=max(1, self.config.steps),
+            report_to=[],
+            disable_tqdm=True,
+            seed=self.config.seed,
+            max_eval_blocks=self.config.eval_blocks,
+            strategy="fixed",
+            **keep,
+        )
+
+    def _train_member(self, index: int, mixture: Mixture) -> dict:
+        import torch
+        from transformers import LlamaForCausalLM
+
+        from ..models import llama_config
+        from ..strategies.fixed import FixedStrategy
+        from ..trainer import DataMixTrainer
+
+        torch.manual_seed(self.config.seed)
+        tok = self.tokenizer
+        model = LlamaForCausalLM(
+            llama_config(self.config.preset, vocab_size=len(tok), eos_token_id=tok.eos_token_id,
+                         bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id)
+        )
+        member_ledger = ComputeLedger()
+        started = time.perf_counter()
+        trainer = DataMixTrainer(
+            model=model,
+            args=self._args(index),
+            domains=self.domains,
+            strategy=FixedStrategy(weights=mixture.to_dict()),
+            processing_class=tok,
+            ledger=member_ledger,
+        )
+        trainer.train()
+        losses = {}
+        if self.targets is not self.domains:
+            trainer.eval_dataset = _eval_sets(self.targets, tok, trainer.args)
+        metrics = trainer.evaluate()
+        for name in self.targets.names:
+            losses[name] = float(metrics[f"eval_{name}_loss"])
+        result = {
+            "index": index,
+            "weights": mixture.to_dict(),
+            "losses": losses,
+            "flops": member_ledger.total_flops,
+            "tokens": member_ledger.tokens_by_kind.get("train", 0.0),
+            "seconds": time.perf_counter() - started,
+            "config": asdict(self.config),
+        }
+        write_json_atomic(os.path.join(self.member_dir(index), RESULT_FILE), result)
+        return result
+
+    def _finished(self, index: int, mixture: Mixture) -> dict | None:
+        path = os.path.join(self.member_dir(index), RESULT_FILE)
+        if not os.path.isfile(path):
+            return None
+        with open(path, encoding="utf-8") as handle:
+            result = json.load(handle)
+        if not Mixture(result["weights"]).allclose(mixture, atol=1e-9) or result.get("config") != asdict(self.config):
+            raise ValueError(
+                f"{path} holds a member trained on another mixture or config; use a new output_dir for a new swarm."
+            )
+        return result
+
+    def run(self, mixtures: Sequence[Mixture], rank: int = 0, world_size: int = 1, poll_seconds: float = 5.0) -> SwarmResult:
+        """Train (or reuse) every member; process ``rank`` of ``world_size`` trains its share, then all gather."""
+        mixtures = [Mixture(m, domains=self.domains.names) for m in mixtures]
+        trained = reused = 0
+        for index, mixture in enumerate(mixtures):
+            if index % world_size != rank:
+                continue
+            if self._finished(index, mixture) is not None:
+                reused += 1
+                continue
+            result = self._train_member(index, mixture)
+            trained += 1
+            # Counted once, by the process that trained the member.
+            self.ledger.add("proxy", result["flops"], result["tokens"])
+            logger.info("Swarm member %d/%d done: %s", index + 1, len(mixtures), result["losses"])
+        results = [self._wait_for(i, m, poll_seconds) for i, m in enumerate(mixtures)]
+        ratios = np.array([m.to_array(self.domains.names) for m in mixtures])
+        metrics = np.array([[r["losses"][t] for t in self.targets.names] for r in results])
+        return SwarmResult(self.domains.names, self.targets.names, ratios, metrics, trained, reused)
+
+    def _wait_for(self, index: int, mixture: Mixture, poll_seconds: float) -> dict:
+        while True:
+            result = self._finished(index, mixture)
+            if result is not None:
+                return result
+            time.sleep(poll_seconds)
+
+
+def _eval_sets(targets: DomainSet, tokenizer, args: DataMixArguments) -> dict:
+    from ..data.packing import pack_eval
+    from ..trainer import BlockDataset
+
+    sets = {}
+    for spec in targets:
+        _, evaluation = spec.load()
+        blocks = pack_eval(evaluation, tokenizer, args.block_size, spec.text_field, spec.name, args.max_eval_blocks)
+        sets[spec.name] = BlockDataset(blocks.blocks)
+    return sets
