@@ -3,6 +3,8 @@
     hf-datamix strategies             list the registered strategies
     hf-datamix corpus build OUT_DIR   build the large real-text corpus from Debian/Python packages
     hf-datamix corpus info            the embedded corpus
+    hf-datamix fit --ratios R.csv --metrics M.csv --out MIX.json
+                                      fit a mixing law on swarm results and propose a mixture
 """
 
 from __future__ import annotations
@@ -24,6 +26,65 @@ def _strategies(_args: argparse.Namespace) -> int:
             description = f"(failed to load: {error})"
         print(f"{name:<{width}}  {description}")
     return 0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from .fit import run_fit_command  # imported here: it pulls in torch and cvxpy
+
+    try:
+        result = run_fit_command(args)
+    except (ValueError, TypeError, FileNotFoundError, ImportError, RuntimeError) as error:
+        # Input problems are the user's to fix: one clear line, no traceback.
+        print(f"hf-datamix fit: error: {error}", file=sys.stderr)
+        return 2
+    fit = result["fit"]
+    print(f"wrote {args.out}")
+    print("weights:   " + ", ".join(f"{k}={v:.4f}" for k, v in result["weights"].items()))
+    print("predicted: " + ", ".join(f"{k}={v:.4g}" for k, v in result["predicted"].items()))
+    spearman = fit.get("spearman_mean")
+    print(f"law {fit['law']} on {fit['runs']} runs: held-out Spearman ({fit.get('cv')}) "
+          f"{'n/a' if spearman is None else f'{spearman:.3f}'}; proposal {result['proposal']['status']}")
+    return 0
+
+
+_FIT_EXAMPLE = """\
+example:
+  hf-datamix fit --ratios swarm/ratios.csv --metrics swarm/metrics.csv --out mixture.json \\
+      --prior natural.json --tokens tokens.json --target-tokens 2e10 --max-repetition 4
+
+ratios.csv:  run,web,code,books          metrics.csv:  run,web_loss,code_loss
+             run0,0.5,0.3,0.2                          run0,3.21,2.05
+             run1,0.1,0.6,0.3                          run1,3.40,1.88
+The output JSON has "weights" (loadable with hf_datamix.Mixture.load), "predicted",
+"fit" (held-out Spearman per target), "law", "proposal" and "settings".
+"""
+
+
+def _add_fit_parser(sub) -> None:
+    fit = sub.add_parser(
+        "fit",
+        help="fit a mixing law on swarm results (CSV) and propose a mixture (Olmix offline)",
+        description="Fit a mixing law on swarm runs (each run's mixture and losses) and propose the mixture "
+        "minimising the mean predicted loss + KL to the prior, under repetition caps k*N_j/R.",
+        epilog=_FIT_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    fit.add_argument("--ratios", required=True, help="CSV: a 'run' column plus one weight column per domain")
+    fit.add_argument("--metrics", required=True, help="CSV: a 'run' column plus one loss column per target "
+                     "(lower is better)")
+    fit.add_argument("--out", required=True, help="output JSON (a directory gets mixture.json)")
+    fit.add_argument("--prior", help="JSON {domain: weight} naming every domain (default: uniform)")
+    fit.add_argument("--kl", type=float, default=0.05, help="weight of KL(mixture || prior) (default 0.05)")
+    fit.add_argument("--tokens", help="JSON {domain: available tokens N_j}; with --target-tokens sets caps")
+    fit.add_argument("--target-tokens", type=float, help="R, the tokens the target run trains on")
+    fit.add_argument("--max-repetition", type=float, default=4.0, help="k, max epochs over a domain (default 4)")
+    fit.add_argument("--law", default="log_linear",
+                     help="mixing law: log_linear (default), linear, gaussian_process (needs scikit-learn)")
+    fit.add_argument("--law-options", help="JSON object of law settings, e.g. '{\"starts\": 100}'")
+    fit.add_argument("--target-weights", help="JSON {target: weight}; targets not named weigh 1")
+    fit.add_argument("--folds", type=int, default=5, help="cross-validation folds for the fit report (default 5)")
+    fit.add_argument("--seed", type=int, default=0, help="seed of the fit and any random search (default 0)")
+    fit.set_defaults(func=_fit)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     corpus.set_defaults(func=None)
+    _add_fit_parser(sub)
     return parser
 
 

@@ -446,6 +446,8 @@ def available_laws() -> list[str]:
 
 def get_law_class(name: str) -> type[MixingLaw]:
     """The law class registered as ``name``; unknown names list the known ones."""
+    if name not in LAWS and name == "gaussian_process":
+        from . import laws_extra  # noqa: F401  (registers the law; it needs scikit-learn only when built)
     if name in LAWS:
         return LAWS[name]
     hint = difflib.get_close_matches(str(name), list(LAWS), n=1)

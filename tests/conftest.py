@@ -13,6 +13,9 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from hf_datamix import DataMixArguments, DomainSet, DomainSpec
 
+# Tiny models: one intra-op thread is as fast, and several test processes never oversubscribe the cores.
+torch.set_num_threads(1)
+
 WORDS = {
     "alpha": "apple apricot avocado almond anchovy artichoke arugula".split(),
     "beta": "bolt bracket beam brace bearing bushing bevel".split(),

@@ -19,9 +19,14 @@ CONFIGS = sorted(glob.glob(os.path.join(ROOT, "recipes", "configs", "*.yaml")))
 
 @pytest.mark.parametrize("config", CONFIGS, ids=os.path.basename)
 def test_every_shipped_config_parses(config, tmp_path):
-    run, args = parse_args((RunArguments, DataMixArguments), argv=["--config", config, "--output_dir", str(tmp_path)])
-    assert args.output_dir == str(tmp_path)
-    assert args.max_steps > 0 and run.model_preset
+    types = (RunArguments, DataMixArguments)
+    if os.path.basename(config) == "swarm.yaml":
+        sys.path.insert(0, os.path.join(ROOT, "recipes"))
+        from swarm import SwarmArguments
+
+        types = (RunArguments, SwarmArguments, DataMixArguments)
+    parsed = parse_args(types, argv=["--config", config, "--output_dir", str(tmp_path)])
+    assert parsed[-1].output_dir == str(tmp_path) and parsed[0].model_preset
 
 
 def test_command_line_overrides_yaml_and_strategy_args_stay_structured(tmp_path):
@@ -43,7 +48,7 @@ def test_unknown_yaml_key_is_named(tmp_path):
 def launch(script, *flags, timeout=900):
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu",
                os.path.join(ROOT, "recipes", script), *flags]
-    env = dict(os.environ, OMP_NUM_THREADS="2")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result.stdout
@@ -74,6 +79,22 @@ def test_midtrain_runs_op_mix_through_three_stages_and_resumes(tmp_path):
     )
     assert stdout.count("== stage") == 1
     assert json.load(open(out / "mixtures.json")) == history
+
+
+def test_swarm_recipe_trains_proxies_and_fits(tmp_path):
+    stdout = launch("swarm.py", "--output_dir", str(tmp_path), "--initial_domains", "scripture,code,arithmetic",
+                    "--swarm_size", "5", "--proxy_steps", "2", "--proxy_batch_size", "2", "--proxy_eval_blocks", "2",
+                    "--block_size", "64")
+    assert "swarm of 5 proxies (5 trained now, 0 reused)" in stdout
+    assert (tmp_path / "ratios.csv").read_text().startswith("run,scripture,code,arithmetic")
+    assert (tmp_path / "metrics.csv").read_text().splitlines()[0] == "run,scripture,code,arithmetic"
+    from hf_datamix import Mixture
+
+    assert set(Mixture.load(tmp_path / "mixture.json")) == {"scripture", "code", "arithmetic"}
+    again = launch("swarm.py", "--output_dir", str(tmp_path), "--initial_domains", "scripture,code,arithmetic",
+                   "--swarm_size", "5", "--proxy_steps", "2", "--proxy_batch_size", "2", "--proxy_eval_blocks", "2",
+                   "--block_size", "64")
+    assert "(0 trained now, 5 reused)" in again
 
 
 def test_pretrain_recipe_runs(tmp_path):
