@@ -292,3 +292,55 @@ def _fallback(objective, law, cap, w, candidates, samples, seed):
         how = "no fallback candidates given; "
     x_val = _sample_search(objective, cap, samples, seed)
     return x_val, "random_search", "fallback_sampled", how + f"using the best of {samples} random capped-simplex points"
+
+
+def fit_and_propose(
+    X: np.ndarray,
+    Y: np.ndarray,
+    coordinates: Sequence[str],
+    groups: Any,
+    full_domains: Sequence[str],
+    prior: np.ndarray,
+    *,
+    law: str = "log_linear",
+    law_starts: int = 300,
+    kl: float = 0.05,
+    caps: np.ndarray | None = None,
+    seed: int = 0,
+) -> tuple[Any, dict]:
+    """The step both ``op_mix`` and ``olmix_reuse`` end with: fit a law on simulated runs, propose, expand.
+
+    ``X`` (runs × coordinates) are the runs' weights over collapsed ``coordinates`` (virtual domains
+    named in ``groups`` = ``{virtual: internal ratios}``), ``Y`` (runs × targets) their losses on
+    ``full_domains``.  Returns the full-domain :class:`~hf_datamix.Mixture` and the decision record
+    (candidates, observations, the law's predictions and fit report, the proposal).
+    """
+    from .laws import get_law
+    from .mixture import Mixture, expansion_matrix
+
+    fitted = get_law(law, **({"starts": law_starts} if law == "log_linear" else {}))
+    fitted.fit(X, Y, seed=seed)
+    report = fitted.fit_report(X, Y, seed=seed)
+    proposal = propose(
+        fitted,
+        prior,
+        kl=kl,
+        caps=caps,
+        expansion=expansion_matrix(list(coordinates), groups, list(full_domains)),
+        domains=list(coordinates),
+        full_domains=list(full_domains),
+        fallback_candidates=(X, Y),
+        seed=seed,
+    )
+    record = {
+        "collapsed_domains": list(coordinates),
+        "internals": {k: dict(v) for k, v in groups.items()},
+        "candidates": np.asarray(X).tolist(),
+        "observed": np.asarray(Y).tolist(),
+        "predicted": fitted.predict(X).tolist(),
+        "targets": list(full_domains),
+        "law": fitted.to_dict(),
+        "fit": report,
+        "proposal": proposal.to_dict(),
+    }
+    return Mixture.from_array(list(full_domains), proposal.x_full), record

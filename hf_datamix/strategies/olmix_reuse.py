@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from ..laws import MixingLaw, get_law
-from ..mixture import Mixture, expansion_matrix
-from ..proposer import propose
+from ..laws import MixingLaw
+from ..mixture import Mixture
+from ..proposer import fit_and_propose
 from ..reuse import REUSE_MODES, VIRTUAL, ReusePlan, coordinate_caps, plan_reuse
 from ..simulate.proxy_swarm import ProxyConfig, ProxySwarm
 from ..swarm import sample_swarm
@@ -136,36 +136,17 @@ class OlmixReuseStrategy(Strategy):
         result = proxies.run(expanded)
         self.proxy_runs += result.trained
         X = np.array([m.to_array(coordinates) for m in swarm])
-        Y = result.metrics
-        law = get_law(cfg.law, **({"starts": cfg.law_starts} if cfg.law == "log_linear" else {}))
-        law.fit(X, Y, seed=cfg.seed)
-        report = law.fit_report(X, Y, seed=cfg.seed)
-        proposal = propose(
-            law,
-            self._prior(context, names).to_array(names),
-            kl=cfg.kl,
-            caps=caps,
-            expansion=expansion_matrix(coordinates, plan.groups, names),
-            domains=coordinates,
-            full_domains=names,
-            fallback_candidates=(X, Y),
-            seed=cfg.seed,
+        mixture, record = fit_and_propose(
+            X, result.metrics, coordinates, plan.groups, names, self._prior(context, names).to_array(names),
+            law=cfg.law, law_starts=cfg.law_starts, kl=cfg.kl, caps=caps, seed=cfg.seed,
         )
-        self.last_law, self.last_domains = law.to_dict(), coordinates
-        mixture = Mixture.from_array(names, proposal.x_full)
+        self.last_law, self.last_domains = record["law"], coordinates
         details = {
             "reuse": plan.to_dict(),
             "proxy_runs": result.trained,
             "proxy_runs_total": self.proxy_runs,
             "proxy": asdict(proxies.config),
-            "collapsed_domains": coordinates,
-            "candidates": X.tolist(),
-            "observed": Y.tolist(),
-            "predicted": law.predict(X).tolist(),
-            "targets": result.targets,
-            "law": law.to_dict(),
-            "fit": report,
-            "proposal": proposal.to_dict(),
+            **record,
         }
         return Decision(mixture, details)
 

@@ -28,9 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..laws import get_law
-from ..mixture import Mixture, expansion_matrix
-from ..proposer import propose
+from ..mixture import Mixture
+from ..proposer import fit_and_propose
 from ..reuse import caps_for
 from ..simulate.lora_probes import LoRAProbeSimulator, ProbeConfig
 from .base import Decision, DecisionContext, Strategy, StrategyConfig
@@ -184,35 +183,14 @@ class OpMixStrategy(Strategy):
         return Mixture.uniform(names).to_array(names)
 
     def _propose(self, context, X, Y, collapsed, internals, extra) -> Decision:
-        names = context.domains.names
-        law = get_law(self.config.law, **({"starts": self.config.law_starts} if self.config.law == "log_linear" else {}))
-        law.fit(X, Y, seed=self.config.seed)
-        report = law.fit_report(X, Y, seed=self.config.seed)
-        expansion = expansion_matrix(collapsed, internals, names)
-        proposal = propose(
-            law,
-            self._prior(context),
-            kl=self.config.kl,
-            caps=self._caps(context, collapsed, internals),
-            expansion=expansion,
-            domains=collapsed,
-            fallback_candidates=(X, Y),
+        cfg = self.config
+        mixture, record = fit_and_propose(
+            X, Y, collapsed, internals, context.domains.names, self._prior(context),
+            law=cfg.law, law_starts=cfg.law_starts, kl=cfg.kl, caps=self._caps(context, collapsed, internals),
+            seed=cfg.seed,
         )
-        mixture = Mixture.from_array(names, proposal.x_full)
-        details = {
-            "schedule": self.mode if context.step == 0 else ("pretrain" if self.mode == "pretrain" else "redecide"),
-            "collapsed_domains": collapsed,
-            "internals": {k: v.to_dict() for k, v in internals.items()},
-            "candidates": X.tolist(),
-            "observed": Y.tolist(),
-            "predicted": law.predict(X).tolist(),
-            "targets": names,
-            "law": law.to_dict(),
-            "fit": report,
-            "proposal": proposal.to_dict(),
-            **extra,
-        }
-        return Decision(mixture, details)
+        schedule = self.mode if context.step == 0 else ("pretrain" if self.mode == "pretrain" else "redecide")
+        return Decision(mixture, {"schedule": schedule, **record, **extra})
 
     def _decide_around(self, context: DecisionContext) -> Decision | None:
         """Pretraining schedule (and mid-stage re-decisions): probes around the mixture in force."""
