@@ -63,3 +63,35 @@ def plot_weights(history: Sequence[dict], path: str, title: str | None = None, e
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_law_fit(history: Sequence[dict], path: str) -> str | None:
+    """Observed vs predicted loss per target domain for every decision that fitted a law (one panel each)."""
+    fits = [r for r in history if r.get("observed") and r.get("predicted")]
+    if not fits:
+        return None
+    plt = _pyplot()
+    cols = min(3, len(fits))
+    rows = (len(fits) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.8 * rows), squeeze=False)
+    for ax, record in zip(axes.flat, fits):
+        observed, predicted = record["observed"], record["predicted"]
+        targets = record.get("targets") or [f"target {j}" for j in range(len(observed[0]))]
+        spearman = (record.get("fit") or {}).get("spearman") or [None] * len(targets)
+        for j, name in enumerate(targets):
+            label = name if spearman[j] is None else f"{name} (ρ={spearman[j]:.2f})"
+            ax.scatter([row[j] for row in observed], [row[j] for row in predicted], s=14, label=label)
+        values = [v for row in observed + predicted for v in row]
+        lo, hi = min(values), max(values)
+        ax.plot([lo, hi], [lo, hi], color="gray", linewidth=0.8)
+        ax.set_title(f"stage {record.get('stage', 0)}, step {record['step']} ({record.get('strategy', '')})", fontsize=9)
+        ax.set_xlabel("observed loss")
+        ax.set_ylabel("law's prediction")
+        ax.legend(fontsize=6, title="held-out Spearman", title_fontsize=6)
+    for ax in list(axes.flat)[len(fits):]:
+        ax.axis("off")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

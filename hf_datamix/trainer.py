@@ -285,10 +285,11 @@ class DataMixTrainer(Trainer):
         self.ledger.save(out)
         if final:
             try:
-                from .plots import plot_weights
+                from .plots import plot_law_fit, plot_weights
 
                 end = self.step_offset + self.state.max_steps
                 plot_weights(self.history, os.path.join(out, "weights.png"), end_step=end)
+                plot_law_fit(self.history, os.path.join(out, "law_fit.png"))
             except ImportError as error:
                 logger.warning("No weights plot (%s); pip install matplotlib to get one.", error)
 

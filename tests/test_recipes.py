@@ -45,9 +45,10 @@ def test_unknown_yaml_key_is_named(tmp_path):
         parse_args((RunArguments, DataMixArguments), argv=["--config", str(bad)])
 
 
-def launch(script, *flags, timeout=900):
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu",
-               os.path.join(ROOT, "recipes", script), *flags]
+def launch(script, *flags, timeout=900, processes=1):
+    where = (["--num_processes", "1", "--cpu"] if processes == 1
+             else ["--config_file", os.path.join(ROOT, "accelerate_configs", "cpu.yaml")])
+    command = [sys.executable, "-m", "accelerate.commands.launch", *where, os.path.join(ROOT, "recipes", script), *flags]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
@@ -95,6 +96,16 @@ def test_swarm_recipe_trains_proxies_and_fits(tmp_path):
                    "--swarm_size", "5", "--proxy_steps", "2", "--proxy_batch_size", "2", "--proxy_eval_blocks", "2",
                    "--block_size", "64")
     assert "(0 trained now, 5 reused)" in again
+
+
+def test_swarm_members_are_spread_over_two_processes(tmp_path):
+    stdout = launch("swarm.py", "--output_dir", str(tmp_path), "--initial_domains", "scripture,code,arithmetic",
+                    "--swarm_size", "4", "--proxy_steps", "2", "--proxy_batch_size", "2", "--proxy_eval_blocks", "2",
+                    "--block_size", "64", processes=2)
+    assert "swarm of 4 proxies (2 trained now, 0 reused)" in stdout  # rank 0 trained its half
+    for rank in (0, 1):
+        ledger = json.load(open(tmp_path / f"compute-rank{rank}" / "compute.json"))
+        assert ledger["tokens_by_kind"]["proxy"] == 2 * 2 * 2 * 64  # 2 members x 2 steps x batch 2 x 64 tokens
 
 
 def test_pretrain_recipe_runs(tmp_path):
