@@ -156,3 +156,16 @@ def test_linear_law_is_exact_on_linear_data():
     X_new = rng.dirichlet(np.ones(5), size=20)
     np.testing.assert_allclose(law.predict(X_new), 3.0 + X_new @ a.T, atol=1e-10)
     assert law.num_parameters(5) == 5
+
+
+def test_batched_cross_validation_equals_refitting_fold_by_fold():
+    from hf_datamix.laws import MixingLaw
+
+    rng = np.random.default_rng(3)
+    X = rng.dirichlet(np.ones(4), size=11)
+    Y = np.exp(rng.uniform(0, 0.5, 3)) + np.exp(X @ rng.normal(0, 1, (3, 4)).T) + rng.normal(0, 0.01, (11, 3))
+    law = LogLinearLaw(starts=40).fit(X, Y)
+    tests = np.array_split(np.random.default_rng(0).permutation(11), 11)
+    batched = law._heldout_predictions(X, Y, tests, seed=0)
+    one_by_one = MixingLaw._heldout_predictions(law, X, Y, tests, seed=0)
+    np.testing.assert_allclose(batched, one_by_one, rtol=1e-4)
