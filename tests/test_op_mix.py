@@ -31,7 +31,7 @@ def train(path, tokenizer, resume=None, model_seed=0, strategy_args=None, **over
 
 
 def test_pretraining_decision_after_warmup(tmp_path, tokenizer):
-    trainer = train(tmp_path, tokenizer)
+    trainer = train(tmp_path, tokenizer, strategy_args={"save_probe_adapters": True})
     history = json.load(open(tmp_path / "mixtures.json"))
     initial, decision = history
     assert initial["weights"] == pytest.approx({"alpha": 1 / 3, "beta": 1 / 3, "gamma": 1 / 3})
@@ -53,6 +53,9 @@ def test_pretraining_decision_after_warmup(tmp_path, tokenizer):
     assert by_kind["eval"] > 2 * n * 12 * 9 * 32 - 1  # at least the 12 candidates on 3x3 blocks
     assert trainer.interleaver.weights_at(3 * trainer.samples_per_step).allclose(decision["weights"], atol=1e-9)
     assert (tmp_path / "law_fit.png").stat().st_size > 5000
+    saved = tmp_path / "probe_adapters" / "stage0-step2"
+    assert sorted(p.name for p in saved.iterdir() if p.is_dir()) == ["d0", "d1", "d2", "old"]
+    assert (saved / "old" / "adapter_config.json").is_file()
 
 
 def test_continual_stage_decision_splits_old_by_previous_mixture(tmp_path, tokenizer):

@@ -22,6 +22,7 @@ Schedules:
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +68,9 @@ class OpMixConfig(StrategyConfig):
     eval_batch_size: int = field(default=16, metadata={"help": "Batch size of candidate scoring."})
     redecide_every: int | None = field(default=None, metadata={"help": "Beyond the paper: re-decide every N steps."})
     seed: int = field(default=0, metadata={"help": "Seed of probes' data and candidates."})
+    save_probe_adapters: bool = field(
+        default=False, metadata={"help": "Keep every decision's probes in output_dir/probe_adapters/ (PEFT format)."}
+    )
 
     def __post_init__(self):
         checks = {
@@ -169,6 +173,12 @@ class OpMixStrategy(Strategy):
                 "diverged": result.diverged,
                 "reason": result.reason,
             }
+        if self.config.save_probe_adapters and simulator.probes:
+            folder = os.path.join(
+                context.trainer.args.output_dir, "probe_adapters", f"stage{context.stage}-step{context.step}"
+            )
+            for name, path in simulator.save_adapters(folder).items():
+                results[name]["adapter"] = path
         return results
 
     def _caps(self, context: DecisionContext, collapsed: list[str], internals: dict[str, Mixture]) -> np.ndarray | None:
