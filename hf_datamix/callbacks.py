@@ -52,7 +52,9 @@ class MixingCallback(TrainerCallback):
         step = state.global_step
         trainer.interleaver.start_sample = step * trainer.samples_per_step
         if step == 0:
-            trainer.record_mixture(trainer.interleaver.weights_at(0), step=0, kind="initial")
+            trainer.record_mixture(
+                trainer.interleaver.weights_at(0), step=0, kind="initial", settings=trainer.strategy.settings()
+            )
             if trainer.strategy.next_decision_step(0, state.max_steps) == 0:
                 trainer.run_decision(step=0, from_sample=0)
             self._schedule_next(1, state.max_steps)

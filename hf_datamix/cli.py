@@ -5,6 +5,8 @@
     hf-datamix corpus info            the embedded corpus
     hf-datamix fit --ratios R.csv --metrics M.csv --out MIX.json
                                       fit a mixing law on swarm results and propose a mixture
+    hf-datamix push OUTPUT_DIR REPO_ID  push a run's mixtures, compute, plots, adapters and card to the Hub
+    hf-datamix report OUTPUT_DIR [...]  report.md/report.html for one run, a comparison for several
 """
 
 from __future__ import annotations
@@ -87,6 +89,64 @@ def _add_fit_parser(sub) -> None:
     fit.set_defaults(func=_fit)
 
 
+def _push(args: argparse.Namespace) -> int:
+    from .hub import HubError, push_run
+
+    try:
+        info = push_run(args.output_dir, args.repo_id, token=args.token, private=args.private or None,
+                        include_probe_adapters=not args.no_adapters)
+    except (HubError, FileNotFoundError, ValueError) as error:
+        print(f"hf-datamix push: error: {error}", file=sys.stderr)
+        return 2
+    print(f"pushed {args.output_dir} to {getattr(info, 'commit_url', None) or args.repo_id}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import compare_runs, write_report
+
+    try:
+        if len(args.output_dirs) == 1 and args.out is None:
+            written = write_report(args.output_dirs[0])
+        else:
+            written = compare_runs(args.output_dirs, args.out)
+    except (FileNotFoundError, ValueError, KeyError) as error:
+        print(f"hf-datamix report: error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {written['markdown']} and {written['html']}")
+    return 0
+
+
+def _add_push_and_report_parsers(sub) -> None:
+    push = sub.add_parser(
+        "push",
+        help="push a run's mixing artefacts and model card to a Hub repo in one commit",
+        description="Upload mixtures.json, compute.json, the final mixture (mixture.json), results.json, the plots, "
+        "probe_adapters/ and a model card from OUTPUT_DIR to REPO_ID in one commit. OUTPUT_DIR is only read.",
+        epilog="example:\n  hf-datamix push outputs/midtrain me/midtrain-mixture --private\n"
+        "then: Mixture.from_pretrained('me/midtrain-mixture') or --init_mixture me/midtrain-mixture",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    push.add_argument("output_dir", help="the run's output_dir (holds mixtures.json)")
+    push.add_argument("repo_id", help="Hub repo id, e.g. me/my-mixture (created if missing)")
+    push.add_argument("--private", action="store_true", help="create the repo as private")
+    push.add_argument("--no-adapters", action="store_true", help="leave out probe_adapters/")
+    push.add_argument("--token", help="Hub token (default: HF_TOKEN or the huggingface-cli login)")
+    push.set_defaults(func=_push)
+    report = sub.add_parser(
+        "report",
+        help="write report.md/report.html for a run, or compare several runs in one table and figure",
+        description="One OUTPUT_DIR: report.md and report.html in it (mixture over steps, per-domain eval loss, "
+        "law fit, compute by kind). Several: one comparison table and figure in --out.",
+        epilog="examples:\n  hf-datamix report outputs/midtrain\n"
+        "  hf-datamix report outputs/op_mix outputs/retrain --out outputs/compare",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    report.add_argument("output_dirs", nargs="+", metavar="OUTPUT_DIR", help="run output folders")
+    report.add_argument("--out", help="folder of the comparison (default: FIRST_OUTPUT_DIR/compare)")
+    report.set_defaults(func=_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hf-datamix",
@@ -110,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     corpus.set_defaults(func=None)
     _add_fit_parser(sub)
+    _add_push_and_report_parsers(sub)
     return parser
 
 

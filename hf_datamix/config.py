@@ -52,7 +52,7 @@ class DataMixArguments(TrainingArguments):
         segments_per_block: 1 keeps each block inside one domain; more mixes that many domains per block.
         mixing_seed: seed of the domain draws (default: ``seed``).
         max_eval_blocks: cap on eval blocks per domain (None: all).
-        init_mixture: a mixture to start from (a ``mixture.json`` file or a folder holding one).
+        init_mixture: a mixture to start from: a ``mixture.json`` file, a folder holding one, or a Hub repo id.
         preprocessing_num_workers: processes for tokenising.
     """
 
@@ -75,7 +75,7 @@ class DataMixArguments(TrainingArguments):
     mixing_seed: Optional[int] = field(default=None, metadata={"help": "Seed of the domain draws (default: seed)."})
     max_eval_blocks: Optional[int] = field(default=None, metadata={"help": "Cap on eval blocks per domain."})
     init_mixture: Optional[str] = field(
-        default=None, metadata={"help": "Start from this mixture (mixture.json file or folder)."}
+        default=None, metadata={"help": "Start from this mixture (mixture.json file, folder, or Hub repo id)."}
     )
     preprocessing_num_workers: Optional[int] = field(default=None, metadata={"help": "Processes for tokenising."})
 

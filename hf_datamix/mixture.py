@@ -260,6 +260,28 @@ class Mixture(Mapping[str, float]):
         with open(path, encoding="utf-8") as handle:
             return cls.from_json(handle.read())
 
+    def push_to_hub(
+        self,
+        repo_id: str,
+        token: str | None = None,
+        private: bool | None = None,
+        commit_message: str = "Upload mixture with hf_datamix",
+        api: Any = None,
+    ):
+        """Upload this mixture as ``mixture.json`` to the Hub repo ``repo_id`` (one commit)."""
+        from .hub import push_mixture  # huggingface_hub is only needed when talking to the Hub
+
+        return push_mixture(self, repo_id, token=token, private=private, commit_message=commit_message, api=api)
+
+    @classmethod
+    def from_pretrained(
+        cls, repo_id_or_path: str | os.PathLike, revision: str | None = None, token: str | None = None
+    ) -> "Mixture":
+        """Load a mixture from a Hub repo id, a folder holding ``mixture.json`` or a JSON file."""
+        from .hub import load_mixture
+
+        return load_mixture(repo_id_or_path, revision=revision, token=token)
+
 
 def expansion_matrix(
     collapsed_domains: Sequence[str], internals: Mapping[str, Mapping[str, float]], full_domains: Sequence[str]

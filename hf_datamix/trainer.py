@@ -144,7 +144,7 @@ class DataMixTrainer(Trainer):
             self.sources, self.eval_blocks, self.token_counts = pack_domains(domains, processing_class, args)
 
         context = self._context(step=0, max_steps=args.max_steps, mixture=None)
-        mixture = Mixture.load(args.init_mixture).restrict(domains.names) if args.init_mixture else None
+        mixture = self._init_mixture(args.init_mixture, domains) if args.init_mixture else None
         mixture = mixture or self.strategy.initial_mixture(context)
         self.interleaver = Interleaver(
             self.sources,
@@ -166,6 +166,21 @@ class DataMixTrainer(Trainer):
         )
         self.mixing_callback = MixingCallback(self)
         self.add_callback(self.mixing_callback)
+
+    @staticmethod
+    def _init_mixture(source: str, domains: DomainSet) -> Mixture:
+        """A mixture from a file, folder or Hub repo, over this run's domains (domains it lacks get 0)."""
+        loaded = Mixture.from_pretrained(source)
+        unknown = [name for name in loaded if name not in domains]
+        if unknown:
+            raise ValueError(
+                f"init_mixture {source!r} names domains {unknown} that this run does not have ({domains.names}); "
+                "edit the mixture or add those domains."
+            )
+        missing = [name for name in domains.names if name not in loaded]
+        if missing:
+            logger.warning("init_mixture %r has no weight for %s: they start at 0.", source, missing)
+        return Mixture(dict(loaded), domains=domains.names)
 
     # -- batch geometry -------------------------------------------------------------------------
     @property
@@ -344,6 +359,17 @@ class DataMixTrainer(Trainer):
         for name, value in losses.items():
             out[f"{prefix}_{name}_ppl"] = math.exp(min(value, 50.0))
         return out
+
+    def push_to_hub(self, *args: Any, **kwargs: Any):
+        """Trainer's push (model, tokenizer, its card), then the mixing artefacts and card in one more commit."""
+        result = super().push_to_hub(*args, **kwargs)
+        if self.is_world_process_zero():
+            from .hub import push_run
+
+            # Trainer.push_to_hub(commit_message, blocking, token, revision, ...): the token may be positional.
+            token = kwargs.get("token", args[2] if len(args) > 2 else None) or self.args.hub_token
+            push_run(self.args.output_dir, self.hub_model_id, token=token, settings=self.strategy.settings())
+        return result
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if "loss" in logs or "learning_rate" in logs:

@@ -178,3 +178,14 @@ def test_training_changes_every_parameter(tmp_path, tokenizer):
     trainer.train()
     for name, param in trainer.model.named_parameters():
         assert not torch.equal(before[name], param), f"{name} did not change"
+
+
+def test_init_mixture_from_another_domain_set(tmp_path, tokenizer, caplog):
+    Mixture({"alpha": 0.25, "beta": 0.75}).save(tmp_path / "two.json")
+    with caplog.at_level("WARNING"):
+        trainer = run(tmp_path / "a", tokenizer, strategy="uniform", max_steps=1, init_mixture=str(tmp_path / "two.json"))
+    assert trainer.interleaver.weights_at(0).to_dict() == {"alpha": 0.25, "beta": 0.75, "gamma": 0.0}
+    assert "'gamma'" in caplog.text or "gamma" in caplog.text
+    Mixture({"alpha": 0.5, "zeta": 0.5}).save(tmp_path / "other.json")
+    with pytest.raises(ValueError, match=r"domains \['zeta'\] that this run does not have"):
+        run(tmp_path / "b", tokenizer, strategy="uniform", max_steps=1, init_mixture=str(tmp_path / "other.json"))

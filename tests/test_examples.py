@@ -1,0 +1,70 @@
+"""examples/custom_strategy: the plugin package installs with pip and its strategy is listed and works."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from hf_datamix import Mixture
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "custom_strategy"
+DIST = "hf-datamix-focus"
+
+
+def _pip_available() -> bool:
+    if importlib.util.find_spec("pip") is None:
+        return False
+    return subprocess.run([sys.executable, "-m", "pip", "--version"], check=False, capture_output=True).returncode == 0
+
+
+def _load_focus(src: Path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("focus_example", src / "focus_strategy" / "focus.py")
+    module = importlib.util.module_from_spec(spec)
+    # dataclasses look their module up in sys.modules while the module runs.
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_focus_strategy_behaves_as_documented(monkeypatch):
+    module = _load_focus(EXAMPLE, monkeypatch)
+    strategy = module.FocusStrategy(share=0.7, domain="beta")
+    context = SimpleNamespace(domains=SimpleNamespace(names=["alpha", "beta", "gamma"]))
+    assert strategy.initial_mixture(context).allclose({"alpha": 0.15, "beta": 0.7, "gamma": 0.15})
+    assert strategy.next_decision_step(0, 10) == 5 and strategy.next_decision_step(6, 10) is None
+    assert strategy.decide(context) == Mixture.uniform(["alpha", "beta", "gamma"])
+    with pytest.raises(ValueError, match="share=1.5"):
+        module.FocusStrategy(share=1.5)
+    with pytest.raises(ValueError, match="domain='code' is not one of"):
+        module.FocusStrategy().initial_mixture(context)
+
+
+@pytest.mark.skipif(not _pip_available(), reason="pip is not available in this Python, so the example cannot be installed")
+def test_example_package_installs_and_is_listed(tmp_path):
+    # Build from a copy so no build/ or *.egg-info lands in the repository.
+    src = tmp_path / "custom_strategy"
+    shutil.copytree(EXAMPLE, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    pip = [sys.executable, "-m", "pip"]
+    try:
+        install = subprocess.run(
+            pip + ["install", "--no-deps", "--no-build-isolation", "--disable-pip-version-check", "-q", str(src)],
+            check=False, capture_output=True, text=True, timeout=300,
+        )
+        assert install.returncode == 0, f"pip install failed:\n{install.stdout}\n{install.stderr}"
+        # Entry points are read per process: list them from a fresh one, as a user would.
+        listed = subprocess.run(
+            [sys.executable, "-m", "hf_datamix.cli", "strategies"],
+            check=False, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        )
+        assert listed.returncode == 0, listed.stderr
+        line = next((l for l in listed.stdout.splitlines() if l.split()[:1] == ["focus"]), None)
+        assert line is not None, listed.stdout
+        assert "Give one domain a fixed share, the rest equally." in line
+    finally:
+        subprocess.run(pip + ["uninstall", "-y", "-q", DIST], check=False, capture_output=True, text=True, timeout=300)
