@@ -95,10 +95,10 @@ def plan_reuse(
         raise ValueError(f"reuse mode {mode!r} is unknown; use one of {list(REUSE_MODES)}.")
     names = update.domains.names
     unaffected = [n for n in update.unaffected if n in previous]
+    if mode == "recompute":  # the full-recomputation baseline re-simulates at every update, removals too
+        return ReusePlan(mode, list(names), [], None, {"note": "full recomputation"})
     if update.kind == "remove":
         return ReusePlan(mode, [], names, previous.restrict(names), {"note": "removal: no new runs"}, no_runs=True)
-    if mode == "recompute":
-        return ReusePlan(mode, list(names), [], None, {"note": "full recomputation"})
     reasons: dict[str, Any] = {}
     if mode == "partial":
         bad = [n for n in reopen if n not in unaffected]

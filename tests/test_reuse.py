@@ -41,6 +41,8 @@ def test_removal_needs_no_runs():
     plan = plan_reuse(PREVIOUS, BASE.remove("c"))
     assert plan.no_runs and plan.compute == []
     assert plan.internals.allclose({"a": 0.5, "b": 0.5})
+    recompute = plan_reuse(PREVIOUS, BASE.remove("c"), mode="recompute")
+    assert not recompute.no_runs and recompute.compute == ["a", "b"]
 
 
 def test_partition_and_revise_recompute_only_affected_domains():
