@@ -21,7 +21,7 @@ from .callbacks import read_state
 from .compute import ComputeLedger, write_json_atomic
 from .config import DataMixArguments
 from .domains import DomainSet, DomainUpdate
-from .mixture import Mixture
+from .mixture import MIXTURE_FILE, Mixture
 from .strategies.base import Strategy
 from .trainer import MIXTURES_FILE, DataMixTrainer
 
@@ -153,6 +153,7 @@ def run_continual(
             write_json_atomic(os.path.join(root, MIXTURES_FILE), history)
             ledger.save(root)
             write_json_atomic(os.path.join(root, RESULTS_FILE), results)
+            previous.save(os.path.join(root, MIXTURE_FILE), strategy=strategy.name, stage=stage.index)
             trainer.save_model(os.path.join(stage_args.output_dir, "final"))
             _plot(history, root, step_offset)
     return {"stages": results, "compute": ledger.to_dict(), "history": history}

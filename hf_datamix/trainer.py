@@ -29,7 +29,7 @@ from .config import DataMixArguments
 from .data.interleaver import Interleaver
 from .data.packing import StreamingBlocks, pack_dataset, pack_eval
 from .domains import DomainSet, DomainUpdate
-from .mixture import Mixture
+from .mixture import MIXTURE_FILE, Mixture
 from .strategies.base import Decision, DecisionContext, Strategy
 from .strategies.registry import create_strategy
 
@@ -299,6 +299,10 @@ class DataMixTrainer(Trainer):
         write_json_atomic(os.path.join(out, MIXTURES_FILE), self.history)
         self.ledger.save(out)
         if final:
+            # The mixture in force at the end, loadable with Mixture.from_pretrained(output_dir).
+            self.interleaver.weights_at(self.state.max_steps * self.samples_per_step).save(
+                os.path.join(out, MIXTURE_FILE), strategy=self.strategy.name, stage=self.stage
+            )
             try:
                 from .plots import plot_law_fit, plot_weights
 

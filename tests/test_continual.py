@@ -53,6 +53,9 @@ def test_sequential_and_replay_mixtures(tmp_path, tokenizer):
     results = json.load(open(tmp_path / "rep" / "results.json"))
     assert set(results[1]["eval_loss"]) == {"alpha", "beta", "gamma"}
     assert (tmp_path / "rep" / "weights.png").stat().st_size > 1000
+    from hf_datamix import Mixture
+
+    assert Mixture.from_pretrained(tmp_path / "rep").allclose(second, atol=1e-12)
 
 
 def test_retrain_restarts_from_base_with_all_steps_so_far(tmp_path, tokenizer):

@@ -85,6 +85,7 @@ def test_training_logs_mixture_and_writes_outputs(tmp_path, tokenizer):
     assert compute["by_kind"]["train"] == pytest.approx(6 * trainer.num_params * 10 * 4 * 32)
     assert compute["by_kind"]["eval"] > 0
     assert os.path.getsize(tmp_path / "weights.png") > 1000
+    assert Mixture.from_pretrained(tmp_path).to_dict() == {"alpha": 0.0, "beta": 0.0, "gamma": 1.0}
     assert os.path.isfile(tmp_path / "checkpoint-5" / "datamix_state.json")
 
 
