@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
 import random
+import shutil
+import subprocess
+import sys
 
 import datasets
 import pytest
@@ -98,3 +103,32 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_DATAMIX_CACHE", str(tmp_path_factory.getbasetemp() / "packed-cache"))
     monkeypatch.setenv("WANDB_DISABLED", "true")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pip_available() -> bool:
+    """True when this Python can run pip (the plugin tests install packages)."""
+    if importlib.util.find_spec("pip") is None:
+        return False
+    return subprocess.run([sys.executable, "-m", "pip", "--version"], check=False, capture_output=True).returncode == 0
+
+
+@contextlib.contextmanager
+def pip_installed(source, distribution: str, tmp_path):
+    """pip-install a copy of the package folder ``source`` for the duration of the block, then uninstall it.
+
+    The copy keeps build/ and *.egg-info out of the repository; entry points of the installed package
+    are only visible to processes started inside the block.
+    """
+    src = tmp_path / os.path.basename(str(source))
+    shutil.copytree(source, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    pip = [sys.executable, "-m", "pip"]
+    try:
+        install = subprocess.run(
+            pip + ["install", "--no-deps", "--no-build-isolation", "--disable-pip-version-check", "-q", str(src)],
+            check=False, capture_output=True, text=True, timeout=300,
+        )
+        assert install.returncode == 0, f"pip install failed:\n{install.stdout}\n{install.stderr}"
+        yield src
+    finally:
+        subprocess.run(pip + ["uninstall", "-y", "-q", distribution], check=False, capture_output=True, text=True,
+                       timeout=300)

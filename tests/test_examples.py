@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,16 +10,11 @@ from types import SimpleNamespace
 
 import pytest
 
+from conftest import pip_available, pip_installed
 from hf_datamix import Mixture
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "custom_strategy"
 DIST = "hf-datamix-focus"
-
-
-def _pip_available() -> bool:
-    if importlib.util.find_spec("pip") is None:
-        return False
-    return subprocess.run([sys.executable, "-m", "pip", "--version"], check=False, capture_output=True).returncode == 0
 
 
 def _load_focus(src: Path, monkeypatch):
@@ -45,18 +39,9 @@ def test_focus_strategy_behaves_as_documented(monkeypatch):
         module.FocusStrategy().initial_mixture(context)
 
 
-@pytest.mark.skipif(not _pip_available(), reason="pip is not available in this Python, so the example cannot be installed")
+@pytest.mark.skipif(not pip_available(), reason="pip is not available in this Python, so the example cannot be installed")
 def test_example_package_installs_and_is_listed(tmp_path):
-    # Build from a copy so no build/ or *.egg-info lands in the repository.
-    src = tmp_path / "custom_strategy"
-    shutil.copytree(EXAMPLE, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-    pip = [sys.executable, "-m", "pip"]
-    try:
-        install = subprocess.run(
-            pip + ["install", "--no-deps", "--no-build-isolation", "--disable-pip-version-check", "-q", str(src)],
-            check=False, capture_output=True, text=True, timeout=300,
-        )
-        assert install.returncode == 0, f"pip install failed:\n{install.stdout}\n{install.stderr}"
+    with pip_installed(EXAMPLE, DIST, tmp_path):
         # Entry points are read per process: list them from a fresh one, as a user would.
         listed = subprocess.run(
             [sys.executable, "-m", "hf_datamix.cli", "strategies"],
@@ -66,5 +51,3 @@ def test_example_package_installs_and_is_listed(tmp_path):
         line = next((l for l in listed.stdout.splitlines() if l.split()[:1] == ["focus"]), None)
         assert line is not None, listed.stdout
         assert "Give one domain a fixed share, the rest equally." in line
-    finally:
-        subprocess.run(pip + ["uninstall", "-y", "-q", DIST], check=False, capture_output=True, text=True, timeout=300)

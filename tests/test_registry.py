@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -14,6 +12,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
+from conftest import pip_available, pip_installed
 
 import hf_datamix
 from hf_datamix import (
@@ -236,12 +236,6 @@ def test_build_config_names_owner():
 # -- a real plugin package, installed with pip --------------------------------------------------
 
 
-def _pip_available() -> bool:
-    if importlib.util.find_spec("pip") is None:
-        return False
-    return subprocess.run([sys.executable, "-m", "pip", "--version"], check=False, capture_output=True).returncode == 0
-
-
 CHECK_IN_FRESH_PROCESS = textwrap.dedent(
     """
     import json
@@ -271,21 +265,9 @@ CHECK_IN_FRESH_PROCESS = textwrap.dedent(
 )
 
 
-@pytest.mark.skipif(not _pip_available(), reason="pip is not available in this Python, so the plugin cannot be installed")
+@pytest.mark.skipif(not pip_available(), reason="pip is not available in this Python, so the plugin cannot be installed")
 def test_plugin_entry_point(tmp_path):
-    # Build from a copy so no build/ or *.egg-info lands in the repository.
-    src = tmp_path / "plugin_pkg"
-    shutil.copytree(PLUGIN_SRC, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-    pip = [sys.executable, "-m", "pip"]
-    try:
-        install = subprocess.run(
-            pip + ["install", "--no-deps", "--no-build-isolation", "--disable-pip-version-check", "-q", str(src)],
-            check=False, capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert install.returncode == 0, f"pip install failed:\n{install.stdout}\n{install.stderr}"
-
+    with pip_installed(PLUGIN_SRC, PLUGIN_DIST, tmp_path):
         # Entry points are cached per process: look in a fresh interpreter.
         check = subprocess.run(
             [sys.executable, "-c", CHECK_IN_FRESH_PROCESS], check=False, capture_output=True, text=True, timeout=300, cwd=tmp_path
@@ -302,8 +284,6 @@ def test_plugin_entry_point(tmp_path):
         assert result["weights"] == pytest.approx({"a": 3 / 6, "b": 2 / 6, "c": 1 / 6})
         assert result["settings"] == {"offset": 0.0}
         assert "no setting(s) ['bogus']" in result["bad_setting"] and "['offset']" in result["bad_setting"]
-    finally:
-        subprocess.run(pip + ["uninstall", "-y", "-q", PLUGIN_DIST], check=False, capture_output=True, text=True, timeout=300)
     # Gone again, for a fresh process.
     after = subprocess.run(
         [sys.executable, "-c", "import hf_datamix; print('reverse_alpha' in hf_datamix.available_strategies())"],
