@@ -185,17 +185,23 @@ class ProxySwarm:
         """Train (or reuse) every member; process ``rank`` of ``world_size`` trains its share, then all gather."""
         mixtures = [Mixture(m, domains=self.domains.names) for m in mixtures]
         trained = reused = 0
-        for index, mixture in enumerate(mixtures):
-            if index % world_size != rank:
-                continue
+        from tqdm.auto import tqdm
+
+        quiet = rank != 0 or (self.base_args is not None and self.base_args.disable_tqdm)
+        mine = [i for i in range(len(mixtures)) if i % world_size == rank]
+        bar = tqdm(total=len(mine), desc=f"proxy swarm (process {rank + 1}/{world_size})", disable=quiet)
+        for index in mine:
+            mixture = mixtures[index]
             if self._finished(index, mixture) is not None:
                 reused += 1
-                continue
-            result = self._train_member(index, mixture)
-            trained += 1
-            # Counted once, by the process that trained the member.
-            self.ledger.add("proxy", result["flops"], result["tokens"])
-            logger.info("Swarm member %d/%d done: %s", index + 1, len(mixtures), result["losses"])
+            else:
+                result = self._train_member(index, mixture)
+                trained += 1
+                # Counted once, by the process that trained the member.
+                self.ledger.add("proxy", result["flops"], result["tokens"])
+                logger.info("Swarm member %d/%d done: %s", index + 1, len(mixtures), result["losses"])
+            bar.update(1)
+        bar.close()
         results = [self._wait_for(i, m, poll_seconds) for i, m in enumerate(mixtures)]
         ratios = np.array([m.to_array(self.domains.names) for m in mixtures])
         metrics = np.array([[r["losses"][t] for t in self.targets.names] for r in results])

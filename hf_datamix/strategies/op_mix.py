@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ..mixture import Mixture
 from ..proposer import fit_and_propose
@@ -163,16 +164,23 @@ class OpMixStrategy(Strategy):
 
     def _train_probes(self, context, simulator, probes: dict[str, Mixture]) -> dict[str, Any]:
         results = {}
+        trainer = context.trainer
+        bar = tqdm(
+            total=len(probes), desc=f"op_mix probes (stage {context.stage}, step {context.step})",
+            disable=trainer.args.disable_tqdm or not trainer.is_world_process_zero(), leave=False,
+        )
         for index, (name, mixture) in enumerate(probes.items()):
             seed = self.config.seed * 1000 + 17 * context.step + index
             batches = context.trainer.probe_batches(mixture, self._probe_batch_size(context), seed=seed)
             result = simulator.train_probe(name, batches, steps=self.config.probe_steps)
+            bar.update(1)
             results[name] = {
                 "mixture": mixture.to_dict(),
                 "final_loss": result.final_loss,
                 "diverged": result.diverged,
                 "reason": result.reason,
             }
+        bar.close()
         if self.config.save_probe_adapters and simulator.probes:
             folder = os.path.join(
                 context.trainer.args.output_dir, "probe_adapters", f"stage{context.stage}-step{context.step}"
