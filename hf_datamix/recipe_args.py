@@ -64,6 +64,10 @@ def parse_args(dataclass_types: Sequence[type], default_config: str | None = Non
             raise ValueError(f"{config_path}: unknown setting(s) {unknown}.")
         # Structured values (dicts) cannot pass through argparse; they are set after parsing.
         structured = {k: v for k, v in values.items() if isinstance(v, (dict, list))}
+        if "--strategy" in argv and argv[argv.index("--strategy") + 1 :][:1] != [values.get("strategy")]:
+            # The file's strategy_args belong to the file's strategy, not to one named on the command line.
+            structured.pop("strategy_args", None)
+            values.pop("strategy_args", None)
         parser.set_defaults(**{k: v for k, v in values.items() if k not in structured})
     else:
         structured = {}

@@ -38,6 +38,14 @@ def test_command_line_overrides_yaml_and_strategy_args_stay_structured(tmp_path)
     assert args.strategy == "op_mix" and args.strategy_args["probe_steps"] == 25
 
 
+def test_another_strategy_on_the_command_line_drops_the_files_strategy_args(tmp_path):
+    config = os.path.join(ROOT, "recipes", "configs", "midtrain.yaml")
+    _, args = parse_args((RunArguments, DataMixArguments), argv=["--config", config, "--strategy", "uniform"])
+    assert args.strategy == "uniform" and args.strategy_args == {}
+    _, args = parse_args((RunArguments, DataMixArguments), argv=["--config", config, "--strategy", "op_mix"])
+    assert args.strategy_args["probe_steps"] == 25
+
+
 def test_unknown_yaml_key_is_named(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("max_stepz: 3\n")
