@@ -176,10 +176,11 @@ def _read_results(root: str) -> list:
 
 def _plot(history: list, root: str, end_step: int) -> None:
     try:
-        from .plots import plot_law_fit, plot_weights
+        from .plots import plot_candidates, plot_law_fit, plot_weights
 
         plot_weights(history, os.path.join(root, "weights.png"), end_step=end_step)
         plot_law_fit(history, os.path.join(root, "law_fit.png"))
+        plot_candidates(history, os.path.join(root, "candidates.png"))
     except ImportError as error:
         logger.warning("No weights plot (%s).", error)
 

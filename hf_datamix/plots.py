@@ -95,3 +95,28 @@ def plot_law_fit(history: Sequence[dict], path: str) -> str | None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_candidates(history: Sequence[dict], path: str) -> str | None:
+    """Candidate curves of each interpolation decision: observed (and predicted) loss per domain vs new share."""
+    decisions = [r for r in history if r.get("alphas") and r.get("observed")]
+    if not decisions:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(decisions), figsize=(4.4 * len(decisions), 3.8), squeeze=False)
+    for ax, record in zip(axes.flat, decisions):
+        share = [row[1] for row in record["candidates"]]  # effective new share of each candidate
+        for j, name in enumerate(record["targets"]):
+            line = ax.plot(share, [row[j] for row in record["observed"]], marker="o", markersize=3, label=name)[0]
+            ax.plot(share, [row[j] for row in record["predicted"]], linestyle="--", color=line.get_color(), linewidth=0.8)
+        chosen = record["proposal"]["x"][1]
+        ax.axvline(chosen, color="black", linewidth=1)
+        ax.set_title(f"stage {record.get('stage', 0)}: new share chosen {chosen:.2f}", fontsize=9)
+        ax.set_xlabel("new-data share of the candidate")
+        ax.set_ylabel("eval loss (dashed: law)")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

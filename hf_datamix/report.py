@@ -251,7 +251,8 @@ def write_report(output_dir: str) -> dict[str, Any]:
             [[k, f"{v:.4g}", f"{run['compute']['share_by_kind'].get(k, 0.0):.1%}"] for k, v in run["compute"]["by_kind"].items()],
         ), "", f"Total: {run['compute']['total_flops']:.4g} FLOPs.", ""]
     titles = {"weights.png": "Mixture over training", "eval_loss.png": "Per-domain eval loss",
-              "law_fit.png": "Law fit: observed vs predicted", "compute.png": "Compute by kind"}
+              "law_fit.png": "Law fit: observed vs predicted", "candidates.png": "Candidate curves of each decision",
+              "compute.png": "Compute by kind"}
     images = [name for name in titles if os.path.isfile(os.path.join(output_dir, name))]
     for name in images:
         lines += [f"## {titles[name]}", "", f"![{titles[name]}]({name})", ""]

@@ -304,11 +304,12 @@ class DataMixTrainer(Trainer):
                 os.path.join(out, MIXTURE_FILE), strategy=self.strategy.name, stage=self.stage
             )
             try:
-                from .plots import plot_law_fit, plot_weights
+                from .plots import plot_candidates, plot_law_fit, plot_weights
 
                 end = self.step_offset + self.state.max_steps
                 plot_weights(self.history, os.path.join(out, "weights.png"), end_step=end)
                 plot_law_fit(self.history, os.path.join(out, "law_fit.png"))
+                plot_candidates(self.history, os.path.join(out, "candidates.png"))
             except ImportError as error:
                 logger.warning("No weights plot (%s); pip install matplotlib to get one.", error)
 

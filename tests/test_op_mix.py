@@ -77,6 +77,7 @@ def test_continual_stage_decision_splits_old_by_previous_mixture(tmp_path, token
     assert w["alpha"] / w["beta"] == pytest.approx(previous["alpha"] / previous["beta"], rel=1e-6)
     assert w["alpha"] + w["beta"] == pytest.approx(old_share, abs=1e-6)
     assert set(result["compute"]["by_kind"]) >= {"train", "probe", "eval"}
+    assert (tmp_path / "candidates.png").stat().st_size > 5000
 
 
 def test_redecide_every_n_steps_and_resume_restores_the_same_decisions(tmp_path, tokenizer):

@@ -188,12 +188,17 @@ class LoRAProbeSimulator:
                         layer.set_scale(probe, 1.0)
 
     def evaluate_candidates(
-        self, candidates: Sequence[Mapping[str, float]], eval_sets: Mapping[str, torch.Tensor], batch_size: int
+        self,
+        candidates: Sequence[Mapping[str, float]],
+        eval_sets: Mapping[str, torch.Tensor],
+        batch_size: int,
+        progress: bool = False,
     ) -> np.ndarray:
         """Loss (C, D) of each candidate (probe name -> weight >= 0) on each eval set (domain -> (n, L) LongTensor).
 
         An entry is the token-weighted mean next-token cross-entropy over the domain's blocks (each
         block predicts L-1 tokens); columns follow ``eval_sets``' key order; ``{}`` scores θ itself.
+        ``progress`` shows a tqdm bar over the candidates.
         """
         if int(batch_size) < 1:
             raise ValueError(f"evaluate_candidates: batch_size must be >= 1, got {batch_size!r}.")
@@ -207,7 +212,9 @@ class LoRAProbeSimulator:
             self._check_weights(candidate)
         losses = np.zeros((len(candidates), len(eval_sets)))
         with torch.no_grad():
-            for i, candidate in enumerate(candidates):
+            from tqdm.auto import tqdm
+
+            for i, candidate in enumerate(tqdm(candidates, desc="op_mix candidates", disable=not progress, leave=False)):
                 with self.interpolated(candidate):
                     for j, blocks in enumerate(eval_sets.values()):
                         losses[i, j] = self._mean_loss(blocks, int(batch_size))

@@ -229,7 +229,9 @@ class OpMixStrategy(Strategy):
             rng = np.random.default_rng([cfg.seed, context.stage, context.step])
             weights = rng.dirichlet(np.full(len(alive), cfg.dirichlet_alpha), size=cfg.num_candidates)
             candidates = [dict(zip(alive, row)) for row in weights]
-            losses = simulator.evaluate_candidates(candidates, self._eval_sets(context), cfg.eval_batch_size)
+            losses = simulator.evaluate_candidates(
+                candidates, self._eval_sets(context), cfg.eval_batch_size, progress=not context.trainer.args.disable_tqdm
+            )
         collapsed = [OLD] + [names[int(p[1:])] for p in alive if p != "old"]
         order = [alive.index("old")] + [alive.index(p) for p in alive if p != "old"]
         X = weights[:, order]
@@ -253,7 +255,9 @@ class OpMixStrategy(Strategy):
                 return None
             alphas = np.linspace(0.0, 1.0, cfg.alpha_points)
             candidates = [{"old": 1 - a, "new": a} for a in alphas]
-            losses = simulator.evaluate_candidates(candidates, self._eval_sets(context), cfg.eval_batch_size)
+            losses = simulator.evaluate_candidates(
+                candidates, self._eval_sets(context), cfg.eval_batch_size, progress=not context.trainer.args.disable_tqdm
+            )
         names = context.domains.names
         low = 1 - share
         effective = low + (share - low) * alphas  # e = 0.1 + 0.8 alpha with the published shares
