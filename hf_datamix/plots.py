@@ -18,6 +18,15 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig, path: str, dpi: int = 110) -> str:
+    """Lay out, write (creating the folder) and close a matplotlib figure; returns ``path``."""
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    _pyplot().close(fig)
+    return path
+
+
 def weights_over_steps(history: Sequence[dict]) -> tuple[list[int], list[str], list[list[float]]]:
     """``(steps, domains, weights[step][domain])`` from ``mixtures.json`` records (a step function)."""
     records = [r for r in history if r.get("kind", "decision") in _WEIGHT_KINDS]
@@ -58,11 +67,7 @@ def plot_weights(history: Sequence[dict], path: str, title: str | None = None, e
     ax.set_ylabel("domain weight")
     ax.set_title(title or "Mixture over training")
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def plot_law_fit(history: Sequence[dict], path: str) -> str | None:
@@ -90,11 +95,7 @@ def plot_law_fit(history: Sequence[dict], path: str) -> str | None:
         ax.legend(fontsize=6, title="held-out Spearman", title_fontsize=6)
     for ax in list(axes.flat)[len(fits):]:
         ax.axis("off")
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_candidates(history: Sequence[dict], path: str) -> str | None:
@@ -115,8 +116,4 @@ def plot_candidates(history: Sequence[dict], path: str) -> str | None:
         ax.set_xlabel("new-data share of the candidate")
         ax.set_ylabel("eval loss (dashed: law)")
         ax.legend(fontsize=6)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -17,6 +17,7 @@ from typing import Any
 
 from .compute import COMPUTE_FILE
 from .mixture import Mixture
+from .plots import _pyplot, plot_weights, save_figure  # matplotlib itself is imported only when a plot is drawn
 
 # The trainer's and continual runner's file names; not imported so reading a run loads no Trainer.
 MIXTURES_FILE = "mixtures.json"
@@ -118,12 +119,6 @@ def average_loss(run: Mapping[str, Any]) -> float | None:
 
 
 # -- plots ---------------------------------------------------------------------------------------
-def _pyplot():
-    from .plots import _pyplot as pyplot
-
-    return pyplot()
-
-
 def plot_eval_curves(run: Mapping[str, Any], path: str) -> str | None:
     """Per-domain eval loss over steps (or stages); None when the run never evaluated."""
     if not run["eval_curves"]:
@@ -136,10 +131,7 @@ def plot_eval_curves(run: Mapping[str, Any], path: str) -> str | None:
     ax.set_ylabel("eval loss")
     ax.set_title(f"{run['name']}: per-domain eval loss")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_compute(runs: Sequence[Mapping[str, Any]], path: str) -> str | None:
@@ -158,10 +150,7 @@ def plot_compute(runs: Sequence[Mapping[str, Any]], path: str) -> str | None:
     ax.set_ylabel("FLOPs")
     ax.set_title("compute by kind")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_loss_vs_flops(runs: Sequence[Mapping[str, Any]], path: str) -> str | None:
@@ -178,10 +167,7 @@ def plot_loss_vs_flops(runs: Sequence[Mapping[str, Any]], path: str) -> str | No
     ax.set_xlabel("total FLOPs")
     ax.set_ylabel("average per-domain eval loss")
     ax.set_title("loss vs compute")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # -- markdown and html ---------------------------------------------------------------------------
@@ -233,8 +219,6 @@ def _write_pair(directory: str, markdown: str) -> tuple[str, str]:
 def write_report(output_dir: str) -> dict[str, Any]:
     """Write ``report.md``, ``report.html`` and their plots into ``output_dir``; returns the paths."""
     run = read_run(output_dir)
-    from .plots import plot_weights
-
     if not os.path.isfile(os.path.join(output_dir, "weights.png")):  # the trainer's own has the run's true end
         plot_weights(run["history"], os.path.join(output_dir, "weights.png"))
     plot_eval_curves(run, os.path.join(output_dir, "eval_loss.png"))
