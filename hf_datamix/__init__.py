@@ -5,6 +5,7 @@ The public API (imported lazily, so ``import hf_datamix`` stays cheap):
 * :class:`Mixture`, :class:`DomainSpec`, :class:`DomainSet`, :class:`DomainUpdate`
 * :class:`Interleaver`
 * :class:`DataMixTrainer`, :class:`DataMixArguments`, :class:`MixingCallback`
+* :class:`DataMixSFTTrainer`, :class:`DataMixSFTConfig` (instruction tuning on TRL)
 * :class:`Strategy`, :class:`StrategyConfig`, :class:`Decision`, :class:`DecisionContext`,
   :func:`available_strategies`, :func:`register_strategy`, :func:`create_strategy`,
   :func:`get_strategy_class`
@@ -23,6 +24,8 @@ _EXPORTS = {
     "Interleaver": "data.interleaver",
     "DataMixTrainer": "trainer",
     "DataMixArguments": "config",
+    "DataMixSFTTrainer": "sft",
+    "DataMixSFTConfig": "sft",
     "MixingCallback": "callbacks",
     "Strategy": "strategies.base",
     "StrategyConfig": "strategies.base",

@@ -63,7 +63,7 @@ class MixingCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         trainer = self.trainer
-        trainer.ledger.add_training("train", trainer.num_params, trainer.samples_per_step * trainer.block_size)
+        trainer.ledger.add_training("train", trainer.num_params, trainer.step_train_tokens())
         step = state.global_step
         if self.pending is not None and step == self.pending:
             trainer.run_decision(step=step, from_sample=(step + 1) * trainer.samples_per_step)

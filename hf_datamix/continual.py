@@ -146,6 +146,9 @@ def run_continual(
             "eval_avg_loss": metrics.get("eval_avg_loss"),
             "compute": ledger.to_dict(),
         }
+        if f"eval_{stage.domains.names[0]}_error" in metrics:  # instruction tuning: task error from generation
+            result["eval_error"] = {n: metrics[f"eval_{n}_error"] for n in stage.domains.names}
+            result["eval_avg_error"] = metrics.get("eval_avg_error")
         results.append(result)
         step_offset += stage_args.max_steps
         if trainer.is_world_process_zero():
@@ -187,12 +190,15 @@ def _plot(history: list, root: str, end_step: int) -> None:
 
 def format_stage(result: dict) -> str:
     """A readable table of one stage: per-domain perplexity and weight, and the compute split."""
+    errors = result.get("eval_error")
     lines = [f"== stage {result['stage']} ({', '.join(result['domains'])}) =="]
-    lines.append(f"{'domain':<16}{'weight':>10}{'eval ppl':>12}")
+    lines.append(f"{'domain':<16}{'weight':>10}{'eval ppl':>12}" + (f"{'task error':>12}" if errors else ""))
     for name in result["domains"]:
-        lines.append(f"{name:<16}{result['mixture'].get(name, 0.0):>10.3f}{result['eval_ppl'][name]:>12.2f}")
+        row = f"{name:<16}{result['mixture'].get(name, 0.0):>10.3f}{result['eval_ppl'][name]:>12.2f}"
+        lines.append(row + (f"{errors[name]:>12.3f}" if errors else ""))
     avg = sum(result["eval_ppl"].values()) / len(result["eval_ppl"])
-    lines.append(f"{'average':<16}{'':>10}{avg:>12.2f}")
+    row = f"{'average':<16}{'':>10}{avg:>12.2f}"
+    lines.append(row + (f"{sum(errors.values()) / len(errors):>12.3f}" if errors else ""))
     compute = result["compute"]
     split = ", ".join(f"{k} {v:.3g}" for k, v in sorted(compute["by_kind"].items()))
     lines.append(f"compute so far: {compute['total_flops']:.3g} FLOPs ({split})")

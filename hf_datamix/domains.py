@@ -101,7 +101,9 @@ class DomainSpec:
                 train, evaluation = split["train"], split["test"]
         for split_name, data in (("train", train), ("eval", evaluation)):
             columns = data.column_names
-            if columns is not None and self.text_field not in columns:
+            # Conversational / prompt-completion data (for DataMixSFTTrainer) need no text column.
+            sft_format = columns is not None and ({"prompt", "completion"} <= set(columns) or "messages" in columns)
+            if columns is not None and self.text_field not in columns and not sft_format:
                 raise ValueError(
                     f"Domain {self.name!r} {split_name} data has no column {self.text_field!r} "
                     f"(columns: {columns}); set DomainSpec.text_field."

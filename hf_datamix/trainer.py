@@ -74,52 +74,54 @@ def pack_domains(domains: DomainSet, tokenizer, args: DataMixArguments):
     return sources, eval_blocks, counts
 
 
-class DataMixTrainer(Trainer):
-    """A Trainer that trains on a mixture of domains chosen by a strategy.
+class DataMixMixin:
+    """The mixing machinery shared by :class:`DataMixTrainer` and :class:`~hf_datamix.sft.DataMixSFTTrainer`.
 
-    Args:
-        model: the causal LM to train.
-        args: :class:`~hf_datamix.DataMixArguments`.
-        domains: the :class:`~hf_datamix.DomainSet` to mix.
-        strategy: a :class:`~hf_datamix.Strategy` or a registered name (default: ``args.strategy``).
-        processing_class: the tokenizer (needed to pack the domains).
-        stage, update, previous_mixture: position in a continual run (see ``recipes/midtrain.py``).
-        history, ledger: shared across the stages of a continual run (new ones by default).
-        step_offset: steps of earlier stages, so ``mixtures.json`` steps are global.
-        **kwargs: passed to ``transformers.Trainer`` (callbacks, optimizers, ...).
+    A subclass sets up its per-domain data in its own ``__init__`` (packed blocks for pretraining,
+    TRL-processed examples for SFT) and provides:
+
+    * ``default_score``: what op_mix scores candidates by by default (``"loss"`` or ``"task_error"``);
+    * :meth:`candidate_scores`: scores of interpolated candidates per domain;
+    * :meth:`step_train_tokens`: tokens trained on in the last optimizer step (all ranks);
+    * ``eval_token_counts``: tokens per domain eval set (weights of the aggregate eval loss);
+    * ``tokens_per_sample``: (average) tokens per training sample (for repetition caps).
     """
 
-    def __init__(
+    default_score = "loss"
+    eval_token_counts: dict[str, int]
+
+    def _setup_mixing(
         self,
-        model=None,
-        args: DataMixArguments | None = None,
-        domains: DomainSet | None = None,
-        strategy: Strategy | str | None = None,
-        processing_class=None,
-        *,
-        stage: int = 0,
-        update: DomainUpdate | None = None,
-        previous_mixture: Mixture | None = None,
-        history: list | None = None,
-        ledger: ComputeLedger | None = None,
-        step_offset: int = 0,
-        **kwargs: Any,
-    ):
+        model,
+        args,
+        domains,
+        strategy,
+        processing_class,
+        stage: int,
+        update: DomainUpdate | None,
+        previous_mixture: Mixture | None,
+        history: list | None,
+        ledger: ComputeLedger | None,
+        step_offset: int,
+        kwargs: dict,
+    ) -> None:
+        """Check the arguments and set the mixing state (before ``Trainer.__init__``)."""
+        owner = type(self).__name__
         if not isinstance(args, DataMixArguments):
             raise ValueError(
-                f"DataMixTrainer needs args=DataMixArguments(...), got {type(args).__name__}; DataMixArguments "
-                "accepts every TrainingArguments field."
+                f"{owner} needs args={self.args_class.__name__}(...), got {type(args).__name__}; "
+                f"{self.args_class.__name__} accepts every TrainingArguments field."
             )
         if not isinstance(domains, DomainSet):
-            raise ValueError(f"DataMixTrainer needs domains=DomainSet([...]), got {type(domains).__name__}.")
+            raise ValueError(f"{owner} needs domains=DomainSet([...]), got {type(domains).__name__}.")
         if processing_class is None:
-            raise ValueError("DataMixTrainer needs processing_class=<tokenizer> to tokenise and pack the domains.")
+            raise ValueError(f"{owner} needs processing_class=<tokenizer> to tokenise the domains.")
         for key in ("train_dataset", "eval_dataset"):
             if kwargs.get(key) is not None:
-                raise ValueError(f"DataMixTrainer builds {key} from `domains`; do not pass {key}.")
+                raise ValueError(f"{owner} builds {key} from `domains`; do not pass {key}.")
             kwargs.pop(key, None)
         if args.max_steps is None or args.max_steps <= 0:
-            raise ValueError("DataMixTrainer streams an endless mixture: set max_steps (e.g. --max_steps 1000).")
+            raise ValueError(f"{owner} streams an endless mixture: set max_steps (e.g. --max_steps 1000).")
         if not args.ignore_data_skip:
             # The interleaver restores its own position from the checkpoint; Trainer's batch replay
             # would skip the same samples a second time.
@@ -137,35 +139,34 @@ class DataMixTrainer(Trainer):
         self.history = history if history is not None else []
         self.ledger = ledger if ledger is not None else ComputeLedger()
         self.step_offset = step_offset
-        self.block_size = args.block_size
         self.num_params = non_embedding_parameters(model) if model is not None else 0
 
-        with args.main_process_first(desc="packing domains"):
-            self.sources, self.eval_blocks, self.token_counts = pack_domains(domains, processing_class, args)
-
+    def _make_interleaver(self, args, sources: Mapping[str, Any]) -> Interleaver:
+        """The training stream over ``sources``, starting from the init mixture or the strategy's."""
+        self.sources = dict(sources)
+        self.token_counts = {name: source.num_tokens for name, source in self.sources.items()}
         context = self._context(step=0, max_steps=args.max_steps, mixture=None)
-        mixture = self._init_mixture(args.init_mixture, domains) if args.init_mixture else None
+        mixture = self._init_mixture(args.init_mixture, self.domains) if args.init_mixture else None
         mixture = mixture or self.strategy.initial_mixture(context)
         self.interleaver = Interleaver(
             self.sources,
-            Mixture(mixture, domains=domains.names),
+            Mixture(mixture, domains=self.domains.names),
             seed=args.seed if args.mixing_seed is None else args.mixing_seed,
             max_repetitions=args.max_repetitions,
             on_exhausted=args.on_exhausted,
             segments_per_block=args.segments_per_block,
         )
         self.interleaver.log_exhaustion = False
-        kwargs.setdefault("data_collator", default_data_collator)
-        super().__init__(
-            model=model,
-            args=args,
-            train_dataset=self.interleaver,
-            eval_dataset={name: BlockDataset(blocks) for name, blocks in self.eval_blocks.items()},
-            processing_class=processing_class,
-            **kwargs,
-        )
+        return self.interleaver
+
+    def _attach_mixing_callback(self) -> None:
         self.mixing_callback = MixingCallback(self)
         self.add_callback(self.mixing_callback)
+
+    @property
+    def args_class(self) -> type:
+        return DataMixArguments
+
 
     @staticmethod
     def _init_mixture(source: str, domains: DomainSet) -> Mixture:
@@ -255,7 +256,7 @@ class DataMixTrainer(Trainer):
         probe.chunk_size = batch_size
         iterator = iter(probe)
         while True:
-            yield default_data_collator([next(iterator) for _ in range(batch_size)])
+            yield self.probe_collate([next(iterator) for _ in range(batch_size)])
 
     # -- records --------------------------------------------------------------------------------
     def record_mixture(self, mixture: Mixture, step: int, kind: str, **details: Any) -> None:
@@ -320,10 +321,10 @@ class DataMixTrainer(Trainer):
             if resume_from_checkpoint is None:
                 raise ValueError(f"resume_from_checkpoint=True but {self.args.output_dir} holds no checkpoint.")
         if resume_from_checkpoint:
-            self._restore(read_state(resume_from_checkpoint))
+            self._restore(read_state(resume_from_checkpoint), resume_from_checkpoint)
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
-    def _restore(self, state: Mapping[str, Any]) -> None:
+    def _restore(self, state: Mapping[str, Any], checkpoint: str | None = None) -> None:
         if state["strategy"]["name"] != self.strategy.name:
             raise ValueError(
                 f"the checkpoint was written by strategy {state['strategy']['name']!r}, this trainer uses "
@@ -341,8 +342,8 @@ class DataMixTrainer(Trainer):
         self.ledger.load_state_dict(state["ledger"])
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
-        if isinstance(eval_dataset, str) and eval_dataset in self.eval_blocks:
-            tokens = self.eval_blocks[eval_dataset].size
+        if isinstance(eval_dataset, str) and eval_dataset in self.eval_token_counts:
+            tokens = self.eval_token_counts[eval_dataset]
             self.ledger.add_forward("eval", self.num_params or non_embedding_parameters(self.model), tokens)
         metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         if eval_dataset is None and isinstance(self.eval_dataset, dict):
@@ -353,11 +354,13 @@ class DataMixTrainer(Trainer):
 
     def aggregate_eval(self, metrics: Mapping[str, float], prefix: str = "eval") -> dict[str, float]:
         """Token-weighted ``<prefix>_loss`` over all domains, the plain average, and perplexities."""
-        losses = {name: metrics.get(f"{prefix}_{name}_loss") for name in self.eval_blocks}
+        losses = {name: metrics.get(f"{prefix}_{name}_loss") for name in self.eval_token_counts}
         losses = {name: value for name, value in losses.items() if value is not None}
         if not losses:
             return {}
-        tokens = {name: self.eval_blocks[name].size for name in losses}
+        # Weights: tokens that carry a loss (SFT: completion tokens; pretraining: every block token).
+        weights = getattr(self, "eval_loss_weights", None) or self.eval_token_counts
+        tokens = {name: weights[name] for name in losses}
         weighted = sum(losses[n] * tokens[n] for n in losses) / sum(tokens.values())
         out = {f"{prefix}_loss": weighted, f"{prefix}_avg_loss": float(np.mean(list(losses.values())))}
         out[f"{prefix}_avg_ppl"] = float(np.mean([math.exp(min(v, 50.0)) for v in losses.values()]))
@@ -381,3 +384,82 @@ class DataMixTrainer(Trainer):
             weights = self.interleaver.weights_at(self.state.global_step * self.samples_per_step)
             logs.update({f"mix/{name}": weight for name, weight in weights.items()})
         super().log(logs, *args, **kwargs)
+
+
+class DataMixTrainer(DataMixMixin, Trainer):
+    """A Trainer that trains on a mixture of domains chosen by a strategy.
+
+    Args:
+        model: the causal LM to train.
+        args: :class:`~hf_datamix.DataMixArguments`.
+        domains: the :class:`~hf_datamix.DomainSet` to mix.
+        strategy: a :class:`~hf_datamix.Strategy` or a registered name (default: ``args.strategy``).
+        processing_class: the tokenizer (needed to pack the domains).
+        stage, update, previous_mixture: position in a continual run (see ``recipes/midtrain.py``).
+        history, ledger: shared across the stages of a continual run (new ones by default).
+        step_offset: steps of earlier stages, so ``mixtures.json`` steps are global.
+        **kwargs: passed to ``transformers.Trainer`` (callbacks, optimizers, ...).
+    """
+
+    def __init__(
+        self,
+        model=None,
+        args: DataMixArguments | None = None,
+        domains: DomainSet | None = None,
+        strategy: Strategy | str | None = None,
+        processing_class=None,
+        *,
+        stage: int = 0,
+        update: DomainUpdate | None = None,
+        previous_mixture: Mixture | None = None,
+        history: list | None = None,
+        ledger: ComputeLedger | None = None,
+        step_offset: int = 0,
+        **kwargs: Any,
+    ):
+        self._setup_mixing(
+            model, args, domains, strategy, processing_class, stage, update, previous_mixture, history, ledger,
+            step_offset, kwargs,
+        )
+        if self.strategy.learner(self) is not None:
+            raise ValueError(
+                f"strategy {self.strategy.name!r} changes how the model learns (a learner), which only "
+                "DataMixSFTTrainer supports; use recipes/instruct.py or DataMixSFTTrainer."
+            )
+        self.block_size = args.block_size
+        with args.main_process_first(desc="packing domains"):
+            sources, self.eval_blocks, _ = pack_domains(domains, processing_class, args)
+        self.eval_token_counts = {name: int(blocks.size) for name, blocks in self.eval_blocks.items()}
+        self._make_interleaver(args, sources)
+        kwargs.setdefault("data_collator", default_data_collator)
+        super().__init__(
+            model=model,
+            args=args,
+            train_dataset=self.interleaver,
+            eval_dataset={name: BlockDataset(blocks) for name, blocks in self.eval_blocks.items()},
+            processing_class=processing_class,
+            **kwargs,
+        )
+        self._attach_mixing_callback()
+
+    @property
+    def tokens_per_sample(self) -> int:
+        return self.block_size
+
+    def step_train_tokens(self) -> int:
+        """Every sample is one full block."""
+        return self.samples_per_step * self.block_size
+
+    def candidate_scores(self, simulator, candidates, metric: str = "loss", limit: int | None = 64,
+                         batch_size: int = 16, progress: bool = False) -> np.ndarray:
+        """Held-out loss ``(C, D)`` of interpolated candidates, columns in ``self.domains.names`` order."""
+        if metric != "loss":
+            raise ValueError(f"DataMixTrainer scores candidates by 'loss' only, got score={metric!r}.")
+        eval_sets = {
+            name: torch.from_numpy(np.asarray(self.eval_blocks[name][:limit], dtype=np.int64))
+            for name in self.domains.names
+        }
+        return simulator.evaluate_candidates(candidates, eval_sets, batch_size, progress=progress)
+
+    def probe_collate(self, examples):
+        return default_data_collator(examples)

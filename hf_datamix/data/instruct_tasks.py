@@ -247,15 +247,14 @@ def build_task(name: str, seed: int = 0):
 def task_domain_set(names: str | Iterable[str] | None = None, seed: int = 0):
     """A :class:`~hf_datamix.DomainSet` with one domain per task (all of :data:`TASK_NAMES` by default).
 
-    The records are prompt/completion conversations for an SFT trainer, not plain text for LM
-    packing: ``text_field`` is "answer" only so that the domain validates.
+    The records are prompt/completion conversations for :class:`~hf_datamix.DataMixSFTTrainer`.
     """
     from ..domains import DomainSet, DomainSpec
 
     specs = []
     for name in _check_names(names):
         data = build_task(name, seed)
-        specs.append(DomainSpec(name=name, train=data["train"], eval=data["eval"], text_field="answer"))
+        specs.append(DomainSpec(name=name, train=data["train"], eval=data["eval"]))
     return DomainSet(specs)
 
 

@@ -106,8 +106,9 @@ class Interleaver(IterableDataset):
 
     Args:
         sources: ``{domain: source}``; a source has ``num_blocks`` (None if unknown), ``block_size``
-            and ``block(index, epoch) -> np.ndarray``
-            (:class:`~hf_datamix.data.packing.PackedBlocks`, :class:`~hf_datamix.data.packing.StreamingBlocks`).
+            and ``block(index, epoch)``, which returns a token array
+            (:class:`~hf_datamix.data.packing.PackedBlocks`, :class:`~hf_datamix.data.packing.StreamingBlocks`)
+            or a whole example dict (:class:`~hf_datamix.data.examples.ExampleSource`, SFT), delivered as is.
         mixture: initial weights (must name exactly the domains of ``sources``).
         seed: seeds the domain draws and the per-epoch block permutations.
         max_repetitions: epochs over a domain's blocks before it runs dry: one number for all, a
@@ -140,6 +141,11 @@ class Interleaver(IterableDataset):
         if len(sizes) != 1:
             raise ValueError(f"all domain sources must have one block size, got {sorted(sizes)}.")
         self.segment_size = sizes.pop()
+        if segments_per_block > 1 and any(getattr(src, "yields_examples", False) for src in self.sources.values()):
+            raise ValueError(
+                f"segments_per_block={segments_per_block} needs token-block sources; example sources (SFT) are "
+                "delivered whole: use segments_per_block=1."
+            )
         self.segments_per_block = segments_per_block
         self.block_size = self.segment_size * segments_per_block
         self.seed = int(seed)
@@ -363,6 +369,8 @@ class Interleaver(IterableDataset):
     def _make_sample(self, domains: np.ndarray, cursors: np.ndarray) -> dict[str, torch.Tensor]:
         if len(domains) == 1:
             tokens = self._segment(int(domains[0]), int(cursors[0]))
+            if isinstance(tokens, Mapping):  # a whole example (SFT): the collator pads and masks it
+                return tokens
         else:
             tokens = np.concatenate([self._segment(int(d), int(c)) for d, c in zip(domains, cursors)])
         ids = torch.from_numpy(np.asarray(tokens, dtype=np.int64))

@@ -109,6 +109,13 @@ class Strategy:
         """Return a new mixture (or a :class:`Decision`), or None to keep the current one."""
         return None
 
+    def learner(self, trainer) -> Any:
+        """An object that replaces how the model learns (see ``on_policy_distill``), or None (plain training).
+
+        Only :class:`~hf_datamix.sft.DataMixSFTTrainer` supports learners.
+        """
+        return None
+
     def state_dict(self) -> dict[str, Any]:
         """Whatever the strategy needs to resume exactly (JSON-serialisable)."""
         return {}

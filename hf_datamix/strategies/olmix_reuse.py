@@ -112,7 +112,7 @@ class OlmixReuseStrategy(Strategy):
         if plan.fixed:
             tokens[VIRTUAL] = sum(context.token_counts[n] for n in plan.fixed)
         trainer = context.trainer
-        target_tokens = context.max_steps * trainer.samples_per_step * trainer.block_size
+        target_tokens = context.max_steps * trainer.samples_per_step * trainer.tokens_per_sample
         caps = coordinate_caps(plan, context.token_counts, target_tokens, cfg.max_repetitions)
         cap_map = None if caps is None else dict(zip(coordinates, caps))
         swarm = sample_swarm(

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from ..mixture import Mixture
@@ -65,7 +64,13 @@ class OpMixConfig(StrategyConfig):
     kl: float = field(default=0.05, metadata={"help": "Weight of KL(E x || prior) in the proposal."})
     prior: str = field(default="uniform", metadata={"help": "Prior of the KL term: uniform or natural."})
     max_repetitions: float | None = field(default=4.0, metadata={"help": "k of the caps x_j <= k N_j / R; None: no caps."})
-    eval_blocks: int | None = field(default=64, metadata={"help": "Eval blocks per domain used to score candidates."})
+    eval_blocks: int | None = field(
+        default=64, metadata={"help": "Eval blocks (SFT: held-out examples) per domain used to score candidates."}
+    )
+    score: str = field(
+        default="auto",
+        metadata={"help": "Candidate score: loss, task_error (generation, SFT only) or auto (task_error under SFT)."},
+    )
     eval_batch_size: int = field(default=16, metadata={"help": "Batch size of candidate scoring."})
     redecide_every: int | None = field(default=None, metadata={"help": "Beyond the paper: re-decide every N steps."})
     seed: int = field(default=0, metadata={"help": "Seed of probes' data and candidates."})
@@ -84,6 +89,7 @@ class OpMixConfig(StrategyConfig):
             "kl": self.kl >= 0,
             "prior": self.prior in ("uniform", "natural"),
             "redecide_every": self.redecide_every is None or self.redecide_every >= 1,
+            "score": self.score in ("auto", "loss", "task_error"),
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -105,12 +111,16 @@ class OpMixStrategy(Strategy):
     def initial_mixture(self, context: DecisionContext) -> Mixture:
         new, old = split_new_old(context)
         self.mode = "continual" if new and old else "pretrain"
-        if self.mode == "pretrain":
+        if len(context.domains) == 1:
+            self.mode = "single"  # nothing to mix: no probes, no decision
+        if self.mode in ("pretrain", "single"):
             return Mixture.uniform(context.domains.names)
         # Until the stage-start decision lands (or if it fails): the middle candidate, e = 0.5.
         return self._expand_new_old(0.5, old_mixture(context, old), Mixture.uniform(new))
 
     def next_decision_step(self, step: int, max_steps: int) -> int | None:
+        if self.mode == "single":
+            return None
         first = 0 if self.mode == "continual" else max(1, int(round(self.config.warmup_fraction * max_steps)))
         points = [first]
         if self.config.redecide_every:
@@ -155,12 +165,16 @@ class OpMixStrategy(Strategy):
     def _probe_batch_size(self, context: DecisionContext) -> int:
         return self.config.probe_batch_size or context.trainer.args.per_device_train_batch_size
 
-    def _eval_sets(self, context: DecisionContext) -> dict[str, torch.Tensor]:
-        limit = self.config.eval_blocks
-        return {
-            name: torch.from_numpy(np.asarray(blocks[:limit], dtype=np.int64))
-            for name, blocks in context.trainer.eval_blocks.items()
-        }
+    def _scores(self, context: DecisionContext, simulator: LoRAProbeSimulator, candidates) -> np.ndarray:
+        """``(C, D)`` scores of the candidates (columns in domain order) by the trainer's scorer."""
+        trainer = context.trainer
+        metric = trainer.default_score if self.config.score == "auto" else self.config.score
+        return np.asarray(
+            trainer.candidate_scores(
+                simulator, candidates, metric=metric, limit=self.config.eval_blocks,
+                batch_size=self.config.eval_batch_size, progress=not trainer.args.disable_tqdm,
+            )
+        )
 
     def _train_probes(self, context, simulator, probes: dict[str, Mixture]) -> dict[str, Any]:
         results = {}
@@ -191,7 +205,7 @@ class OpMixStrategy(Strategy):
 
     def _caps(self, context: DecisionContext, collapsed: list[str], internals: dict[str, Mixture]) -> np.ndarray | None:
         trainer = context.trainer
-        remaining = max(1, context.max_steps - context.step) * trainer.samples_per_step * trainer.block_size
+        remaining = max(1, context.max_steps - context.step) * trainer.samples_per_step * trainer.tokens_per_sample
         return caps_for(collapsed, internals, context.token_counts, remaining, self.config.max_repetitions)
 
     def _prior(self, context: DecisionContext) -> np.ndarray:
@@ -229,13 +243,10 @@ class OpMixStrategy(Strategy):
             rng = np.random.default_rng([cfg.seed, context.stage, context.step])
             weights = rng.dirichlet(np.full(len(alive), cfg.dirichlet_alpha), size=cfg.num_candidates)
             candidates = [dict(zip(alive, row)) for row in weights]
-            losses = simulator.evaluate_candidates(
-                candidates, self._eval_sets(context), cfg.eval_batch_size, progress=not context.trainer.args.disable_tqdm
-            )
+            Y = self._scores(context, simulator, candidates)
         collapsed = [OLD] + [names[int(p[1:])] for p in alive if p != "old"]
         order = [alive.index("old")] + [alive.index(p) for p in alive if p != "old"]
         X = weights[:, order]
-        Y = np.asarray(losses)[:, [list(context.trainer.eval_blocks).index(n) for n in names]]
         return self._propose(context, X, Y, collapsed, {OLD: old}, {"probes": probe_info})
 
     def _decide_continual(self, context: DecisionContext) -> Decision | None:
@@ -255,14 +266,10 @@ class OpMixStrategy(Strategy):
                 return None
             alphas = np.linspace(0.0, 1.0, cfg.alpha_points)
             candidates = [{"old": 1 - a, "new": a} for a in alphas]
-            losses = simulator.evaluate_candidates(
-                candidates, self._eval_sets(context), cfg.eval_batch_size, progress=not context.trainer.args.disable_tqdm
-            )
-        names = context.domains.names
+            Y = self._scores(context, simulator, candidates)
         low = 1 - share
         effective = low + (share - low) * alphas  # e = 0.1 + 0.8 alpha with the published shares
         X = np.stack([1 - effective, effective], axis=1)
-        Y = np.asarray(losses)[:, [list(context.trainer.eval_blocks).index(n) for n in names]]
         extra = {"probes": probe_info, "alphas": alphas.tolist(), "new_domains": new}
         return self._propose(context, X, Y, [OLD, NEW], {OLD: previous, NEW: fresh}, extra)
 

@@ -1,0 +1,315 @@
+"""DataMixSFTTrainer: TRL's ``SFTTrainer`` whose training examples come from the mixing interleaver.
+
+Everything of :class:`~hf_datamix.trainer.DataMixTrainer` (strategies and decisions, ``mix/<domain>``
+logs, per-domain eval, resume, the compute ledger, Hub pushes) comes from the shared
+:class:`~hf_datamix.trainer.DataMixMixin`; what differs is the data:
+
+* each domain is prepared **on its own** by TRL (``SFTTrainer._prepare_dataset``: chat template,
+  tokenising, completion-only labels, optional BFD packing), so a packed sequence never holds two
+  domains; every prepared row keeps a ``domain`` column;
+* the interleaver draws whole prepared examples (:class:`~hf_datamix.data.examples.ExampleSource`)
+  and TRL's collator pads them (or, with packing, flattens them padding-free);
+* evaluation reports, per domain, the completion loss (``eval_<domain>_loss``) and the task error of
+  greedy generations against the gold answers (``eval_<domain>_error``, exact match), and op_mix
+  scores candidates by that task error by default;
+* a strategy may bring a *learner* that replaces the SFT loss (``on_policy_distill``).
+
+Packing across domains is not offered: with ``packing=False, padding_free=True`` TRL's collator puts
+a micro-batch's examples (of any domains) into one row, which is the opt-in to mixing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from trl import SFTConfig, SFTTrainer
+
+from .compute import ComputeLedger
+from .config import DataMixArguments
+from .data.examples import ExampleSource
+from .domains import DomainSet, DomainUpdate
+from .mixture import Mixture
+from .strategies.base import Strategy
+from .trainer import DataMixMixin
+
+logger = logging.getLogger(__name__)
+
+DOMAIN_COLUMN = "domain"
+# Columns a learner may need from the examples, kept by Trainer's unused-column removal.
+_EXTRA_COLUMNS = ("prompt_ids", "teacher_prompt_ids")
+
+
+@dataclass
+class DataMixSFTConfig(DataMixArguments, SFTConfig):
+    """Arguments of :class:`DataMixSFTTrainer`: every ``trl.SFTConfig`` field, the mixing fields of
+    :class:`~hf_datamix.DataMixArguments` (``block_size``/``segments_per_block`` do not apply: SFT uses
+    ``max_length`` and whole examples; ``max_eval_blocks`` caps eval *examples* per domain), plus:
+
+    Parameters:
+        task_eval_examples: held-out prompts per domain scored by generation in ``evaluate`` (0: none).
+        task_max_new_tokens: tokens generated per answer when scoring tasks.
+        task_eval_batch_size: prompts per generation batch.
+    """
+
+    task_eval_examples: int = field(
+        default=64, metadata={"help": "Held-out prompts per domain scored by generation at eval (0: no task error)."}
+    )
+    task_max_new_tokens: int = field(default=16, metadata={"help": "Tokens generated per answer when scoring tasks."})
+    task_eval_batch_size: int = field(default=64, metadata={"help": "Prompts per generation batch when scoring."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("task_eval_examples", "task_max_new_tokens", "task_eval_batch_size"):
+            value = getattr(self, name)
+            minimum = 0 if name == "task_eval_examples" else 1
+            if not isinstance(value, int) or value < minimum:
+                raise ValueError(f"{name}={value!r}; use an integer >= {minimum}.")
+        if self.segments_per_block != 1:
+            raise ValueError(
+                f"segments_per_block={self.segments_per_block}: SFT examples are drawn whole; use 1 (and packing "
+                "for dense batches)."
+            )
+
+
+class DataMixSFTTrainer(DataMixMixin, SFTTrainer):
+    """An ``SFTTrainer`` that trains on a mixture of task domains chosen by a strategy.
+
+    Args:
+        model: the causal LM (or a model id / path, as for ``SFTTrainer``).
+        args: :class:`DataMixSFTConfig`.
+        domains: the :class:`~hf_datamix.DomainSet` of task domains; each domain's data are in a
+            format ``SFTTrainer`` accepts (prompt-completion, messages or text); prompt-completion data
+            with an ``answer`` column (or a short completion) are scored by exact match.
+        strategy: a :class:`~hf_datamix.Strategy` or a registered name (default: ``args.strategy``).
+        processing_class: the tokenizer (with a chat template for conversational data).
+        stage, update, previous_mixture, history, ledger, step_offset: as for
+            :class:`~hf_datamix.DataMixTrainer` (continual runs).
+        **kwargs: passed to ``trl.SFTTrainer`` (callbacks, peft_config, ...).
+    """
+
+    default_score = "task_error"
+
+    def __init__(
+        self,
+        model=None,
+        args: DataMixSFTConfig | None = None,
+        domains: DomainSet | None = None,
+        strategy: Strategy | str | None = None,
+        processing_class=None,
+        *,
+        stage: int = 0,
+        update: DomainUpdate | None = None,
+        previous_mixture: Mixture | None = None,
+        history: list | None = None,
+        ledger: ComputeLedger | None = None,
+        step_offset: int = 0,
+        **kwargs: Any,
+    ):
+        if args is not None and not isinstance(args, DataMixSFTConfig):
+            raise ValueError(
+                f"DataMixSFTTrainer needs args=DataMixSFTConfig(...), got {type(args).__name__}; DataMixSFTConfig "
+                "accepts every SFTConfig and DataMixArguments field."
+            )
+        self._setup_mixing(
+            model, args, domains, strategy, processing_class, stage, update, previous_mixture, history, ledger,
+            step_offset, kwargs,
+        )
+        raw = {spec.name: spec.load() for spec in domains}
+        for name, (train, _) in raw.items():
+            if not isinstance(train, datasets.Dataset):
+                raise ValueError(
+                    f"domain {name!r}: DataMixSFTTrainer needs map-style datasets (streaming=False), got "
+                    f"{type(train).__name__}."
+                )
+        self._raw_train = {name: pair[0] for name, pair in raw.items()}
+        # max_eval_blocks caps the eval examples per domain (SFT has examples, not blocks).
+        cap = args.max_eval_blocks
+        self._raw_eval = {
+            name: ev.select(range(min(cap, len(ev)))) if cap and isinstance(ev, datasets.Dataset) else ev
+            for name, (_, ev) in raw.items()
+        }
+        self._preparing_train = True
+        self.learner = self.strategy.learner(self)
+        if self.learner is not None:
+            self.learner.check_args(args)
+        self._step_tokens = 0
+        # SFTTrainer prepares train_dataset and each eval set through self._prepare_dataset, after it has
+        # resolved the chat template, completion-only loss and collator; the override below builds the
+        # per-domain sources and the interleaver at that point.  A raw domain stands in for train_dataset.
+        first = next(iter(self._raw_train.values()))
+        super().__init__(
+            model=model,
+            args=args,
+            train_dataset=first,
+            eval_dataset=dict(self._raw_eval),
+            processing_class=processing_class,
+            **kwargs,
+        )
+        self.eval_token_counts = {name: _token_count(ds) for name, ds in self.eval_dataset.items()}
+        self.eval_loss_weights = {name: _token_count(ds, labelled=True) for name, ds in self.eval_dataset.items()}
+        from .simulate.task_scoring import task_eval_sets
+
+        limit = args.task_eval_examples
+        self.task_eval_sets = task_eval_sets(self._raw_eval, limit=limit) if limit else {}
+        if self.learner is not None:
+            self.learner.attach(self)
+        self._attach_mixing_callback()
+
+    # -- data ---------------------------------------------------------------------------------
+    def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name):
+        if dataset_name == "train" and getattr(self, "_preparing_train", False):
+            self._preparing_train = False
+            return self._build_train_stream(processing_class, args, packing, formatting_func)
+        prepared = super()._prepare_dataset(dataset, processing_class, args, packing, formatting_func, dataset_name)
+        if dataset_name in getattr(self, "_raw_eval", {}):
+            prepared = _with_domain(prepared, dataset_name)
+        return prepared
+
+    def _build_train_stream(self, processing_class, args, packing, formatting_func):
+        sources = {}
+        for name, raw in self._raw_train.items():
+            if self.learner is not None:
+                raw = self.learner.prepare_domain(raw, processing_class)
+            prepared = super()._prepare_dataset(raw, processing_class, args, packing, formatting_func, f"{name} train")
+            prepared = _with_domain(prepared, name)
+            columns = ("input_ids", "labels", "seq_lengths", *_EXTRA_COLUMNS)
+            sources[name] = ExampleSource(name, prepared, columns=columns)
+        self.train_examples = sources
+        return self._make_interleaver(args, sources)
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        extra = [c for c in (DOMAIN_COLUMN, *_EXTRA_COLUMNS) if c not in self._signature_columns]
+        self._signature_columns = list(self._signature_columns) + extra
+
+    @property
+    def tokens_per_sample(self) -> int:
+        """Mean tokens per training example over all domains (SFT examples vary in length)."""
+        lengths = [s.lengths for s in self.sources.values()]
+        return max(1, int(round(float(np.concatenate(lengths).mean()))))
+
+    def probe_collate(self, examples):
+        return self.data_collator(examples)
+
+    # -- loss and the ledger -------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.learner is not None and model.training:
+            loss = self.learner.compute_loss(model, inputs)
+            if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
+                # Trainer then skips its division by the accumulation steps; the learner's loss is a mean.
+                loss = loss / self.current_gradient_accumulation_steps
+            return (loss, None) if return_outputs else loss
+        if model.training:
+            mask = inputs.get("attention_mask")
+            self._step_tokens += int(mask.sum()) if mask is not None else int(inputs["input_ids"].numel())
+        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
+    def step_train_tokens(self) -> int:
+        """Tokens of the last optimizer step summed over ranks (a learner adds its own passes to the ledger)."""
+        counts = {"train": self._step_tokens}
+        self._step_tokens = 0
+        if self.learner is not None:
+            counts.update(self.learner.pop_token_counts())
+        keys = sorted(counts)
+        totals = torch.tensor([float(counts[k]) for k in keys], device=self.args.device)
+        if self.args.world_size > 1:
+            totals = self.accelerator.reduce(totals, reduction="sum")
+        totals = dict(zip(keys, totals.tolist()))
+        for kind, tokens in totals.items():
+            if kind != "train" and tokens:
+                self.ledger.add_forward(kind, self.num_params, tokens)
+        return int(totals["train"])
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        if eval_dataset is None and self.task_eval_sets:
+            errors = self.task_errors()
+            scores = {f"{metric_key_prefix}_{name}_error": value for name, value in errors.items()}
+            scores[f"{metric_key_prefix}_avg_error"] = float(np.mean(list(errors.values())))
+            self.log(scores)
+            metrics.update(scores)
+        return metrics
+
+    def task_errors(self, model=None, limit: int | None = None) -> dict[str, float]:
+        """Task error (1 - exact match of greedy answers) per domain on the held-out prompts."""
+        from .simulate.task_scoring import TaskEvalSet, task_errors
+
+        sets = {
+            name: TaskEvalSet(s.prompts[:limit], s.answers[:limit]) if limit else s
+            for name, s in self.task_eval_sets.items()
+        }
+        return task_errors(
+            model if model is not None else self.accelerator.unwrap_model(self.model),
+            self.processing_class,
+            sets,
+            max_new_tokens=self.args.task_max_new_tokens,
+            batch_size=self.args.task_eval_batch_size,
+            ledger=self.ledger,
+            num_parameters=self.num_params,
+        )
+
+    def candidate_scores(self, simulator, candidates, metric: str = "task_error", limit: int | None = 64,
+                         batch_size: int = 16, progress: bool = False) -> np.ndarray:
+        """``(C, D)`` task errors (or completion losses) of interpolated candidates, domains in order."""
+        from tqdm.auto import tqdm
+
+        from .simulate.task_scoring import completion_losses
+
+        if metric not in ("task_error", "loss"):
+            raise ValueError(f"score={metric!r}; DataMixSFTTrainer scores by 'task_error' or 'loss'.")
+        if metric == "task_error" and not self.task_eval_sets:
+            raise ValueError("score='task_error' needs task_eval_examples > 0 (held-out prompts to generate on).")
+        names = self.domains.names
+        if metric == "loss":
+            batches = {name: self._eval_batches(name, limit, batch_size) for name in names}
+        rows = []
+        for candidate in tqdm(candidates, desc="op_mix candidates", disable=not progress, leave=False):
+            with simulator.interpolated(candidate) as model:
+                if metric == "task_error":
+                    scores = self.task_errors(model, limit=limit)
+                else:
+                    scores = completion_losses(model, batches, ledger=self.ledger, num_parameters=self.num_params)
+            rows.append([scores[name] for name in names])
+        return np.asarray(rows, dtype=float)
+
+    def _eval_batches(self, name: str, limit: int | None, batch_size: int) -> list[dict]:
+        dataset = self.eval_dataset[name]
+        rows = [dataset[i] for i in range(len(dataset) if limit is None else min(limit, len(dataset)))]
+        keep = ("input_ids", "labels", "seq_lengths")
+        rows = [{k: r[k] for k in keep if k in r} for r in rows]
+        return [self.data_collator(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.learner is not None and self.is_world_process_zero():
+            checkpoint = os.path.join(self.args.output_dir, f"checkpoint-{self.state.global_step}")
+            self.learner.save(checkpoint)
+
+    def _restore(self, state, checkpoint: str | None = None) -> None:
+        super()._restore(state, checkpoint)
+        if self.learner is not None and checkpoint is not None:
+            self.learner.load(checkpoint)
+
+
+def _with_domain(dataset, name: str):
+    """``dataset`` with a ``domain`` column (TRL's packing keeps only token columns)."""
+    if isinstance(dataset, datasets.Dataset) and DOMAIN_COLUMN not in dataset.column_names:
+        return dataset.add_column(DOMAIN_COLUMN, [name] * len(dataset))
+    return dataset
+
+
+def _token_count(dataset, labelled: bool = False) -> int:
+    """Tokens of an eval set (forwarded: the ledger), or those with a label (the domain's loss weight)."""
+    column = "labels" if labelled else "input_ids"
+    if not (isinstance(dataset, datasets.Dataset) and column in dataset.column_names):
+        return 1
+    values = dataset.data.column(column).combine_chunks().values.to_numpy(zero_copy_only=False)
+    return max(1, int((values != -100).sum()) if labelled else int(values.size))

@@ -1,0 +1,102 @@
+"""``on_policy_distill``: the on-policy self-distillation baseline of continual instruction tuning.
+
+Not a mixer (design.md): each stage trains on its new task domains only, as ``sequential`` does, but
+the model learns by SDFT-style on-policy self-distillation instead of supervised fine-tuning
+(methods.md): the student samples a completion for the plain prompt; the teacher is the same model
+conditioned on the prompt plus the gold demonstration, kept as an EMA of the student; the loss is
+the per-token reverse KL(student ‖ teacher) over the vocabulary.  The mechanics live in
+:mod:`hf_datamix.distill` (built on TRL's self-distillation pieces); this module plugs them into
+:class:`~hf_datamix.sft.DataMixSFTTrainer` as the strategy's *learner*.  Generation and teacher
+passes are counted in the ledger (kinds ``generate`` and ``teacher``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from transformers import TrainerCallback
+
+from ..distill import DistillationCollator, DistillConfig, OnPolicyDistiller, add_distillation_columns
+from .base import StrategyConfig
+from .baselines import SequentialStrategy
+
+
+@dataclass
+class OnPolicyDistillConfig(StrategyConfig, DistillConfig):
+    """Settings of ``on_policy_distill``: those of :class:`~hf_datamix.distill.DistillConfig`."""
+
+
+class OnPolicyDistillStrategy(SequentialStrategy):
+    """Each stage trains on its new domains by on-policy self-distillation (an EMA teacher that sees the answer)."""
+
+    name = "on_policy_distill"
+    description = "Continual baseline: SDFT-style on-policy self-distillation on the new domains (EMA teacher, reverse KL)."
+    config_class = OnPolicyDistillConfig
+
+    def learner(self, trainer) -> DistillLearner:
+        distill = DistillConfig(**{f.name: getattr(self.config, f.name) for f in fields(DistillConfig)})
+        return DistillLearner(distill)
+
+
+class DistillLearner:
+    """Binds an :class:`~hf_datamix.distill.OnPolicyDistiller` to a DataMixSFTTrainer (internal)."""
+
+    def __init__(self, config: DistillConfig):
+        self.config = config
+        self.distiller: OnPolicyDistiller | None = None
+
+    def check_args(self, args) -> None:
+        if args.packing:
+            raise ValueError(
+                "strategy 'on_policy_distill' samples a completion per prompt, so examples cannot be packed: "
+                "set packing=False."
+            )
+
+    def prepare_domain(self, dataset, tokenizer):
+        """Add the student's and the teacher's tokenised prompts to a domain's raw examples."""
+        return add_distillation_columns(dataset, tokenizer, self.config.teacher_prompt_template)
+
+    def attach(self, trainer) -> None:
+        """Start the EMA teacher from the current model and route training batches through the learner."""
+        tokenizer = trainer.processing_class
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.distiller = OnPolicyDistiller(self.config, tokenizer, trainer.num_params)
+        self.distiller.setup(trainer.accelerator.unwrap_model(trainer.model))
+        trainer.data_collator = _WithPrompts(trainer.data_collator, DistillationCollator(pad_token_id=pad))
+        trainer.add_callback(_TeacherUpdate(self, trainer))
+
+    def compute_loss(self, model, inputs) -> Any:
+        return self.distiller.compute_loss(model, inputs)
+
+    def pop_token_counts(self) -> dict[str, int]:
+        return self.distiller.pop_token_counts()
+
+    def save(self, checkpoint: str) -> None:
+        self.distiller.save(checkpoint)
+
+    def load(self, checkpoint: str) -> None:
+        self.distiller.load(checkpoint)
+
+
+class _WithPrompts:
+    """TRL's collator plus, for training examples that carry them, the padded student/teacher prompts."""
+
+    def __init__(self, collator, prompts: DistillationCollator):
+        self.collator, self.prompts = collator, prompts
+
+    def __call__(self, examples):
+        batch = self.collator(examples)
+        if "prompt_ids" in examples[0]:
+            batch.update(self.prompts(examples))
+        return batch
+
+
+class _TeacherUpdate(TrainerCallback):
+    """EMA teacher update after every optimizer step."""
+
+    def __init__(self, learner: DistillLearner, trainer):
+        self.learner, self.trainer = learner, trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.learner.distiller.update_teacher(self.trainer.accelerator.unwrap_model(self.trainer.model))
