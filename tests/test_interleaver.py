@@ -150,6 +150,18 @@ def test_all_domains_dry_ends_the_stream():
     assert len(got) == 5
 
 
+@pytest.mark.parametrize("chunk", [1, 2, 4, 7])
+def test_stream_that_runs_dry_between_chunks_ends_cleanly(chunk):
+    # Regression: with whole chunks, the end of the sequence could fall between two chunks; asking to
+    # plan the next one from a simulation already at the end raised instead of ending the stream.
+    src = {"d0": blocks(0, 9), "d1": blocks(1, 7)}
+    inter = Interleaver(src, Mixture.uniform(["d0", "d1"]), seed=0, max_repetitions=1)
+    inter.chunk_size = chunk
+    got = take(inter, 100)
+    assert len(got) == (16 // chunk) * chunk  # whole chunks only: a partial last batch is dropped
+    assert len(set(keys(got))) == len(got)
+
+
 def test_segments_per_block_mixes_domains_only_when_asked():
     src = sources((100, 100, 100))
     pure = take(Interleaver(src, Mixture.uniform(list(src)), seed=0), 20)

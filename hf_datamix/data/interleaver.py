@@ -403,16 +403,16 @@ class Interleaver(IterableDataset):
         logged = 0
         while True:
             end = position + chunk
-            if end > planned_stop:
+            if end > planned_stop and sim.ended is None:
                 self._wait_for_horizon(end, in_worker=info is not None)
                 stop = max(end, min(position + window, int(self.schedule.horizon[0])))
                 domains, cursors = self.plan(position * s, stop * s, sim=sim)
                 planned_start, planned_stop = position, position + len(domains) // s
-                if end > planned_stop:  # the sequence ends inside this chunk
-                    if self.on_exhausted == "error":
-                        raise DomainsExhausted(sim.ended)
-                    logger.warning("Interleaver stops: %s", sim.ended)
-                    return
+            if end > planned_stop:  # the sequence ends inside this chunk (all caps reached)
+                if self.on_exhausted == "error":
+                    raise DomainsExhausted(sim.ended)
+                logger.warning("Interleaver stops: %s", sim.ended)
+                return
             if worker == 0 and self.log_exhaustion:
                 # Planning runs ahead of training: say a domain ran dry only when the stream reaches it.
                 for event in sim.events[logged:]:
