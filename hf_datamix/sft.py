@@ -41,6 +41,11 @@ from .trainer import DataMixMixin
 logger = logging.getLogger(__name__)
 
 DOMAIN_COLUMN = "domain"
+# Prepared (tokenised, labelled, packed) domains of this process, reused by later stages and runs:
+# continual runs build a trainer per stage over mostly the same domains, and in-memory datasets are
+# not cached on disk by `datasets`.  Keyed by everything the preparation depends on.
+_PREPARED: dict[tuple, datasets.Dataset] = {}
+_PREPARED_MAX = 64
 # Columns a learner may need from the examples, kept by Trainer's unused-column removal.
 _EXTRA_COLUMNS = ("prompt_ids", "teacher_prompt_ids")
 
@@ -166,7 +171,7 @@ class DataMixSFTTrainer(DataMixMixin, SFTTrainer):
         if dataset_name == "train" and getattr(self, "_preparing_train", False):
             self._preparing_train = False
             return self._build_train_stream(processing_class, args, packing, formatting_func)
-        prepared = super()._prepare_dataset(dataset, processing_class, args, packing, formatting_func, dataset_name)
+        prepared = self._prepare_cached(dataset, processing_class, args, packing, formatting_func, dataset_name)
         if dataset_name in getattr(self, "_raw_eval", {}):
             prepared = _with_domain(prepared, dataset_name)
         return prepared
@@ -176,12 +181,30 @@ class DataMixSFTTrainer(DataMixMixin, SFTTrainer):
         for name, raw in self._raw_train.items():
             if self.learner is not None:
                 raw = self.learner.prepare_domain(raw, processing_class)
-            prepared = super()._prepare_dataset(raw, processing_class, args, packing, formatting_func, f"{name} train")
+            prepared = self._prepare_cached(raw, processing_class, args, packing, formatting_func, f"{name} train")
             prepared = _with_domain(prepared, name)
             columns = ("input_ids", "labels", "seq_lengths", *_EXTRA_COLUMNS)
             sources[name] = ExampleSource(name, prepared, columns=columns)
         self.train_examples = sources
         return self._make_interleaver(args, sources)
+
+    def _prepare_cached(self, dataset, processing_class, args, packing, formatting_func, dataset_name):
+        """TRL's preparation, memoised per process for datasets with a fingerprint (formatting functions are not)."""
+        fingerprint = getattr(dataset, "_fingerprint", None)
+        if fingerprint is None or formatting_func is not None:
+            return super()._prepare_dataset(dataset, processing_class, args, packing, formatting_func, dataset_name)
+        key = (
+            fingerprint, id(processing_class), processing_class.chat_template, self.chat_template,
+            self.completion_only_loss, packing, args.packing_strategy, args.max_length, args.truncation_mode,
+            args.assistant_only_loss, args.dataset_text_field, args.shuffle_dataset, args.seed,
+        )
+        if key not in _PREPARED:
+            if len(_PREPARED) >= _PREPARED_MAX:
+                _PREPARED.pop(next(iter(_PREPARED)))
+            _PREPARED[key] = super()._prepare_dataset(
+                dataset, processing_class, args, packing, formatting_func, dataset_name
+            )
+        return _PREPARED[key]
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()

@@ -20,12 +20,22 @@ CONFIGS = sorted(glob.glob(os.path.join(ROOT, "recipes", "configs", "*.yaml")))
 @pytest.mark.parametrize("config", CONFIGS, ids=os.path.basename)
 def test_every_shipped_config_parses(config, tmp_path):
     types = (RunArguments, DataMixArguments)
+    extra = []
     if os.path.basename(config) == "swarm.yaml":
         sys.path.insert(0, os.path.join(ROOT, "recipes"))
         from swarm import SwarmArguments
 
         types = (RunArguments, SwarmArguments, DataMixArguments)
-    parsed = parse_args(types, argv=["--config", config, "--output_dir", str(tmp_path)])
+    if os.path.basename(config).startswith("instruct"):
+        sys.path.insert(0, os.path.join(ROOT, "recipes"))
+        from instruct import InstructArguments
+
+        from hf_datamix.sft import DataMixSFTConfig
+
+        types = (RunArguments, InstructArguments, DataMixSFTConfig)
+    if config.endswith("_gpu.yaml"):
+        extra = ["--bf16", "false", "--optim", "adamw_torch"]  # GPU settings, parsed here on a CPU
+    parsed = parse_args(types, argv=["--config", config, "--output_dir", str(tmp_path), *extra])
     assert parsed[-1].output_dir == str(tmp_path) and parsed[0].model_preset
 
 

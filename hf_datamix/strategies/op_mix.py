@@ -241,7 +241,10 @@ class OpMixStrategy(Strategy):
                 logger.warning("op_mix: too few probes survived (%s); keeping the current mixture.", alive)
                 return None
             rng = np.random.default_rng([cfg.seed, context.stage, context.step])
-            weights = rng.dirichlet(np.full(len(alive), cfg.dirichlet_alpha), size=cfg.num_candidates)
+            # The log-linear law over len(alive) coordinates has len(alive) + 1 parameters per domain:
+            # with many domains, 12 candidates cannot determine it (the fit would refuse after all probes).
+            count = max(cfg.num_candidates, len(alive) + 1)
+            weights = rng.dirichlet(np.full(len(alive), cfg.dirichlet_alpha), size=count)
             candidates = [dict(zip(alive, row)) for row in weights]
             Y = self._scores(context, simulator, candidates)
         collapsed = [OLD] + [names[int(p[1:])] for p in alive if p != "old"]
