@@ -99,6 +99,7 @@ class DataMixSFTTrainer(DataMixMixin, SFTTrainer):
     """
 
     default_score = "task_error"
+    args_class = DataMixSFTConfig
 
     def __init__(
         self,
@@ -116,11 +117,6 @@ class DataMixSFTTrainer(DataMixMixin, SFTTrainer):
         step_offset: int = 0,
         **kwargs: Any,
     ):
-        if args is not None and not isinstance(args, DataMixSFTConfig):
-            raise ValueError(
-                f"DataMixSFTTrainer needs args=DataMixSFTConfig(...), got {type(args).__name__}; DataMixSFTConfig "
-                "accepts every SFTConfig and DataMixArguments field."
-            )
         self._setup_mixing(
             model, args, domains, strategy, processing_class, stage, update, previous_mixture, history, ledger,
             step_offset, kwargs,
@@ -214,11 +210,9 @@ class DataMixSFTTrainer(DataMixMixin, SFTTrainer):
     @property
     def tokens_per_sample(self) -> int:
         """Mean tokens per training example over all domains (SFT examples vary in length)."""
-        lengths = [s.lengths for s in self.sources.values()]
-        return max(1, int(round(float(np.concatenate(lengths).mean()))))
-
-    def probe_collate(self, examples):
-        return self.data_collator(examples)
+        tokens = sum(source.num_tokens for source in self.sources.values())
+        examples = sum(source.num_blocks for source in self.sources.values())
+        return max(1, round(tokens / examples))
 
     # -- loss and the ledger -------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

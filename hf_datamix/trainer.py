@@ -88,6 +88,8 @@ class DataMixMixin:
     """
 
     default_score = "loss"
+    #: The arguments class the trainer requires (checked first, before any data are touched).
+    args_class: type = DataMixArguments
     eval_token_counts: dict[str, int]
 
     def _setup_mixing(
@@ -107,7 +109,7 @@ class DataMixMixin:
     ) -> None:
         """Check the arguments and set the mixing state (before ``Trainer.__init__``)."""
         owner = type(self).__name__
-        if not isinstance(args, DataMixArguments):
+        if not isinstance(args, self.args_class):
             raise ValueError(
                 f"{owner} needs args={self.args_class.__name__}(...), got {type(args).__name__}; "
                 f"{self.args_class.__name__} accepts every TrainingArguments field."
@@ -163,9 +165,6 @@ class DataMixMixin:
         self.mixing_callback = MixingCallback(self)
         self.add_callback(self.mixing_callback)
 
-    @property
-    def args_class(self) -> type:
-        return DataMixArguments
 
 
     @staticmethod
@@ -256,7 +255,7 @@ class DataMixMixin:
         probe.chunk_size = batch_size
         iterator = iter(probe)
         while True:
-            yield self.probe_collate([next(iterator) for _ in range(batch_size)])
+            yield self.data_collator([next(iterator) for _ in range(batch_size)])
 
     # -- records --------------------------------------------------------------------------------
     def record_mixture(self, mixture: Mixture, step: int, kind: str, **details: Any) -> None:
@@ -460,6 +459,3 @@ class DataMixTrainer(DataMixMixin, Trainer):
             for name in self.domains.names
         }
         return simulator.evaluate_candidates(candidates, eval_sets, batch_size, progress=progress)
-
-    def probe_collate(self, examples):
-        return default_data_collator(examples)

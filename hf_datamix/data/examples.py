@@ -59,10 +59,6 @@ class ExampleSource:
     def num_tokens(self) -> int:
         return int(self.lengths.sum())
 
-    @property
-    def mean_length(self) -> float:
-        return float(self.lengths.mean())
-
     def block(self, index: int, epoch: int = 0) -> dict[str, Any]:
         example: dict[str, Any] = {"domain": self.name}
         for column, (values, offsets) in self._columns.items():
