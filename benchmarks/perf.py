@@ -414,7 +414,7 @@ def part_overhead(ctx: Context) -> dict:
         "untimed_warmup": None,
         "plain_trainer": None,
         "datamix_uniform": ("uniform", {}),
-        "datamix_uniform_dispatch_off": ("uniform", {}),
+        "datamix_uniform_dispatch_on": ("uniform", {}),
         "datamix_op_mix_no_decision": ("op_mix", {"warmup_fraction": 0.999}),
         "datamix_op_mix_decided_in_warmup": ("op_mix", {
             "warmup_fraction": decision_step / steps, "probe_steps": 2 if quick else 10, "probe_batch_size": 8,
@@ -434,9 +434,9 @@ def part_overhead(ctx: Context) -> dict:
         "timing": "StepTimer callback with torch.cuda.synchronize at on_step_begin and on_step_end; step_s = begin->end "
                   "(forward/backward/optimizer), interval_s = end->end (adds fetching the next batch and all "
                   "callbacks, e.g. MixingCallback); medians over the steps after the warm-up",
-        "dispatch_off": "datamix_uniform_dispatch_off = datamix_uniform with accelerator_config={'dispatch_batches': "
-                        "False}: each process reads its batches itself (IterableDatasetShard) instead of accelerate's "
-                        "DataLoaderDispatcher, which accelerate picks for an IterableDataset by default",
+        "dispatch_on": "datamix_uniform_dispatch_on = datamix_uniform with accelerator_config={'dispatch_batches': "
+                       "True}: accelerate's DataLoaderDispatcher, its default for an IterableDataset; on one process "
+                       "DataMixTrainer now turns dispatching off (reads its batches directly) unless it is set",
         "op_mix_no_decision": f"op_mix pretraining schedule with warmup_fraction=0.999: next_decision_step(1, {steps}) "
                               f"= round(0.999*{steps}) = {round(0.999 * steps)} >= max_steps-1, so it returns None and "
                               "no decision is taken in the run (the strategy, callback and horizon machinery run)",
@@ -470,7 +470,7 @@ def part_overhead(ctx: Context) -> dict:
                                   callbacks=[timer])
             else:
                 strategy, strategy_args = spec
-                extra = {"accelerator_config": {"dispatch_batches": False}} if name.endswith("dispatch_off") else {}
+                extra = {"accelerator_config": {"dispatch_batches": True}} if name.endswith("dispatch_on") else {}
                 trainer = DataMixTrainer(model=model, args=datamix_args(outdir, strategy, strategy_args,
                                                                         block_size=block, **common, **extra),
                                          domains=ctx.corpus(), processing_class=ctx.tokenizer(), callbacks=[timer])
@@ -490,7 +490,7 @@ def part_overhead(ctx: Context) -> dict:
             "timed_steps": len(timer.step_s(warm + 1, steps)),
             "wall_s": time.perf_counter() - started,
         }
-        if name in ("plain_trainer", "datamix_uniform", "datamix_uniform_dispatch_off"):
+        if name in ("plain_trainer", "datamix_uniform", "datamix_uniform_dispatch_on"):
             record["loader_only_s_per_batch"] = loader_seconds(trainer, 50 if quick else 100)
         if spec is not None:
             decisions = [r for r in trainer.history if r.get("kind") in ("decision", "kept")]
@@ -520,11 +520,11 @@ def part_overhead(ctx: Context) -> dict:
     out["ratios_vs_plain"] = ratios
     plain_loader = out["variants"].get("plain_trainer", {}).get("loader_only_s_per_batch")
     mix_loader = out["variants"].get("datamix_uniform", {}).get("loader_only_s_per_batch")
-    off_loader = out["variants"].get("datamix_uniform_dispatch_off", {}).get("loader_only_s_per_batch")
+    on_loader = out["variants"].get("datamix_uniform_dispatch_on", {}).get("loader_only_s_per_batch")
     if plain_loader and mix_loader:
         out["loader_only"] = {
             "plain_s_per_batch": plain_loader, "datamix_s_per_batch": mix_loader,
-            "datamix_dispatch_off_s_per_batch": off_loader,
+            "datamix_dispatch_on_s_per_batch": on_loader,
             "difference_over_plain_step": (mix_loader - plain_loader) / base_step,
             "note": "each trainer's prepared train DataLoader iterated alone after training (collation and the "
                     "copy to the device included): the data path's share of a step, free of GPU timing noise",
@@ -697,6 +697,7 @@ def part_speed(ctx: Context) -> dict:
     batches = {k: int(v) for k, v in batches.items()}
     warm, synced, window = (3, 5, 5) if quick else (8, 15, 15)
     compile_mode = ctx.opts.speed_compile or ("off" if quick else "on")
+    extra = json.loads(ctx.opts.speed_args) if ctx.opts.speed_args else {}
     compile_variants = [True] if compile_mode == "on" else []
     # cheap eager runs first, then the compiled ones: the largest (the MFU target) first, then from the smallest
     compiled_order = presets[-1:] + presets[:-1]
@@ -706,7 +707,7 @@ def part_speed(ctx: Context) -> dict:
                 "(real text, repeated)",
         "settings": {**{k: v for k, v in train_settings().items() if k in ("bf16", "optim", "max_grad_norm")},
                      "attn_implementation": "sdpa", "block_size": block, "logging_nan_inf_filter": False,
-                     "dataloader_num_workers": 0},
+                     "dataloader_num_workers": 0, **extra},
         "timing": f"{warm} warm-up steps (compilation happens there), then {synced} steps synchronised at every "
                   f"step (median_step_s = on_step_begin->on_step_end, median_interval_s = end->end incl. the "
                   f"batch fetch), then {window} steps synchronised only at both ends (tokens_per_s: the GPU "
@@ -738,7 +739,7 @@ def part_speed(ctx: Context) -> dict:
             timer = StepTimer(sync_begin=lambda s, a=warm, b=first_window: a < s <= b,
                               sync_end=lambda s, a=warm, b=first_window, c=steps: a < s <= b or s == c)
             args = datamix_args(ctx.outdir("speed", key), "uniform", max_steps=steps, per_device_train_batch_size=batch,
-                                block_size=block, torch_compile=compiled, logging_nan_inf_filter=False)
+                                block_size=block, torch_compile=compiled, logging_nan_inf_filter=False, **extra)
             trainer = DataMixTrainer(model=model, args=args, domains=ctx.corpus(), processing_class=ctx.tokenizer(),
                                      callbacks=[timer])
             if gpu:
@@ -1137,7 +1138,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--interleaver-samples", type=int, default=10000, help="part 1: samples timed (GPU run)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads on CPU (default 1 with --quick: tiny models, shared cores)")
-    parser.add_argument("--speed-batch", default="20m=64,60m=48,150m=32,tiny=8,small=8",
+    parser.add_argument("--speed-args", default=None,
+                        help='part 5: JSON of extra TrainingArguments for every run, e.g. \'{"use_liger_kernel": true}\'')
+    parser.add_argument("--speed-batch", default="20m=64,60m=48,150m=64,tiny=8,small=8",
                         help="part 5: per-device batch per preset")
     opts = parser.parse_args(argv)
     opts.parts = parse_parts(opts.parts)

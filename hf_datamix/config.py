@@ -54,6 +54,7 @@ class DataMixArguments(TrainingArguments):
         max_eval_blocks: cap on eval blocks per domain (None: all).
         init_mixture: a mixture to start from: a ``mixture.json`` file, a folder holding one, or a Hub repo id.
         preprocessing_num_workers: processes for tokenising.
+        write_plots: draw ``weights.png``, ``law_fit.png`` and ``candidates.png`` at the end of training.
     """
 
     strategy: str = field(default="uniform", metadata={"help": "Mixing strategy name (hf-datamix strategies lists them)."})
@@ -78,6 +79,9 @@ class DataMixArguments(TrainingArguments):
         default=None, metadata={"help": "Start from this mixture (mixture.json file, folder, or Hub repo id)."}
     )
     preprocessing_num_workers: Optional[int] = field(default=None, metadata={"help": "Processes for tokenising."})
+    write_plots: bool = field(
+        default=True, metadata={"help": "Draw the weights / law-fit / candidates PNGs at the end (needs matplotlib)."}
+    )
 
     def __post_init__(self):
         super().__post_init__()

@@ -128,6 +128,10 @@ class DataMixMixin:
             # The interleaver restores its own position from the checkpoint; Trainer's batch replay
             # would skip the same samples a second time.
             args.ignore_data_skip = True
+        if args.world_size == 1 and args.accelerator_config.dispatch_batches is None:
+            # accelerate dispatches batches of an IterableDataset by default, which on one process
+            # only adds a concatenate-and-slice per batch; reading directly is the same stream.
+            args.accelerator_config.dispatch_batches = False
         if isinstance(strategy, Strategy):
             self.strategy = strategy
         else:
@@ -294,7 +298,7 @@ class DataMixMixin:
         write_json_atomic(os.path.join(checkpoint, STATE_FILE), self.state_payload(consumed))
 
     def write_outputs(self, final: bool = False) -> None:
-        """Write ``mixtures.json``, ``compute.json`` (and at the end the weights plot) to ``output_dir``."""
+        """Write ``mixtures.json``, ``compute.json`` (and at the end ``mixture.json`` and the plots) to ``output_dir``."""
         out = self.args.output_dir
         write_json_atomic(os.path.join(out, MIXTURES_FILE), self.history)
         self.ledger.save(out)
@@ -303,6 +307,8 @@ class DataMixMixin:
             self.interleaver.weights_at(self.state.max_steps * self.samples_per_step).save(
                 os.path.join(out, MIXTURE_FILE), strategy=self.strategy.name, stage=self.stage
             )
+            if not self.args.write_plots:
+                return
             try:
                 from .plots import plot_candidates, plot_law_fit, plot_weights
 

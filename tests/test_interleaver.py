@@ -197,3 +197,26 @@ def test_bad_inputs_name_the_problem():
         inter = Interleaver(sources(), Mixture.uniform(["d0", "d1", "d2"]))
         inter.set_weights(Mixture.uniform(["d0", "d1", "d2"]), 10)
         inter.set_weights(Mixture.uniform(["d0", "d1", "d2"]), 5)
+
+
+@pytest.mark.parametrize("action", ["redistribute", "stop"])
+def test_exhaustion_events_do_not_depend_on_how_often_they_are_asked(action):
+    src = {"d0": blocks(0, 7), "d1": blocks(1, 40), "d2": blocks(2, 400)}
+    mix = Mixture({"d0": 0.5, "d1": 0.3, "d2": 0.2})
+    once = Interleaver(src, mix, seed=3, max_repetitions=2, on_exhausted=action).exhaustion_events(300)
+    stepwise = Interleaver(src, mix, seed=3, max_repetitions=2, on_exhausted=action)
+    for upto in range(1, 301):
+        events = stepwise.exhaustion_events(upto)
+        assert all(event.sample <= upto for event in events)
+    assert events == once and [e.domain for e in once][:1] == ["d0"]
+    # The event's sample is exact: d0's last allowed block is the sample just before it.
+    seq = keys(take(Interleaver(src, mix, seed=3, max_repetitions=2, on_exhausted=action), 300))
+    last_d0 = max(i for i, (d, _) in enumerate(seq) if d == 0)
+    assert once[0].sample == last_d0 + 1
+    if action == "stop":
+        assert len(seq) == once[0].sample  # the stream ends with the block that reached the cap
+
+
+def test_uncapped_interleaver_never_simulates_for_exhaustion_events():
+    inter = Interleaver({"d0": blocks(0, 3), "d1": blocks(1, 3)}, Mixture.uniform(["d0", "d1"]), seed=0)
+    assert inter.exhaustion_events(10**9) == [] and inter._sim.sample == 0

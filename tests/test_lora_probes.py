@@ -2,6 +2,7 @@
 
 import copy
 import logging
+import math
 
 import peft
 import pytest
@@ -190,6 +191,21 @@ def test_divergent_probe_is_dropped(how, caplog):
         simulator.evaluate_candidates([{"good": 0.5, "bad2": 0.5}], {"x": blocks(2, seed=4)}, 2)
     simulator.close()
     assert all(torch.equal(before[n], t) for n, t in model.state_dict().items())
+
+
+def test_non_finite_loss_names_its_step_and_keeps_earlier_losses():
+    # Losses are read back from the device in groups of steps; the report must still be exact.
+    def poisoned(n, at):
+        for step, batch in enumerate(batches(n, seed=5)):
+            if step == at:
+                batch["labels"][:] = -100  # no target token: the mean loss is NaN
+            yield batch
+
+    simulator = LoRAProbeSimulator(tiny_llama(), probe_config(steps=20), base_learning_rate=1e-3)
+    result = simulator.train_probe("nan", poisoned(20, at=18))
+    assert result.diverged and result.reason == "loss became nan at step 18"
+    assert len(result.losses) == 18 and all(math.isfinite(v) for v in result.losses)
+    assert simulator.probes == []
 
 
 def test_ledger_counts_probe_and_candidate_tokens():

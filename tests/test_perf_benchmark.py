@@ -58,7 +58,7 @@ def test_quick_perf_run_records_every_part(tmp_path):
     assert inter["interleaver_blocks_per_s"] > 0 and inter["speedup_vs_map"] > 0
     assert inter["ratio_to_gpu_20m_consumption"] > 0
     overhead = parts["overhead"]
-    assert set(overhead["ratios_vs_plain"]) == {"datamix_uniform", "datamix_uniform_dispatch_off",
+    assert set(overhead["ratios_vs_plain"]) == {"datamix_uniform", "datamix_uniform_dispatch_on",
                                                 "datamix_op_mix_no_decision", "datamix_op_mix_decided_in_warmup"}
     assert overhead["variants"]["datamix_op_mix_no_decision"]["decisions"] == []
     assert [d["kind"] for d in overhead["variants"]["datamix_op_mix_decided_in_warmup"]["decisions"]] == ["decision"]

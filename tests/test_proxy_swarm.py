@@ -39,6 +39,7 @@ def test_members_are_trained_scored_and_counted(tmp_path, tokenizer):
     assert ledger.tokens_by_kind["proxy"] == 3 * CONFIG.steps * CONFIG.batch_size * 32
     saved = json.load(open(tmp_path / "member-0001" / "result.json"))
     assert saved["weights"] == pytest.approx({"alpha": 0.2, "beta": 0.4, "gamma": 0.4})
+    assert not any(name.endswith(".png") for name in os.listdir(tmp_path / "member-0001"))  # no plot per member
 
 
 def test_an_interrupted_swarm_never_trains_a_finished_member_twice(tmp_path, tokenizer, monkeypatch):

@@ -126,6 +126,15 @@ def test_weight_change_reaches_dataloader_workers(tmp_path, tokenizer):
     assert workers.seen == plain.seen
 
 
+def test_single_process_reads_batches_without_dispatching(tmp_path, tokenizer):
+    direct = run(tmp_path / "direct", tokenizer, max_steps=4)
+    assert direct.args.accelerator_config.dispatch_batches is False
+    assert type(direct.get_train_dataloader()).__name__ != "DataLoaderDispatcher"
+    dispatched = run(tmp_path / "dispatch", tokenizer, max_steps=4, accelerator_config={"dispatch_batches": True})
+    assert type(dispatched.get_train_dataloader()).__name__ == "DataLoaderDispatcher"
+    assert direct.seen == dispatched.seen  # the same stream either way
+
+
 def test_natural_uses_token_counts(tmp_path, tokenizer):
     trainer = run(tmp_path, tokenizer, strategy="natural", max_steps=2)
     total = sum(trainer.token_counts.values())

@@ -321,6 +321,17 @@ class Interleaver(IterableDataset):
                 draws = draws[:cut]
                 counts = np.bincount(draws, minlength=len(self.domains))
                 end = sim.sample + cut
+            # Exactly where each domain reaching its cap in this chunk drew its last allowed unit, so
+            # events (and a stop) do not depend on how the simulation was chunked.
+            reached = {
+                int(d): sim.sample + int(np.flatnonzero(draws == d)[self.caps[d] - sim.cursors[d] - 1]) + 1
+                for d in np.flatnonzero((sim.cursors + counts >= self.caps) & ~sim.exhausted)
+            }
+            if reached and self.on_exhausted in ("error", "stop"):
+                end = min(reached.values())  # the sequence ends with the unit that reached the first cap
+                draws = draws[: end - sim.sample]
+                counts = np.bincount(draws, minlength=len(self.domains))
+                reached = {d: at for d, at in reached.items() if at <= end}
             if record is not None and len(draws):
                 domains, cursors, offset = record
                 lo = sim.sample - offset
@@ -330,14 +341,16 @@ class Interleaver(IterableDataset):
                     cursors[lo : lo + len(draws)][mask] = sim.cursors[d] + np.arange(counts[d])
             sim.cursors += counts
             sim.sample = end
-            for d in np.flatnonzero((sim.cursors >= self.caps) & ~sim.exhausted):
+            for d in sorted(reached, key=reached.get):
                 sim.exhausted[d] = True
-                self._on_exhausted(sim, int(d))
+                self._on_exhausted(sim, d, reached[d])
 
-    def _on_exhausted(self, sim: _SimState, domain: int) -> None:
+    def _on_exhausted(self, sim: _SimState, domain: int, unit: int) -> None:
+        """Record that ``domain`` reached its cap with unit ``unit - 1`` (the next sample no longer draws it)."""
         name = self.domains[domain]
         blocks = self.sources[name].num_blocks or 1
-        event = ExhaustionEvent(name, sim.sample // self.segments_per_block, sim.cursors[domain] / blocks, self.on_exhausted)
+        sample = -(-unit // self.segments_per_block)  # the first whole sample after that unit
+        event = ExhaustionEvent(name, sample, sim.cursors[domain] / blocks, self.on_exhausted)
         sim.events.append(event)
         if self.on_exhausted in ("error", "stop"):
             sim.ended = (
@@ -347,11 +360,20 @@ class Interleaver(IterableDataset):
             )
 
     def exhaustion_events(self, upto_sample: int) -> list[ExhaustionEvent]:
-        """Domains that ran dry before global sample ``upto_sample`` (simulated in this process)."""
-        if self._sim is None or self._sim.sample > upto_sample * self.segments_per_block:
+        """Domains that ran dry before global sample ``upto_sample`` (simulated in this process).
+
+        Called every step: the simulation only advances once enough units have passed for some cap
+        to be reached (never without caps), then catches up in one vectorised go.
+        """
+        stop = upto_sample * self.segments_per_block
+        if self._sim is None or self._sim.sample > stop:
             self._sim = self._fresh_sim()
-        self._advance(self._sim, upto_sample * self.segments_per_block, record=None)
-        return list(self._sim.events)
+        sim = self._sim
+        # Each unit draws one domain, so no domain can reach its cap in fewer units than its headroom.
+        headroom = (self.caps - sim.cursors)[~sim.exhausted]
+        if sim.ended is None and headroom.size and stop - sim.sample >= headroom.min():
+            self._advance(sim, stop, record=None)
+        return list(sim.events)
 
     def _segment(self, domain: int, cursor: int) -> np.ndarray:
         source = self.sources[self.domains[domain]]

@@ -90,7 +90,7 @@ def pack_dataset(
     ).hexdigest()[:24]
     path = os.path.join(cache_dir(), f"{key}.npy")
     if use_cache and os.path.exists(path):
-        return PackedBlocks(name, np.load(path, mmap_mode="r"))
+        return PackedBlocks(name, _mapped(path))
 
     eos = _eos_id(tokenizer)
 
@@ -114,8 +114,14 @@ def pack_dataset(
         tmp = f"{path}.tmp{os.getpid()}.npy"
         np.save(tmp, blocks)
         os.replace(tmp, path)
-        blocks = np.load(path, mmap_mode="r")
+        blocks = _mapped(path)
     return PackedBlocks(name, blocks)
+
+
+def _mapped(path: str) -> np.ndarray:
+    """The packed blocks memory-mapped from disk, as a plain ndarray view of the map: indexing a
+    ``np.memmap`` builds a memmap object per row, which costs more than the rest of a block's read."""
+    return np.load(path, mmap_mode="r").view(np.ndarray)
 
 
 def _reshape(flat: np.ndarray, block_size: int, name: str) -> np.ndarray:

@@ -1,8 +1,9 @@
 """OP-Mix's simulator: LoRA probes trained on the current model, candidate mixtures scored exactly.
 
 A candidate is ``θ(w) = θ + Σ_c w_c·ΔW_c`` with ``ΔW_c = (alpha/rank)·B_c·A_c``: a weighted sum of the
-probes' *weight deltas* (not of their A and B factors), obtained by activating all probes at once
-with per-probe LoRA scales ``w_c·alpha/rank``.
+probes' *weight deltas* (not of their A and B factors).  While a candidate is scored the PEFT
+adapters are switched off and each adapted layer adds one stacked low-rank product
+``[w_1 s B_1 | ... | w_K s B_K] · [A_1; ...; A_K] x`` (``s = alpha/rank``), which is that sum exactly.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ logger = logging.getLogger(__name__)
 # Smoothing of the running loss watched for divergence: one noisy batch must not drop a probe,
 # a loss that keeps climbing must.
 _RUNNING_LOSS_DECAY = 0.9
+# Probe losses are read back from the device this often (each read stalls the GPU queue).
+_SYNC_EVERY = 16
 # Only these batch entries reach the model, so interleaver metadata (domain ids, ...) cannot break forward().
 _MODEL_INPUTS = ("input_ids", "labels", "attention_mask", "position_ids")
 
@@ -170,22 +173,23 @@ class LoRAProbeSimulator:
         """
         self._check_open()
         weights = self._check_weights(weights)
-        # Zero-weight probes stay inactive rather than scaled by 0: same result, less compute.
+        # Zero-weight probes are left out rather than scaled by 0: same result, less compute.
         active = [n for n in self._probes if weights.get(n, 0.0) != 0.0]
-        layers = self._lora_layers()
+        handles = []
         with self._modes(train=False):
             try:
-                for layer in layers:
-                    for probe in active:
-                        layer.set_scale(probe, weights[probe])  # scaling[probe] = w * alpha / r
                 if self._peft is not None:
-                    # A LoRA layer sums its active adapters: W x + Σ_c w_c (alpha/r) B_c A_c x, exactly.
-                    self._peft.base_model.set_adapter(active, inference_mode=True)
+                    # PEFT would run each active probe as its own pair of small matmuls (2K per layer);
+                    # the probes are switched off and their deltas added as ONE low-rank product per
+                    # layer instead: Σ_c w_c s B_c A_c x = [w_1 s B_1 | ... | w_K s B_K] · [A_1; ...; A_K] x.
+                    self._peft.base_model.set_adapter([], inference_mode=True)
+                    for layer in self._lora_layers() if active else []:
+                        down, up = self._stacked_delta(layer, active, weights)
+                        handles.append(layer.register_forward_hook(_LowRankDelta(down, up)))
                 yield self.model
             finally:
-                for layer in layers:
-                    for probe in active:
-                        layer.set_scale(probe, 1.0)
+                for handle in handles:
+                    handle.remove()
 
     def evaluate_candidates(
         self,
@@ -204,20 +208,21 @@ class LoRAProbeSimulator:
             raise ValueError(f"evaluate_candidates: batch_size must be >= 1, got {batch_size!r}.")
         for domain, blocks in eval_sets.items():
             shape = tuple(blocks.shape) if torch.is_tensor(blocks) else type(blocks).__name__
-            if not (isinstance(shape, tuple) and len(shape) == 2 and shape[1] >= 2 and not blocks.is_floating_point()):
+            if not (isinstance(shape, tuple) and len(shape) == 2 and shape[0] >= 1 and shape[1] >= 2
+                    and not blocks.is_floating_point()):
                 raise ValueError(
-                    f"eval_sets[{domain!r}] must be an integer tensor (n_blocks, block_len >= 2), got {shape}."
+                    f"eval_sets[{domain!r}] must be an integer tensor (n_blocks >= 1, block_len >= 2), got {shape}."
                 )
         for candidate in candidates:  # all checked before any compute is spent
             self._check_weights(candidate)
         losses = np.zeros((len(candidates), len(eval_sets)))
+        batches = self._eval_batches(eval_sets, int(batch_size))  # moved to the device once, not per candidate
         with torch.no_grad():
             from tqdm.auto import tqdm
 
             for i, candidate in enumerate(tqdm(candidates, desc="op_mix candidates", disable=not progress, leave=False)):
                 with self.interpolated(candidate):
-                    for j, blocks in enumerate(eval_sets.values()):
-                        losses[i, j] = self._mean_loss(blocks, int(batch_size))
+                    losses[i] = self._domain_losses(batches, len(eval_sets))
         if self.ledger is not None:  # every position of every block goes through the forward pass
             tokens = len(candidates) * sum(blocks.numel() for blocks in eval_sets.values())
             self.ledger.add_forward("eval", self.num_parameters, tokens)
@@ -256,7 +261,9 @@ class LoRAProbeSimulator:
         optimizer = torch.optim.AdamW(params, lr=self.base_learning_rate * config.lr_multiplier, weight_decay=0.0)
         warmup = math.ceil(config.warmup_ratio * steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(warmup, 1)))
-        losses, tokens, running, decay = [], 0, 0.0, _RUNNING_LOSS_DECAY
+        watch = _DivergenceWatch(config.divergence_factor)
+        pending: list[torch.Tensor] = []  # losses still on the device: read back every few steps, not every step
+        tokens = 0
         try:
             for step in range(steps):
                 batch = next(iterator, None)
@@ -271,21 +278,21 @@ class LoRAProbeSimulator:
                 with self._autocast():
                     loss = self.model(**inputs, use_cache=False).loss
                 tokens += inputs["input_ids"].numel()
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    return losses, tokens, f"loss became {value} at step {step}"
                 loss.backward()
                 if config.max_grad_norm > 0:
                     torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                losses.append(value)
-                running = value if len(losses) == 1 else decay * running + (1 - decay) * value
-                if running > losses[0] * config.divergence_factor:
-                    reason = f"running loss {running:.4g} > {config.divergence_factor} x first loss {losses[0]:.4g}"
-                    return losses, tokens, f"{reason} at step {step}"
-            return losses, tokens, ""
+                pending.append(loss.detach())
+                if len(pending) == _SYNC_EVERY:
+                    # A divergence is seen up to _SYNC_EVERY - 1 steps late; the probe is dropped all the same.
+                    if watch.add(torch.stack(pending).float().tolist()):
+                        return watch.losses, tokens, watch.reason
+                    pending = []
+            if pending and watch.add(torch.stack(pending).float().tolist()):
+                return watch.losses, tokens, watch.reason
+            return watch.losses, tokens, ""
         finally:
             for param in params:  # trained probes are frozen: candidates only read them
                 param.requires_grad_(False)
@@ -326,7 +333,7 @@ class LoRAProbeSimulator:
             bias="none",
             task_type="CAUSAL_LM",
             use_rslora=False,
-            use_dora=False,  # plain LoRA: set_scale then means w * alpha / r
+            use_dora=False,  # plain LoRA: delta = (alpha / r) B A, which the stacked candidate delta relies on
         )
         if self._peft is None:
             self._snapshot = {
@@ -401,13 +408,70 @@ class LoRAProbeSimulator:
     def _autocast(self):
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=bool(self.config.bf16))
 
-    def _mean_loss(self, blocks: torch.Tensor, batch_size: int) -> float:
-        total, count = 0.0, 0
-        for start in range(0, blocks.shape[0], batch_size):
-            ids = blocks[start : start + batch_size].to(self.device)
+    def _stacked_delta(self, layer: LoraLayer, active: list[str], weights: Mapping[str, float]):
+        """``(A, B)`` with ``B @ A = Σ_c weights[c]·scaling_c·B_c A_c`` for the active probes of ``layer``."""
+        present = [n for n in active if n in layer.lora_A]
+        down = torch.cat([layer.lora_A[n].weight for n in present])
+        up = torch.cat([layer.lora_B[n].weight * (weights[n] * layer.scaling[n]) for n in present], dim=1)
+        return down, up
+
+    def _eval_batches(self, eval_sets: Mapping[str, torch.Tensor], batch_size: int):
+        """``[(ids, domain index per row)]`` on the device; domains of one block length share batches."""
+        by_length: dict[int, list[tuple[int, torch.Tensor]]] = {}
+        for j, blocks in enumerate(eval_sets.values()):
+            by_length.setdefault(blocks.shape[1], []).append((j, blocks))
+        batches = []
+        for group in by_length.values():
+            ids = torch.cat([blocks for _, blocks in group]).to(self.device)
+            owner = torch.cat([torch.full((len(blocks),), j, dtype=torch.long) for j, blocks in group]).to(self.device)
+            batches += [(ids[s : s + batch_size], owner[s : s + batch_size]) for s in range(0, len(ids), batch_size)]
+        return batches
+
+    def _domain_losses(self, batches, num_domains: int) -> np.ndarray:
+        """Token-weighted mean next-token loss per domain; summed on the device, read back once."""
+        totals = torch.zeros(num_domains, dtype=torch.float64, device=self.device)
+        counts = torch.zeros(num_domains, dtype=torch.float64, device=self.device)
+        for ids, owner in batches:
             with self._autocast():
                 logits = self.model(input_ids=ids, use_cache=False).logits
             targets = ids[:, 1:]
-            total += float(F.cross_entropy(logits[:, :-1].float().flatten(0, 1), targets.flatten(), reduction="sum"))
-            count += targets.numel()
-        return total / count
+            per_token = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, reduction="none")
+            totals.index_add_(0, owner, per_token.sum(dim=1).double())
+            counts.index_add_(0, owner, torch.full_like(totals[owner], targets.shape[1]))
+        return (totals / counts).cpu().numpy()
+
+
+class _DivergenceWatch:
+    """Per-step probe losses with the divergence rule: a non-finite loss, or a running loss (EMA)
+    above ``factor`` x the first loss.  The losses up to the offending step are kept."""
+
+    def __init__(self, factor: float):
+        self.factor, self.losses, self.running, self.reason = factor, [], 0.0, ""
+
+    def add(self, values: list[float]) -> bool:
+        """Take the next steps' losses; True (and ``reason`` set) once the probe has diverged."""
+        for value in values:
+            step = len(self.losses)
+            if not math.isfinite(value):
+                self.reason = f"loss became {value} at step {step}"
+                return True
+            self.losses.append(value)
+            decay = _RUNNING_LOSS_DECAY
+            self.running = value if step == 0 else decay * self.running + (1 - decay) * value
+            if self.running > self.losses[0] * self.factor:
+                first = self.losses[0]
+                self.reason = f"running loss {self.running:.4g} > {self.factor} x first loss {first:.4g} at step {step}"
+                return True
+        return False
+
+
+class _LowRankDelta:
+    """Forward hook adding ``x A^T B^T`` to a LoRA-wrapped layer's output, the way PEFT adds its probes."""
+
+    def __init__(self, down: torch.Tensor, up: torch.Tensor):
+        self.down, self.up = down, up
+
+    def __call__(self, module, inputs, output):
+        x = inputs[0]
+        delta = F.linear(F.linear(x.to(self.down.dtype), self.down), self.up)
+        return output + delta.to(output.dtype)

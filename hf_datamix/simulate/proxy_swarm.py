@@ -123,12 +123,14 @@ class ProxySwarm:
             seed=self.config.seed,
             max_eval_blocks=self.config.eval_blocks,
             strategy="fixed",
+            write_plots=False,  # hundreds of members: a figure each would cost more than a tiny proxy's training
             **keep,
         )
 
     def _train_member(self, index: int, mixture: Mixture) -> dict:
         import torch
         from transformers import LlamaForCausalLM
+        from transformers.trainer_callback import PrinterCallback
 
         from ..models import llama_config
         from ..strategies.fixed import FixedStrategy
@@ -150,6 +152,7 @@ class ProxySwarm:
             processing_class=tok,
             ledger=member_ledger,
         )
+        trainer.remove_callback(PrinterCallback)  # the swarm's own bar reports progress, not every member's logs
         trainer.train()
         losses = {}
         if self.targets is not self.domains:
