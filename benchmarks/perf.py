@@ -410,19 +410,23 @@ def part_overhead(ctx: Context) -> dict:
     blocks = np.concatenate([np.asarray(src.blocks) for src in sources.values()])
     common = {"max_steps": steps, "per_device_train_batch_size": batch}
     decision_step = max(1, warm // 3)
-    variants = {
-        "untimed_warmup": None,
+    rounds = pick(ctx, "overhead_rounds", 1, 3)
+    specs = {
         "plain_trainer": None,
         "datamix_uniform": ("uniform", {}),
-        "datamix_uniform_dispatch_on": ("uniform", {}),
         "datamix_op_mix_no_decision": ("op_mix", {"warmup_fraction": 0.999}),
+        "datamix_uniform_dispatch_on": ("uniform", {}),
         "datamix_op_mix_decided_in_warmup": ("op_mix", {
             "warmup_fraction": decision_step / steps, "probe_steps": 2 if quick else 10, "probe_batch_size": 8,
             "eval_blocks": 2 if quick else 4, "num_candidates": 12, "law_starts": 30 if quick else 300,
             "probe_bf16": cuda(),
         }),
-        "plain_trainer_repeat": None,
     }
+    # Rounds of plain / uniform / op_mix back to back: a GPU's speed drifts by a few percent between
+    # runs, so each DataMixTrainer run is compared with the plain run of its own round.
+    core = ["plain_trainer", "datamix_uniform", "datamix_op_mix_no_decision"]
+    order = [("untimed_warmup", None)] + [(f"{name}@{r}", specs[name]) for r in range(1, rounds + 1) for name in core]
+    order += [(f"{name}@1", specs[name]) for name in ("datamix_uniform_dispatch_on", "datamix_op_mix_decided_in_warmup")]
     out: dict[str, Any] = {
         "model": f"random-init Llama preset {preset!r} (hf_datamix.models), sdpa attention",
         "data": f"embedded corpus (7 domains) packed into {block}-token blocks; the plain Trainer reads the same "
@@ -445,8 +449,8 @@ def part_overhead(ctx: Context) -> dict:
                                     "and the timed steps run on the decided mixture afterwards",
         "variants": {},
     }
-    for name, spec in variants.items():
-        if ctx.remaining() < -15 and name not in ("untimed_warmup", "plain_trainer"):  # 15 s of grace: cheap runs
+    for name, spec in order:
+        if ctx.remaining() < -15 and name not in ("untimed_warmup", "plain_trainer@1"):  # 15 s of grace: cheap runs
             out["variants"][name] = {"skipped": "time budget"}
             continue
         started = time.perf_counter()
@@ -470,7 +474,7 @@ def part_overhead(ctx: Context) -> dict:
                                   callbacks=[timer])
             else:
                 strategy, strategy_args = spec
-                extra = {"accelerator_config": {"dispatch_batches": True}} if name.endswith("dispatch_on") else {}
+                extra = {"accelerator_config": {"dispatch_batches": True}} if "dispatch_on" in name else {}
                 trainer = DataMixTrainer(model=model, args=datamix_args(outdir, strategy, strategy_args,
                                                                         block_size=block, **common, **extra),
                                          domains=ctx.corpus(), processing_class=ctx.tokenizer(), callbacks=[timer])
@@ -490,7 +494,7 @@ def part_overhead(ctx: Context) -> dict:
             "timed_steps": len(timer.step_s(warm + 1, steps)),
             "wall_s": time.perf_counter() - started,
         }
-        if name in ("plain_trainer", "datamix_uniform", "datamix_uniform_dispatch_on"):
+        if name in ("plain_trainer@1", "datamix_uniform@1", "datamix_uniform_dispatch_on@1"):
             record["loader_only_s_per_batch"] = loader_seconds(trainer, 50 if quick else 100)
         if spec is not None:
             decisions = [r for r in trainer.history if r.get("kind") in ("decision", "kept")]
@@ -501,26 +505,36 @@ def part_overhead(ctx: Context) -> dict:
             f"{record['median_interval_s'] * 1e3:.2f} ms ({record['wall_s']:.1f}s)")
         del trainer, model
         free_memory()
-    plain = [out["variants"][k] for k in ("plain_trainer", "plain_trainer_repeat")
-             if "median_step_s" in out["variants"].get(k, {})]
+    measured = {name: record for name, record in out["variants"].items() if "median_step_s" in record}
+    plain = {int(name.split("@")[1]): record for name, record in measured.items() if name.startswith("plain_trainer@")}
     if not plain:
         raise RuntimeError(f"no plain-Trainer baseline was measured: {out.get('errors')}")
-    base_step = float(np.mean([p["median_step_s"] for p in plain]))
-    base_interval = float(np.mean([p["median_interval_s"] for p in plain]))
-    ratios = {}
-    for name, record in out["variants"].items():
-        if "median_step_s" in record and not name.startswith("plain"):
-            ratios[name] = {"step_ratio": record["median_step_s"] / base_step,
-                            "interval_ratio": record["median_interval_s"] / base_interval,
-                            "interval_overhead_ms": (record["median_interval_s"] - base_interval) * 1e3}
-    out["plain_baseline"] = {"median_step_s": base_step, "median_interval_s": base_interval,
-                             "note": "mean of the two plain-Trainer runs (first and last), so drift shows as their gap"}
-    if len(plain) == 2:
-        out["plain_repeat_spread"] = abs(plain[0]["median_interval_s"] - plain[1]["median_interval_s"]) / base_interval
-    out["ratios_vs_plain"] = ratios
-    plain_loader = out["variants"].get("plain_trainer", {}).get("loader_only_s_per_batch")
-    mix_loader = out["variants"].get("datamix_uniform", {}).get("loader_only_s_per_batch")
-    on_loader = out["variants"].get("datamix_uniform_dispatch_on", {}).get("loader_only_s_per_batch")
+    base_step = float(np.mean([p["median_step_s"] for p in plain.values()]))
+    base_interval = float(np.mean([p["median_interval_s"] for p in plain.values()]))
+    by_variant: dict[str, list[tuple[float, float, float]]] = {}
+    for name, record in measured.items():
+        variant, round_ = name.split("@")[0], int(name.split("@")[1])
+        if variant != "plain_trainer" and round_ in plain:
+            own = plain[round_]
+            by_variant.setdefault(variant, []).append((
+                record["median_step_s"] / own["median_step_s"], record["median_interval_s"] / own["median_interval_s"],
+                (record["median_interval_s"] - own["median_interval_s"]) * 1e3))
+    out["ratios_vs_plain"] = {
+        variant: {"step_ratio": median([r[0] for r in rows]), "interval_ratio": median([r[1] for r in rows]),
+                  "interval_overhead_ms": median([r[2] for r in rows]), "rounds": len(rows),
+                  "step_ratio_by_round": [r[0] for r in rows]}
+        for variant, rows in by_variant.items()
+    }
+    out["plain_baseline"] = {"median_step_s": base_step, "median_interval_s": base_interval, "rounds": len(plain),
+                             "step_s_by_round": [plain[r]["median_step_s"] for r in sorted(plain)],
+                             "note": "ratios are each run over the plain run of its own round, then the median over "
+                                     "rounds; the plain runs' spread shows the GPU's drift"}
+    if len(plain) > 1:
+        steps_ = [p["median_step_s"] for p in plain.values()]
+        out["plain_round_spread"] = (max(steps_) - min(steps_)) / base_step
+    plain_loader = out["variants"].get("plain_trainer@1", {}).get("loader_only_s_per_batch")
+    mix_loader = out["variants"].get("datamix_uniform@1", {}).get("loader_only_s_per_batch")
+    on_loader = out["variants"].get("datamix_uniform_dispatch_on@1", {}).get("loader_only_s_per_batch")
     if plain_loader and mix_loader:
         out["loader_only"] = {
             "plain_s_per_batch": plain_loader, "datamix_s_per_batch": mix_loader,
@@ -1126,6 +1140,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--overhead-preset", default=None, help="part 2: model preset (default 20m; tiny with --quick)")
     parser.add_argument("--overhead-block", type=int, default=None, help="part 2: block size (default 1024; 64 --quick)")
     parser.add_argument("--overhead-steps", type=int, default=None, help="part 2: steps per trainer (default 230; 25 --quick)")
+    parser.add_argument("--overhead-rounds", type=int, default=None,
+                        help="part 2: rounds of plain / uniform / op_mix runs (default 3; 1 --quick)")
     parser.add_argument("--overhead-batch", type=int, default=None, help="part 2: per-device batch (default 32; 4 --quick)")
     parser.add_argument("--candidates-preset", default=None, help="part 4: model preset (default 20m; tiny --quick)")
     parser.add_argument("--candidates-block", type=int, default=None, help="part 4: block size (default 1024; 64 --quick)")

@@ -60,8 +60,8 @@ def test_quick_perf_run_records_every_part(tmp_path):
     overhead = parts["overhead"]
     assert set(overhead["ratios_vs_plain"]) == {"datamix_uniform", "datamix_uniform_dispatch_on",
                                                 "datamix_op_mix_no_decision", "datamix_op_mix_decided_in_warmup"}
-    assert overhead["variants"]["datamix_op_mix_no_decision"]["decisions"] == []
-    assert [d["kind"] for d in overhead["variants"]["datamix_op_mix_decided_in_warmup"]["decisions"]] == ["decision"]
+    assert overhead["variants"]["datamix_op_mix_no_decision@1"]["decisions"] == []
+    assert [d["kind"] for d in overhead["variants"]["datamix_op_mix_decided_in_warmup@1"]["decisions"]] == ["decision"]
     assert overhead["loader_only"]["datamix_s_per_batch"] > 0
     assert parts["laws"]["small_case"]["speedup"] > 0 and parts["laws"]["proposal_64_domains"]["caps_respected"]
     assert set(parts["candidates"]["by_candidates"]) == {"1", "4", "12"}
