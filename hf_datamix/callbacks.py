@@ -49,6 +49,8 @@ class MixingCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         trainer = self.trainer
         trainer.num_params = non_embedding_parameters(trainer.model)
+        # Asked once now so that a set-up the strategy cannot run on fails before the first step.
+        trainer.strategy.runs_on_every_process(trainer)
         step = state.global_step
         trainer.interleaver.start_sample = step * trainer.samples_per_step
         if step == 0:

@@ -230,9 +230,10 @@ class DataMixMixin:
         context = self._context(step, self.state.max_steps, current)
         started = time.perf_counter()
         result = None
-        if self.strategy.collective or self.args.world_size == 1 or self.is_world_process_zero():
+        everywhere = self.strategy.runs_on_every_process(self)
+        if everywhere or self.args.world_size == 1 or self.is_world_process_zero():
             result = self.strategy.decide(context)
-        if self.args.world_size > 1 and not self.strategy.collective:
+        if self.args.world_size > 1 and not everywhere:
             from accelerate.utils import broadcast_object_list
 
             payload = [result]

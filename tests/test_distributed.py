@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,3 +32,24 @@ def test_two_processes_agree_and_never_share_a_block(tmp_path, workers):
     assert len(set(samples)) == len(samples), "a block was trained on twice (by two ranks or twice by one)"
     history = json.load(open(tmp_path / "mixtures.json"))
     assert history[-1]["weights"]["beta"] == 1.0
+
+
+def test_probes_on_an_fsdp_sharded_model_train_and_score_collectively(tmp_path):
+    # FSDP2 (fully_shard) on two gloo CPU processes: accelerate runs FSDP only on GPUs, torch does not.
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.path.join(ROOT, "tests"))
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               os.path.join(ROOT, "tests", "distributed", "sharded_probes.py"), str(tmp_path)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    ranks = [json.load(open(tmp_path / f"rank{r}.json")) for r in (0, 1)]
+    together, reference = ranks[0]["collective_sharded"], ranks[0]["alone_unsharded"]
+    # Same probes and scores on every process.
+    assert ranks[1]["collective_sharded"] == together
+    # Half a batch per process with averaged gradients == the whole batch on one unsharded model.
+    assert together["probe_losses"] == pytest.approx(reference["probe_losses"], abs=1e-5)
+    assert together["lora_B_pa"] == pytest.approx(reference["lora_B_pa"], abs=1e-5)
+    np.testing.assert_allclose(together["losses"], reference["losses"], atol=1e-4)
+    assert together["probe_tokens"] == reference["probe_tokens"]  # all processes' tokens are counted
+    # Sharding alone changes nothing either.
+    np.testing.assert_allclose(ranks[0]["alone_sharded"]["losses"], reference["losses"], atol=1e-5)
+    assert not np.allclose(reference["losses"][1], reference["losses"][0], atol=1e-4)  # the probes moved θ

@@ -108,3 +108,23 @@ def test_bad_settings_are_rejected_before_any_compute():
         create_strategy("op_mix", warmup_fraction=1.5)
     with pytest.raises(ValueError, match="no setting.*probe_stepz"):
         create_strategy("op_mix", probe_stepz=3)
+
+
+def test_sharded_models_make_op_mix_run_on_every_process():
+    from types import SimpleNamespace
+
+    from hf_datamix.strategies.op_mix import OpMixStrategy, model_is_sharded
+
+    def trainer(fsdp=False, zero_stage=None, world=2):
+        plugin = None if zero_stage is None else SimpleNamespace(zero_stage=zero_stage)
+        return SimpleNamespace(is_fsdp_enabled=fsdp, is_deepspeed_enabled=zero_stage is not None,
+                               accelerator=SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=plugin)),
+                               args=SimpleNamespace(world_size=world))
+
+    strategy = OpMixStrategy()
+    assert strategy.runs_on_every_process(trainer(fsdp=True)) is True
+    assert strategy.runs_on_every_process(trainer()) is False  # DDP: the main process decides alone
+    assert model_is_sharded(trainer(fsdp=True, world=1)) is False
+    assert model_is_sharded(trainer(zero_stage=2)) is False
+    with pytest.raises(ValueError, match="ZeRO-3.*deepspeed_zero2.yaml"):
+        model_is_sharded(trainer(zero_stage=3))

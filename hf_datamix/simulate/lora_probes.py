@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
 from peft.tuners.lora import LoraLayer
@@ -98,10 +99,17 @@ def default_target_modules(model: torch.nn.Module) -> list[str]:
 class LoRAProbeSimulator:
     """Trains LoRA probes on ``model`` in place and scores candidate mixtures θ + Σ w_c ΔW_c.
 
-    ``model`` is the unwrapped model (``accelerator.unwrap_model``; FSDP-sharded models are not
-    supported); it is never copied and its base weights stay bit-identical.  :meth:`close` removes
-    every adapter and returns the restored model.  Work is local to this process, and so are the
-    ledger entries.  ``base_learning_rate`` is a public attribute (probe LR = it x ``lr_multiplier``).
+    ``model`` is the unwrapped model (``accelerator.unwrap_model``); it is never copied and its base
+    weights stay bit-identical.  :meth:`close` removes every adapter and returns the restored model.
+    ``base_learning_rate`` is a public attribute (probe LR = it x ``lr_multiplier``).
+
+    By default the work is local to this process, and so are the ledger entries.  With
+    ``collective=True`` every process of the initialised ``torch.distributed`` group makes the same
+    calls together, as an FSDP-sharded model needs (each of its forward passes is a collective):
+    each process trains a probe on its own batches of ``batch_size`` with the probe gradients and
+    losses averaged over processes, and scores its share of the eval blocks, with the sums
+    all-reduced, so every process ends with the same probes and the same scores.  The ledger then
+    counts the tokens of all processes.
     """
 
     def __init__(
@@ -111,7 +119,13 @@ class LoRAProbeSimulator:
         base_learning_rate: float,
         ledger: ComputeLedger | None = None,
         device: torch.device | str | None = None,
+        collective: bool = False,
     ):
+        if collective and not (dist.is_available() and dist.is_initialized()):
+            raise ValueError("collective=True needs an initialised torch.distributed process group (accelerate launch).")
+        self.collective = bool(collective)
+        self.world_size = dist.get_world_size() if self.collective else 1
+        self.rank = dist.get_rank() if self.collective else 0
         if not base_learning_rate > 0:
             raise ValueError(f"base_learning_rate must be > 0, got {base_learning_rate!r}.")
         if any(isinstance(m, BaseTunerLayer) for m in model.modules()):
@@ -157,7 +171,7 @@ class LoRAProbeSimulator:
                 self._delete(name)  # a half-trained probe must never become a candidate
                 raise
         if self.ledger is not None and tokens:
-            self.ledger.add_training("probe", self.num_parameters, tokens)
+            self.ledger.add_training("probe", self.num_parameters, tokens * self.world_size)
         final = float(np.mean(losses[-10:])) if losses else float("nan")
         result = self.results[name] = ProbeResult(name, len(losses), losses, final, bool(reason), reason)
         if reason:
@@ -279,6 +293,8 @@ class LoRAProbeSimulator:
                     loss = self.model(**inputs, use_cache=False).loss
                 tokens += inputs["input_ids"].numel()
                 loss.backward()
+                if self.collective:
+                    self._average_gradients(params)
                 if config.max_grad_norm > 0:
                     torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
                 optimizer.step()
@@ -287,16 +303,36 @@ class LoRAProbeSimulator:
                 pending.append(loss.detach())
                 if len(pending) == _SYNC_EVERY:
                     # A divergence is seen up to _SYNC_EVERY - 1 steps late; the probe is dropped all the same.
-                    if watch.add(torch.stack(pending).float().tolist()):
+                    if watch.add(self._mean_over_processes(pending)):
                         return watch.losses, tokens, watch.reason
                     pending = []
-            if pending and watch.add(torch.stack(pending).float().tolist()):
+            if pending and watch.add(self._mean_over_processes(pending)):
                 return watch.losses, tokens, watch.reason
             return watch.losses, tokens, ""
         finally:
             for param in params:  # trained probes are frozen: candidates only read them
                 param.requires_grad_(False)
                 param.grad = None
+
+    def _average_gradients(self, params: list[torch.nn.Parameter]) -> None:
+        """Average the probe's gradients over processes, in one all-reduce (collective mode)."""
+        grads = [p.grad for p in params if p.grad is not None]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        offset = 0
+        for grad in grads:
+            grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
+            offset += grad.numel()
+
+    def _mean_over_processes(self, losses: list[torch.Tensor]) -> list[float]:
+        """The pending losses as floats, averaged over processes in collective mode, so that every
+        process takes the same divergence decision."""
+        values = torch.stack(losses).float()
+        if self.collective:
+            dist.all_reduce(values)
+            values /= self.world_size
+        return values.tolist()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -425,6 +461,12 @@ class LoRAProbeSimulator:
             ids = torch.cat([blocks for _, blocks in group]).to(self.device)
             owner = torch.cat([torch.full((len(blocks),), j, dtype=torch.long) for j, blocks in group]).to(self.device)
             batches += [(ids[s : s + batch_size], owner[s : s + batch_size]) for s in range(0, len(ids), batch_size)]
+        if self.collective:
+            # Each process scores every world_size-th batch.  A sharded model's forward is a
+            # collective, so all run the same number: short shares are padded with uncounted batches.
+            mine = batches[self.rank :: self.world_size]
+            rounds = -(-len(batches) // self.world_size)
+            batches = mine + [(ids, None) for ids, _ in batches[: rounds - len(mine)]]
         return batches
 
     def _domain_losses(self, batches, num_domains: int) -> np.ndarray:
@@ -434,10 +476,15 @@ class LoRAProbeSimulator:
         for ids, owner in batches:
             with self._autocast():
                 logits = self.model(input_ids=ids, use_cache=False).logits
+            if owner is None:  # a padding batch (collective mode): forwarded, not counted
+                continue
             targets = ids[:, 1:]
             per_token = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, reduction="none")
             totals.index_add_(0, owner, per_token.sum(dim=1).double())
             counts.index_add_(0, owner, torch.full_like(totals[owner], targets.shape[1]))
+        if self.collective:
+            dist.all_reduce(totals)
+            dist.all_reduce(counts)
         return (totals / counts).cpu().numpy()
 
 

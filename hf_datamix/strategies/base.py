@@ -109,6 +109,13 @@ class Strategy:
         """Return a new mixture (or a :class:`Decision`), or None to keep the current one."""
         return None
 
+    def runs_on_every_process(self, trainer) -> bool:
+        """True if :meth:`decide` runs on every process of this ``trainer``'s run (default ``collective``).
+
+        Otherwise the main process decides alone and the decision is broadcast.
+        """
+        return self.collective
+
     def learner(self, trainer) -> Any:
         """An object that replaces how the model learns (see ``on_policy_distill``), or None (plain training).
 

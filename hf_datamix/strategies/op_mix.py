@@ -96,6 +96,21 @@ class OpMixConfig(StrategyConfig):
             raise ValueError(f"op_mix settings out of range: {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)}.")
 
 
+def model_is_sharded(trainer) -> bool:
+    """True if ``trainer``'s model is sharded over processes (FSDP), so probes must run collectively.
+
+    DeepSpeed ZeRO-3 shards parameters in a way PEFT's in-place LoRA layers cannot use: refused.
+    """
+    if getattr(trainer, "is_deepspeed_enabled", False):
+        plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
+        if plugin is not None and getattr(plugin, "zero_stage", 0) == 3:
+            raise ValueError(
+                "op_mix cannot train LoRA probes on a DeepSpeed ZeRO-3 model; use ZeRO-2 "
+                "(accelerate_configs/deepspeed_zero2.yaml) or FSDP (accelerate_configs/fsdp.yaml)."
+            )
+    return bool(getattr(trainer, "is_fsdp_enabled", False)) and trainer.args.world_size > 1
+
+
 class OpMixStrategy(Strategy):
     """On-Policy Mix: LoRA-probe simulation on the current model, mixing law, convex proposal."""
 
@@ -134,6 +149,10 @@ class OpMixStrategy(Strategy):
     def load_state_dict(self, state):
         self.mode = state.get("mode", self.mode)
 
+    def runs_on_every_process(self, trainer) -> bool:
+        # A sharded model can only run forward passes with every process taking part.
+        return model_is_sharded(trainer)
+
     # -- decisions ------------------------------------------------------------------------------
     def decide(self, context: DecisionContext) -> Decision | None:
         if self.mode == "continual" and context.step == 0:
@@ -160,6 +179,7 @@ class OpMixStrategy(Strategy):
             base_learning_rate=trainer.args.learning_rate,
             ledger=context.ledger,
             device=trainer.args.device,
+            collective=model_is_sharded(trainer),
         )
 
     def _probe_batch_size(self, context: DecisionContext) -> int:
@@ -185,6 +205,8 @@ class OpMixStrategy(Strategy):
         )
         for index, (name, mixture) in enumerate(probes.items()):
             seed = self.config.seed * 1000 + 17 * context.step + index
+            if simulator.collective:  # each process trains the shared probe on batches of its own
+                seed += 7919 * (1 + simulator.rank)
             batches = context.trainer.probe_batches(mixture, self._probe_batch_size(context), seed=seed)
             result = simulator.train_probe(name, batches, steps=self.config.probe_steps)
             bar.update(1)
