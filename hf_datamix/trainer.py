@@ -233,7 +233,9 @@ class DataMixMixin:
         everywhere = self.strategy.runs_on_every_process(self)
         if everywhere or self.args.world_size == 1 or self.is_world_process_zero():
             result = self.strategy.decide(context)
-        if self.args.world_size > 1 and not everywhere:
+        if self.args.world_size > 1:
+            # Also after a decision taken everywhere: the main process's result is the one applied,
+            # so the ranks agree even if a solver differed in the last bits.
             from accelerate.utils import broadcast_object_list
 
             payload = [result]

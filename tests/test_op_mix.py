@@ -110,10 +110,10 @@ def test_bad_settings_are_rejected_before_any_compute():
         create_strategy("op_mix", probe_stepz=3)
 
 
-def test_sharded_models_make_op_mix_run_on_every_process():
+def test_several_processes_make_op_mix_run_on_every_process():
     from types import SimpleNamespace
 
-    from hf_datamix.strategies.op_mix import OpMixStrategy, model_is_sharded
+    from hf_datamix.strategies.op_mix import OpMixStrategy, probes_run_collectively
 
     def trainer(fsdp=False, zero_stage=None, world=2):
         plugin = None if zero_stage is None else SimpleNamespace(zero_stage=zero_stage)
@@ -123,8 +123,8 @@ def test_sharded_models_make_op_mix_run_on_every_process():
 
     strategy = OpMixStrategy()
     assert strategy.runs_on_every_process(trainer(fsdp=True)) is True
-    assert strategy.runs_on_every_process(trainer()) is False  # DDP: the main process decides alone
-    assert model_is_sharded(trainer(fsdp=True, world=1)) is False
-    assert model_is_sharded(trainer(zero_stage=2)) is False
+    assert strategy.runs_on_every_process(trainer()) is True  # DDP: every GPU trains the probes too
+    assert strategy.runs_on_every_process(trainer(world=1)) is False
+    assert probes_run_collectively(trainer(zero_stage=2)) is True
     with pytest.raises(ValueError, match="ZeRO-3.*deepspeed_zero2.yaml"):
-        model_is_sharded(trainer(zero_stage=3))
+        probes_run_collectively(trainer(zero_stage=3))

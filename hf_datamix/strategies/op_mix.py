@@ -47,7 +47,7 @@ class OpMixConfig(StrategyConfig):
 
     warmup_fraction: float = field(default=0.2, metadata={"help": "Pretraining: uniform warm-up fraction before the decision."})
     probe_steps: int = field(default=2500, metadata={"help": "Optimizer steps per probe (paper: 5000 pretraining, 2500 continual)."})
-    probe_batch_size: int | None = field(default=None, metadata={"help": "Probe batch size (default: per-device train batch)."})
+    probe_batch_size: int | None = field(default=None, metadata={"help": "Probe batch per process (default: per-device train batch); processes train probes together."})
     probe_rank: int = field(default=16, metadata={"help": "LoRA rank of the probes."})
     probe_alpha: float = field(default=32.0, metadata={"help": "LoRA alpha of the probes."})
     probe_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout of the probes."})
@@ -96,10 +96,14 @@ class OpMixConfig(StrategyConfig):
             raise ValueError(f"op_mix settings out of range: {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)}.")
 
 
-def model_is_sharded(trainer) -> bool:
-    """True if ``trainer``'s model is sharded over processes (FSDP), so probes must run collectively.
+def probes_run_collectively(trainer) -> bool:
+    """True when several processes train: they then train and score the probes together.
 
-    DeepSpeed ZeRO-3 shards parameters in a way PEFT's in-place LoRA layers cannot use: refused.
+    Each process trains every probe on batches of its own with the probe gradients averaged, and
+    scores a share of the eval blocks.  FSDP needs it (a sharded model's forward pass takes every
+    process); under DDP it puts every GPU to work on the decision instead of one, and makes the
+    probes' effective batch (per-device batch x processes) the same at any process count.
+    DeepSpeed ZeRO-3 partitions weights in a way PEFT's in-place LoRA layers cannot wrap: refused.
     """
     if getattr(trainer, "is_deepspeed_enabled", False):
         plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
@@ -108,7 +112,7 @@ def model_is_sharded(trainer) -> bool:
                 "op_mix cannot train LoRA probes on a DeepSpeed ZeRO-3 model; use ZeRO-2 "
                 "(accelerate_configs/deepspeed_zero2.yaml) or FSDP (accelerate_configs/fsdp.yaml)."
             )
-    return bool(getattr(trainer, "is_fsdp_enabled", False)) and trainer.args.world_size > 1
+    return trainer.args.world_size > 1
 
 
 class OpMixStrategy(Strategy):
@@ -150,8 +154,7 @@ class OpMixStrategy(Strategy):
         self.mode = state.get("mode", self.mode)
 
     def runs_on_every_process(self, trainer) -> bool:
-        # A sharded model can only run forward passes with every process taking part.
-        return model_is_sharded(trainer)
+        return probes_run_collectively(trainer)
 
     # -- decisions ------------------------------------------------------------------------------
     def decide(self, context: DecisionContext) -> Decision | None:
@@ -179,7 +182,7 @@ class OpMixStrategy(Strategy):
             base_learning_rate=trainer.args.learning_rate,
             ledger=context.ledger,
             device=trainer.args.device,
-            collective=model_is_sharded(trainer),
+            collective=probes_run_collectively(trainer),
         )
 
     def _probe_batch_size(self, context: DecisionContext) -> int:
@@ -221,8 +224,10 @@ class OpMixStrategy(Strategy):
             folder = os.path.join(
                 context.trainer.args.output_dir, "probe_adapters", f"stage{context.stage}-step{context.step}"
             )
-            for name, path in simulator.save_adapters(folder).items():
-                results[name]["adapter"] = path
+            if trainer.is_world_process_zero():  # the probes are the same on every process: one writer
+                simulator.save_adapters(folder)
+            for name in simulator.probes:
+                results[name]["adapter"] = os.path.join(folder, name)
         return results
 
     def _caps(self, context: DecisionContext, collapsed: list[str], internals: dict[str, Mixture]) -> np.ndarray | None:

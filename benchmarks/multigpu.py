@@ -1,0 +1,246 @@
+"""Several GPUs (issue 8): op_mix under DDP / FSDP / DeepSpeed, swarms spread over GPUs, resume on
+another process count.  Writes ``<out>/multigpu.json`` (merged with what an earlier call wrote, so
+the items can run in separate commands).
+
+    python benchmarks/multigpu.py                          # every item, on every visible GPU
+    python benchmarks/multigpu.py --items ddp,fsdp         # some items
+    python benchmarks/multigpu.py --cpu --items ddp,resume # 1-2 gloo CPU processes, tiny model (the test)
+
+Items:
+  ddp        op_mix on 1, 2, 4 GPUs (accelerate_configs/ddp.yaml): equal global batch (the same
+             samples, losses comparable) and equal per-device batch (throughput scaling).  Checks:
+             every rank applies the same mixture at every step; the blocks all ranks trained on
+             are, as a multiset, those of the 1-GPU run, with none shared by two ranks.
+  fsdp       the same on 2 GPUs with accelerate_configs/fsdp.yaml (probes trained collectively).
+  deepspeed  the same with accelerate_configs/deepspeed_zero2.yaml (needs `pip install deepspeed`).
+  swarm      recipes/swarm.py, 16 members, on 1, 2, 4 GPUs: wall time.
+  resume     a 2-process run checkpointed half-way, resumed on 1 (and 4) processes at the same
+             global batch: same mixtures and blocks as the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+CONFIGS = os.path.join(ROOT, "accelerate_configs")
+ITEMS = ["ddp", "fsdp", "deepspeed", "swarm", "resume"]
+
+
+def log(message: str) -> None:
+    print(f"[multigpu] {message}", flush=True)
+
+
+def launch(config: str, processes: int, script: str, args: list[str], timeout: float) -> tuple[int, float, str]:
+    """``accelerate launch`` one run; returns (exit code, wall seconds, output tail)."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config,
+               "--num_processes", str(processes), "--main_process_port", str(29500 + processes), script, *args]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        code, output = done.returncode, done.stdout + done.stderr
+    except subprocess.TimeoutExpired as error:
+        code, output = 124, f"timed out after {timeout}s: {error}"
+    return code, time.perf_counter() - started, output[-3000:]
+
+
+class Runner:
+    def __init__(self, opts):
+        self.opts, self.cpu = opts, opts.cpu
+        self.work = opts.work or tempfile.mkdtemp(prefix="multigpu-")
+        self.config_ddp = os.path.join(CONFIGS, "cpu.yaml" if self.cpu else "ddp.yaml")
+        self.preset, self.block = ("tiny", 64) if self.cpu else ("20m", 256)
+        self.steps, self.probe_steps = (12, 4) if self.cpu else (120, 30)
+        self.global_batch = 8 if self.cpu else 64
+        self.counts = [n for n in ((1, 2) if self.cpu else (1, 2, 4)) if n <= opts.gpus]
+
+    def train(self, name: str, processes: int, per_device: int, config: str | None = None, extra=()) -> dict:
+        out = os.path.join(self.work, name)
+        args = ["--out", out, "--preset", self.preset, "--per_device_batch", str(per_device), "--block_size",
+                str(self.block), "--max_steps", str(self.steps), "--probe_steps", str(self.probe_steps), *extra]
+        if self.cpu:
+            args.append("--cpu")
+        code, wall, tail = launch(config or self.config_ddp, processes, os.path.join(HERE, "multigpu_worker.py"),
+                                  args, timeout=self.opts.run_timeout)
+        ranks = []
+        for rank in range(processes):
+            path = os.path.join(out, f"rank{rank}.json")
+            if os.path.isfile(path):
+                with open(path, encoding="utf-8") as handle:
+                    ranks.append(json.load(handle))
+        log(f"{name}: exit {code}, {wall:.0f}s, {len(ranks)}/{processes} rank files")
+        return {"exit_code": code, "launch_wall_s": wall, "ranks": ranks, "output_tail": tail if code else None}
+
+
+def summarise(run: dict, reference: dict | None, skip_until: int) -> dict:
+    """Agreement, block and loss checks of one launched run against the 1-process reference."""
+    ranks = run["ranks"]
+    if run["exit_code"] != 0 or not ranks or len(ranks) != ranks[0]["world_size"]:
+        return {"ok": False, "exit_code": run["exit_code"], "output_tail": run["output_tail"]}
+    first = ranks[0]
+    steps = {int(k): v for k, v in first["step_seconds"].items() if int(k) > skip_until}
+    step_s = statistics.median(steps.values()) if steps else None
+    tokens_per_step = first["global_batch"] * first["block_size"]
+    hashes = [collections.Counter(r["block_hashes"]) for r in ranks]
+    shared = set.intersection(*(set(h) for h in hashes)) if len(hashes) > 1 else set()
+    union = sum(hashes, collections.Counter())
+    out = {
+        "ok": True, "world_size": first["world_size"], "distributed_type": first["distributed_type"],
+        "per_device_batch": first["per_device_batch"], "global_batch": first["global_batch"],
+        "every_rank_same_mixture_every_step": all(r["mixture_by_step"] == first["mixture_by_step"] for r in ranks),
+        "decisions": first["decisions"], "blocks_trained": sum(union.values()),
+        "blocks_shared_by_two_ranks": len(shared),
+        "median_step_s_after_decision": step_s, "tokens_per_s": tokens_per_step / step_s if step_s else None,
+        "train_wall_s": max(r["train_wall_s"] for r in ranks), "eval": first["eval"], "device": first["device"],
+    }
+    if reference and reference.get("ok") and reference["global_batch"] == first["global_batch"]:
+        ref_rank = reference["_ranks"][0]
+        out["same_blocks_as_1_process"] = union == collections.Counter(ref_rank["block_hashes"])
+        out["same_mixtures_as_1_process"] = first["mixture_by_step"] == ref_rank["mixture_by_step"]
+        out["eval_loss_minus_1_process"] = {k: v - reference["eval"].get(k, float("nan"))
+                                            for k, v in first["eval"].items()}
+    out["_ranks"] = ranks
+    return out
+
+
+def item_training(runner: Runner, kind: str, results: dict) -> dict:
+    g, counts = runner.global_batch, runner.counts
+    skip = int(0.2 * runner.steps) + 2  # the decision step and the one after it are not timed
+    out: dict = {"preset": runner.preset, "block_size": runner.block, "steps": runner.steps,
+                 "global_batch_equal": g, "probe_steps": runner.probe_steps}
+    reference = results.get("_reference")
+    if reference is None:
+        reference = summarise(runner.train("n1", 1, g), None, skip)
+        results["_reference"] = reference
+    if kind == "ddp":
+        out["n1"] = reference
+        for n in counts[1:]:
+            out[f"n{n}_equal_global"] = summarise(runner.train(f"ddp{n}", n, g // n), reference, skip)
+            out[f"n{n}_equal_per_device"] = summarise(runner.train(f"ddp{n}w", n, g), None, skip)
+            base, weak = reference.get("tokens_per_s"), out[f"n{n}_equal_per_device"].get("tokens_per_s")
+            if base and weak:
+                out[f"n{n}_throughput_scaling"] = weak / base
+    else:
+        config = os.path.join(CONFIGS, "fsdp.yaml" if kind == "fsdp" else "deepspeed_zero2.yaml")
+        if kind == "deepspeed":
+            try:
+                import deepspeed  # noqa: F401
+            except ImportError as error:
+                return {"skipped": f"deepspeed is not installed here ({error})"}
+        if runner.cpu:
+            return {"skipped": f"{kind} needs GPUs (accelerate runs it on CUDA only)"}
+        n = 2 if 2 in counts else None
+        if n is None:
+            return {"skipped": "needs 2 GPUs"}
+        out[f"n{n}_equal_global"] = summarise(runner.train(f"{kind}{n}", n, g // n, config), reference, skip)
+    return out
+
+
+def item_swarm(runner: Runner) -> dict:
+    out = {"members": 16, "by_processes": {}}
+    preset, steps = ("tiny", 10) if runner.cpu else ("20m", 200)
+    for n in runner.counts:
+        folder = os.path.join(runner.work, f"swarm{n}")
+        code, wall, tail = launch(runner.config_ddp, n, os.path.join(ROOT, "recipes", "swarm.py"),
+                                  ["--output_dir", folder, "--swarm_size", "16", "--proxy_preset", preset,
+                                   "--proxy_steps", str(steps), "--proxy_batch_size", "16"],
+                                  timeout=runner.opts.run_timeout)
+        out["by_processes"][str(n)] = {"exit_code": code, "wall_s": wall, "output_tail": tail if code else None}
+        log(f"swarm on {n}: exit {code}, {wall:.0f}s")
+    base = out["by_processes"].get("1", {}).get("wall_s")
+    for n, record in out["by_processes"].items():
+        if base and record["exit_code"] == 0:
+            record["speedup_vs_1"] = base / record["wall_s"]
+    out["proxy"] = {"preset": preset, "steps": steps, "batch_size": 16}
+    return out
+
+
+def item_resume(runner: Runner, results: dict) -> dict:
+    g, half = runner.global_batch, runner.steps // 2
+    if 2 not in runner.counts:
+        return {"skipped": "needs 2 processes"}
+    skip = int(0.2 * runner.steps) + 2
+    full = summarise(runner.train("resume_full2", 2, g // 2, extra=["--save_steps", str(half)]), None, skip)
+    out = {"checkpoint_step": half, "uninterrupted_2_processes": full}
+    checkpoint = os.path.join(runner.work, "resume_full2", f"checkpoint-{half}")
+    for n in [1] + [c for c in runner.counts if c > 2]:
+        resumed = summarise(runner.train(f"resume_{n}", n, g // n, extra=["--resume", checkpoint]), None, skip)
+        if resumed.get("ok") and full.get("ok"):
+            resumed["same_mixtures_as_uninterrupted"] = (resumed["_ranks"][0]["mixture_by_step"]
+                                                         == full["_ranks"][0]["mixture_by_step"])
+            later = collections.Counter(h for r in full["_ranks"] for h in r["block_hashes"][len(r["block_hashes"]) // 2:])
+            resumed["same_second_half_blocks_as_uninterrupted"] = (
+                sum((collections.Counter(r["block_hashes"]) for r in resumed["_ranks"]), collections.Counter()) == later)
+            resumed["eval_loss_minus_uninterrupted"] = {k: v - full["eval"].get(k, float("nan"))
+                                                        for k, v in resumed["eval"].items()}
+        out[f"resumed_on_{n}"] = resumed
+    return out
+
+
+def strip(value):
+    """Drop the per-rank raw records (hashes, per-step times) before writing the JSON."""
+    if isinstance(value, dict):
+        return {k: strip(v) for k, v in value.items() if not k.startswith("_")}
+    if isinstance(value, list):
+        return [strip(v) for v in value]
+    return value
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", default=",".join(ITEMS))
+    parser.add_argument("--out", default=os.path.join(HERE, "results"))
+    parser.add_argument("--work", default=None, help="scratch folder (default: a temp dir)")
+    parser.add_argument("--gpus", type=int, default=None, help="processes available (default: visible GPUs)")
+    parser.add_argument("--cpu", action="store_true", help="gloo CPU processes, tiny model (the test)")
+    parser.add_argument("--commit", default=None)
+    parser.add_argument("--run-timeout", type=float, default=420.0, help="seconds per launched run")
+    opts = parser.parse_args(argv)
+    import torch
+
+    if opts.gpus is None:
+        opts.gpus = 2 if opts.cpu else torch.cuda.device_count()
+    items = [i.strip() for i in opts.items.split(",") if i.strip()]
+    unknown = sorted(set(items) - set(ITEMS))
+    if unknown:
+        parser.error(f"unknown items {unknown}; choose from {ITEMS}")
+    if not opts.cpu and opts.gpus < 1:
+        parser.error("no GPU is visible; use --cpu for the gloo CPU check")
+    path = os.path.join(opts.out, "multigpu.json")
+    result = json.load(open(path, encoding="utf-8")) if os.path.isfile(path) else {"items": {}, "runs": []}
+    runner, state = Runner(opts), {}
+    call = {"command": "python benchmarks/multigpu.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "commit": opts.commit or os.environ.get("MULTIGPU_COMMIT") or "unknown",
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "processes_available": opts.gpus,
+            "device": "cpu (gloo)" if opts.cpu else torch.cuda.get_device_name(0), "items": items,
+            "python": platform.python_version(), "torch": torch.__version__}
+    for item in items:
+        log(f"item {item}")
+        if item in ("ddp", "fsdp", "deepspeed"):
+            record = item_training(runner, item, state)
+        elif item == "swarm":
+            record = item_swarm(runner)
+        else:
+            record = item_resume(runner, state)
+        result["items"][item] = {**strip(record), "run": call["command"], "commit": call["commit"]}
+        os.makedirs(opts.out, exist_ok=True)
+        result["runs"] = [r for r in result["runs"] if r["items"] != items] + [call]
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(result, handle, indent=1)
+    log(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""benchmarks/multigpu.py on two gloo CPU processes: the checks it will make on GPUs hold here."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_op_mix_on_two_processes_agrees_and_resumes_on_one(tmp_path):
+    command = [sys.executable, os.path.join(ROOT, "benchmarks", "multigpu.py"), "--cpu", "--items", "ddp,resume",
+               "--out", str(tmp_path), "--work", str(tmp_path / "work"), "--commit", "test"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    run = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    items = json.load(open(tmp_path / "multigpu.json"))["items"]
+    ddp = items["ddp"]
+    for key in ("n1", "n2_equal_global", "n2_equal_per_device"):
+        record = ddp[key]
+        assert record["ok"], record
+        assert [d["kind"] for d in record["decisions"]] == ["decision"]  # op_mix decided (collectively on 2)
+        assert record["every_rank_same_mixture_every_step"] and record["blocks_shared_by_two_ranks"] == 0
+    same_global = ddp["n2_equal_global"]
+    assert same_global["world_size"] == 2 and same_global["global_batch"] == ddp["n1"]["global_batch"]
+    assert same_global["blocks_trained"] == ddp["n1"]["blocks_trained"]
+    assert ddp["n2_equal_per_device"]["blocks_trained"] == 2 * ddp["n1"]["blocks_trained"]
+    resumed = items["resume"]["resumed_on_1"]
+    assert resumed["ok"] and resumed["world_size"] == 1
+    assert resumed["same_mixtures_as_uninterrupted"] and resumed["same_second_half_blocks_as_uninterrupted"]
