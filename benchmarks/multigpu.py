@@ -166,7 +166,7 @@ def item_swarm(runner: Runner) -> dict:
     return out
 
 
-def item_resume(runner: Runner, results: dict) -> dict:
+def item_resume(runner: Runner) -> dict:
     g, half = runner.global_batch, runner.steps // 2
     if 2 not in runner.counts:
         return {"skipped": "needs 2 processes"}
@@ -232,7 +232,7 @@ def main(argv=None) -> int:
         elif item == "swarm":
             record = item_swarm(runner)
         else:
-            record = item_resume(runner, state)
+            record = item_resume(runner)
         result["items"][item] = {**strip(record), "run": call["command"], "commit": call["commit"]}
         os.makedirs(opts.out, exist_ok=True)
         result["runs"] = [r for r in result["runs"] if r["items"] != items] + [call]

@@ -91,7 +91,6 @@ def main(argv=None) -> None:
     trainer.train(resume_from_checkpoint=opts.resume)
     wall = time.perf_counter() - started
     metrics = trainer.evaluate()
-    first = trainer.state.global_step - opts.max_steps + 1 if opts.resume else 1
     decisions = [r for r in trainer.history if r.get("kind") in ("decision", "kept")]
     record = {
         "rank": trainer.args.process_index, "world_size": trainer.args.world_size,
@@ -102,10 +101,10 @@ def main(argv=None) -> None:
                             for s in range(trainer.state.max_steps)],
         "decisions": [{"stage_step": r["stage_step"], "kind": r["kind"], "weights": r["weights"],
                        "seconds": r.get("seconds")} for r in decisions],
-        "block_hashes": trainer.block_hashes, "step_seconds": clock.seconds, "first_step": first,
+        "block_hashes": trainer.block_hashes, "step_seconds": clock.seconds,
         "train_wall_s": wall,
         "eval": {k: float(v) for k, v in metrics.items() if k.endswith("_loss")},
-        "ledger": trainer.ledger.to_dict() if hasattr(trainer.ledger, "to_dict") else None,
+        "ledger": trainer.ledger.to_dict(),
         "device": torch.cuda.get_device_name(0) if gpu else "cpu",
     }
     os.makedirs(opts.out, exist_ok=True)

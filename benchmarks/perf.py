@@ -280,6 +280,19 @@ def datamix_args(output_dir: str, strategy: str = "uniform", strategy_args: dict
     return DataMixArguments(output_dir=output_dir, strategy=strategy, strategy_args=dict(strategy_args or {}), **values)
 
 
+def decision_records(trainer) -> list[dict]:
+    """The decisions a strategy took in ``trainer``'s run (kept-mixture decisions included)."""
+    return [r for r in trainer.history if r.get("kind") in ("decision", "kept")]
+
+
+def only_decision(trainer, strategy: str, count: int) -> tuple[dict, dict]:
+    """The run's first decision record and its ledger; RuntimeError if ``strategy`` took none."""
+    decisions = decision_records(trainer)
+    if not decisions:
+        raise RuntimeError(f"{strategy} took no decision with {count} domains")
+    return decisions[0], trainer.ledger.to_dict()
+
+
 def median(values) -> float:
     return float(statistics.median(values)) if values else float("nan")
 
@@ -497,7 +510,7 @@ def part_overhead(ctx: Context) -> dict:
         if name in ("plain_trainer@1", "datamix_uniform@1", "datamix_uniform_dispatch_on@1"):
             record["loader_only_s_per_batch"] = loader_seconds(trainer, 50 if quick else 100)
         if spec is not None:
-            decisions = [r for r in trainer.history if r.get("kind") in ("decision", "kept")]
+            decisions = decision_records(trainer)
             record["decisions"] = [{"stage_step": r["stage_step"], "kind": r["kind"], "seconds": r.get("seconds")}
                                    for r in decisions]
         out["variants"][name] = record
@@ -849,13 +862,10 @@ def run_opmix_decision(ctx: Context, preset: str, count: int, settings: dict) ->
                         (LoRAProbeSimulator, "evaluate_candidates", "candidate_scoring_s"),
                         (OpMixStrategy, "_propose", "law_fit_and_proposal_s")], times), quiet(ctx):
         trainer.train()
-    decision = [r for r in trainer.history if r.get("kind") in ("decision", "kept")]
-    if not decision:
-        raise RuntimeError(f"op_mix took no decision with {count} domains")
-    ledger = trainer.ledger.to_dict()
+    decision, ledger = only_decision(trainer, "op_mix", count)
     flops = ledger["by_kind"].get("probe", 0.0) + ledger["by_kind"].get("eval", 0.0)
     record = {
-        "domains": count, "seconds": float(decision[0]["seconds"]), "kind": decision[0]["kind"],
+        "domains": count, "seconds": float(decision["seconds"]), "kind": decision["kind"],
         "ledger_flops": flops,
         "ledger_flops_by_kind": {k: ledger["by_kind"].get(k, 0.0) for k in ("probe", "eval")},
         "probes": count + 1, "build_s": built - started, "wall_s": time.perf_counter() - started, **times,
@@ -886,15 +896,12 @@ def run_olmix_reuse(ctx: Context, preset: str, count: int, settings: dict) -> di
     with timed_methods([(ProxySwarm, "_train_member", "proxy_runs_s"),
                         (olmix_module, "fit_and_propose", "law_fit_and_proposal_s")], times), quiet(ctx):
         trainer.train()
-    decision = [r for r in trainer.history if r.get("kind") in ("decision", "kept")]
-    if not decision:
-        raise RuntimeError(f"olmix_reuse took no decision with {count} domains")
-    ledger = trainer.ledger.to_dict()
+    decision, ledger = only_decision(trainer, "olmix_reuse", count)
     record = {
-        "domains": count, "seconds": float(decision[0]["seconds"]), "kind": decision[0]["kind"],
-        "ledger_flops": ledger["by_kind"].get("proxy", 0.0), "proxy_runs": decision[0].get("proxy_runs"),
-        "reuse": {k: decision[0].get("reuse", {}).get(k) for k in ("mode", "compute")},
-        "fixed_domains": len(decision[0].get("reuse", {}).get("fixed", [])),
+        "domains": count, "seconds": float(decision["seconds"]), "kind": decision["kind"],
+        "ledger_flops": ledger["by_kind"].get("proxy", 0.0), "proxy_runs": decision.get("proxy_runs"),
+        "reuse": {k: decision.get("reuse", {}).get(k) for k in ("mode", "compute")},
+        "fixed_domains": len(decision.get("reuse", {}).get("fixed", [])),
         "build_s": built - started, "wall_s": time.perf_counter() - started, **times,
     }
     del trainer, model
