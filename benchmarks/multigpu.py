@@ -16,6 +16,9 @@ Items:
   swarm      recipes/swarm.py, 16 members, on 1, 2, 4 GPUs: wall time.
   resume     a 2-process run checkpointed half-way, resumed on 1 (and 4) processes at the same
              global batch: same mixtures and blocks as the uninterrupted run.
+  recipe     `accelerate launch --config_file accelerate_configs/ddp.yaml recipes/midtrain.py` (op_mix,
+             three continual stages) on 2 and 4 GPUs, shortened; every rank's log
+             (--log_level_replica info) must show the same mixture at every decision.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import collections
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -34,15 +38,16 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 CONFIGS = os.path.join(ROOT, "accelerate_configs")
-ITEMS = ["ddp", "fsdp", "deepspeed", "swarm", "resume"]
+ITEMS = ["ddp", "fsdp", "deepspeed", "swarm", "resume", "recipe"]
 
 
 def log(message: str) -> None:
     print(f"[multigpu] {message}", flush=True)
 
 
-def launch(config: str, processes: int, script: str, args: list[str], timeout: float) -> tuple[int, float, str]:
-    """``accelerate launch`` one run; returns (exit code, wall seconds, output tail)."""
+def launch(config: str, processes: int, script: str, args: list[str], timeout: float,
+           full_output: bool = False) -> tuple[int, float, str]:
+    """``accelerate launch`` one run; returns (exit code, wall seconds, output tail or all of it)."""
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config,
                "--num_processes", str(processes), "--main_process_port", str(29500 + processes), script, *args]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
@@ -52,7 +57,7 @@ def launch(config: str, processes: int, script: str, args: list[str], timeout: f
         code, output = done.returncode, done.stdout + done.stderr
     except subprocess.TimeoutExpired as error:
         code, output = 124, f"timed out after {timeout}s: {error}"
-    return code, time.perf_counter() - started, output[-3000:]
+    return code, time.perf_counter() - started, output if full_output else output[-3000:]
 
 
 class Runner:
@@ -65,8 +70,14 @@ class Runner:
         self.global_batch = 8 if self.cpu else 64
         self.counts = [n for n in ((1, 2) if self.cpu else (1, 2, 4)) if n <= opts.gpus]
 
-    def train(self, name: str, processes: int, per_device: int, config: str | None = None, extra=()) -> dict:
+    def train(self, name: str, processes: int, per_device: int, config: str | None = None, extra=(),
+              reuse: bool = False) -> dict:
+        """Launch one worker run; with ``reuse``, an earlier call's finished run in the same --work is read back."""
         out = os.path.join(self.work, name)
+        if reuse and all(os.path.isfile(os.path.join(out, f"rank{r}.json")) for r in range(processes)):
+            log(f"{name}: reusing the finished run in {out}")
+            ranks = [json.load(open(os.path.join(out, f"rank{r}.json"), encoding="utf-8")) for r in range(processes)]
+            return {"exit_code": 0, "launch_wall_s": None, "ranks": ranks, "output_tail": None}
         args = ["--out", out, "--preset", self.preset, "--per_device_batch", str(per_device), "--block_size",
                 str(self.block), "--max_steps", str(self.steps), "--probe_steps", str(self.probe_steps), *extra]
         if self.cpu:
@@ -121,7 +132,7 @@ def item_training(runner: Runner, kind: str, results: dict) -> dict:
                  "global_batch_equal": g, "probe_steps": runner.probe_steps}
     reference = results.get("_reference")
     if reference is None:
-        reference = summarise(runner.train("n1", 1, g), None, skip)
+        reference = summarise(runner.train("n1", 1, g, reuse=True), None, skip)
         results["_reference"] = reference
     if kind == "ddp":
         out["n1"] = reference
@@ -188,6 +199,49 @@ def item_resume(runner: Runner) -> dict:
     return out
 
 
+DECISION_LOG = re.compile(r"Process (\d+)/(\d+), stage (\d+) step (\d+): new mixture (Mixture\(.*\))")
+
+
+def item_recipe(runner: Runner) -> dict:
+    """recipes/midtrain.py under accelerate DDP; the ranks' decisions are read back from their logs."""
+    if runner.cpu:
+        shape = ["--model_preset", "tiny", "--pretrain_steps", "6", "--max_steps", "12", "--block_size", "64",
+                 "--per_device_train_batch_size", "4", "--save_steps", "100", "--use_cpu", "true",
+                 "--strategy_args", json.dumps({"probe_steps": 3, "eval_blocks": 4, "max_repetitions": None})]
+    else:
+        shape = ["--config", os.path.join(ROOT, "recipes", "configs", "midtrain_gpu.yaml"), "--model_preset", "20m",
+                 "--pretrain_steps", "60", "--max_steps", "180", "--block_size", "512",
+                 "--per_device_train_batch_size", "16", "--torch_compile", "false", "--save_steps", "1000",
+                 "--strategy_args", json.dumps({"probe_steps": 20, "eval_blocks": 16, "probe_bf16": True,
+                                                "max_repetitions": None})]
+    out: dict = {"by_processes": {}, "args": shape}
+    for n in [c for c in runner.counts if c >= 2]:
+        folder = os.path.join(runner.work, f"recipe{n}")
+        code, wall, output = launch(runner.config_ddp, n, os.path.join(ROOT, "recipes", "midtrain.py"),
+                                    [*shape, "--output_dir", folder, "--log_level", "info", "--log_level_replica",
+                                     "info"], timeout=runner.opts.run_timeout, full_output=True)
+        by_rank: dict = collections.defaultdict(dict)
+        for rank, world, stage, step, mixture in DECISION_LOG.findall(output):
+            by_rank[int(rank)][f"stage {stage} step {step}"] = mixture
+        history = os.path.join(folder, "mixtures.json")
+        decisions = [r for r in json.load(open(history, encoding="utf-8")) if r["kind"] == "decision"] \
+            if os.path.isfile(history) else []
+        record = {
+            "exit_code": code, "wall_s": wall, "ranks_logging_decisions": sorted(by_rank),
+            "decisions_in_mixtures_json": len(decisions),
+            "every_rank_logged_every_decision": len(by_rank) == n and all(
+                len(d) == len(decisions) for d in by_rank.values()),
+            "every_rank_same_mixture_every_decision": len(by_rank) == n and all(
+                d == by_rank[0] for d in by_rank.values()),
+            "decisions_rank0_log": by_rank.get(0, {}),
+            "final_line": next((line for line in output.splitlines()[::-1] if "final average eval loss" in line), None),
+            "output_tail": output[-3000:] if code else None,
+        }
+        out["by_processes"][str(n)] = record
+        log(f"recipe on {n}: exit {code}, {wall:.0f}s, ranks agree: {record['every_rank_same_mixture_every_decision']}")
+    return out
+
+
 def strip(value):
     """Drop the per-rank raw records (hashes, per-step times) before writing the JSON."""
     if isinstance(value, dict):
@@ -231,6 +285,8 @@ def main(argv=None) -> int:
             record = item_training(runner, item, state)
         elif item == "swarm":
             record = item_swarm(runner)
+        elif item == "recipe":
+            record = item_recipe(runner)
         else:
             record = item_resume(runner)
         result["items"][item] = {**strip(record), "run": call["command"], "commit": call["commit"]}

@@ -168,8 +168,19 @@ class DataMixMixin:
     def _attach_mixing_callback(self) -> None:
         self.mixing_callback = MixingCallback(self)
         self.add_callback(self.mixing_callback)
+        self._follow_log_levels()
 
+    def _follow_log_levels(self) -> None:
+        """hf_datamix's logger follows ``--log_level`` / ``--log_level_replica`` as transformers' does.
 
+        Left alone while the level is "passive" (the main process's default), so a user's own
+        ``logging`` setup still decides.  ``--log_level_replica info`` shows every process's decisions.
+        """
+        from transformers.training_args import trainer_log_levels
+
+        name = self.args.log_level if self.args.should_log else self.args.log_level_replica
+        if trainer_log_levels.get(name, -1) >= 0:
+            logging.getLogger("hf_datamix").setLevel(trainer_log_levels[name])
 
     @staticmethod
     def _init_mixture(source: str, domains: DomainSet) -> Mixture:
@@ -249,7 +260,8 @@ class DataMixMixin:
         mixture = Mixture(decision.mixture, domains=self.domains.names)
         self.interleaver.set_weights(mixture, from_sample)
         self.record_mixture(mixture, step, kind="decision", seconds=seconds, from_sample=from_sample, **decision.details)
-        logger.info("Stage %d step %d: new mixture %s", self.stage, step, mixture)
+        logger.info("Process %d/%d, stage %d step %d: new mixture %s", self.args.process_index,
+                    self.args.world_size, self.stage, step, mixture)
 
     def probe_batches(self, mixture: Mixture, batch_size: int, seed: int):
         """An endless iterator of collated batches drawn from ``mixture`` (for simulators' probes)."""

@@ -30,3 +30,17 @@ def test_op_mix_on_two_processes_agrees_and_resumes_on_one(tmp_path):
     resumed = items["resume"]["resumed_on_1"]
     assert resumed["ok"] and resumed["world_size"] == 1
     assert resumed["same_mixtures_as_uninterrupted"] and resumed["same_second_half_blocks_as_uninterrupted"]
+
+
+def test_midtrain_recipe_on_two_processes_logs_the_same_decisions_on_every_rank(tmp_path):
+    command = [sys.executable, os.path.join(ROOT, "benchmarks", "multigpu.py"), "--cpu", "--items", "recipe",
+               "--out", str(tmp_path), "--work", str(tmp_path / "work"), "--commit", "test"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    run = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    record = json.load(open(tmp_path / "multigpu.json"))["items"]["recipe"]["by_processes"]["2"]
+    assert record["exit_code"] == 0, record["output_tail"]
+    assert record["ranks_logging_decisions"] == [0, 1]  # --log_level_replica info reaches hf_datamix's logger
+    assert record["decisions_in_mixtures_json"] == 3  # one per continual stage
+    assert record["every_rank_logged_every_decision"] and record["every_rank_same_mixture_every_decision"]
+    assert record["final_line"] is not None
