@@ -263,18 +263,27 @@ class DataMixMixin:
         logger.info("Process %d/%d, stage %d step %d: new mixture %s", self.args.process_index,
                     self.args.world_size, self.stage, step, mixture)
 
-    def probe_batches(self, mixture: Mixture, batch_size: int, seed: int):
-        """An endless iterator of collated batches drawn from ``mixture`` (for simulators' probes)."""
+    def probe_batches(self, mixture: Mixture, batch_size: int, seed: int, shard: tuple[int, int] = (0, 1)):
+        """An endless iterator of collated batches drawn from ``mixture`` (for simulators' probes).
+
+        ``shard=(k, n)``: the stream is drawn in global batches of ``n * batch_size`` samples and this
+        process gets every n-th sample from the k-th, so probes trained collectively over n processes
+        see the batches one process would see at ``n * batch_size`` (same seed, same samples).
+        """
+        index, count = shard
+        if not 0 <= index < count:
+            raise ValueError(f"shard={shard!r} must be (process index, process count) with 0 <= index < count.")
         probe = Interleaver(
             self.sources,
             Mixture(mixture, domains=self.domains.names),
             seed=seed,
             segments_per_block=self.args.segments_per_block,
         )
-        probe.chunk_size = batch_size
+        probe.chunk_size = batch_size * count
         iterator = iter(probe)
         while True:
-            yield self.data_collator([next(iterator) for _ in range(batch_size)])
+            rows = [next(iterator) for _ in range(batch_size * count)]
+            yield self.data_collator(rows[index::count])
 
     # -- records --------------------------------------------------------------------------------
     def record_mixture(self, mixture: Mixture, step: int, kind: str, **details: Any) -> None:

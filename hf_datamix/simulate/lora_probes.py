@@ -106,7 +106,8 @@ class LoRAProbeSimulator:
     By default the work is local to this process, and so are the ledger entries.  With
     ``collective=True`` every process of the initialised ``torch.distributed`` group makes the same
     calls together, as an FSDP-sharded model needs (each of its forward passes is a collective):
-    each process trains a probe on its own batches of ``batch_size`` with the probe gradients and
+    each process trains a probe on the batches it is given (its share of a global batch, see
+    ``DataMixTrainer.probe_batches(shard=...)``) with the probe gradients and
     losses averaged over processes, and scores its share of the eval blocks, with the sums
     all-reduced, so every process ends with the same probes and the same scores.  The ledger then
     counts the tokens of all processes.

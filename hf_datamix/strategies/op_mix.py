@@ -99,10 +99,10 @@ class OpMixConfig(StrategyConfig):
 def probes_run_collectively(trainer) -> bool:
     """True when several processes train: they then train and score the probes together.
 
-    Each process trains every probe on batches of its own with the probe gradients averaged, and
-    scores a share of the eval blocks.  FSDP needs it (a sharded model's forward pass takes every
-    process); under DDP it puts every GPU to work on the decision instead of one, and makes the
-    probes' effective batch (per-device batch x processes) the same at any process count.
+    Each process trains every probe on its share of one global batch with the probe gradients
+    averaged, and scores a share of the eval blocks.  FSDP needs it (a sharded model's forward pass
+    takes every process); under DDP it puts every GPU to work on the decision instead of one.  At
+    equal global batch the probes see the same samples at any process count.
     DeepSpeed ZeRO-3 partitions weights in a way PEFT's in-place LoRA layers cannot wrap: refused.
     """
     if getattr(trainer, "is_deepspeed_enabled", False):
@@ -208,9 +208,10 @@ class OpMixStrategy(Strategy):
         )
         for index, (name, mixture) in enumerate(probes.items()):
             seed = self.config.seed * 1000 + 17 * context.step + index
-            if simulator.collective:  # each process trains the shared probe on batches of its own
-                seed += 7919 * (1 + simulator.rank)
-            batches = context.trainer.probe_batches(mixture, self._probe_batch_size(context), seed=seed)
+            # Collectively, each process trains the shared probe on its share of one global batch,
+            # so the probes (and the decision) do not depend on how many processes there are.
+            batches = context.trainer.probe_batches(mixture, self._probe_batch_size(context), seed=seed,
+                                                    shard=(simulator.rank, simulator.world_size))
             result = simulator.train_probe(name, batches, steps=self.config.probe_steps)
             bar.update(1)
             results[name] = {
