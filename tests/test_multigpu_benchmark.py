@@ -10,13 +10,18 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_op_mix_on_two_processes_agrees_and_resumes_on_one(tmp_path):
-    command = [sys.executable, os.path.join(ROOT, "benchmarks", "multigpu.py"), "--cpu", "--items", "ddp,resume",
+def run_items(tmp_path, items: str) -> dict:
+    """benchmarks/multigpu.py --cpu on two gloo processes; the items of the multigpu.json it writes."""
+    command = [sys.executable, os.path.join(ROOT, "benchmarks", "multigpu.py"), "--cpu", "--items", items,
                "--out", str(tmp_path), "--work", str(tmp_path / "work"), "--commit", "test"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     run = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    items = json.load(open(tmp_path / "multigpu.json"))["items"]
+    return json.load(open(tmp_path / "multigpu.json"))["items"]
+
+
+def test_op_mix_on_two_processes_agrees_and_resumes_on_one(tmp_path):
+    items = run_items(tmp_path, "ddp,resume")
     ddp = items["ddp"]
     for key in ("n1", "n2_equal_global", "n2_equal_per_device"):
         record = ddp[key]
@@ -36,12 +41,7 @@ def test_op_mix_on_two_processes_agrees_and_resumes_on_one(tmp_path):
 
 
 def test_midtrain_recipe_on_two_processes_logs_the_same_decisions_on_every_rank(tmp_path):
-    command = [sys.executable, os.path.join(ROOT, "benchmarks", "multigpu.py"), "--cpu", "--items", "recipe",
-               "--out", str(tmp_path), "--work", str(tmp_path / "work"), "--commit", "test"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    run = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    record = json.load(open(tmp_path / "multigpu.json"))["items"]["recipe"]["by_processes"]["2"]
+    record = run_items(tmp_path, "recipe")["recipe"]["by_processes"]["2"]
     assert record["exit_code"] == 0, record["output_tail"]
     assert record["ranks_logging_decisions"] == [0, 1]  # --log_level_replica info reaches hf_datamix's logger
     assert record["decisions_in_mixtures_json"] == 3  # one per continual stage

@@ -110,6 +110,12 @@ def test_exact_resume_is_bit_identical(tmp_path, tokenizer):
     assert resumed_history == full_history
 
 
+def test_resume_with_another_global_batch_is_refused_with_the_numbers(tmp_path, tokenizer):
+    run(tmp_path / "full", tokenizer, max_steps=5)
+    with pytest.raises(ValueError, match=r"used 4 samples per optimizer step, this run uses 2.*gradient_accumulation"):
+        run(tmp_path / "part", tokenizer, resume=str(tmp_path / "full" / "checkpoint-5"), gradient_accumulation_steps=1)
+
+
 def test_resume_across_a_pending_weight_change(tmp_path, tokenizer):
     """Checkpoint at step 2, decision at step 3: the resumed run must take the decision itself."""
     full = run(tmp_path / "full", tokenizer, save_steps=2, max_steps=8)
