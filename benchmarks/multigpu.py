@@ -17,7 +17,8 @@ Items:
   resume     a 2-process run checkpointed half-way, resumed on 1 (and 4) processes at the same
              global batch: same mixtures and blocks as the uninterrupted run.
   recipe     `accelerate launch --config_file accelerate_configs/ddp.yaml recipes/midtrain.py` (op_mix,
-             three continual stages) on 2 and 4 GPUs, shortened; every rank's log
+             three continual stages) on 2 and 4 GPUs, shortened, and with fsdp.yaml / deepspeed_zero2.yaml
+             on 2 (a new trainer per stage prepares the same model again); every rank's log
              (--log_level_replica info) must show the same mixture at every decision.
 """
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import importlib.util
 import json
 import os
 import platform
@@ -262,9 +264,15 @@ def item_recipe(runner: Runner) -> dict:
                  "--strategy_args", json.dumps({"probe_steps": 20, "eval_blocks": 16, "probe_bf16": True,
                                                 "max_repetitions": None})]
     out: dict = {"by_processes": {}, "args": shape}
-    for n in [c for c in runner.counts if c >= 2]:
-        folder = os.path.join(runner.work, f"recipe{n}")
-        code, wall, output = launch(runner.config_ddp, n, os.path.join(ROOT, "recipes", "midtrain.py"),
+    runs = [("ddp", runner.config_ddp, n) for n in runner.counts if n >= 2]
+    if not runner.cpu and 2 in runner.counts:  # a new trainer per stage re-prepares the same model
+        runs.append(("fsdp", os.path.join(CONFIGS, "fsdp.yaml"), 2))
+        if importlib.util.find_spec("deepspeed") is not None:
+            runs.append(("deepspeed", os.path.join(CONFIGS, "deepspeed_zero2.yaml"), 2))
+    for kind, config, n in runs:
+        key = str(n) if kind == "ddp" else f"{kind}_{n}"
+        folder = os.path.join(runner.work, f"recipe_{key}")
+        code, wall, output = launch(config, n, os.path.join(ROOT, "recipes", "midtrain.py"),
                                     [*shape, "--output_dir", folder, "--log_level", "info", "--log_level_replica",
                                      "info"], timeout=runner.opts.run_timeout, full_output=True)
         by_rank: dict = collections.defaultdict(dict)
@@ -284,8 +292,8 @@ def item_recipe(runner: Runner) -> dict:
             "final_line": next((line for line in output.splitlines()[::-1] if "final average eval loss" in line), None),
             "output_tail": output[-3000:] if code else None,
         }
-        out["by_processes"][str(n)] = record
-        log(f"recipe on {n}: exit {code}, {wall:.0f}s, ranks agree: {record['every_rank_same_mixture_every_decision']}")
+        out["by_processes"][key] = record
+        log(f"recipe {kind} on {n}: exit {code}, {wall:.0f}s, ranks agree: {record['every_rank_same_mixture_every_decision']}")
     return out
 
 
