@@ -289,6 +289,9 @@ def item_recipe(runner: Runner) -> dict:
             "every_rank_same_mixture_every_decision": len(by_rank) == n and all(
                 d == by_rank[0] for d in by_rank.values()),
             "decisions_rank0_log": by_rank.get(0, {}),
+            # Each continual stage's model, saved for from_pretrained (also under FSDP's sharded checkpoints).
+            "stage_models_saved": sorted(d for d in os.listdir(folder) if d.startswith("stage-") and os.path.isfile(
+                os.path.join(folder, d, "final", "model.safetensors"))) if os.path.isdir(folder) else [],
             "final_line": next((line for line in output.splitlines()[::-1] if "final average eval loss" in line), None),
             "output_tail": output[-3000:] if code else None,
         }

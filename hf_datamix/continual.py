@@ -134,7 +134,6 @@ def run_continual(
         )
         trainer.train(resume_from_checkpoint=checkpoint if stage.index == first_stage else None)
         metrics = trainer.evaluate()
-        model = trainer.model
         previous = trainer.interleaver.weights_at(stage_args.max_steps * trainer.samples_per_step)
         result = {
             "stage": stage.index,
@@ -157,8 +156,10 @@ def run_continual(
             ledger.save(root)
             write_json_atomic(os.path.join(root, RESULTS_FILE), results)
             previous.save(os.path.join(root, MIXTURE_FILE), strategy=strategy.name, stage=stage.index)
-            trainer.save_model(os.path.join(stage_args.output_dir, "final"))
             _plot(history, root, step_offset)
+        # Every process: saving is collective under FSDP / DeepSpeed.  Also after the last stage, as the
+        # caller may build another trainer in this process (recipes/instruct.py runs strategy after strategy).
+        model = trainer.model_for_next_trainer(os.path.join(stage_args.output_dir, "final"))
     return {"stages": results, "compute": ledger.to_dict(), "history": history}
 
 

@@ -343,6 +343,45 @@ class DataMixMixin:
             except ImportError as error:
                 logger.warning("No weights plot (%s); pip install matplotlib to get one.", error)
 
+    # -- Models handed on ------------------------------------------------------------------------
+    def save_final_model(self, output_dir: str) -> None:
+        """Write the model (full weights, loadable with ``from_pretrained``) and tokenizer to ``output_dir``.
+
+        Every process must call it: under FSDP and DeepSpeed gathering the weights is collective.  Unlike
+        ``Trainer.save_model``, it also writes the weights when FSDP checkpoints use ``SHARDED_STATE_DICT``
+        (``accelerate_configs/fsdp.yaml``), where ``save_model`` writes nothing.
+        """
+        plugin = getattr(self.accelerator.state, "fsdp_plugin", None)
+        if self.is_fsdp_enabled and "FULL_STATE_DICT" not in str(plugin.state_dict_type):
+            state_dict = self.accelerator.get_state_dict(self.model)  # full weights, on the main process
+            if self.args.should_save:
+                self.accelerator.unwrap_model(self.model).save_pretrained(output_dir, state_dict=state_dict)
+                if self.processing_class is not None:
+                    self.processing_class.save_pretrained(output_dir)
+        else:
+            self.save_model(output_dir)
+        self.accelerator.wait_for_everyone()
+
+    def model_for_next_trainer(self, output_dir: str):
+        """Save the model to ``output_dir`` and return the model that the next Trainer in this process starts from.
+
+        Every process must call it, after this trainer's last use (continual stages build one trainer per
+        stage).  Without FSDP or DeepSpeed that is ``self.model`` itself.  Under them it is a fresh copy
+        loaded from ``output_dir``: a model that one Accelerator has sharded (FSDP2) or hooked (DeepSpeed)
+        cannot be prepared again by another, and accelerate refuses a second DeepSpeed Accelerator in a
+        process, so its shared state is reset here (the process group stays).
+        """
+        self.save_final_model(output_dir)
+        if not (self.is_fsdp_enabled or self.is_deepspeed_enabled):
+            return self.model
+        from accelerate.state import AcceleratorState
+        from transformers import AutoModelForCausalLM
+
+        # DeepSpeed keeps the module in bf16 under bf16 training; the copy loads in the dtype it was saved in.
+        model = AutoModelForCausalLM.from_pretrained(output_dir)
+        AcceleratorState._reset_state(reset_partial_state=False)
+        return model
+
     # -- Trainer overrides ----------------------------------------------------------------------
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):
         if resume_from_checkpoint is True:

@@ -92,8 +92,7 @@ def pretrain_base(model, tokenizer, run: RunArguments, instruct: InstructArgumen
     text = load_domains(RunArguments())  # the embedded text corpus
     trainer = DataMixTrainer(model=model, args=pre_args, domains=text, strategy="uniform", processing_class=tokenizer)
     trainer.train()
-    trainer.save_model(final)
-    return trainer.model
+    return trainer.model_for_next_trainer(final)  # every process: collective under FSDP / DeepSpeed
 
 
 def summarise(name: str, results: dict) -> dict:

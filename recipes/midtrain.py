@@ -37,8 +37,7 @@ def pretrain_base(model, tokenizer, run, args, domains):
         pre_args.learning_rate = run.pretrain_learning_rate
     trainer = DataMixTrainer(model=model, args=pre_args, domains=domains, strategy="uniform", processing_class=tokenizer)
     trainer.train()
-    trainer.save_model(final)
-    return trainer.model
+    return trainer.model_for_next_trainer(final)  # every process: collective under FSDP / DeepSpeed
 
 
 def main():

@@ -29,8 +29,8 @@ def main():
     trainer = DataMixTrainer(model=model, args=args, domains=domains, processing_class=tokenizer)
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     metrics = trainer.evaluate()
+    trainer.save_final_model(os.path.join(args.output_dir, "final"))  # every process: collective under FSDP
     if trainer.is_world_process_zero():
-        trainer.save_model(os.path.join(args.output_dir, "final"))
         final = trainer.interleaver.weights_at(args.max_steps * trainer.samples_per_step)
         losses = {n: metrics[f"eval_{n}_loss"] for n in domains.names}
         print(

@@ -47,3 +47,4 @@ def test_midtrain_recipe_on_two_processes_logs_the_same_decisions_on_every_rank(
     assert record["decisions_in_mixtures_json"] == 3  # one per continual stage
     assert record["every_rank_logged_every_decision"] and record["every_rank_same_mixture_every_decision"]
     assert record["final_line"] is not None
+    assert record["stage_models_saved"] == ["stage-1", "stage-2", "stage-3"]
