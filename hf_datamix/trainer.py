@@ -367,19 +367,23 @@ class DataMixMixin:
 
         Every process must call it, after this trainer's last use (continual stages build one trainer per
         stage).  Without FSDP or DeepSpeed that is ``self.model`` itself.  Under them it is a fresh copy
-        loaded from ``output_dir``: a model that one Accelerator has sharded (FSDP2) or hooked (DeepSpeed)
-        cannot be prepared again by another, and accelerate refuses a second DeepSpeed Accelerator in a
-        process, so its shared state is reset here (the process group stays).
+        loaded from ``output_dir``: a model that Accelerators have sharded (FSDP2) or hooked (DeepSpeed)
+        before is not reliably prepared again (on 2 GPUs, the third FSDP trainer of one model failed to
+        checkpoint its optimizer).  accelerate refuses a second DeepSpeed Accelerator in a process, so
+        under DeepSpeed its shared state is reset here (the process group stays).
         """
         self.save_final_model(output_dir)
         if not (self.is_fsdp_enabled or self.is_deepspeed_enabled):
             return self.model
-        from accelerate.state import AcceleratorState
         from transformers import AutoModelForCausalLM
 
         # DeepSpeed keeps the module in bf16 under bf16 training; the copy loads in the dtype it was saved in.
         model = AutoModelForCausalLM.from_pretrained(output_dir)
-        AcceleratorState._reset_state(reset_partial_state=False)
+        if self.is_deepspeed_enabled:
+            # Not under FSDP: there a reset state comes back without its FSDP plugin.
+            from accelerate.state import AcceleratorState
+
+            AcceleratorState._reset_state(reset_partial_state=False)
         return model
 
     # -- Trainer overrides ----------------------------------------------------------------------
