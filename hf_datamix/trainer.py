@@ -377,8 +377,11 @@ class DataMixMixin:
             return self.model
         from transformers import AutoModelForCausalLM
 
-        # DeepSpeed keeps the module in bf16 under bf16 training; the copy loads in the dtype it was saved in.
-        model = AutoModelForCausalLM.from_pretrained(output_dir)
+        # In the dtype the trainer held the weights in (FSDP2: fp32 shards under bf16 mixed precision;
+        # DeepSpeed: its bf16 module), not the saved config's: on 2 GPUs FSDP's processes otherwise
+        # disagreed on the dtype of the loaded weights and the first backward failed.
+        dtype = next(self.model.parameters()).dtype
+        model = AutoModelForCausalLM.from_pretrained(output_dir, dtype=dtype)
         if self.is_deepspeed_enabled:
             # Not under FSDP: there a reset state comes back without its FSDP plugin.
             from accelerate.state import AcceleratorState
