@@ -269,6 +269,7 @@ def item_recipe(runner: Runner) -> dict:
         runs.append(("fsdp", os.path.join(CONFIGS, "fsdp.yaml"), 2))
         if importlib.util.find_spec("deepspeed") is not None:
             runs.append(("deepspeed", os.path.join(CONFIGS, "deepspeed_zero2.yaml"), 2))
+    runs = [run for run in runs if run[0] in runner.opts.recipe_backends.split(",")]
     for kind, config, n in runs:
         key = str(n) if kind == "ddp" else f"{kind}_{n}"
         folder = os.path.join(runner.work, f"recipe_{key}")
@@ -317,6 +318,7 @@ def main(argv=None) -> int:
     parser.add_argument("--gpus", type=int, default=None, help="processes available (default: visible GPUs)")
     parser.add_argument("--cpu", action="store_true", help="gloo CPU processes, tiny model (the test)")
     parser.add_argument("--commit", default=None)
+    parser.add_argument("--recipe-backends", default="ddp,fsdp,deepspeed", help="backends of the recipe item")
     parser.add_argument("--run-timeout", type=float, default=420.0, help="seconds per launched run")
     opts = parser.parse_args(argv)
     import torch
