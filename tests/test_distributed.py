@@ -53,3 +53,5 @@ def test_probes_on_an_fsdp_sharded_model_train_and_score_collectively(tmp_path):
     # Sharding alone changes nothing either.
     np.testing.assert_allclose(ranks[0]["alone_sharded"]["losses"], reference["losses"], atol=1e-5)
     assert not np.allclose(reference["losses"][1], reference["losses"][0], atol=1e-4)  # the probes moved θ
+    # Probes as a bf16-mixed-precision model's first forward leave θ's gradients in fp32 (its dtype).
+    assert [r["train_after_probes"] for r in ranks] == [{"grad_dtypes": ["torch.float32"]}] * 2

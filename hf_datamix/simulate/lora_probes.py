@@ -373,6 +373,7 @@ class LoRAProbeSimulator:
             use_dora=False,  # plain LoRA: delta = (alpha / r) B A, which the stacked candidate delta relies on
         )
         if self._peft is None:
+            self._fix_sharded_gradient_dtypes()
             self._snapshot = {
                 "requires_grad": [(p, p.requires_grad) for p in self.model.parameters()],
                 "pretraining_tp": getattr(getattr(self.model, "config", None), "pretraining_tp", None),
@@ -386,6 +387,20 @@ class LoRAProbeSimulator:
         for param in self._adapter_parameters(name):
             param.data = param.data.float()  # fp32 probes on bf16/fp16 models, for stable AdamW updates
         self._peft.base_model.set_adapter([name])  # trains this probe alone, on θ
+
+    def _fix_sharded_gradient_dtypes(self) -> None:
+        """One no-grad forward of an FSDP2-sharded model while θ is still trainable.
+
+        FSDP2 fixes the gradient dtypes of its parameter groups at the model's first forward, from the
+        parameters that are trainable then.  Probes freeze θ, so were theirs the first forward (a trainer
+        whose first step is a decision), θ's later gradients would stay in the bf16 of mixed precision
+        against fp32 weights and the trainer's first backward would fail.  Collective, like the probes.
+        """
+        from torch.distributed.fsdp import FSDPModule
+
+        if isinstance(self.model, FSDPModule):
+            with torch.no_grad():
+                self.model(input_ids=torch.zeros((1, 2), dtype=torch.long, device=self.device))
 
     def _adapter_parameters(self, name: str) -> list[torch.nn.Parameter]:
         layers = [layer for layer in self._lora_layers() if name in layer.lora_A]

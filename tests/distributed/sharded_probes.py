@@ -13,7 +13,7 @@ import sys
 import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import fully_shard
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -38,12 +38,24 @@ def my_half(batches, rank: int, world: int):
         yield {key: value[rank * share : (rank + 1) * share] for key, value in batch.items()}
 
 
-def sharded(model):
+def sharded(model, **kwargs):
     mesh = init_device_mesh("cpu", (dist.get_world_size(),))
     for layer in model.model.layers:
-        fully_shard(layer, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+        fully_shard(layer, mesh=mesh, **kwargs)
+    fully_shard(model, mesh=mesh, **kwargs)
     return model
+
+
+def train_after_probes(rank: int, world: int) -> dict:
+    """Probes first on a fresh bf16-mixed-precision sharded model, then one training backward of θ."""
+    model = sharded(tiny_llama(), mp_policy=MixedPrecisionPolicy(param_dtype=torch.bfloat16))
+    run(model, True, rank, world)
+    ids = next(my_half(global_batches(5), rank, world))["input_ids"]
+    try:
+        model(input_ids=ids, labels=ids).loss.backward()
+    except RuntimeError as error:
+        return {"error": str(error)[:300]}
+    return {"grad_dtypes": sorted({str(p.grad.dtype) for p in model.parameters() if p.grad is not None})}
 
 
 def run(model, collective: bool, rank: int, world: int) -> dict:
@@ -74,6 +86,7 @@ def main(out_dir: str) -> None:
         "collective_sharded": run(sharded(tiny_llama()), True, rank, world),
         "alone_sharded": run(sharded(tiny_llama()), False, rank, world),
         "alone_unsharded": run(tiny_llama(), False, rank, world),
+        "train_after_probes": train_after_probes(rank, world),
     }
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as handle:
         json.dump(result, handle)
