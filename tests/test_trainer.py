@@ -205,3 +205,15 @@ def test_init_mixture_from_another_domain_set(tmp_path, tokenizer, caplog):
     Mixture({"alpha": 0.5, "zeta": 0.5}).save(tmp_path / "other.json")
     with pytest.raises(ValueError, match=r"domains \['zeta'\] that this run does not have"):
         run(tmp_path / "b", tokenizer, strategy="uniform", max_steps=1, init_mixture=str(tmp_path / "other.json"))
+
+
+def test_model_for_next_trainer_saves_a_loadable_model(tmp_path, tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    trainer = run(tmp_path, tokenizer, max_steps=2)
+    handed = trainer.model_for_next_trainer(str(tmp_path / "final"))
+    assert handed is trainer.model  # one process, no FSDP / DeepSpeed: the same object goes on
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "final")
+    for (name, mine), (_, theirs) in zip(handed.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(mine.cpu(), theirs), name
+    assert os.path.isfile(tmp_path / "final" / "tokenizer_config.json")
