@@ -100,6 +100,7 @@ class DataMixSFTTrainer(DataMixMixin, SFTTrainer):
 
     default_score = "task_error"
     args_class = DataMixSFTConfig
+    fixed_shape_batches = False  # padded to each batch's longest example
 
     def __init__(
         self,

@@ -88,6 +88,11 @@ class DataMixMixin:
     """
 
     default_score = "loss"
+    #: Whether every batch has the same shape.  accelerate's batch dispatching (its default for
+    #: several processes) concatenates the processes' micro-batches on the main process, which
+    #: batches padded to their own longest example (SFT) cannot do; those trainers have every
+    #: process read the stream and keep its share instead.
+    fixed_shape_batches: bool = True
     #: The arguments class the trainer requires (checked first, before any data are touched).
     args_class: type = DataMixArguments
     eval_token_counts: dict[str, int]
@@ -128,7 +133,14 @@ class DataMixMixin:
             # The interleaver restores its own position from the checkpoint; Trainer's batch replay
             # would skip the same samples a second time.
             args.ignore_data_skip = True
-        if args.world_size == 1 and args.accelerator_config.dispatch_batches is None:
+        dispatch = args.accelerator_config.dispatch_batches
+        if dispatch and args.world_size > 1 and not self.fixed_shape_batches:
+            raise ValueError(
+                f"accelerator_config.dispatch_batches=True: {owner} pads each batch to its longest example, "
+                "and accelerate cannot concatenate such batches across processes; leave dispatch_batches "
+                "unset (every process then reads the stream and keeps its share)."
+            )
+        if dispatch is None and (args.world_size == 1 or not self.fixed_shape_batches):
             # accelerate dispatches batches of an IterableDataset by default, which on one process
             # only adds a concatenate-and-slice per batch; reading directly is the same stream.
             args.accelerator_config.dispatch_batches = False

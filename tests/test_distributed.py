@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -55,3 +56,27 @@ def test_probes_on_an_fsdp_sharded_model_train_and_score_collectively(tmp_path):
     assert not np.allclose(reference["losses"][1], reference["losses"][0], atol=1e-4)  # the probes moved θ
     # Probes as a bf16-mixed-precision model's first forward leave θ's gradients in fp32 (its dtype).
     assert [r["train_after_probes"] for r in ranks] == [{"grad_dtypes": ["torch.float32"]}] * 2
+
+
+def test_instruct_recipe_on_two_processes(tmp_path):
+    # DataMixSFTTrainer pads each batch to its own longest example: accelerate cannot dispatch such batches
+    # across processes, so every process reads the stream and keeps its share.
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
+    settings = '{"op_mix": {"probe_steps": 1, "eval_blocks": 2, "alpha_points": 3, "law_starts": 8}}'
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", os.path.join(ROOT, "accelerate_configs", "cpu.yaml"),
+        os.path.join(ROOT, "recipes", "instruct.py"), "--use_cpu", "true", "--output_dir", str(tmp_path),
+        "--strategies", "op_mix,sequential", "--tasks", "arith,book", "--steps_per_stage", "2",
+        "--pretrain_steps", "2", "--task_eval_examples", "2", "--max_eval_blocks", "4", "--per_device_train_batch_size", "4",
+        "--strategy_settings", settings, "--log_level", "info", "--log_level_replica", "info",
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    decisions = sorted(set(re.findall(r"Process (\d)/2, stage (\d) step \d+: new mixture (Mixture\(.*\))", output)))
+    by_rank = {rank: [(stage, mixture) for r, stage, mixture in decisions if r == rank] for rank in ("0", "1")}
+    assert by_rank["0"] and by_rank["0"] == by_rank["1"]  # every rank applied the same mixtures
+    for strategy in ("op_mix", "sequential"):
+        stages = json.load(open(tmp_path / strategy / "results.json"))
+        assert [s["stage"] for s in stages] == [0, 1]
