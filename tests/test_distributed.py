@@ -14,9 +14,9 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.parametrize("workers", ["0", "2"])
-def test_two_processes_agree_and_never_share_a_block(tmp_path, workers):
-    env = dict(os.environ, WORKERS=workers, OMP_NUM_THREADS="1", PYTHONPATH=os.path.join(ROOT, "tests"))
+@pytest.mark.parametrize("workers, batches", [("0", "dispatch"), ("2", "dispatch"), ("0", "read")])
+def test_two_processes_agree_and_never_share_a_block(tmp_path, workers, batches):
+    env = dict(os.environ, WORKERS=workers, BATCHES=batches, OMP_NUM_THREADS="1", PYTHONPATH=os.path.join(ROOT, "tests"))
     command = [
         sys.executable, "-m", "accelerate.commands.launch",
         "--config_file", os.path.join(ROOT, "accelerate_configs", "cpu.yaml"),

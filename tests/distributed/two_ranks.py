@@ -18,7 +18,9 @@ def main(out_dir: str) -> None:
     tokenizer = tokenizer_fixture.__wrapped__()
     trainer = RecordingTrainer(
         model=tiny_llama(len(tokenizer)),
-        args=make_args(out_dir, max_steps=8, save_steps=4, dataloader_num_workers=int(os.environ.get("WORKERS", "0"))),
+        args=make_args(out_dir, max_steps=8, save_steps=4, dataloader_num_workers=int(os.environ.get("WORKERS", "0")),
+                       # "read": every process reads the stream and keeps its share (as DataMixSFTTrainer does)
+                       accelerator_config={"dispatch_batches": os.environ.get("BATCHES") != "read"}),
         domains=make_domain_set(train_docs=200),
         strategy=SwitchStrategy(at=3, to="beta"),
         processing_class=tokenizer,
