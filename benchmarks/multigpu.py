@@ -30,12 +30,13 @@ import importlib.util
 import json
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from hf_datamix.trainer import DECISION_LOG
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -246,9 +247,6 @@ def item_resume(runner: Runner) -> dict:
                                                         for k, v in resumed["eval"].items()}
         out[f"resumed_on_{n}"] = resumed
     return out
-
-
-DECISION_LOG = re.compile(r"Process (\d+)/(\d+), stage (\d+) step (\d+): new mixture (Mixture\(.*\))")
 
 
 def item_recipe(runner: Runner) -> dict:

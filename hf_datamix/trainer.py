@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -36,6 +37,9 @@ from .strategies.registry import create_strategy
 logger = logging.getLogger(__name__)
 
 MIXTURES_FILE = "mixtures.json"
+#: Reads back the decision line each process logs (``--log_level_replica info``) in
+#: :meth:`DataMixMixin.run_decision`: rank, processes, stage, step and the mixture's repr.
+DECISION_LOG = re.compile(r"Process (\d+)/(\d+), stage (\d+) step (\d+): new mixture (Mixture\(.*\))")
 
 
 class BlockDataset(torch.utils.data.Dataset):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import os
 import subprocess
 import sys
@@ -11,19 +10,28 @@ import sys
 import numpy as np
 import pytest
 
+from hf_datamix.trainer import DECISION_LOG
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def launch_on_two_cpu_processes(script: str, *args: str, timeout: int, **env: str) -> str:
+    """``accelerate launch`` with accelerate_configs/cpu.yaml (2 gloo processes); returns stdout + stderr."""
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", os.path.join(ROOT, "accelerate_configs", "cpu.yaml"), script, *args,
+    ]
+    result = subprocess.run(command, env=dict(os.environ, OMP_NUM_THREADS="1", **env), capture_output=True,
+                            text=True, timeout=timeout, cwd=ROOT)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-8000:]
+    return output
 
 
 @pytest.mark.parametrize("workers, batches", [("0", "dispatch"), ("2", "dispatch"), ("0", "read")])
 def test_two_processes_agree_and_never_share_a_block(tmp_path, workers, batches):
-    env = dict(os.environ, WORKERS=workers, BATCHES=batches, OMP_NUM_THREADS="1", PYTHONPATH=os.path.join(ROOT, "tests"))
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--config_file", os.path.join(ROOT, "accelerate_configs", "cpu.yaml"),
-        os.path.join(ROOT, "tests", "distributed", "two_ranks.py"), str(tmp_path),
-    ]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    launch_on_two_cpu_processes(os.path.join(ROOT, "tests", "distributed", "two_ranks.py"), str(tmp_path), timeout=600,
+                                WORKERS=workers, BATCHES=batches, PYTHONPATH=os.path.join(ROOT, "tests"))
     ranks = [json.load(open(tmp_path / f"rank{r}.json")) for r in (0, 1)]
     assert ranks[0]["world"] == ranks[1]["world"] == 2
     assert ranks[0]["weights"] == ranks[1]["weights"]
@@ -61,21 +69,17 @@ def test_probes_on_an_fsdp_sharded_model_train_and_score_collectively(tmp_path):
 def test_instruct_recipe_on_two_processes(tmp_path):
     # DataMixSFTTrainer pads each batch to its own longest example: accelerate cannot dispatch such batches
     # across processes, so every process reads the stream and keeps its share.
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
     settings = '{"op_mix": {"probe_steps": 1, "eval_blocks": 2, "alpha_points": 3, "law_starts": 8}}'
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--config_file", os.path.join(ROOT, "accelerate_configs", "cpu.yaml"),
+    output = launch_on_two_cpu_processes(
         os.path.join(ROOT, "recipes", "instruct.py"), "--use_cpu", "true", "--output_dir", str(tmp_path),
         "--strategies", "op_mix,sequential", "--tasks", "arith,book", "--steps_per_stage", "2",
         "--pretrain_steps", "2", "--task_eval_examples", "2", "--max_eval_blocks", "4", "--per_device_train_batch_size", "4",
-        "--strategy_settings", settings, "--log_level", "info", "--log_level_replica", "info",
-    ]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-6000:]
-    decisions = sorted(set(re.findall(r"Process (\d)/2, stage (\d) step \d+: new mixture (Mixture\(.*\))", output)))
-    by_rank = {rank: [(stage, mixture) for r, stage, mixture in decisions if r == rank] for rank in ("0", "1")}
+        "--strategy_settings", settings, "--log_level", "info", "--log_level_replica", "info", timeout=900, PYTHONPATH=ROOT,
+    )
+    decisions = DECISION_LOG.findall(output)
+    by_rank = {rank: sorted({(stage, step, mixture) for r, world, stage, step, mixture in decisions if r == rank})
+               for rank in ("0", "1")}
+    assert {world for _, world, *_ in decisions} == {"2"}
     assert by_rank["0"] and by_rank["0"] == by_rank["1"]  # every rank applied the same mixtures
     for strategy in ("op_mix", "sequential"):
         stages = json.load(open(tmp_path / strategy / "results.json"))

@@ -175,7 +175,6 @@ def test_bad_sft_inputs_fail_before_training(tmp_path, chat_tokenizer):
                        strategy="on_policy_distill", processing_class=chat_tokenizer)
 
 
-
 def test_dispatching_padded_batches_over_processes_is_refused(tmp_path, chat_tokenizer, monkeypatch):
     monkeypatch.setattr(DataMixSFTConfig, "world_size", property(lambda self: 2))
     with pytest.raises(ValueError, match="dispatch_batches=True: DataMixSFTTrainer pads each batch"):
