@@ -140,7 +140,7 @@ def _instrument() -> None:
         setattr(cls, method, timed)
 
     wrap(LoRAProbeSimulator, "train_probe", "probe_training_s")
-    wrap(LoRAProbeSimulator, "evaluate_candidates", "candidate_scoring_s")
+    wrap(LoRAProbeSimulator, "score_candidates", "candidate_scoring_s")
     wrap(OpMixStrategy, "_propose", "law_fit_and_proposal_s")
 
 

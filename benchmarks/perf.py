@@ -859,7 +859,7 @@ def run_opmix_decision(ctx: Context, preset: str, count: int, settings: dict) ->
     built = time.perf_counter()
     times: dict[str, float] = {}
     with timed_methods([(LoRAProbeSimulator, "train_probe", "probe_training_s"),
-                        (LoRAProbeSimulator, "evaluate_candidates", "candidate_scoring_s"),
+                        (LoRAProbeSimulator, "score_candidates", "candidate_scoring_s"),
                         (OpMixStrategy, "_propose", "law_fit_and_proposal_s")], times), quiet(ctx):
         trainer.train()
     decision, ledger = only_decision(trainer, "op_mix", count)

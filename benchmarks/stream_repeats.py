@@ -33,7 +33,8 @@ def count_repeats(block: int, batch: int, steps: int, preset: str = "20m") -> di
     run = RunArguments(model_preset=preset)
     tokenizer, domains = load_tokenizer(run), load_domains(run)
     args = DataMixArguments(output_dir=tempfile.mkdtemp(), block_size=block, report_to=[], use_cpu=True)
-    sources, _, tokens = pack_domains(domains, tokenizer, args)
+    packed = pack_domains(domains, tokenizer, args)
+    sources, tokens = packed.sources, packed.token_counts
     stream = Interleaver(sources, Mixture({name: 1.0 for name in domains.names}), seed=0)
     stream.chunk_size = batch
     samples, repeats = iter(stream), 0

@@ -12,7 +12,8 @@ convention; comparisons between strategies (the "X % less compute" figures) use 
 for every kind, so they are not affected by that choice.
 
 Kinds: ``train`` (main training), ``eval`` (evaluation and candidate scoring), ``probe`` (OP-Mix's
-LoRA probes), ``proxy`` (Olmix's proxy swarm), ``generate`` (sampling), ``teacher`` (teacher passes).
+LoRA probes), ``proxy`` (Olmix's proxy swarm), ``branch`` (real continuations of the model on other
+mixtures, :mod:`hf_datamix.simulate.branches`), ``generate`` (sampling), ``teacher`` (teacher passes).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from collections.abc import Mapping
 import torch
 
 COMPUTE_FILE = "compute.json"
-KINDS = ("train", "eval", "probe", "proxy", "generate", "teacher")
+KINDS = ("train", "eval", "probe", "proxy", "branch", "generate", "teacher")
 FORMULA = (
     "FLOPs = 6*N*tokens for training (forward+backward), 2*N*tokens for forward-only passes; "
     "N = non-embedding parameters (model.num_parameters(exclude_embeddings=True)); "

@@ -51,7 +51,9 @@ class DataMixArguments(TrainingArguments):
         on_exhausted: what happens when a domain runs dry: redistribute its weight, stop, or error.
         segments_per_block: 1 keeps each block inside one domain; more mixes that many domains per block.
         mixing_seed: seed of the domain draws (default: ``seed``).
-        max_eval_blocks: cap on eval blocks per domain (None: all).
+        max_eval_blocks: cap on eval (test) blocks per domain (None: all).
+        decision_blocks: blocks (SFT: examples) of each domain's eval split reserved for decisions, at
+            most half of it; evaluation reports on the rest.  0 lets decisions score on the eval split itself.
         init_mixture: a mixture to start from: a ``mixture.json`` file, a folder holding one, or a Hub repo id.
         preprocessing_num_workers: processes for tokenising.
         write_plots: draw ``weights.png``, ``law_fit.png`` and ``candidates.png`` at the end of training.
@@ -74,7 +76,15 @@ class DataMixArguments(TrainingArguments):
         default=1, metadata={"help": "Domains drawn per block; 1 never mixes domains inside a block."}
     )
     mixing_seed: Optional[int] = field(default=None, metadata={"help": "Seed of the domain draws (default: seed)."})
-    max_eval_blocks: Optional[int] = field(default=None, metadata={"help": "Cap on eval blocks per domain."})
+    max_eval_blocks: Optional[int] = field(default=None, metadata={"help": "Cap on eval (test) blocks per domain."})
+    decision_blocks: int = field(
+        default=64,
+        metadata={
+            "help": "Blocks (SFT: examples) of each domain's eval split reserved for decisions (probe candidates, "
+            "proxies, laws), at most half of it; evaluation reports on the rest, so decisions never see the test "
+            "blocks. A domain with DomainSpec.decision uses that instead. 0: decisions score on the eval split."
+        },
+    )
     init_mixture: Optional[str] = field(
         default=None, metadata={"help": "Start from this mixture (mixture.json file, folder, or Hub repo id)."}
     )
@@ -98,5 +108,10 @@ class DataMixArguments(TrainingArguments):
             raise ValueError(f"max_repetitions={self.max_repetitions}; use a positive number of epochs, or 0 for no cap.")
         if self.max_repetitions == 0:
             self.max_repetitions = None  # 0 on the command line means "no cap" (None cannot be typed there)
+        if not isinstance(self.decision_blocks, int) or self.decision_blocks < 0:
+            raise ValueError(
+                f"decision_blocks={self.decision_blocks!r}; use a number of blocks >= 0 (0: decisions score on the "
+                "eval split, which then leaks into them)."
+            )
         if self.max_eval_blocks is not None and self.max_eval_blocks < 1:
             raise ValueError(f"max_eval_blocks={self.max_eval_blocks}; use a positive number or None.")

@@ -42,6 +42,10 @@ class DomainSpec:
         train: training data: a ``datasets.Dataset``/``IterableDataset``, a local file, directory or
             glob (or a list of them), or a Hub dataset id.
         eval: held-out data in the same forms. Required, unless ``eval_size`` carves it from ``train``.
+            Final evaluation reports on it (the *test* split).
+        decision: held-out data that decisions score on (probes' candidates, proxies, laws), in the
+            same forms.  None (default): ``DataMixArguments.decision_blocks`` are carved from ``eval``,
+            so decisions never see the blocks results are reported on.
         text_field: the column that holds the text.
         eval_size: if ``eval`` is None, hold out this many train documents (int) or this fraction (float).
         num_tokens: token count, when known ahead (needed for repetition caps on streaming domains).
@@ -59,6 +63,7 @@ class DomainSpec:
     hub_config: str | None = None
     train_split: str = "train"
     eval_split: str = "validation"
+    decision: Source | None = None
 
     def __post_init__(self):
         check_domain_name(self.name, "DomainSpec.name")
@@ -109,6 +114,13 @@ class DomainSpec:
                     f"(columns: {columns}); set DomainSpec.text_field."
                 )
         return train, evaluation
+
+
+    def load_decision(self) -> datasets.Dataset | datasets.IterableDataset | None:
+        """The explicit decision split (``decision``), or None when it is carved from ``eval``."""
+        if self.decision is None:
+            return None
+        return _load_source(self, self.decision, self.eval_split)
 
 
 def _load_source(spec: DomainSpec, source: Source, split: str):

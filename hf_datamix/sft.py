@@ -130,12 +130,10 @@ class DataMixSFTTrainer(DataMixMixin, SFTTrainer):
                     f"{type(train).__name__}."
                 )
         self._raw_train = {name: pair[0] for name, pair in raw.items()}
-        # max_eval_blocks caps the eval examples per domain (SFT has examples, not blocks).
-        cap = args.max_eval_blocks
-        self._raw_eval = {
-            name: ev.select(range(min(cap, len(ev)))) if cap and isinstance(ev, datasets.Dataset) else ev
-            for name, (_, ev) in raw.items()
-        }
+        self._raw_eval, self._raw_decision = {}, {}
+        for spec in domains:
+            self._raw_eval[spec.name], self._raw_decision[spec.name] = _split_held_out(spec, raw[spec.name][1], args)
+        self.decision_datasets: dict[str, datasets.Dataset] = {}  # prepared with the eval sets, below
         self._preparing_train = True
         self.learner = self.strategy.learner(self)
         if self.learner is not None:
@@ -159,6 +157,7 @@ class DataMixSFTTrainer(DataMixMixin, SFTTrainer):
 
         limit = args.task_eval_examples
         self.task_eval_sets = task_eval_sets(self._raw_eval, limit=limit) if limit else {}
+        self.task_decision_sets = task_eval_sets(self._raw_decision, limit=limit) if limit else {}
         if self.learner is not None:
             self.learner.attach(self)
         self._attach_mixing_callback()
@@ -171,6 +170,10 @@ class DataMixSFTTrainer(DataMixMixin, SFTTrainer):
         prepared = self._prepare_cached(dataset, processing_class, args, packing, formatting_func, dataset_name)
         if dataset_name in getattr(self, "_raw_eval", {}):
             prepared = _with_domain(prepared, dataset_name)
+            # The domain's decision examples, prepared exactly as its eval set (candidates score on them).
+            decision = self._prepare_cached(self._raw_decision[dataset_name], processing_class, args, packing,
+                                            formatting_func, f"{dataset_name} decision")
+            self.decision_datasets[dataset_name] = _with_domain(decision, dataset_name)
         return prepared
 
     def _build_train_stream(self, processing_class, args, packing, formatting_func):
@@ -255,13 +258,15 @@ class DataMixSFTTrainer(DataMixMixin, SFTTrainer):
             metrics.update(scores)
         return metrics
 
-    def task_errors(self, model=None, limit: int | None = None) -> dict[str, float]:
-        """Task error (1 - exact match of greedy answers) per domain on the held-out prompts."""
+    def task_errors(self, model=None, limit: int | None = None, split: str = "eval") -> dict[str, float]:
+        """Task error (1 - exact match of greedy answers) per domain on the held-out prompts of ``split``
+        (``"eval"``: the test prompts evaluation reports; ``"decision"``: those decisions score on)."""
         from .simulate.task_scoring import TaskEvalSet, task_errors
 
+        held_out = {"eval": self.task_eval_sets, "decision": self.task_decision_sets}[split]
         sets = {
             name: TaskEvalSet(s.prompts[:limit], s.answers[:limit]) if limit else s
-            for name, s in self.task_eval_sets.items()
+            for name, s in held_out.items()
         }
         return task_errors(
             model if model is not None else self.accelerator.unwrap_model(self.model),
@@ -273,32 +278,18 @@ class DataMixSFTTrainer(DataMixMixin, SFTTrainer):
             num_parameters=self.num_params,
         )
 
-    def candidate_scores(self, simulator, candidates, metric: str = "task_error", limit: int | None = 64,
-                         batch_size: int = 16, progress: bool = False) -> np.ndarray:
-        """``(C, D)`` task errors (or completion losses) of interpolated candidates, domains in order."""
-        from tqdm.auto import tqdm
-
-        from .simulate.task_scoring import completion_losses
-
+    def decision_scorer(self, metric: str = "task_error", limit: int | None = 64, batch_size: int = 16,
+                        collective: bool = False, bf16: bool = False) -> "_DecisionScorer":
+        """Task error (greedy generation) or completion loss on the first ``limit`` decision examples per domain."""
         if metric not in ("task_error", "loss"):
             raise ValueError(f"score={metric!r}; DataMixSFTTrainer scores by 'task_error' or 'loss'.")
-        if metric == "task_error" and not self.task_eval_sets:
+        if metric == "task_error" and not self.task_decision_sets:
             raise ValueError("score='task_error' needs task_eval_examples > 0 (held-out prompts to generate on).")
-        names = self.domains.names
-        if metric == "loss":
-            batches = {name: self._eval_batches(name, limit, batch_size) for name in names}
-        rows = []
-        for candidate in tqdm(candidates, desc="op_mix candidates", disable=not progress, leave=False):
-            with simulator.interpolated(candidate) as model:
-                if metric == "task_error":
-                    scores = self.task_errors(model, limit=limit)
-                else:
-                    scores = completion_losses(model, batches, ledger=self.ledger, num_parameters=self.num_params)
-            rows.append([scores[name] for name in names])
-        return np.asarray(rows, dtype=float)
+        # collective: every process scores every example itself (its copy of the model is whole).
+        return _DecisionScorer(self, metric, limit, batch_size)
 
     def _eval_batches(self, name: str, limit: int | None, batch_size: int) -> list[dict]:
-        dataset = self.eval_dataset[name]
+        dataset = self.decision_datasets[name]
         rows = [dataset[i] for i in range(len(dataset) if limit is None else min(limit, len(dataset)))]
         keep = ("input_ids", "labels", "seq_lengths")
         rows = [{k: r[k] for k in keep if k in r} for r in rows]
@@ -315,6 +306,51 @@ class DataMixSFTTrainer(DataMixMixin, SFTTrainer):
         super()._restore(state, checkpoint)
         if self.learner is not None and checkpoint is not None:
             self.learner.load(checkpoint)
+
+
+class _DecisionScorer:
+    """``model -> score per domain`` on the decision examples (see :meth:`DataMixSFTTrainer.decision_scorer`)."""
+
+    def __init__(self, trainer: DataMixSFTTrainer, metric: str, limit: int | None, batch_size: int):
+        from .simulate.task_scoring import completion_losses
+
+        self.trainer, self.metric, self.limit = trainer, metric, limit
+        self.targets = trainer.domains.names
+        self._losses = completion_losses
+        self._batches = (
+            {name: trainer._eval_batches(name, limit, batch_size) for name in self.targets} if metric == "loss" else None
+        )
+
+    def __call__(self, model) -> np.ndarray:
+        trainer = self.trainer
+        if self.metric == "task_error":
+            scores = trainer.task_errors(model, limit=self.limit, split="decision")
+        else:
+            scores = self._losses(model, self._batches, ledger=trainer.ledger, num_parameters=trainer.num_params)
+        return np.array([scores[name] for name in self.targets], dtype=float)
+
+
+def _split_held_out(spec, evaluation, args) -> tuple:
+    """``(eval examples, decision examples)`` of one domain: its ``DomainSpec.decision`` data, else the first
+    ``args.decision_blocks`` eval examples (at most half, as for packed blocks); ``max_eval_blocks`` caps eval."""
+    from .data.packing import decision_share
+
+    decision = spec.load_decision()
+    if decision is None and args.decision_blocks > 0:
+        reserved = decision_share(len(evaluation), args.decision_blocks)
+        if reserved == 0:
+            raise ValueError(
+                f"Domain {spec.name!r}: its eval split has {len(evaluation)} example(s), too few to keep decision "
+                "examples apart from test examples; give it more eval data, DomainSpec.decision, or set "
+                "decision_blocks=0."
+            )
+        decision, evaluation = evaluation.select(range(reserved)), evaluation.select(range(reserved, len(evaluation)))
+    elif decision is None:
+        decision = evaluation
+    cap = args.max_eval_blocks  # SFT has examples, not blocks: it caps eval examples per domain
+    if cap and len(evaluation) > cap:
+        evaluation = evaluation.select(range(cap))
+    return evaluation, decision
 
 
 def _with_domain(dataset, name: str):

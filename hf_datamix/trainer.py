@@ -16,7 +16,7 @@ import os
 import re
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import datasets
 import numpy as np
@@ -28,9 +28,10 @@ from .callbacks import STATE_FILE, MixingCallback, read_state
 from .compute import ComputeLedger, non_embedding_parameters, write_json_atomic
 from .config import DataMixArguments
 from .data.interleaver import Interleaver
-from .data.packing import StreamingBlocks, pack_dataset, pack_eval
+from .data.packing import StreamingBlocks, decision_share, pack_dataset, pack_eval
 from .domains import DomainSet, DomainUpdate
 from .mixture import MIXTURE_FILE, Mixture
+from .simulate.scoring import BlockLossScorer
 from .strategies.base import Decision, DecisionContext, Strategy
 from .strategies.registry import create_strategy
 
@@ -56,11 +57,26 @@ class BlockDataset(torch.utils.data.Dataset):
         return {"input_ids": ids, "labels": ids}
 
 
-def pack_domains(domains: DomainSet, tokenizer, args: DataMixArguments):
-    """Load and pack every domain: ``(train sources, eval blocks, token counts)``."""
+class PackedDomains(NamedTuple):
+    """Every domain packed: training sources, test (eval) and decision blocks, usable training tokens."""
+
+    sources: dict[str, Any]
+    eval_blocks: dict[str, np.ndarray]
+    decision_blocks: dict[str, np.ndarray]
+    token_counts: dict[str, int]
+
+
+def pack_domains(domains: DomainSet, tokenizer, args: DataMixArguments) -> PackedDomains:
+    """Load and pack every domain: training sources, eval (test) and decision blocks, token counts.
+
+    A domain's decision blocks are its ``DomainSpec.decision`` data, else the first
+    ``args.decision_blocks`` blocks of its eval split (at most half); eval keeps the rest
+    (``args.decision_blocks=0``: decisions score on the eval blocks themselves).
+    """
     segment = args.block_size // args.segments_per_block
     sources: dict[str, Any] = {}
     eval_blocks: dict[str, np.ndarray] = {}
+    decision_blocks: dict[str, np.ndarray] = {}
     for spec in domains:
         train, evaluation = spec.load()
         if isinstance(train, datasets.IterableDataset):
@@ -71,11 +87,40 @@ def pack_domains(domains: DomainSet, tokenizer, args: DataMixArguments):
             sources[spec.name] = pack_dataset(
                 train, tokenizer, segment, spec.text_field, spec.name, num_proc=args.preprocessing_num_workers
             )
-        eval_blocks[spec.name] = pack_eval(
-            evaluation, tokenizer, args.block_size, spec.text_field, spec.name, args.max_eval_blocks
-        ).blocks
+        eval_blocks[spec.name], decision_blocks[spec.name] = pack_held_out(spec, evaluation, tokenizer, args)
     counts = {name: source.num_tokens for name, source in sources.items()}
-    return sources, eval_blocks, counts
+    return PackedDomains(sources, eval_blocks, decision_blocks, counts)
+
+
+def pack_held_out(spec, evaluation, tokenizer, args: DataMixArguments) -> tuple[np.ndarray, np.ndarray]:
+    """``(eval blocks, decision blocks)`` of one domain whose loaded eval split is ``evaluation``.
+
+    The decision blocks are ``spec.decision``'s data, else the first ``args.decision_blocks`` blocks of
+    the eval split (at most half, :func:`~hf_datamix.data.packing.decision_share`), which eval then
+    leaves out; ``args.decision_blocks=0`` scores decisions on the eval blocks themselves.
+    """
+    explicit = spec.load_decision()
+    carve = explicit is None and args.decision_blocks > 0
+    # A capped (e.g. streaming) eval split is read only as far as both splits need.
+    cap = args.max_eval_blocks + args.decision_blocks if carve and args.max_eval_blocks else args.max_eval_blocks
+    held_out = pack_eval(evaluation, tokenizer, args.block_size, spec.text_field, spec.name, cap).blocks
+    if explicit is not None:
+        decision = pack_eval(explicit, tokenizer, args.block_size, spec.text_field, f"{spec.name} (decision)",
+                             args.decision_blocks or None).blocks
+    elif carve:
+        reserved = decision_share(len(held_out), args.decision_blocks)
+        if reserved == 0:
+            raise ValueError(
+                f"Domain {spec.name!r}: its eval split packs into {len(held_out)} block(s) of {args.block_size} "
+                "tokens, too few to keep decision blocks apart from test blocks; give it more eval data, "
+                "DomainSpec.decision, or set decision_blocks=0."
+            )
+        decision, held_out = held_out[:reserved], held_out[reserved:]
+    else:
+        decision = held_out
+    if args.max_eval_blocks is not None:
+        held_out = held_out[: args.max_eval_blocks]
+    return held_out, decision
 
 
 class DataMixMixin:
@@ -85,7 +130,7 @@ class DataMixMixin:
     TRL-processed examples for SFT) and provides:
 
     * ``default_score``: what op_mix scores candidates by by default (``"loss"`` or ``"task_error"``);
-    * :meth:`candidate_scores`: scores of interpolated candidates per domain;
+    * :meth:`decision_scorer`: a scorer (``model -> score per domain``) on the decision split;
     * :meth:`step_train_tokens`: tokens trained on in the last optimizer step (all ranks);
     * ``eval_token_counts``: tokens per domain eval set (weights of the aggregate eval loss);
     * ``tokens_per_sample``: (average) tokens per training sample (for repetition caps).
@@ -300,6 +345,14 @@ class DataMixMixin:
         while True:
             rows = [next(iterator) for _ in range(batch_size * count)]
             yield self.data_collator(rows[index::count])
+
+    def candidate_scores(self, simulator, candidates, metric: str | None = None, limit: int | None = 64,
+                         batch_size: int = 16, progress: bool = False) -> np.ndarray:
+        """``(C, D)`` decision-split scores of the simulator's interpolated candidates, domains in order."""
+        scorer = self.decision_scorer(metric or self.default_score, limit, batch_size,
+                                      collective=simulator.collective, bf16=simulator.config.bf16)
+        progress = progress and self.is_world_process_zero()
+        return simulator.score_candidates(candidates, scorer, progress=progress)
 
     # -- records --------------------------------------------------------------------------------
     def record_mixture(self, mixture: Mixture, step: int, kind: str, **details: Any) -> None:
@@ -519,9 +572,10 @@ class DataMixTrainer(DataMixMixin, Trainer):
             )
         self.block_size = args.block_size
         with args.main_process_first(desc="packing domains"):
-            sources, self.eval_blocks, _ = pack_domains(domains, processing_class, args)
+            packed = pack_domains(domains, processing_class, args)
+        self.eval_blocks, self.decision_blocks = packed.eval_blocks, packed.decision_blocks
         self.eval_token_counts = {name: int(blocks.size) for name, blocks in self.eval_blocks.items()}
-        self._make_interleaver(args, sources)
+        self._make_interleaver(args, packed.sources)
         kwargs.setdefault("data_collator", default_data_collator)
         super().__init__(
             model=model,
@@ -541,13 +595,14 @@ class DataMixTrainer(DataMixMixin, Trainer):
         """Every sample is one full block."""
         return self.samples_per_step * self.block_size
 
-    def candidate_scores(self, simulator, candidates, metric: str = "loss", limit: int | None = 64,
-                         batch_size: int = 16, progress: bool = False) -> np.ndarray:
-        """Held-out loss ``(C, D)`` of interpolated candidates, columns in ``self.domains.names`` order."""
+    def decision_scorer(self, metric: str = "loss", limit: int | None = None, batch_size: int = 16,
+                        collective: bool = False, bf16: bool = False) -> BlockLossScorer:
+        """The held-out loss of the first ``limit`` decision blocks per domain (never the eval blocks).
+
+        ``collective``: every process calls it together on a shared or sharded model.  Counted in the ledger.
+        """
         if metric != "loss":
-            raise ValueError(f"DataMixTrainer scores candidates by 'loss' only, got score={metric!r}.")
-        eval_sets = {
-            name: torch.from_numpy(np.asarray(self.eval_blocks[name][:limit], dtype=np.int64))
-            for name in self.domains.names
-        }
-        return simulator.evaluate_candidates(candidates, eval_sets, batch_size, progress=progress)
+            raise ValueError(f"DataMixTrainer scores decisions by 'loss' only, got score={metric!r}.")
+        blocks = {name: self.decision_blocks[name][:limit] for name in self.domains.names}
+        return BlockLossScorer(blocks, batch_size, self.args.device, bf16=bf16, collective=collective,
+                               ledger=self.ledger, num_parameters=self.num_params)

@@ -70,7 +70,7 @@ def main():
     # Token counts come from packing (cached), needed for the natural prior.
     from hf_datamix.trainer import pack_domains
 
-    _, _, tokens = pack_domains(domains, tokenizer, args)
+    tokens = pack_domains(domains, tokenizer, args).token_counts
     prior = Mixture.proportional(tokens)
     mixtures = sample_swarm(domains.names, prior=prior, size=swarm_args.swarm_size or None,
                             min_weight=swarm_args.min_weight, hierarchical=swarm_args.hierarchical, seed=args.seed)

@@ -221,6 +221,15 @@ class StreamingBlocks:
                 return block
 
 
+def decision_share(available: int, decision_blocks: int) -> int:
+    """How many of ``available`` held-out blocks (or examples) go to the decision split.
+
+    ``decision_blocks``, but never more than half: the rest is the test split that results are
+    reported on.  One rule for packed blocks and SFT examples.
+    """
+    return min(int(decision_blocks), int(available) // 2)
+
+
 def pack_eval(dataset, tokenizer, block_size: int, text_field: str, name: str, max_blocks: int | None = None):
     """Pack an eval split (a streaming one is read into memory, up to ``max_blocks``)."""
     if isinstance(dataset, datasets.IterableDataset):

@@ -25,6 +25,7 @@ from peft.tuners.lora import LoraLayer
 from peft.tuners.tuners_utils import BaseTunerLayer
 
 from ..compute import ComputeLedger, non_embedding_parameters
+from .scoring import BlockLossScorer
 
 logger = logging.getLogger(__name__)
 
@@ -219,29 +220,25 @@ class LoRAProbeSimulator:
         block predicts L-1 tokens); columns follow ``eval_sets``' key order; ``{}`` scores θ itself.
         ``progress`` shows a tqdm bar over the candidates.
         """
-        if int(batch_size) < 1:
-            raise ValueError(f"evaluate_candidates: batch_size must be >= 1, got {batch_size!r}.")
-        for domain, blocks in eval_sets.items():
-            shape = tuple(blocks.shape) if torch.is_tensor(blocks) else type(blocks).__name__
-            if not (isinstance(shape, tuple) and len(shape) == 2 and shape[0] >= 1 and shape[1] >= 2
-                    and not blocks.is_floating_point()):
-                raise ValueError(
-                    f"eval_sets[{domain!r}] must be an integer tensor (n_blocks >= 1, block_len >= 2), got {shape}."
-                )
-        for candidate in candidates:  # all checked before any compute is spent
+        # Checked (the blocks by the scorer) before any compute is spent; moved to the device once.
+        scorer = BlockLossScorer(eval_sets, batch_size, self.device, bf16=self.config.bf16, collective=self.collective,
+                                 ledger=self.ledger, num_parameters=self.num_parameters)
+        for candidate in candidates:
             self._check_weights(candidate)
-        losses = np.zeros((len(candidates), len(eval_sets)))
-        batches = self._eval_batches(eval_sets, int(batch_size))  # moved to the device once, not per candidate
-        with torch.no_grad():
-            from tqdm.auto import tqdm
+        return self.score_candidates(candidates, scorer, progress=progress)
 
-            for i, candidate in enumerate(tqdm(candidates, desc="op_mix candidates", disable=not progress, leave=False)):
-                with self.interpolated(candidate):
-                    losses[i] = self._domain_losses(batches, len(eval_sets))
-        if self.ledger is not None:  # every position of every block goes through the forward pass
-            tokens = len(candidates) * sum(blocks.numel() for blocks in eval_sets.values())
-            self.ledger.add_forward("eval", self.num_parameters, tokens)
-        return losses
+    def score_candidates(self, candidates: Sequence[Mapping[str, float]], scorer, progress: bool = False) -> np.ndarray:
+        """``(C, T)``: ``scorer(model)`` (see :mod:`hf_datamix.simulate.scoring`) of each interpolated candidate.
+
+        The scorer counts its own forward passes in the ledger.
+        """
+        from tqdm.auto import tqdm
+
+        rows = []
+        for candidate in tqdm(candidates, desc="op_mix candidates", disable=not progress, leave=False):
+            with self.interpolated(candidate):
+                rows.append(scorer(self.model))
+        return np.asarray(rows, dtype=float).reshape(len(candidates), -1)
 
     def save_adapters(self, directory: str) -> dict[str, str]:
         """Save each surviving probe with PEFT's ``save_pretrained`` in ``directory/<name>``; returns the paths."""
@@ -466,42 +463,6 @@ class LoRAProbeSimulator:
         down = torch.cat([layer.lora_A[n].weight for n in present])
         up = torch.cat([layer.lora_B[n].weight * (weights[n] * layer.scaling[n]) for n in present], dim=1)
         return down, up
-
-    def _eval_batches(self, eval_sets: Mapping[str, torch.Tensor], batch_size: int):
-        """``[(ids, domain index per row)]`` on the device; domains of one block length share batches."""
-        by_length: dict[int, list[tuple[int, torch.Tensor]]] = {}
-        for j, blocks in enumerate(eval_sets.values()):
-            by_length.setdefault(blocks.shape[1], []).append((j, blocks))
-        batches = []
-        for group in by_length.values():
-            ids = torch.cat([blocks for _, blocks in group]).to(self.device)
-            owner = torch.cat([torch.full((len(blocks),), j, dtype=torch.long) for j, blocks in group]).to(self.device)
-            batches += [(ids[s : s + batch_size], owner[s : s + batch_size]) for s in range(0, len(ids), batch_size)]
-        if self.collective:
-            # Each process scores every world_size-th batch.  A sharded model's forward is a
-            # collective, so all run the same number: short shares are padded with uncounted batches.
-            mine = batches[self.rank :: self.world_size]
-            rounds = -(-len(batches) // self.world_size)
-            batches = mine + [(ids, None) for ids, _ in batches[: rounds - len(mine)]]
-        return batches
-
-    def _domain_losses(self, batches, num_domains: int) -> np.ndarray:
-        """Token-weighted mean next-token loss per domain; summed on the device, read back once."""
-        totals = torch.zeros(num_domains, dtype=torch.float64, device=self.device)
-        counts = torch.zeros(num_domains, dtype=torch.float64, device=self.device)
-        for ids, owner in batches:
-            with self._autocast():
-                logits = self.model(input_ids=ids, use_cache=False).logits
-            if owner is None:  # a padding batch (collective mode): forwarded, not counted
-                continue
-            targets = ids[:, 1:]
-            per_token = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, reduction="none")
-            totals.index_add_(0, owner, per_token.sum(dim=1).double())
-            counts.index_add_(0, owner, torch.full_like(totals[owner], targets.shape[1]))
-        if self.collective:
-            dist.all_reduce(totals)
-            dist.all_reduce(counts)
-        return (totals / counts).cpu().numpy()
 
 
 class _DivergenceWatch:

@@ -1,8 +1,8 @@
 """Olmix's simulator: a swarm of small proxy models, one per mixture, trained from scratch.
 
 Each member is a random-init model from a config, trained by :class:`~hf_datamix.DataMixTrainer`
-(the same interleaver and Trainer as real runs) on a fixed mixture, then scored by per-domain eval
-loss.  A member's result is written to ``output_dir/member-<i>/result.json`` as soon as it is done,
+(the same interleaver and Trainer as real runs) on a fixed mixture, then scored by its per-domain loss
+on the decision split.  A member's result is written to ``output_dir/member-<i>/result.json`` as soon as it is done,
 so an interrupted swarm resumes without training a finished member twice.  Members are spread over
 processes: process ``r`` of ``P`` trains members ``i ≡ r (mod P)`` and the results are gathered from
 the shared output folder (``recipes/swarm.py`` runs one independent process per GPU this way).
@@ -39,7 +39,7 @@ class ProxyConfig:
     steps: int = field(default=200, metadata={"help": "Optimizer steps per proxy."})
     batch_size: int = field(default=8, metadata={"help": "Per-device batch size of a proxy."})
     learning_rate: float = field(default=3e-3, metadata={"help": "Peak learning rate of a proxy."})
-    eval_blocks: int = field(default=32, metadata={"help": "Eval blocks per domain used to score a proxy."})
+    eval_blocks: int = field(default=32, metadata={"help": "Decision blocks per domain used to score a proxy."})
     seed: int = field(default=0, metadata={"help": "Seed of every proxy's init (the same for all members)."})
 
     def __post_init__(self):
@@ -122,6 +122,8 @@ class ProxySwarm:
             disable_tqdm=True,
             seed=self.config.seed,
             max_eval_blocks=self.config.eval_blocks,
+            # Proxies are scored on decision blocks (0 in the run's arguments: on eval blocks, as asked).
+            decision_blocks=0 if values.get("decision_blocks") == 0 else self.config.eval_blocks,
             strategy="fixed",
             write_plots=False,  # hundreds of members: a figure each would cost more than a tiny proxy's training
             **keep,
@@ -155,8 +157,10 @@ class ProxySwarm:
         trainer.remove_callback(PrinterCallback)  # the swarm's own bar reports progress, not every member's logs
         trainer.train()
         losses = {}
-        if self.targets is not self.domains:
-            trainer.eval_dataset = _eval_sets(self.targets, tok, trainer.args)
+        # Scored on the decision split: the proxies and the law fitted on them never see test blocks.
+        trainer.eval_dataset, trainer.eval_token_counts = _decision_sets(
+            self.targets, tok, trainer.args, trainer if self.targets is self.domains else None
+        )
         metrics = trainer.evaluate()
         for name in self.targets.names:
             losses[name] = float(metrics[f"eval_{name}_loss"])
@@ -218,13 +222,13 @@ class ProxySwarm:
             time.sleep(poll_seconds)
 
 
-def _eval_sets(targets: DomainSet, tokenizer, args: DataMixArguments) -> dict:
-    from ..data.packing import pack_eval
-    from ..trainer import BlockDataset
+def _decision_sets(targets: DomainSet, tokenizer, args: DataMixArguments, trainer=None) -> tuple[dict, dict]:
+    """Per-target decision blocks as eval sets (those ``trainer`` packed, when its domains are the targets)
+    and their token counts."""
+    from ..trainer import BlockDataset, pack_held_out
 
-    sets = {}
-    for spec in targets:
-        _, evaluation = spec.load()
-        blocks = pack_eval(evaluation, tokenizer, args.block_size, spec.text_field, spec.name, args.max_eval_blocks)
-        sets[spec.name] = BlockDataset(blocks.blocks)
-    return sets
+    if trainer is not None:
+        blocks = trainer.decision_blocks
+    else:
+        blocks = {spec.name: pack_held_out(spec, spec.load()[1], tokenizer, args)[1] for spec in targets}
+    return {n: BlockDataset(b) for n, b in blocks.items()}, {n: int(b.size) for n, b in blocks.items()}

@@ -39,7 +39,7 @@ class OlmixConfig(StrategyConfig):
     proxy_steps: int = field(default=100, metadata={"help": "Optimizer steps per proxy."})
     proxy_batch_size: int = field(default=8, metadata={"help": "Batch size of a proxy."})
     proxy_learning_rate: float = field(default=3e-3, metadata={"help": "Peak LR of a proxy."})
-    proxy_eval_blocks: int = field(default=16, metadata={"help": "Eval blocks per domain scoring a proxy."})
+    proxy_eval_blocks: int = field(default=16, metadata={"help": "Decision blocks per domain scoring a proxy."})
     law: str = field(default="log_linear", metadata={"help": "Mixing law (hf_datamix.laws.available_laws())."})
     law_starts: int = field(default=300, metadata={"help": "Random starts of the log-linear fit."})
     kl: float = field(default=0.05, metadata={"help": "Weight of KL(E x || prior)."})

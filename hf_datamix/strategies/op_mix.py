@@ -22,23 +22,21 @@ Schedules:
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..mixture import Mixture
 from ..proposer import fit_and_propose
 from ..reuse import caps_for
-from ..simulate.lora_probes import LoRAProbeSimulator, ProbeConfig
+from ..simulate.probes import OLD, LoRAProbes, probes_run_collectively
 from .base import Decision, DecisionContext, Strategy, StrategyConfig
 from .baselines import old_mixture, split_new_old
 
 logger = logging.getLogger(__name__)
 
-OLD, NEW = "op_mix:old", "op_mix:new"
+NEW = "op_mix:new"
 
 
 @dataclass
@@ -65,7 +63,7 @@ class OpMixConfig(StrategyConfig):
     prior: str = field(default="uniform", metadata={"help": "Prior of the KL term: uniform or natural."})
     max_repetitions: float | None = field(default=4.0, metadata={"help": "k of the caps x_j <= k N_j / R; None: no caps."})
     eval_blocks: int | None = field(
-        default=64, metadata={"help": "Eval blocks (SFT: held-out examples) per domain used to score candidates."}
+        default=64, metadata={"help": "Decision blocks (SFT: decision examples) per domain used to score candidates."}
     )
     score: str = field(
         default="auto",
@@ -94,25 +92,6 @@ class OpMixConfig(StrategyConfig):
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"op_mix settings out of range: {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)}.")
-
-
-def probes_run_collectively(trainer) -> bool:
-    """True when several processes train: they then train and score the probes together.
-
-    Each process trains every probe on its share of one global batch with the probe gradients
-    averaged, and scores a share of the eval blocks.  FSDP needs it (a sharded model's forward pass
-    takes every process); under DDP it puts every GPU to work on the decision instead of one.  At
-    equal global batch the probes see the same samples at any process count.
-    DeepSpeed ZeRO-3 partitions weights in a way PEFT's in-place LoRA layers cannot wrap: refused.
-    """
-    if getattr(trainer, "is_deepspeed_enabled", False):
-        plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
-        if plugin is not None and getattr(plugin, "zero_stage", 0) == 3:
-            raise ValueError(
-                "op_mix cannot train LoRA probes on a DeepSpeed ZeRO-3 model; use ZeRO-2 "
-                "(accelerate_configs/deepspeed_zero2.yaml) or FSDP (accelerate_configs/fsdp.yaml)."
-            )
-    return trainer.args.world_size > 1
 
 
 class OpMixStrategy(Strategy):
@@ -162,75 +141,6 @@ class OpMixStrategy(Strategy):
             return self._decide_continual(context)
         return self._decide_around(context)
 
-    def _simulator(self, context: DecisionContext) -> LoRAProbeSimulator:
-        cfg = self.config
-        probe_config = ProbeConfig(
-            rank=cfg.probe_rank,
-            alpha=cfg.probe_alpha,
-            dropout=cfg.probe_dropout,
-            target_modules=cfg.probe_target_modules,
-            lr_multiplier=cfg.probe_lr_multiplier,
-            steps=cfg.probe_steps,
-            batch_size=self._probe_batch_size(context),
-            bf16=cfg.probe_bf16,
-            seed=cfg.seed,
-        )
-        trainer = context.trainer
-        return LoRAProbeSimulator(
-            trainer.accelerator.unwrap_model(trainer.model),
-            probe_config,
-            base_learning_rate=trainer.args.learning_rate,
-            ledger=context.ledger,
-            device=trainer.args.device,
-            collective=probes_run_collectively(trainer),
-        )
-
-    def _probe_batch_size(self, context: DecisionContext) -> int:
-        return self.config.probe_batch_size or context.trainer.args.per_device_train_batch_size
-
-    def _scores(self, context: DecisionContext, simulator: LoRAProbeSimulator, candidates) -> np.ndarray:
-        """``(C, D)`` scores of the candidates (columns in domain order) by the trainer's scorer."""
-        trainer = context.trainer
-        metric = trainer.default_score if self.config.score == "auto" else self.config.score
-        return np.asarray(
-            trainer.candidate_scores(
-                simulator, candidates, metric=metric, limit=self.config.eval_blocks,
-                batch_size=self.config.eval_batch_size, progress=not trainer.args.disable_tqdm,
-            )
-        )
-
-    def _train_probes(self, context, simulator, probes: dict[str, Mixture]) -> dict[str, Any]:
-        results = {}
-        trainer = context.trainer
-        bar = tqdm(
-            total=len(probes), desc=f"op_mix probes (stage {context.stage}, step {context.step})",
-            disable=trainer.args.disable_tqdm or not trainer.is_world_process_zero(), leave=False,
-        )
-        for index, (name, mixture) in enumerate(probes.items()):
-            seed = self.config.seed * 1000 + 17 * context.step + index
-            # Collectively, each process trains the shared probe on its share of one global batch,
-            # so the probes (and the decision) do not depend on how many processes there are.
-            batches = context.trainer.probe_batches(mixture, self._probe_batch_size(context), seed=seed,
-                                                    shard=(simulator.rank, simulator.world_size))
-            result = simulator.train_probe(name, batches, steps=self.config.probe_steps)
-            bar.update(1)
-            results[name] = {
-                "mixture": mixture.to_dict(),
-                "final_loss": result.final_loss,
-                "diverged": result.diverged,
-                "reason": result.reason,
-            }
-        bar.close()
-        if self.config.save_probe_adapters and simulator.probes:
-            folder = os.path.join(
-                context.trainer.args.output_dir, "probe_adapters", f"stage{context.stage}-step{context.step}"
-            )
-            if trainer.is_world_process_zero():  # the probes are the same on every process: one writer
-                simulator.save_adapters(folder)
-            for name in simulator.probes:
-                results[name]["adapter"] = os.path.join(folder, name)
-        return results
-
     def _caps(self, context: DecisionContext, collapsed: list[str], internals: dict[str, Mixture]) -> np.ndarray | None:
         trainer = context.trainer
         remaining = max(1, context.max_steps - context.step) * trainer.samples_per_step * trainer.tokens_per_sample
@@ -254,31 +164,12 @@ class OpMixStrategy(Strategy):
 
     def _decide_around(self, context: DecisionContext) -> Decision | None:
         """Pretraining schedule (and mid-stage re-decisions): probes around the mixture in force."""
-        cfg = self.config
-        names = context.domains.names
-        old = context.mixture or Mixture.uniform(names)
-        share = cfg.domain_probe_share
-        probes = {"old": old}
-        for i, name in enumerate(names):
-            one_hot = Mixture({n: (1.0 if n == name else 0.0) for n in names})
-            probes[f"d{i}"] = Mixture({n: share * one_hot[n] + (1 - share) * old[n] for n in names})
-        with self._simulator(context) as simulator:
-            probe_info = self._train_probes(context, simulator, probes)
-            alive = simulator.probes
-            if "old" not in alive or len(alive) < 2:
-                logger.warning("op_mix: too few probes survived (%s); keeping the current mixture.", alive)
-                return None
-            rng = np.random.default_rng([cfg.seed, context.stage, context.step])
-            # The log-linear law over len(alive) coordinates has len(alive) + 1 parameters per domain:
-            # with many domains, 12 candidates cannot determine it (the fit would refuse after all probes).
-            count = max(cfg.num_candidates, len(alive) + 1)
-            weights = rng.dirichlet(np.full(len(alive), cfg.dirichlet_alpha), size=count)
-            candidates = [dict(zip(alive, row)) for row in weights]
-            Y = self._scores(context, simulator, candidates)
-        collapsed = [OLD] + [names[int(p[1:])] for p in alive if p != "old"]
-        order = [alive.index("old")] + [alive.index(p) for p in alive if p != "old"]
-        X = weights[:, order]
-        return self._propose(context, X, Y, collapsed, {OLD: old}, {"probes": probe_info})
+        around = context.mixture or Mixture.uniform(context.domains.names)
+        simulation = LoRAProbes(self.config).simulate(context, around)
+        if simulation is None:
+            return None
+        return self._propose(context, simulation.X, simulation.Y, simulation.coordinates, simulation.groups,
+                             simulation.record)
 
     def _decide_continual(self, context: DecisionContext) -> Decision | None:
         """Continual schedule: "old" and "new" probes, interpolation candidates over alpha."""
@@ -290,14 +181,15 @@ class OpMixStrategy(Strategy):
             "old": self._expand_new_old(1 - share, previous, fresh),
             "new": self._expand_new_old(share, previous, fresh),
         }
-        with self._simulator(context) as simulator:
-            probe_info = self._train_probes(context, simulator, probes)
+        lora = LoRAProbes(cfg)
+        with lora.session(context) as simulator:
+            probe_info = lora.train_probes(context, simulator, probes)
             if set(simulator.probes) != {"old", "new"}:
                 logger.warning("op_mix: a stage probe was dropped; keeping the stage's initial mixture.")
                 return None
             alphas = np.linspace(0.0, 1.0, cfg.alpha_points)
             candidates = [{"old": 1 - a, "new": a} for a in alphas]
-            Y = self._scores(context, simulator, candidates)
+            Y = lora.scores(context, simulator, candidates)
         low = 1 - share
         effective = low + (share - low) * alphas  # e = 0.1 + 0.8 alpha with the published shares
         X = np.stack([1 - effective, effective], axis=1)
