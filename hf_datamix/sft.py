@@ -337,7 +337,7 @@ def _split_held_out(spec, evaluation, args) -> tuple:
 
     decision = spec.load_decision()
     if decision is None and args.decision_blocks > 0:
-        reserved = decision_share(len(evaluation), args.decision_blocks)
+        reserved = decision_share(len(evaluation), args.decision_blocks, args.max_eval_blocks)
         if reserved == 0:
             raise ValueError(
                 f"Domain {spec.name!r}: its eval split has {len(evaluation)} example(s), too few to keep decision "

@@ -108,7 +108,7 @@ def pack_held_out(spec, evaluation, tokenizer, args: DataMixArguments) -> tuple[
         decision = pack_eval(explicit, tokenizer, args.block_size, spec.text_field, f"{spec.name} (decision)",
                              args.decision_blocks or None).blocks
     elif carve:
-        reserved = decision_share(len(held_out), args.decision_blocks)
+        reserved = decision_share(len(held_out), args.decision_blocks, args.max_eval_blocks)
         if reserved == 0:
             raise ValueError(
                 f"Domain {spec.name!r}: its eval split packs into {len(held_out)} block(s) of {args.block_size} "
@@ -345,6 +345,36 @@ class DataMixMixin:
         while True:
             rows = [next(iterator) for _ in range(batch_size * count)]
             yield self.data_collator(rows[index::count])
+
+    def branch_batches(self, mixture: Mixture, start_sample: int | None = None):
+        """This process's micro-batches of the run's own stream continued on ``mixture`` (for branches).
+
+        The stream is the training interleaver's — its seed, weight schedule and per-domain positions —
+        up to global sample ``start_sample`` (default: the first sample after the optimizer steps done),
+        with ``mixture`` from there on: what training would read had it decided ``mixture`` there.  Every
+        process reads each global micro-batch and keeps its slice, as training does.
+        """
+        start = self.state.global_step * self.samples_per_step if start_sample is None else int(start_sample)
+        main = self.interleaver
+        state = main.state_dict()
+        # Changes already scheduled past the branch point do not belong to the branch's stream.
+        state["schedule"] = [entry for entry in state["schedule"] if entry[0] <= start * main.segments_per_block]
+        stream = Interleaver(
+            self.sources, main.weights_at(start), seed=main.seed, max_repetitions=main.max_repetitions,
+            on_exhausted=main.on_exhausted, segments_per_block=main.segments_per_block, shuffle=main.shuffle,
+        )
+        stream.load_state_dict(state)
+        stream.set_weights(Mixture(mixture, domains=self.domains.names), from_sample=start)
+        stream.start_sample, stream.chunk_size, stream.log_exhaustion = start, self.global_micro_batch, False
+        per_process, rank = self._train_batch_size, self.args.process_index
+        if self.args.accelerator_config.split_batches:
+            per_process = self._train_batch_size // self.args.world_size
+        rows = iter(stream)
+        while True:
+            batch = [row for _, row in zip(range(self.global_micro_batch), rows)]
+            if len(batch) < self.global_micro_batch:
+                return  # every domain ran dry
+            yield self.data_collator(batch[rank * per_process : (rank + 1) * per_process])
 
     def candidate_scores(self, simulator, candidates, metric: str | None = None, limit: int | None = 64,
                          batch_size: int = 16, progress: bool = False) -> np.ndarray:

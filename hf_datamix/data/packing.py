@@ -221,13 +221,15 @@ class StreamingBlocks:
                 return block
 
 
-def decision_share(available: int, decision_blocks: int) -> int:
+def decision_share(available: int, decision_blocks: int, max_eval: int | None = None) -> int:
     """How many of ``available`` held-out blocks (or examples) go to the decision split.
 
-    ``decision_blocks``, but never more than half: the rest is the test split that results are
-    reported on.  One rule for packed blocks and SFT examples.
+    ``decision_blocks``, but never more than half, unless what is left still fills ``max_eval``
+    test blocks: the rest is the test split that results are reported on.  One rule for packed
+    blocks and SFT examples.
     """
-    return min(int(decision_blocks), int(available) // 2)
+    room = available // 2 if max_eval is None else max(available // 2, available - int(max_eval))
+    return max(0, min(int(decision_blocks), room))
 
 
 def pack_eval(dataset, tokenizer, block_size: int, text_field: str, name: str, max_blocks: int | None = None):

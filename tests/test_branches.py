@@ -1,0 +1,109 @@
+"""Branches: real continuations from a running trainer restore it exactly and are the runs they stand for."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import datamix_args, make_domain_set, tiny_llama
+from hf_datamix import DataMixTrainer, Mixture, Strategy
+from hf_datamix.simulate.branches import Branches, TrainerBranches
+
+P = {"alpha": 0.6, "beta": 0.3, "gamma": 0.1}
+
+
+class BranchAt(Strategy):
+    """Runs ``action(context)`` at one step and keeps the mixture (a test harness)."""
+
+    name = "branch_at"
+
+    def __init__(self, step, action, initial=None):
+        super().__init__()
+        self.step, self.action, self.initial = step, action, initial
+
+    def initial_mixture(self, context):
+        return Mixture(self.initial) if self.initial else Mixture.uniform(context.domains.names)
+
+    def next_decision_step(self, step, max_steps):
+        return self.step if step <= self.step else None
+
+    def decide(self, context):
+        self.action(context)
+        return None
+
+
+def run(tmp_path, tokenizer, strategy, **overrides):
+    args = datamix_args(tmp_path, max_steps=8, lr_scheduler_type="cosine", warmup_steps=2, max_grad_norm=1.0,
+                        gradient_accumulation_steps=2, **overrides)
+    trainer = DataMixTrainer(model=tiny_llama(len(tokenizer)), args=args, domains=make_domain_set(),
+                             strategy=strategy, processing_class=tokenizer)
+    trainer.train()
+    return trainer
+
+
+def losses(trainer):
+    return [r["loss"] for r in trainer.state.log_history if "loss" in r]
+
+
+def test_branching_restores_the_run_exactly(tmp_path, tokenizer):
+    plain = run(tmp_path / "plain", tokenizer, "uniform")
+    seen = {}
+
+    def branch(context):
+        trainer = context.trainer
+        before = [p.detach().clone() for p in trainer.model.parameters()]
+        with TrainerBranches(trainer) as branches:
+            results = branches.run([P, {"alpha": 0.0, "beta": 0.0, "gamma": 1.0}], steps=3,
+                                   scorers={"decision": trainer.decision_scorer(limit=2)})
+            seen["moved"] = any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+        seen["results"] = results
+        seen["restored"] = all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+
+    branched = run(tmp_path / "branched", tokenizer, BranchAt(3, branch))
+    assert seen["restored"] and not seen["moved"]  # run() restores after the last branch too
+    a, b = seen["results"]
+    assert a.steps == 3 and a.tokens == 3 * 2 * 2 * 32 and len(a.losses) == 3
+    assert a.scores["decision"] != b.scores["decision"]  # different data, different models
+    # The run goes on as if nothing had happened: same losses, same final weights.
+    assert losses(branched) == losses(plain)
+    for x, y in zip(plain.model.parameters(), branched.model.parameters()):
+        assert torch.equal(x, y)
+    assert branched.ledger.by_kind["branch"] == pytest.approx(6 * branched.num_params * 2 * a.tokens)
+
+
+def test_a_branch_to_the_end_is_the_run_on_that_mixture(tmp_path, tokenizer):
+    reference = run(tmp_path / "fixed", tokenizer, BranchAt(99, lambda c: None, initial=P))
+    final = {}
+
+    def branch(context):
+        with TrainerBranches(context.trainer) as branches:
+            for name, mixture in (("uniform", Mixture.uniform(list(P))), ("p", P)):
+                branches.restore()
+                branches.train(mixture, steps=8)
+                final[name] = [p.detach().clone() for p in context.trainer.model.parameters()]
+
+    run(tmp_path / "branch", tokenizer, BranchAt(0, branch))  # before the first step: a branch from the init
+    for x, y in zip(reference.model.parameters(), final["p"]):
+        torch.testing.assert_close(x, y, rtol=0, atol=1e-6)
+    assert max((x - y).abs().max() for x, y in zip(reference.model.parameters(), final["uniform"])) > 1e-3
+
+
+def test_branches_simulator_scores_given_mixtures_on_the_decision_split(tmp_path, tokenizer):
+    found = {}
+
+    def simulate(context):
+        found["sim"] = Branches(steps=2, eval_blocks=2).simulate(context, context.mixture, candidates=[P, P])
+        found["test_blocks"] = context.trainer.eval_blocks
+
+    trainer = run(tmp_path, tokenizer, BranchAt(2, simulate))
+    sim = found["sim"]
+    assert sim.coordinates == sim.targets == ["alpha", "beta", "gamma"] and sim.Y.shape == (2, 3)
+    np.testing.assert_allclose(sim.Y[0], sim.Y[1])  # the same mixture from the same state: the same branch
+    np.testing.assert_allclose(sim.mixtures()[0], [0.6, 0.3, 0.1])
+    assert len(sim.record["branches"]) == 2 and sim.record["branches"][0]["steps"] == 2
+    for name in trainer.domains.names:  # decision blocks and test blocks are disjoint
+        decision, test = {b.tobytes() for b in trainer.decision_blocks[name]}, {b.tobytes() for b in found["test_blocks"][name]}
+        assert decision and test and not decision & test
+    with pytest.raises(ValueError, match="steps=0"):
+        Branches(steps=0)
