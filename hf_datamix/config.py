@@ -81,8 +81,9 @@ class DataMixArguments(TrainingArguments):
         default=64,
         metadata={
             "help": "Blocks (SFT: examples) of each domain's eval split reserved for decisions (probe candidates, "
-            "proxies, laws), at most half of it (unless the rest still fills max_eval_blocks); evaluation reports on the rest, so decisions never see the test "
-            "blocks. A domain with DomainSpec.decision uses that instead. 0: decisions score on the eval split."
+            "proxies, laws), at most half of it unless the rest still fills max_eval_blocks; evaluation reports "
+            "on the rest, so decisions never see the test blocks. A domain with DomainSpec.decision uses that "
+            "instead. 0: decisions score on the eval split."
         },
     )
     init_mixture: Optional[str] = field(
