@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import datamix_args, make_domain_set, tiny_llama
-from hf_datamix import DataMixTrainer, Mixture, Strategy
+from hf_datamix import DataMixTrainer, Mixture, Strategy, create_strategy
 from hf_datamix.simulate.branches import Branches, TrainerBranches
 
 P = {"alpha": 0.6, "beta": 0.3, "gamma": 0.1}
@@ -107,3 +107,39 @@ def test_branches_simulator_scores_given_mixtures_on_the_decision_split(tmp_path
         assert decision and test and not decision & test
     with pytest.raises(ValueError, match="steps=0"):
         Branches(steps=0)
+
+
+def test_probe_encodings_stand_for_the_same_data_mixture():
+    from hf_datamix.simulate.probes import encode
+
+    rng = np.random.default_rng(0)
+    old = np.array([0.5, 0.3, 0.2])
+    for p in [old, *rng.dirichlet(np.ones(3), size=20) * 0.8 + 0.2 * old]:
+        for encoding in ("spread", "old"):
+            w = encode(p, old, 0.9, encoding)
+            data = w[0] * old + sum(w[1 + d] * (0.9 * np.eye(3)[d] + 0.1 * old) for d in range(3))
+            np.testing.assert_allclose(data, p, atol=1e-12)
+    np.testing.assert_allclose(encode(old, old, 0.9, "old"), [1, 0, 0, 0], atol=1e-12)
+    np.testing.assert_allclose(encode(old, old, 0.9, "spread"), [0, *old], atol=1e-12)
+    with pytest.raises(ValueError, match="cannot represent"):
+        encode(np.array([0.99, 0.005, 0.005]), old, 0.9, "spread")
+
+
+def test_lora_probes_from_an_annealed_copy_score_both_encodings_and_restore_the_run(tmp_path, tokenizer):
+    from hf_datamix.simulate.probes import LoRAProbes
+
+    plain = run(tmp_path / "plain", tokenizer, "uniform")
+    found = {}
+
+    def simulate(context):
+        config = create_strategy("op_mix", probe_steps=2, probe_batch_size=2, eval_blocks=2).config
+        found["sim"] = LoRAProbes(config, anneal_steps=2).simulate(context, context.mixture, candidates=[context.mixture, P])
+
+    probed = run(tmp_path / "probed", tokenizer, BranchAt(3, simulate))
+    sim = found["sim"]
+    assert sim.record["anneal"]["steps"] == 2 and set(sim.record["encodings"]) == {"spread", "old"}
+    np.testing.assert_allclose(sim.record["encodings"]["old"]["weights"][0], [1, 0, 0, 0], atol=1e-12)
+    np.testing.assert_allclose(sim.mixtures()[1], list(P.values()), atol=1e-9)
+    assert sim.Y.shape == (2, 3)
+    assert losses(probed) == losses(plain)
+    assert probed.ledger.by_kind["branch"] > 0 and probed.ledger.by_kind["probe"] > 0

@@ -3,8 +3,9 @@
 Probes "old" (the mixture in force) and one per domain *d* on ``share·d + (1−share)·old`` are LoRA
 adapters trained on the *current* model (:class:`~hf_datamix.simulate.lora_probes.LoRAProbeSimulator`);
 a candidate ``w`` over the probes is the model ``θ + Σ_c w_c ΔW_c``, scored on the decision split.
-Its coordinates are ``[op_mix:old, d1, ..., dk]``: candidate ``w`` stands for the data mixture
-``w_old·old + Σ_d w_d·d`` (the published map from probe weights to data shares, not calibrated).
+Its coordinates are ``[op_mix:old, d1, ..., dk]``: its own (Dirichlet) candidate ``w`` over the probes
+stands for the data mixture ``w_old·old + Σ_d w_d·d`` (the published map from probe weights to data
+shares, not calibrated: probe *d* trained on ``share·d + (1−share)·old``).
 
 Given data mixtures to score, each is encoded as probe weights in one of two ways, which are the
 same data mixture but need not simulate the same (the published design does not say which):
@@ -12,7 +13,8 @@ same data mixture but need not simulate the same (the published design does not 
 * ``"spread"``: no weight on "old": ``w_d = (p_d − 0.1·old_d)/0.9`` (with the published share 0.9);
 * ``"old"``: as much weight on "old" as the mixture allows (all of it for ``p = old``).
 
-Both are scored; ``Simulation.Y`` holds the configured one and ``record["encodings"]`` both.
+Both are scored; ``Simulation.Y`` holds the configured one and ``record["encodings"]`` both (probe
+weights and scores); ``Simulation.X`` then holds the data mixtures in the coordinates above.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from tqdm.auto import tqdm
 
 from ..mixture import Mixture
 from .base import Simulation, Simulator, data_mixtures
+from .branches import TrainerBranches
 from .lora_probes import LoRAProbeSimulator, ProbeConfig
 
 logger = logging.getLogger(__name__)
@@ -84,15 +87,23 @@ class LoRAProbes(Simulator):
             fields, ``domain_probe_share``, ``num_candidates``, ``dirichlet_alpha``, ``eval_blocks``,
             ``eval_batch_size``, ``score``, ``seed``, ``save_probe_adapters``.
         encoding: how given data mixtures are encoded as probe weights (``"spread"`` or ``"old"``).
+        anneal_steps: train a copy of θ this many steps on the mixture in force with the learning rate
+            decaying linearly to ``anneal_to`` x its current value before the probes are trained on it
+            (the reference code probes from an annealed θ); θ is restored after.  0: probe θ itself.
+        anneal_to: the anneal's final learning-rate factor.
     """
 
     name = "lora_probes"
 
-    def __init__(self, config, encoding: str = "spread"):
+    def __init__(self, config, encoding: str = "spread", anneal_steps: int = 0, anneal_to: float = 0.1):
         if encoding not in ENCODINGS:
             raise ValueError(f"lora_probes encoding={encoding!r}; use one of {list(ENCODINGS)}.")
+        if int(anneal_steps) < 0 or not 0 <= anneal_to <= 1:
+            raise ValueError(f"lora_probes anneal_steps={anneal_steps!r} must be >= 0 and anneal_to={anneal_to!r} "
+                             "in [0, 1].")
         self.config = config
         self.encoding = encoding
+        self.anneal_steps, self.anneal_to = int(anneal_steps), float(anneal_to)
 
     # -- the pieces op_mix's continual schedule uses too ----------------------------------------
     @contextlib.contextmanager
@@ -157,6 +168,17 @@ class LoRAProbes(Simulator):
         for i, name in enumerate(names):
             probes[f"d{i}"] = Mixture({n: share * (n == name) + (1 - share) * around[n] for n in names})
         given = data_mixtures(candidates, names) if candidates is not None else None
+        record: dict[str, Any] = {}
+        with contextlib.ExitStack() as stack:
+            if self.anneal_steps:
+                branches = stack.enter_context(TrainerBranches(context.trainer))  # θ comes back on exit
+                steps, end = self.anneal_steps, self.anneal_to
+                losses, tokens = branches.train(around, steps, lr_scale=lambda s: 1 - (1 - end) * (s + 1) / steps)
+                record["anneal"] = {"steps": steps, "lr_to": end, "tokens": tokens, "final_loss": losses[-1]}
+            return self._simulate_on_model(context, around, given, probes, record)
+
+    def _simulate_on_model(self, context, around, given, probes, record) -> Simulation | None:
+        cfg, names, share = self.config, context.domains.names, self.config.domain_probe_share
         with self.session(context) as simulator:
             probe_info = self.train_probes(context, simulator, probes)
             alive = simulator.probes
@@ -166,7 +188,7 @@ class LoRAProbes(Simulator):
             # Coordinates [old, surviving domain probes]; X's columns in that order.
             order = [alive.index("old")] + [alive.index(p) for p in alive if p != "old"]
             coordinates = [OLD] + [names[int(p[1:])] for p in alive if p != "old"]
-            record: dict[str, Any] = {"probes": probe_info}
+            record["probes"] = probe_info
             if given is None:
                 rng = np.random.default_rng([cfg.seed, context.stage, context.step])
                 # The log-linear law over len(alive) coordinates has len(alive) + 1 parameters per domain:
@@ -185,6 +207,9 @@ class LoRAProbes(Simulator):
                 probe_names = ["old"] + [f"d{i}" for i in range(len(names))]
                 ys = {e: self.scores(context, simulator, [dict(zip(probe_names, row)) for row in w])
                       for e, w in encoded.items()}
-                record["encodings"] = {e: {"X": encoded[e].tolist(), "Y": ys[e].tolist()} for e in ENCODINGS}
-                X, Y = encoded[self.encoding], ys[self.encoding]
+                record["encodings"] = {e: {"weights": encoded[e].tolist(), "Y": ys[e].tolist()} for e in ENCODINGS}
+                # X in data coordinates [old, d1..dk] (probe d carries share·d), so mixtures() gives back the
+                # given data mixtures whichever encoding scored them.
+                domain_part = share * encoded[self.encoding][:, 1:]
+                X, Y = np.column_stack([1 - domain_part.sum(axis=1), domain_part]), ys[self.encoding]
         return Simulation(coordinates, {OLD: around}, list(names), X, Y, list(names), record)
