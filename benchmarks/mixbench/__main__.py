@@ -1,0 +1,156 @@
+"""mixbench: the quality benchmark of ../shared/quality-protocol.md (paired seeds, oracle headroom, fidelity).
+
+    python -m benchmarks.mixbench stage --corpus DIR --set five      # stage a domain set (xz) from a corpus
+    python -m benchmarks.mixbench fidelity --set five [--procs 2]    # oracle sweep + simulator fidelity
+    python -m benchmarks.mixbench baselines --set five --seeds 0,1,2 # natural vs uniform end to end
+
+``fidelity`` and ``baselines`` are resumable: finished units live in a store (``--store``, default
+``.mixbench/<kind>-<set>-<shape>.json``); a command runs what is pending within ``--budget-s`` seconds
+and can be run again until everything is done.  Every command ends by rewriting the results file
+(``benchmarks/results/mixbench_<kind>.json`` + PNG, ``"complete": false`` until all units are in) from
+every store of that kind, so each results file comes from one command, repeated.  ``--shape tiny`` is
+a CPU check of the whole pipeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import glob
+import os
+import shutil
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from _common import RESULTS_DIR, provenance, read_json, write_json  # noqa: E402
+
+from . import baselines, fidelity  # noqa: E402
+from .common import DATA_DIR, SETS, SHAPES, Shape, stage  # noqa: E402
+from .runner import Budget, Store, WorkerFile, assign, launch_workers, worker_files  # noqa: E402
+
+KINDS = {"fidelity": fidelity, "baselines": baselines}
+PLAN_FIELDS = {"fidelity": {f.name for f in dataclasses.fields(fidelity.FidelityPlan)},
+               "baselines": {f.name for f in dataclasses.fields(baselines.BaselinePlan)}}
+
+
+def _plan(opts):
+    shape = SHAPES[opts.shape]
+    if opts.command == "fidelity":
+        return fidelity.FidelityPlan(opts.set, seed=opts.seed, shape=shape,
+                                     points=tuple(float(p) for p in opts.points.split(",")))
+    return baselines.BaselinePlan(opts.set, seeds=tuple(int(s) for s in opts.seeds.split(",")), shape=shape)
+
+
+def _store_path(opts) -> str:
+    return opts.store or os.path.join(ROOT, ".mixbench", f"{opts.command}-{opts.set}-{opts.shape}.json")
+
+
+def _write_results(opts, module) -> dict:
+    """The results file of this kind from every store of this kind and shape (sets side by side)."""
+    pairs, calls = [], {}
+    for path in sorted(glob.glob(os.path.join(os.path.dirname(_store_path(opts)), f"{opts.command}-*-{opts.shape}.json"))):
+        data = read_json(path)
+        settings = {k: v for k, v in data["settings"].items() if k in PLAN_FIELDS[opts.command]}
+        settings["shape"] = Shape(**settings["shape"])
+        plan = (fidelity.FidelityPlan if opts.command == "fidelity" else baselines.BaselinePlan)(**settings)
+        pairs.append((plan, data["units"]))
+        calls[plan.set_name] = data["calls"]
+    body = module.report(pairs)
+    name = f"mixbench_{opts.command}" + ("" if opts.shape == "gpu" else f"_{opts.shape}")
+    result = {**provenance(f"mixbench {opts.command}", opts.commit), "status": "complete" if body["complete"] else
+              "partial", "protocol": "../shared/quality-protocol.md", "unit_calls": calls, **body}
+    os.makedirs(opts.results, exist_ok=True)
+    path = os.path.join(opts.results, f"{name}.json")
+    write_json(path, result)
+    if opts.command == "fidelity":
+        fidelity.plot(result, os.path.join(opts.results, f"{name}.png"))
+    if opts.export:
+        os.makedirs(opts.export, exist_ok=True)
+        for produced in glob.glob(os.path.join(opts.results, f"{name}.*")):
+            shutil.copy(produced, opts.export)
+    print(f"wrote {path} ({result['status']})", flush=True)
+    return result
+
+
+def _worker_argv(opts, store: str) -> list[str]:
+    argv = [sys.executable, "-m", "benchmarks.mixbench", opts.command, "--set", opts.set, "--shape", opts.shape,
+            "--seed", str(opts.seed), "--seeds", opts.seeds, "--points", opts.points, "--store", store,
+            "--procs", str(opts.procs), "--budget-s", str(opts.budget_s), "--work", opts.work,
+            "--scratch", opts.scratch, "--data", opts.data]
+    return argv + (["--commit", opts.commit] if opts.commit else [])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.mixbench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["stage", "fidelity", "baselines", "report"])
+    parser.add_argument("--set", required=True, choices=sorted(SETS))
+    parser.add_argument("--shape", default="gpu", choices=sorted(SHAPES))
+    parser.add_argument("--corpus", help="stage: a corpus written by hf-datamix corpus build")
+    parser.add_argument("--data", default=DATA_DIR, help="staged data folder")
+    parser.add_argument("--seed", type=int, default=0, help="fidelity: the seed of the prefix run")
+    parser.add_argument("--seeds", default="0,1,2", help="baselines: paired seeds")
+    parser.add_argument("--points", default="0.2,0.5", help="fidelity: decision points (fractions of the run)")
+    parser.add_argument("--store", help="finished units (default .mixbench/<kind>-<set>-<shape>.json)")
+    parser.add_argument("--merge", nargs="*", default=[], help="folders of worker-*.json to add to the store first")
+    parser.add_argument("--procs", type=int, default=1, help="worker processes (several share one GPU)")
+    parser.add_argument("--budget-s", type=float, default=540.0, help="seconds the workers may run")
+    parser.add_argument("--work", default="/tmp/mixbench", help="worker files and logs")
+    parser.add_argument("--scratch", default="/tmp/mixbench-scratch", help="unpacked data, trainer folders")
+    parser.add_argument("--results", default=RESULTS_DIR)
+    parser.add_argument("--export", help="also copy the store and results files here (e.g. $OUT)")
+    parser.add_argument("--commit", help="the code's commit (default: git rev-parse HEAD)")
+    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    opts = parser.parse_args(argv)
+    if opts.command == "stage":
+        if not opts.corpus:
+            parser.error("stage needs --corpus DIR (from `hf-datamix corpus build DIR`)")
+        stage(opts.corpus, opts.set, SHAPES[opts.shape], opts.data)
+        return 0
+    os.environ.setdefault("HF_DATAMIX_CACHE", os.path.join(opts.scratch, "packed"))
+    if opts.command == "report":
+        for command in KINDS:
+            opts.command = command
+            if glob.glob(os.path.join(os.path.dirname(_store_path(opts)), f"{command}-*-{opts.shape}.json")):
+                _write_results(opts, KINDS[command])
+        return 0
+    module, plan = KINDS[opts.command], _plan(opts)
+    store = Store(_store_path(opts), plan.settings())
+    pending = [(k, c) for k, c in plan.units() if k not in store.units]
+    shares = assign(pending, max(1, opts.procs))
+    call = {"command": " ".join(sys.argv), **{k: v for k, v in provenance("call", opts.commit).items() if k != "benchmark"}}
+    if opts.worker is not None:  # a worker: its share of the pending units
+        folder = os.path.join(opts.scratch, f"worker-{opts.worker}")
+        out = WorkerFile(os.path.join(opts.work, f"worker-{opts.worker}.json"), plan.settings(), call)
+        module.run_worker(plan, shares[opts.worker], folder, out, Budget(opts.budget_s), data_dir=opts.data)
+        return 0
+    store.merge_files([p for folder in opts.merge for p in worker_files(folder)])
+    os.makedirs(opts.work, exist_ok=True)
+    for stale in worker_files(opts.work):
+        os.remove(stale)
+    pending = [(k, c) for k, c in plan.units() if k not in store.units]
+    print(f"{len(store.units)} units done, {len(pending)} pending", flush=True)
+    if pending and opts.procs <= 1:  # one worker: this process
+        out = WorkerFile(os.path.join(opts.work, "worker-0.json"), plan.settings(), call)
+        module.run_worker(plan, shares[0], os.path.join(opts.scratch, "worker-0"), out, Budget(opts.budget_s),
+                          data_dir=opts.data)
+        store.merge_files(worker_files(opts.work))
+    elif pending:
+        store.save()  # the workers read the merged store
+        codes = launch_workers(_worker_argv(opts, store.path), opts.procs, opts.work, cwd=ROOT)
+        store.merge_files(worker_files(opts.work))
+        if any(codes):
+            print(f"workers exited with {codes}; their finished units are kept", flush=True)
+    store.save()
+    if opts.export:
+        os.makedirs(opts.export, exist_ok=True)
+        shutil.copy(store.path, os.path.join(opts.export, os.path.basename(store.path)))
+    _write_results(opts, module)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

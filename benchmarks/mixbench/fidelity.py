@@ -1,0 +1,285 @@
+"""The oracle sweep and simulator fidelity at decision points (protocol rules 4 and 5).
+
+One run per (domain set, seed) trains on the uniform mixture (op_mix's pretraining prefix) and stops
+at each decision point D.  There, from θ_D with its optimizer state and LR schedule:
+
+* **oracle**: each of >= 12 mixtures (``design.oracle_mixtures``) is trained for real to the end of
+  the run (:class:`~hf_datamix.simulate.branches.TrainerBranches`: the run had it decided that mixture
+  at D) and scored on the *test* split;
+* **simulators** score the same mixtures on the *decision* split: op_mix's LoRA probes (both
+  encodings), LoRA probes from an annealed copy of θ_D, and ``branches`` at the probes' token budget
+  and at a quarter of it.
+
+The report ranks each simulator's mean score against the oracle's mean test loss (Spearman, Kendall,
+bootstrap intervals over mixtures, top-1 regret, per domain) and gives the headroom: the best of
+uniform/natural minus the best oracle mixture.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import stats
+from .common import DATA_DIR, SETS, Shape, domain_set, epochs_per_domain, new_model, run_args, tokenizer
+from .design import oracle_mixtures
+from .runner import Budget, WorkerFile
+
+SIMULATORS = ("lora", "lora_annealed", "branches", "branches_quarter")
+#: LoRA probes train on the unwrapped (eager) model: this many times a compiled training step, per step.
+_PROBE_STEP_COST = 2.5
+
+
+@dataclass
+class FidelityPlan:
+    """One fidelity benchmark: a domain set, a seed, the run shape, the decision points, the simulators' budget."""
+
+    set_name: str
+    seed: int = 0
+    shape: Shape = field(default_factory=Shape)
+    points: tuple[float, ...] = (0.2, 0.5)
+    probe_fraction: float = 0.03  # each LoRA probe trains this share of the run's steps (at the run's batch)
+    anneal_fraction: float = 0.03
+    mixtures: int = 12
+
+    def __post_init__(self):
+        if self.set_name not in SETS:
+            raise ValueError(f"unknown domain set {self.set_name!r}; known: {sorted(SETS)}.")
+        self.points = tuple(float(p) for p in self.points)
+        if not all(0 < p < 1 for p in self.points):
+            raise ValueError(f"decision points {self.points} must be fractions of the run in (0, 1).")
+
+    @property
+    def domains(self) -> list[str]:
+        return list(SETS[self.set_name])
+
+    @property
+    def probe_steps(self) -> int:
+        return max(1, round(self.probe_fraction * self.shape.steps))
+
+    @property
+    def anneal_steps(self) -> int:
+        return max(1, round(self.anneal_fraction * self.shape.steps))
+
+    def branch_steps(self, quarter: bool = False) -> int:
+        """Steps per branch at the probes' token budget ((domains + 1) probes), or a quarter of it."""
+        steps = (len(self.domains) + 1) * self.probe_steps / self.mixtures
+        return max(1, round(steps / 4 if quarter else steps))
+
+    def settings(self) -> dict[str, Any]:
+        return {"kind": "fidelity", **asdict(self), "probe_steps": self.probe_steps, "anneal_steps": self.anneal_steps,
+                "branch_steps": self.branch_steps(), "branch_steps_quarter": self.branch_steps(quarter=True)}
+
+    def units(self) -> list[tuple[str, float]]:
+        """``[(key, cost in training steps)]``, in the order a worker runs them."""
+        out = []
+        for point in self.points:
+            rest = self.shape.steps - self.shape.step_at(point)
+            out += [(f"{point}/oracle/{i}", rest) for i in range(self.mixtures)]
+            probes = (len(self.domains) + 1) * self.probe_steps * _PROBE_STEP_COST
+            out += [(f"{point}/sim/lora", probes), (f"{point}/sim/lora_annealed", probes + self.anneal_steps),
+                    (f"{point}/sim/branches", self.mixtures * self.branch_steps()),
+                    (f"{point}/sim/branches_quarter", self.mixtures * self.branch_steps(quarter=True))]
+        return out
+
+
+# ---------------------------------------------------------------------------------- one worker
+def run_worker(plan: FidelityPlan, keys: list[str], work: str, out: WorkerFile, budget: Budget,
+               data_dir: str = DATA_DIR) -> None:
+    """Train the uniform prefix and run ``keys`` at their decision points, within ``budget``."""
+    from transformers import TrainerCallback
+
+    from hf_datamix import DataMixTrainer, Mixture, Strategy, create_strategy
+    from hf_datamix.simulate.branches import Branches, TrainerBranches
+    from hf_datamix.simulate.probes import LoRAProbes
+    from hf_datamix.simulate.scoring import BlockLossScorer
+
+    shape = plan.shape
+    pending = {point: [k for k in keys if k.startswith(f"{point}/")] for point in plan.points}
+    steps = {shape.step_at(p): p for p in plan.points}
+
+    def log(message):
+        print(f"[{time.strftime('%H:%M:%S')} {budget.left:6.0f}s left] {message}", flush=True)
+
+    class Harness(Strategy):
+        name = "mixbench_sweep"
+
+        def initial_mixture(self, context):
+            return Mixture.uniform(context.domains.names)
+
+        def next_decision_step(self, step, max_steps):
+            due = [s for s, p in steps.items() if s >= step and pending[p]]
+            return min(due) if due else None
+
+        def decide(self, context):
+            trainer = context.trainer
+            point = steps[context.step]
+            mixtures = oracle_mixtures(trainer.domains.names, context.token_counts, plan.mixtures, plan.seed)
+            for key in list(pending[point]):
+                cost = dict(plan.units())[key]
+                if not budget.allows(cost):
+                    log(f"stop: {key} (~{cost:.0f} steps) would not end before the deadline")
+                    pending_all_clear()
+                    break
+                started = time.perf_counter()
+                kind, name = key.split("/")[1:]
+                result = (oracle_unit(context, mixtures[int(name)]) if kind == "oracle"
+                          else simulator_unit(context, name, mixtures))
+                seconds = time.perf_counter() - started
+                result["seconds"] = seconds
+                budget.observe(cost, seconds)
+                out.add(key, result)
+                pending[point].remove(key)
+                log(f"{key} done in {seconds:.1f} s" + (f": mean test loss {result['test_mean']:.4f}"
+                                                        if kind == "oracle" else ""))
+            if not any(pending.values()):
+                trainer.control.should_training_stop = True  # nothing left for this worker past here
+
+    def pending_all_clear():
+        for point in pending:
+            pending[point] = []
+
+    def oracle_unit(context, mixture):
+        trainer = context.trainer
+        test = BlockLossScorer(trainer.eval_blocks, 32, trainer.args.device)
+        decision = trainer.decision_scorer(batch_size=32)
+        left = shape.steps - context.step
+        with TrainerBranches(trainer) as branches:
+            losses, tokens = branches.train(mixture["weights"], left)
+            scores = branches.score({"test": test, "decision": decision})
+        uniform = {n: 1 / len(trainer.domains) for n in trainer.domains.names}
+        return {"name": mixture["name"], "weights": mixture["weights"], "test": scores["test"],
+                "decision": scores["decision"], "test_mean": float(np.mean(scores["test"])),
+                "final_train_loss": float(np.mean(losses[-10:])), "tokens": tokens,
+                "epochs": epochs_per_domain(trainer, [(0, uniform), (context.step, mixture["weights"])], shape.steps)}
+
+    def simulator_unit(context, name, mixtures):
+        trainer = context.trainer
+        candidates = [m["weights"] for m in mixtures]
+        before = dict(trainer.ledger.tokens_by_kind)
+        uniform = Mixture.uniform(trainer.domains.names)
+        if name.startswith("lora"):
+            config = create_strategy(
+                "op_mix", probe_steps=plan.probe_steps, probe_batch_size=shape.batch_size,
+                probe_bf16=trainer.args.bf16, eval_blocks=shape.decision_blocks, eval_batch_size=32, seed=plan.seed,
+            ).config
+            anneal = plan.anneal_steps if name == "lora_annealed" else 0
+            simulation = LoRAProbes(config, anneal_steps=anneal).simulate(context, uniform, candidates)
+            scores = {e: v["Y"] for e, v in simulation.record["encodings"].items()} if simulation else None
+            extra = {"probes": simulation.record.get("probes") if simulation else None,
+                     "anneal": simulation.record.get("anneal") if simulation else None}
+        else:
+            steps_each = plan.branch_steps(quarter=name == "branches_quarter")
+            simulation = Branches(steps=steps_each, eval_blocks=shape.decision_blocks,
+                                  eval_batch_size=32).simulate(context, uniform, candidates)
+            scores, extra = {"decision": simulation.Y.tolist()}, {"steps_per_branch": steps_each}
+        tokens = {k: v - before.get(k, 0.0) for k, v in trainer.ledger.tokens_by_kind.items() if v != before.get(k, 0.0)}
+        return {"scores": scores, "tokens": tokens, **extra}
+
+    class StepClock(TrainerCallback):
+        """Seconds per training step of the prefix: the budget's estimate until a unit has run."""
+
+        def __init__(self):
+            self.last = None
+
+        def on_step_end(self, args, state, control, **kwargs):
+            now = time.perf_counter()
+            if self.last is not None and state.global_step > 5 and budget.per_cost is None:
+                budget.observe(1, now - self.last)
+            self.last = now
+            if budget.left < 0:
+                control.should_training_stop = True
+
+    if not keys:
+        return
+    tok = tokenizer()
+    trainer = DataMixTrainer(
+        model=new_model(tok, shape, plan.seed), args=run_args(shape, os.path.join(work, "run"), plan.seed),
+        domains=domain_set(plan.set_name, work, data_dir), strategy=Harness(), processing_class=tok, callbacks=[StepClock()],
+    )
+    log(f"worker: {len(keys)} units: {keys}")
+    trainer.train()
+
+
+# ---------------------------------------------------------------------------------- the report
+def report(plans_and_units: list[tuple[FidelityPlan, dict[str, Any]]]) -> dict[str, Any]:
+    """The ``mixbench_fidelity.json`` body: per set and decision point, the oracle, headroom and fidelity."""
+    out: dict[str, Any] = {"domain_sets": {}, "complete": bool(plans_and_units)}
+    for plan, units in plans_and_units:
+        entry = out["domain_sets"].setdefault(plan.set_name, {"seed": plan.seed, "settings": plan.settings(),
+                                                             "decision_points": {}})
+        for point in plan.points:
+            oracle = [units.get(f"{point}/oracle/{i}") for i in range(plan.mixtures)]
+            sims = {name: units.get(f"{point}/sim/{name}") for name in SIMULATORS}
+            complete = all(oracle) and all(sims.values())
+            out["complete"] &= complete
+            entry["decision_points"][str(point)] = _point_report(plan, point, oracle, sims, complete)
+    return out
+
+
+def _point_report(plan, point, oracle, sims, complete) -> dict[str, Any]:
+    done = [o for o in oracle if o]
+    result: dict[str, Any] = {"step": plan.shape.step_at(point), "complete": complete, "oracle": done,
+                              "oracle_done": len(done), "oracle_planned": len(oracle), "simulators": {}}
+    if len(done) < len(oracle):
+        return result
+    true = np.array([o["test_mean"] for o in oracle])
+    per_domain = np.array([o["test"] for o in oracle])
+    by_name = {o["name"]: o["test_mean"] for o in oracle}
+    best_baseline = min(by_name["uniform"], by_name["natural"])
+    spread = float(true.max() - true.min())
+    result.update({
+        "headroom": float(best_baseline - true.min()), "headroom_relative": float((best_baseline - true.min()) / best_baseline),
+        "best_baseline": "uniform" if by_name["uniform"] <= by_name["natural"] else "natural",
+        "best_mixture": oracle[int(np.argmin(true))]["name"], "true_spread": spread,
+    })
+    for name, unit in sims.items():
+        if not unit or not unit.get("scores"):
+            continue
+        for variant, scores in unit["scores"].items():
+            Y = np.asarray(scores, dtype=float)
+            label = name if variant == "decision" else f"{name}:{variant}"
+            agreement = stats.rank_agreement(Y.mean(axis=1), true, seed=plan.seed)
+            agreement["per_domain_spearman"] = {
+                d: stats.rank_agreement(Y[:, j], per_domain[:, j], seed=plan.seed)["spearman"]
+                for j, d in enumerate(plan.domains)}
+            agreement["tokens"] = unit["tokens"]
+            agreement["seconds"] = unit.get("seconds")
+            agreement["scores_mean"] = Y.mean(axis=1).tolist()
+            if name.startswith("lora"):
+                other = np.asarray(unit["scores"]["old" if variant == "spread" else "spread"], dtype=float)
+                agreement["encoding_inconsistency"] = float(abs(Y[0].mean() - other[0].mean()) / spread) if spread else None
+            result["simulators"][label] = agreement
+    return result
+
+
+def plot(result: dict[str, Any], path: str) -> None:
+    """True (oracle test) vs simulated mean loss per mixture, one panel per set and decision point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(s, p, r) for s, e in result["domain_sets"].items() for p, r in e["decision_points"].items()
+              if r.get("simulators")]
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.4), squeeze=False)
+    for ax, (set_name, point, r) in zip(axes[0], panels):
+        true = np.array([o["test_mean"] for o in r["oracle"]])
+        for label, sim in r["simulators"].items():
+            sim_scores = np.array(sim["scores_mean"])
+            centred = sim_scores - sim_scores.mean() + true.mean()  # simulators' levels differ: compare shapes
+            ax.scatter(true, centred, s=18, label=f"{label} (ρ={sim['spearman']:.2f})")
+        ax.plot([true.min(), true.max()], [true.min(), true.max()], color="grey", lw=0.8)
+        ax.set_xlabel("oracle: mean test loss at the end (nats)")
+        ax.set_ylabel("simulated mean decision loss (centred)")
+        ax.set_title(f"{set_name}, decision at {float(point):.0%} (headroom {r['headroom']:.4f})", fontsize=9)
+        ax.legend(fontsize=6, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

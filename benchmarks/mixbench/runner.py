@@ -1,0 +1,123 @@
+"""Resumable units of work: a store of finished units, workers that share the pending ones, a time budget.
+
+A benchmark is a list of *units* (one oracle branch, one simulator at one decision point, one baseline
+run), each with a key and an estimated cost.  ``run_units`` reads the finished ones from a JSON store,
+hands the pending ones to ``procs`` worker processes (several runs share one GPU well when the model
+is small: each worker is an independent run of the benchmark with its own share), and merges what
+they wrote back into the store.  Every worker rewrites its own file after every unit and stops
+before a unit that would not end before its deadline, so a command cut by a time limit keeps every
+finished unit and the same command, run again, goes on where it stopped.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from _common import read_json, write_json  # noqa: E402
+
+
+class Store:
+    """Finished units of one benchmark configuration (``settings`` must match to add to it)."""
+
+    def __init__(self, path: str, settings: dict[str, Any]):
+        settings = json.loads(json.dumps(settings))  # as it reads back from the file (tuples -> lists)
+        self.path, self.settings = path, settings
+        data = read_json(path, default={"settings": settings, "units": {}, "calls": []})
+        if data["settings"] != settings:
+            changed = sorted(k for k in set(settings) | set(data["settings"])
+                             if settings.get(k) != data["settings"].get(k))
+            raise ValueError(f"{path} holds units of other settings (differ: {changed}); use another --store.")
+        self.units: dict[str, Any] = data["units"]
+        self.calls: list[dict] = data["calls"]
+
+    def merge_files(self, paths: list[str]) -> int:
+        """Add the units of worker files (of this configuration); returns how many were new."""
+        added = 0
+        for path in paths:
+            data = read_json(path, default=None)
+            if not data or data.get("settings") != self.settings:
+                continue
+            for key, value in data["units"].items():
+                if key not in self.units:
+                    self.units[key] = value
+                    added += 1
+            if data.get("call") and data["call"] not in self.calls:
+                self.calls.append(data["call"])
+        return added
+
+    def save(self) -> None:
+        write_json(self.path, {"settings": self.settings, "units": self.units, "calls": self.calls})
+
+
+class WorkerFile:
+    """The units one worker finished in this call, rewritten after each."""
+
+    def __init__(self, path: str, settings: dict[str, Any], call: dict[str, Any]):
+        self.path, self.settings, self.call, self.units = path, settings, call, {}
+
+    def add(self, key: str, value: Any) -> None:
+        self.units[key] = value
+        write_json(self.path, {"settings": self.settings, "call": self.call, "units": self.units})
+
+
+def assign(units: list[tuple[str, float]], procs: int) -> list[list[str]]:
+    """Split ``[(key, cost)]`` over ``procs`` workers, longest first onto the least loaded (deterministic);
+    each worker's keys keep the given order."""
+    loads, shares = [0.0] * procs, [[] for _ in range(procs)]
+    order = {key: i for i, (key, _) in enumerate(units)}
+    for key, cost in sorted(units, key=lambda u: (-u[1], order[u[0]])):
+        k = loads.index(min(loads))
+        shares[k].append(key)
+        loads[k] += cost
+    return [sorted(share, key=order.get) for share in shares]
+
+
+def launch_workers(argv: list[str], procs: int, work: str, cwd: str) -> list[int]:
+    """Run ``argv + ['--worker', k]`` in ``cwd`` for every worker at once; returns their exit codes."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    children = []
+    for k in range(procs):
+        log = open(os.path.join(work, f"worker-{k}.log"), "w")  # noqa: SIM115 - closed below
+        child = subprocess.Popen([*argv, "--worker", str(k)], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        children.append((child, log))
+    codes = []
+    for child, log in children:
+        codes.append(child.wait())
+        log.close()
+    for k in range(procs):  # the workers' own words, for the command's output
+        with open(os.path.join(work, f"worker-{k}.log"), encoding="utf-8", errors="replace") as handle:
+            tail = handle.read()[-3000:]
+        print(f"---- worker {k} (exit {codes[k]}) ----\n{tail}", flush=True)
+    return codes
+
+
+def worker_files(folder: str) -> list[str]:
+    return sorted(glob.glob(os.path.join(folder, "worker-*.json")))
+
+
+class Budget:
+    """A deadline, and a running estimate of seconds per unit of cost (e.g. per training step)."""
+
+    def __init__(self, seconds: float):
+        self.deadline = time.monotonic() + float(seconds)
+        self.per_cost: float | None = None
+
+    def observe(self, cost: float, seconds: float) -> None:
+        rate = seconds / max(cost, 1e-9)
+        self.per_cost = rate if self.per_cost is None else 0.5 * (self.per_cost + rate)
+
+    def allows(self, cost: float, margin: float = 1.15) -> bool:
+        if self.per_cost is None:
+            return time.monotonic() < self.deadline
+        return time.monotonic() + margin * cost * self.per_cost < self.deadline
+
+    @property
+    def left(self) -> float:
+        return self.deadline - time.monotonic()

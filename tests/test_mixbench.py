@@ -1,0 +1,73 @@
+"""mixbench end to end at tiny size on the CPU: stage, oracle sweep + fidelity, baselines, resume, results files."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+from mixbench.common import SETS  # noqa: E402
+
+
+def fake_corpus(folder, set_name):
+    """A folder laid out like `hf-datamix corpus build` output, with the set's domain names."""
+    for d, name in enumerate(SETS[set_name]):
+        rng = random.Random(name)
+        words = [f"{name[:3]}{i}{chr(97 + d)}" for i in range(40)]
+        os.makedirs(folder / name)
+        for split, n in (("train", 120), ("eval", 8)):
+            with open(folder / name / f"{split}.jsonl", "w") as handle:
+                for _ in range(n):
+                    handle.write(json.dumps({"text": " ".join(rng.choice(words) for _ in range(rng.randint(15, 60)))}) + "\n")
+
+
+def mixbench(*args, timeout=600):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-m", "benchmarks.mixbench", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.mark.timeout(900)
+def test_fidelity_and_baselines_pipeline_at_tiny_size(tmp_path):
+    fake_corpus(tmp_path / "corpus", "five")
+    common = ["--set", "five", "--shape", "tiny", "--data", str(tmp_path / "data"), "--results", str(tmp_path / "results"),
+              "--scratch", str(tmp_path / "scratch"), "--commit", "test"]
+    mixbench("stage", "--corpus", str(tmp_path / "corpus"), *common)
+    manifest = json.load(open(tmp_path / "data" / "five" / "manifest.json"))
+    assert set(manifest["domains"]) == set(SETS["five"])
+    store = str(tmp_path / "store" / "fidelity-five-tiny.json")
+    # A budget too small for anything: nothing is lost, the results say "partial".
+    mixbench("fidelity", *common, "--store", store, "--budget-s", "0", "--work", str(tmp_path / "w0"))
+    partial = json.load(open(tmp_path / "results" / "mixbench_fidelity_tiny.json"))
+    assert partial["status"] == "partial"
+    # Two workers share the units; run again until everything is in.
+    out = mixbench("fidelity", *common, "--store", store, "--procs", "2", "--work", str(tmp_path / "w1"))
+    assert "pending" in out
+    result = json.load(open(tmp_path / "results" / "mixbench_fidelity_tiny.json"))
+    assert result["status"] == "complete", out
+    point = result["domain_sets"]["five"]["decision_points"]["0.2"]
+    assert len(point["oracle"]) == 12 and {o["name"] for o in point["oracle"]} >= {"uniform", "natural", "tilt:scripture"}
+    assert point["headroom"] >= 0 and point["best_mixture"]
+    assert set(point["simulators"]) == {"lora:spread", "lora:old", "lora_annealed:spread", "lora_annealed:old",
+                                        "branches", "branches_quarter"}
+    for sim in point["simulators"].values():
+        assert -1 <= sim["spearman"] <= 1 and -1 <= sim["kendall"] <= 1 and sim["top1_regret"] >= 0 and sim["tokens"]
+    assert point["simulators"]["lora:spread"]["encoding_inconsistency"] is not None
+    assert (tmp_path / "results" / "mixbench_fidelity_tiny.png").stat().st_size > 5000
+    assert result["commit"] == "test" and result["unit_calls"]["five"]
+    # Nothing pending: the command only rewrites the results.
+    assert "0 pending" in mixbench("fidelity", *common, "--store", store, "--work", str(tmp_path / "w2"))
+
+    mixbench("baselines", *common, "--seeds", "0,1", "--store", str(tmp_path / "store" / "baselines-five-tiny.json"),
+             "--work", str(tmp_path / "w3"))
+    base = json.load(open(tmp_path / "results" / "mixbench_baselines_tiny.json"))["domain_sets"]["five"]
+    assert len(base["arms"]["natural"]["mean_test_loss"]) == 2 and base["natural_minus_uniform"]["t_ci"]
