@@ -5,6 +5,14 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+#: The plots a run's folder may hold, in the order reports and model cards show them, with their titles.
+PLOT_TITLES = {
+    "weights.png": "Mixture over training",
+    "eval_loss.png": "Per-domain eval loss",
+    "law_fit.png": "Law fit: observed vs predicted",
+    "candidates.png": "Candidate curves of each decision",
+    "compute.png": "Compute by kind",
+}
 #: Record kinds that set the weights in force (events such as "exhausted" only annotate).
 _WEIGHT_KINDS = ("initial", "decision", "kept")
 

@@ -5,7 +5,7 @@ dataset a dict of per-domain block sets (so Trainer reports ``eval_<domain>_loss
 is done by :class:`~hf_datamix.callbacks.MixingCallback`.  Overrides: ``get_train_dataloader``
 (to tell the interleaver how batches are cut across ranks and workers), ``evaluate`` (aggregate
 losses and the ledger), ``log`` (``mix/<domain>`` weights), ``train`` (restore the mixing state
-before the dataloader starts).
+before the dataloader starts), ``create_model_card`` (Trainer's card plus the mixing sections).
 """
 
 from __future__ import annotations
@@ -100,6 +100,8 @@ class DataMixMixin:
     #: The arguments class the trainer requires (checked first, before any data are touched).
     args_class: type = DataMixArguments
     eval_token_counts: dict[str, int]
+    #: Hub tags of the model and its card (TRL's ``_tag_names``); the card also gets the strategy's name.
+    _tag_names: list[str] = ["hf_datamix", "data-mixing"]
 
     def _setup_mixing(
         self,
@@ -182,9 +184,12 @@ class DataMixMixin:
         return self.interleaver
 
     def _attach_mixing_callback(self) -> None:
+        """After ``Trainer.__init__``: the mixing callback, the log levels and the model's Hub tags."""
         self.mixing_callback = MixingCallback(self)
         self.add_callback(self.mixing_callback)
         self._follow_log_levels()
+        if hasattr(self.model, "add_model_tags"):  # TRL's pattern: Trainer's push puts them on the card
+            self.model.add_model_tags(self._tag_names)
 
     def _follow_log_levels(self) -> None:
         """hf_datamix's logger follows ``--log_level`` / ``--log_level_replica`` as transformers' does.
@@ -459,16 +464,19 @@ class DataMixMixin:
             out[f"{prefix}_{name}_ppl"] = math.exp(min(value, 50.0))
         return out
 
-    def push_to_hub(self, *args: Any, **kwargs: Any):
-        """Trainer's push (model, tokenizer, its card), then the mixing artefacts and card in one more commit."""
-        result = super().push_to_hub(*args, **kwargs)
-        if self.is_world_process_zero():
-            from .hub import push_run
+    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+        """Trainer's (or TRL's) model card, then the mixing: final mixture, strategy and settings,
+        per-domain eval, compute by kind and the plots, with the ``hf_datamix`` tags.
 
-            # Trainer.push_to_hub(commit_message, blocking, token, revision, ...): the token may be positional.
-            token = kwargs.get("token", args[2] if len(args) > 2 else None) or self.args.hub_token
-            push_run(self.args.output_dir, self.hub_model_id, token=token, settings=self.strategy.settings())
-        return result
+        ``push_to_hub`` calls it before its one upload of ``output_dir``, so the pushed card keeps
+        Trainer's metadata and sections (base model, hyperparameters, framework versions).
+        """
+        super().create_model_card(*args, **kwargs)
+        if self.is_world_process_zero():
+            from .hub import add_mixing_to_card
+
+            repo_id = self.hub_model_id or os.path.basename(os.path.normpath(self.args.output_dir))
+            add_mixing_to_card(self.args.output_dir, repo_id, settings=self.strategy.settings())
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if "loss" in logs or "learning_rate" in logs:
