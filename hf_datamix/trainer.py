@@ -33,6 +33,7 @@ from .domains import DomainSet, DomainUpdate
 from .mixture import MIXTURE_FILE, Mixture
 from .strategies.base import Decision, DecisionContext, Strategy
 from .strategies.registry import create_strategy
+from .tracking import decision_scalars
 
 logger = logging.getLogger(__name__)
 
@@ -308,7 +309,7 @@ class DataMixMixin:
 
     # -- records --------------------------------------------------------------------------------
     def record_mixture(self, mixture: Mixture, step: int, kind: str, **details: Any) -> None:
-        """Append a decision record (the ``mixtures.json`` schema) and write the file."""
+        """Append a decision record (the ``mixtures.json`` schema), write the file, log a decision's summary."""
         self.history.append(
             {
                 "step": self.step_offset + step,
@@ -322,6 +323,12 @@ class DataMixMixin:
         )
         if self.is_world_process_zero():
             write_json_atomic(os.path.join(self.args.output_dir, MIXTURES_FILE), self.history)
+        if kind in ("decision", "kept"):  # to every report_to tracker, at this step
+            # Trainer.log clears control.should_log: a decision logged from on_step_end must not
+            # swallow the step's own training log.
+            should_log = self.control.should_log
+            self.log(decision_scalars(self.history[-1]))
+            self.control.should_log = should_log
 
     def record_event(self, kind: str, step: int, **details: Any) -> None:
         """Record a non-decision event (a domain running dry) in ``mixtures.json``."""
