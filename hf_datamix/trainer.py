@@ -21,6 +21,7 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
+from accelerate.data_loader import DataLoaderDispatcher
 from transformers import Trainer, default_data_collator
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -193,16 +194,12 @@ class DataMixMixin:
             self.model.add_model_tags(self._tag_names)
 
     def _follow_log_levels(self) -> None:
-        """hf_datamix's logger follows ``--log_level`` / ``--log_level_replica`` as transformers' does.
+        """hf_datamix's logger takes the level Trainer gives transformers' (``get_process_log_level``).
 
-        Left alone while the level is "passive" (the main process's default), so a user's own
-        ``logging`` setup still decides.  ``--log_level_replica info`` shows every process's decisions.
+        ``--log_level`` / ``--log_level_replica`` (main / other processes; "passive" follows
+        transformers' verbosity).  ``--log_level_replica info`` shows every process's decisions.
         """
-        from transformers.training_args import trainer_log_levels
-
-        name = self.args.log_level if self.args.should_log else self.args.log_level_replica
-        if trainer_log_levels.get(name, -1) >= 0:
-            logging.getLogger("hf_datamix").setLevel(trainer_log_levels[name])
+        logging.getLogger("hf_datamix").setLevel(self.args.get_process_log_level())
 
     @staticmethod
     def _init_mixture(source: str, domains: DomainSet) -> Mixture:
@@ -237,7 +234,7 @@ class DataMixMixin:
         # Under accelerate's batch dispatching one process reads micro-batches and scatters them;
         # otherwise each process reads the whole global batch and keeps its slice.  Workers must
         # own whole reads, and chunk_size is that read.
-        dispatching = type(loader).__name__ == "DataLoaderDispatcher"
+        dispatching = isinstance(loader, DataLoaderDispatcher)
         self.interleaver.chunk_size = self._train_batch_size if dispatching else self.global_micro_batch
         return loader
 

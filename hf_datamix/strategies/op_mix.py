@@ -195,7 +195,9 @@ class OpMixStrategy(Strategy):
         return np.asarray(
             trainer.candidate_scores(
                 simulator, candidates, metric=metric, limit=self.config.eval_blocks,
-                batch_size=self.config.eval_batch_size, progress=not trainer.args.disable_tqdm,
+                batch_size=self.config.eval_batch_size,
+                # Collectively every process scores candidates; one bar (the main process's) is enough.
+                progress=not trainer.args.disable_tqdm and trainer.is_world_process_zero(),
             )
         )
 
