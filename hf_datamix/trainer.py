@@ -480,7 +480,9 @@ class DataMixMixin:
             from .hub import add_mixing_to_card
 
             repo_id = self.hub_model_id or os.path.basename(os.path.normpath(self.args.output_dir))
-            add_mixing_to_card(self.args.output_dir, repo_id, settings=self.strategy.settings())
+            if add_mixing_to_card(self.args.output_dir, repo_id, settings=self.strategy.settings()) is None:
+                logger.warning("%s holds no %s yet (train first): the model card has no mixing section.",
+                               self.args.output_dir, MIXTURES_FILE)
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if "loss" in logs or "learning_rate" in logs:
