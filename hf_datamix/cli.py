@@ -6,7 +6,7 @@
     hf-datamix fit --ratios R.csv --metrics M.csv --out MIX.json
                                       fit a mixing law on swarm results and propose a mixture
     hf-datamix push OUTPUT_DIR REPO_ID  push a run's mixtures, compute, plots, adapters and card to the Hub
-    hf-datamix report OUTPUT_DIR [...]  report.md/report.html for one run, a comparison for several
+    hf-datamix report OUTPUT_DIR [...]  report.md for one run, a comparison for several
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def _report(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, KeyError) as error:
         print(f"hf-datamix report: error: {error}", file=sys.stderr)
         return 2
-    print(f"wrote {written['markdown']} and {written['html']}")
+    print(f"wrote {written['markdown']}")
     return 0
 
 
@@ -135,8 +135,8 @@ def _add_push_and_report_parsers(sub) -> None:
     push.set_defaults(func=_push)
     report = sub.add_parser(
         "report",
-        help="write report.md/report.html for a run, or compare several runs in one table and figure",
-        description="One OUTPUT_DIR: report.md and report.html in it (mixture over steps, per-domain eval loss, "
+        help="write report.md for a run, or compare several runs in one table and figure",
+        description="One OUTPUT_DIR: report.md in it (mixture over steps, per-domain eval loss, "
         "law fit, compute by kind). Several: one comparison table and figure in --out.",
         epilog="examples:\n  hf-datamix report outputs/midtrain\n"
         "  hf-datamix report outputs/op_mix outputs/retrain --out outputs/compare",

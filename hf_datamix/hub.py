@@ -1,9 +1,11 @@
 """Hub I/O: push a mixture or a whole run's mixing artefacts, load a mixture from a repo or a folder.
 
 A pushed repo holds ``mixture.json`` (the final mixture), so ``Mixture.from_pretrained`` reads a Hub
-repo id, a local folder laid out like that repo, or a JSON file the same way.  ``push_run`` uploads
-in **one commit**: ``mixtures.json``, ``compute.json``, ``mixture.json``, ``results.json``, the
-plots, the probe adapters and a model card.  Pushing only reads ``output_dir``.
+repo id, a local folder laid out like that repo, or a JSON file the same way.  A trainer's
+``push_to_hub`` is Trainer's own (one commit of ``output_dir``), with the mixing sections added to
+Trainer's card by :func:`add_mixing_to_card`.  ``push_run`` pushes a run without its model, in
+**one commit**: ``mixtures.json``, ``compute.json``, ``mixture.json``, ``results.json``, the plots,
+the probe adapters and a card of the mixing sections alone.  Pushing only reads ``output_dir``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from huggingface_hub.errors import (
 )
 
 from .mixture import MIXTURE_FILE, Mixture
-from .report import average_loss, markdown_table, read_run
+from .plots import PLOT_TITLES
+from .report import MIXTURES_FILE, average_loss, markdown_table, read_run
 
 ADAPTERS_DIR = "probe_adapters"
 CARD_FILE = "README.md"
@@ -98,10 +101,11 @@ def push_mixture(
 
 
 # -- a whole run ---------------------------------------------------------------------------------
-CARD_TEMPLATE = """
-# {title}
+#: Tags of every card that carries a run's mixing sections (plus the strategy's name).
+CARD_TAGS = ("hf_datamix", "data-mixing")
+MIXING_HEADING = "Data mixing (hf_datamix)"
 
-Data-mixing artefacts of an `hf_datamix` run (`{strategy}` strategy).
+SECTIONS_TEMPLATE = """
 Load the final mixture to seed another run:
 
 ```python
@@ -111,34 +115,37 @@ mixture = Mixture.from_pretrained("{repo_id}")
 
 or `--init_mixture {repo_id}` on a recipe.
 
-## Domains
+{h} Domains
 
 {domains}
 
-## Final mixture
+{h} Final mixture
 
 {mixture_table}
 
-## Strategy
+{h} Strategy
 
 `{strategy}`; {decisions} decision record(s) in `mixtures.json`.
 
 {settings}
 
-## Evaluation
+{h} Evaluation
 
 {eval_table}
 
-## Compute
+{h} Compute
 
 {compute_table}
-
+{plots}
 {files}
 """
 
 
-def model_card(run: Mapping[str, Any], repo_id: str, settings: Mapping[str, Any] | None = None) -> ModelCard:
-    """The model card of a run summary (:func:`hf_datamix.report.read_run`) as a ``ModelCard``."""
+def mixing_sections(run: Mapping[str, Any], repo_id: str, settings: Mapping[str, Any] | None = None, level: int = 2) -> str:
+    """Markdown of a run's mixing: final mixture, strategy and settings, per-domain eval, compute, plots.
+
+    ``run`` is :func:`hf_datamix.report.read_run`'s summary; headings are of ``level`` (``##`` by default).
+    """
     settings = settings if settings is not None else run["settings"]
     if settings:
         settings_text = markdown_table(["setting", "value"], [[k, f"`{v!r}`"] for k, v in settings.items()])
@@ -159,8 +166,11 @@ def model_card(run: Mapping[str, Any], repo_id: str, settings: Mapping[str, Any]
         ) + f"\n\nTotal: {compute['total_flops']:.4g} FLOPs. {compute.get('formula', '')}"
     else:
         compute_table = "No `compute.json` was written."
-    content = CARD_TEMPLATE.format(
-        title=f"Data mixture: {run['name']}",
+    h = "#" * level
+    present = [name for name in PLOT_TITLES if os.path.isfile(os.path.join(run["output_dir"], name))]
+    plots = "".join(f"\n{h} {PLOT_TITLES[name]}\n\n![{PLOT_TITLES[name]}]({name})\n" for name in present)
+    return SECTIONS_TEMPLATE.format(
+        h=h,
         repo_id=repo_id,
         strategy=run["strategy"],
         domains=", ".join(f"`{d}`" for d in run["domains"]),
@@ -169,10 +179,41 @@ def model_card(run: Mapping[str, Any], repo_id: str, settings: Mapping[str, Any]
         settings=settings_text,
         eval_table=eval_table,
         compute_table=compute_table,
+        plots=plots,
         files="Files: `mixture.json` (final mixture), `mixtures.json` (every decision), `compute.json` (FLOPs ledger).",
     )
-    data = ModelCardData(library_name="hf_datamix", tags=["hf_datamix", "data-mixing", run["strategy"]])
+
+
+def model_card(run: Mapping[str, Any], repo_id: str, settings: Mapping[str, Any] | None = None) -> ModelCard:
+    """The card of a run pushed without a model (:func:`push_run`): the mixing sections alone."""
+    content = f"\n# Data mixture: {run['name']}\n\nData-mixing artefacts of an `hf_datamix` run (`{run['strategy']}` strategy).\n"
+    content += mixing_sections(run, repo_id, settings)
+    data = ModelCardData(library_name="hf_datamix", tags=[*CARD_TAGS, run["strategy"]])
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{content}")
+
+
+def add_mixing_to_card(
+    output_dir: str | os.PathLike, repo_id: str, settings: Mapping[str, Any] | None = None
+) -> ModelCard | None:
+    """Append the run's mixing sections and tags to the card (``README.md``) Trainer wrote in ``output_dir``.
+
+    The card's metadata (``library_name``, base model, ...) and sections are kept; run again, the
+    mixing part is replaced rather than repeated.  Returns the card, or None when ``output_dir``
+    holds no ``mixtures.json`` (nothing trained yet: the card is left as it is).
+    """
+    output_dir = os.fspath(output_dir)
+    if not os.path.isfile(os.path.join(output_dir, MIXTURES_FILE)):
+        return None
+    run = read_run(output_dir)
+    path = os.path.join(output_dir, CARD_FILE)
+    card = ModelCard.load(path) if os.path.isfile(path) else ModelCard(f"---\n{ModelCardData().to_yaml()}\n---\n")
+    tags = list(card.data.tags or [])
+    card.data.tags = tags + [t for t in (*CARD_TAGS, run["strategy"]) if t not in tags]
+    heading = f"\n## {MIXING_HEADING}\n"
+    text = card.text.split(heading)[0].rstrip("\n")
+    card.text = f"{text}\n{heading}{mixing_sections(run, repo_id, settings, level=3)}"
+    card.save(path)
+    return card
 
 
 def run_operations(

@@ -5,6 +5,14 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+#: The plots a run's folder may hold, in the order reports and model cards show them, with their titles.
+PLOT_TITLES = {
+    "weights.png": "Mixture over training",
+    "eval_loss.png": "Per-domain eval loss",
+    "law_fit.png": "Law fit: observed vs predicted",
+    "candidates.png": "Candidate curves of each decision",
+    "compute.png": "Compute by kind",
+}
 #: Record kinds that set the weights in force (events such as "exhausted" only annotate).
 _WEIGHT_KINDS = ("initial", "decision", "kept")
 
@@ -25,6 +33,14 @@ def save_figure(fig, path: str, dpi: int = 110) -> str:
     fig.savefig(path, dpi=dpi)
     _pyplot().close(fig)
     return path
+
+
+def legend_outside(ax, below: bool = False, **kwargs) -> None:
+    """A legend beside (or below) the axes, never over the data it labels."""
+    if below:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False, **{"fontsize": 7, **kwargs})
+    else:
+        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), **{"fontsize": 8, **kwargs})
 
 
 def weights_over_steps(history: Sequence[dict]) -> tuple[list[int], list[str], list[list[float]]]:
@@ -55,18 +71,23 @@ def plot_weights(history: Sequence[dict], path: str, title: str | None = None, e
     fig, ax = plt.subplots(figsize=(8, 4.5))
     columns = list(zip(*ys)) if ys else []
     ax.stackplot(xs, *columns, labels=domains, alpha=0.85)
-    stage_starts = {}
+    stage_starts: dict[int, int] = {}
     for record in history:
         stage_starts.setdefault(record.get("stage", 0), int(record["step"]))
-    for stage, start in sorted(stage_starts.items())[1:]:
-        ax.axvline(start, color="black", linestyle="--", linewidth=1)
-        ax.text(start, 0.98, f" stage {stage}", fontsize=8, ha="left", va="top", backgroundcolor="white")
+    starts = sorted(stage_starts.items(), key=lambda item: item[1])
+    for i, (stage, start) in enumerate(starts):
+        if i:
+            ax.axvline(start, color="black", linestyle="--", linewidth=1)
+        # Above the axes, centred on the stage's span: a label inside would hide the weights under it.
+        stop = starts[i + 1][1] if i + 1 < len(starts) else end
+        ax.text((max(start, min(steps)) + stop) / 2, 1.01, f"stage {stage}", transform=ax.get_xaxis_transform(),
+                fontsize=8, ha="center", va="bottom")
     ax.set_xlim(min(steps), end)
     ax.set_ylim(0, 1)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("domain weight")
-    ax.set_title(title or "Mixture over training")
-    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    ax.set_title(title or "Mixture over training", pad=16 if len(starts) > 1 or starts[0][0] else 6)
+    legend_outside(ax)
     return save_figure(fig, path, dpi=120)
 
 
@@ -115,5 +136,5 @@ def plot_candidates(history: Sequence[dict], path: str) -> str | None:
         ax.set_title(f"stage {record.get('stage', 0)}: new share chosen {chosen:.2f}", fontsize=9)
         ax.set_xlabel("new-data share of the candidate")
         ax.set_ylabel("eval loss (dashed: law)")
-        ax.legend(fontsize=6)
+        legend_outside(ax, below=True)
     return save_figure(fig, path)

@@ -2,13 +2,12 @@
 
 ``read_run`` gathers everything a run wrote (``mixtures.json``, ``compute.json``, ``results.json``,
 the Trainer's ``trainer_state.json``) into one summary; the model card (:mod:`hf_datamix.hub`) and
-the reports here are both rendered from it.  ``write_report`` writes ``report.md`` and
-``report.html`` for one run, ``compare_runs`` one table and one figure for several.
+the reports here are both rendered from it.  ``write_report`` writes ``report.md`` (Markdown, which
+GitHub and the Hub render) for one run, ``compare_runs`` one table and one figure for several.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import os
@@ -17,7 +16,7 @@ from typing import Any
 
 from .compute import COMPUTE_FILE
 from .mixture import Mixture
-from .plots import _pyplot, plot_weights, save_figure  # matplotlib itself is imported only when a plot is drawn
+from .plots import PLOT_TITLES, _pyplot, legend_outside, plot_weights, save_figure  # matplotlib itself is imported only when a plot is drawn
 
 # The trainer's and continual runner's file names; not imported so reading a run loads no Trainer.
 MIXTURES_FILE = "mixtures.json"
@@ -124,13 +123,16 @@ def plot_eval_curves(run: Mapping[str, Any], path: str) -> str | None:
     if not run["eval_curves"]:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(7.5, 4))
     for name, points in run["eval_curves"].items():
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
     ax.set_xlabel("optimizer step" if run["curve_axis"] == "step" else "stage")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps and stages are whole numbers
     ax.set_ylabel("eval loss")
     ax.set_title(f"{run['name']}: per-domain eval loss")
-    ax.legend(fontsize=8)
+    legend_outside(ax)
     return save_figure(fig, path)
 
 
@@ -149,7 +151,7 @@ def plot_compute(runs: Sequence[Mapping[str, Any]], path: str) -> str | None:
         bottom = [b + v for b, v in zip(bottom, values)]
     ax.set_ylabel("FLOPs")
     ax.set_title("compute by kind")
-    ax.legend(fontsize=8)
+    legend_outside(ax)
     return save_figure(fig, path)
 
 
@@ -170,7 +172,7 @@ def plot_loss_vs_flops(runs: Sequence[Mapping[str, Any]], path: str) -> str | No
     return save_figure(fig, path)
 
 
-# -- markdown and html ---------------------------------------------------------------------------
+# -- markdown ------------------------------------------------------------------------------------
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A GitHub-flavoured markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -182,42 +184,16 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}g}"
 
 
-def _to_html(markdown: str) -> str:
-    """Minimal markdown (headings, tables, images, paragraphs) to a standalone HTML page."""
-    body, table = [], []
-    for line in markdown.splitlines() + [""]:
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if not all(set(c) <= {"-"} for c in cells):
-                tag = "th" if not table else "td"
-                table.append("<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells) + "</tr>")
-            continue
-        if table:
-            body.append("<table>" + "".join(table) + "</table>")
-            table = []
-        if line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            body.append(f"<h{level}>{html.escape(line[level:].strip())}</h{level}>")
-        elif line.startswith("![") and "](" in line:
-            alt, src = line[2:].split("](", 1)
-            body.append(f'<p><img src="{html.escape(src.rstrip(")"))}" alt="{html.escape(alt)}"></p>')
-        elif line.strip():
-            body.append(f"<p>{html.escape(line)}</p>")
-    style = "table{border-collapse:collapse}td,th{border:1px solid #999;padding:2px 6px}img{max-width:100%}"
-    return f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
-
-
-def _write_pair(directory: str, markdown: str) -> tuple[str, str]:
-    md_path, html_path = os.path.join(directory, "report.md"), os.path.join(directory, "report.html")
-    with open(md_path, "w", encoding="utf-8") as handle:
+def _write_markdown(directory: str, markdown: str) -> str:
+    # Markdown only: GitHub and the Hub render it (images included), so no HTML copy is kept.
+    path = os.path.join(directory, "report.md")
+    with open(path, "w", encoding="utf-8") as handle:
         handle.write(markdown)
-    with open(html_path, "w", encoding="utf-8") as handle:
-        handle.write(_to_html(markdown))
-    return md_path, html_path
+    return path
 
 
 def write_report(output_dir: str) -> dict[str, Any]:
-    """Write ``report.md``, ``report.html`` and their plots into ``output_dir``; returns the paths."""
+    """Write ``report.md`` and its plots into ``output_dir``; returns the paths."""
     run = read_run(output_dir)
     if not os.path.isfile(os.path.join(output_dir, "weights.png")):  # the trainer's own has the run's true end
         plot_weights(run["history"], os.path.join(output_dir, "weights.png"))
@@ -234,18 +210,15 @@ def write_report(output_dir: str) -> dict[str, Any]:
             ["kind", "FLOPs", "share"],
             [[k, f"{v:.4g}", f"{run['compute']['share_by_kind'].get(k, 0.0):.1%}"] for k, v in run["compute"]["by_kind"].items()],
         ), "", f"Total: {run['compute']['total_flops']:.4g} FLOPs.", ""]
-    titles = {"weights.png": "Mixture over training", "eval_loss.png": "Per-domain eval loss",
-              "law_fit.png": "Law fit: observed vs predicted", "candidates.png": "Candidate curves of each decision",
-              "compute.png": "Compute by kind"}
-    images = [name for name in titles if os.path.isfile(os.path.join(output_dir, name))]
+    images = [name for name in PLOT_TITLES if os.path.isfile(os.path.join(output_dir, name))]
     for name in images:
-        lines += [f"## {titles[name]}", "", f"![{titles[name]}]({name})", ""]
-    md_path, html_path = _write_pair(output_dir, "\n".join(lines))
-    return {"markdown": md_path, "html": html_path, "images": [os.path.join(output_dir, n) for n in images]}
+        lines += [f"## {PLOT_TITLES[name]}", "", f"![{PLOT_TITLES[name]}]({name})", ""]
+    md_path = _write_markdown(output_dir, "\n".join(lines))
+    return {"markdown": md_path, "images": [os.path.join(output_dir, n) for n in images]}
 
 
 def compare_runs(output_dirs: Sequence[str], out_dir: str | None = None) -> dict[str, Any]:
-    """One comparison table (``report.md``/``report.html``) and figures for several runs in ``out_dir``.
+    """One comparison table (``report.md``) and figures for several runs in ``out_dir``.
 
     ``out_dir`` defaults to ``<first run>/compare``.  Returns the paths and the table rows.
     """
@@ -275,5 +248,5 @@ def compare_runs(output_dirs: Sequence[str], out_dir: str | None = None) -> dict
     lines += ["Runs: " + "; ".join(f"{r['name']} = {r['output_dir']}" for r in runs), ""]
     for path in figures:
         lines += [f"![{os.path.basename(path)}]({os.path.basename(path)})", ""]
-    md_path, html_path = _write_pair(out_dir, "\n".join(lines))
-    return {"markdown": md_path, "html": html_path, "images": figures, "header": header, "rows": rows}
+    md_path = _write_markdown(out_dir, "\n".join(lines))
+    return {"markdown": md_path, "images": figures, "header": header, "rows": rows}

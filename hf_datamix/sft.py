@@ -101,6 +101,7 @@ class DataMixSFTTrainer(DataMixMixin, SFTTrainer):
     default_score = "task_error"
     args_class = DataMixSFTConfig
     fixed_shape_batches = False  # padded to each batch's longest example
+    _tag_names = [*SFTTrainer._tag_names, *DataMixMixin._tag_names]  # TRL's tags stay on the model and card
 
     def __init__(
         self,

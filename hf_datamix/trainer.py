@@ -5,7 +5,7 @@ dataset a dict of per-domain block sets (so Trainer reports ``eval_<domain>_loss
 is done by :class:`~hf_datamix.callbacks.MixingCallback`.  Overrides: ``get_train_dataloader``
 (to tell the interleaver how batches are cut across ranks and workers), ``evaluate`` (aggregate
 losses and the ledger), ``log`` (``mix/<domain>`` weights), ``train`` (restore the mixing state
-before the dataloader starts).
+before the dataloader starts), ``create_model_card`` (Trainer's card plus the mixing sections).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import datasets
 import numpy as np
 import torch
+from accelerate.data_loader import DataLoaderDispatcher
 from transformers import Trainer, default_data_collator
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -34,6 +35,7 @@ from .mixture import MIXTURE_FILE, Mixture
 from .simulate.scoring import BlockLossScorer
 from .strategies.base import Decision, DecisionContext, Strategy
 from .strategies.registry import create_strategy
+from .tracking import decision_scalars
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +147,8 @@ class DataMixMixin:
     #: The arguments class the trainer requires (checked first, before any data are touched).
     args_class: type = DataMixArguments
     eval_token_counts: dict[str, int]
+    #: Hub tags of the model and its card (TRL's ``_tag_names``); the card also gets the strategy's name.
+    _tag_names: list[str] = ["hf_datamix", "data-mixing"]
 
     def _setup_mixing(
         self,
@@ -227,21 +231,20 @@ class DataMixMixin:
         return self.interleaver
 
     def _attach_mixing_callback(self) -> None:
+        """After ``Trainer.__init__``: the mixing callback, the log levels and the model's Hub tags."""
         self.mixing_callback = MixingCallback(self)
         self.add_callback(self.mixing_callback)
         self._follow_log_levels()
+        if hasattr(self.model, "add_model_tags"):  # TRL's pattern: Trainer's push puts them on the card
+            self.model.add_model_tags(self._tag_names)
 
     def _follow_log_levels(self) -> None:
-        """hf_datamix's logger follows ``--log_level`` / ``--log_level_replica`` as transformers' does.
+        """hf_datamix's logger takes the level Trainer gives transformers' (``get_process_log_level``).
 
-        Left alone while the level is "passive" (the main process's default), so a user's own
-        ``logging`` setup still decides.  ``--log_level_replica info`` shows every process's decisions.
+        ``--log_level`` / ``--log_level_replica`` (main / other processes; "passive" follows
+        transformers' verbosity).  ``--log_level_replica info`` shows every process's decisions.
         """
-        from transformers.training_args import trainer_log_levels
-
-        name = self.args.log_level if self.args.should_log else self.args.log_level_replica
-        if trainer_log_levels.get(name, -1) >= 0:
-            logging.getLogger("hf_datamix").setLevel(trainer_log_levels[name])
+        logging.getLogger("hf_datamix").setLevel(self.args.get_process_log_level())
 
     @staticmethod
     def _init_mixture(source: str, domains: DomainSet) -> Mixture:
@@ -276,7 +279,7 @@ class DataMixMixin:
         # Under accelerate's batch dispatching one process reads micro-batches and scatters them;
         # otherwise each process reads the whole global batch and keeps its slice.  Workers must
         # own whole reads, and chunk_size is that read.
-        dispatching = type(loader).__name__ == "DataLoaderDispatcher"
+        dispatching = isinstance(loader, DataLoaderDispatcher)
         self.interleaver.chunk_size = self._train_batch_size if dispatching else self.global_micro_batch
         return loader
 
@@ -386,7 +389,7 @@ class DataMixMixin:
 
     # -- records --------------------------------------------------------------------------------
     def record_mixture(self, mixture: Mixture, step: int, kind: str, **details: Any) -> None:
-        """Append a decision record (the ``mixtures.json`` schema) and write the file."""
+        """Append a decision record (the ``mixtures.json`` schema), write the file, log a decision's summary."""
         self.history.append(
             {
                 "step": self.step_offset + step,
@@ -400,6 +403,12 @@ class DataMixMixin:
         )
         if self.is_world_process_zero():
             write_json_atomic(os.path.join(self.args.output_dir, MIXTURES_FILE), self.history)
+        if kind in ("decision", "kept"):  # to every report_to tracker, at this step
+            # Trainer.log clears control.should_log: a decision logged from on_step_end must not
+            # swallow the step's own training log.
+            should_log = self.control.should_log
+            self.log(decision_scalars(self.history[-1]))
+            self.control.should_log = should_log
 
     def record_event(self, kind: str, step: int, **details: Any) -> None:
         """Record a non-decision event (a domain running dry) in ``mixtures.json``."""
@@ -542,16 +551,21 @@ class DataMixMixin:
             out[f"{prefix}_{name}_ppl"] = math.exp(min(value, 50.0))
         return out
 
-    def push_to_hub(self, *args: Any, **kwargs: Any):
-        """Trainer's push (model, tokenizer, its card), then the mixing artefacts and card in one more commit."""
-        result = super().push_to_hub(*args, **kwargs)
-        if self.is_world_process_zero():
-            from .hub import push_run
+    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+        """Trainer's (or TRL's) model card, then the mixing: final mixture, strategy and settings,
+        per-domain eval, compute by kind and the plots, with the ``hf_datamix`` tags.
 
-            # Trainer.push_to_hub(commit_message, blocking, token, revision, ...): the token may be positional.
-            token = kwargs.get("token", args[2] if len(args) > 2 else None) or self.args.hub_token
-            push_run(self.args.output_dir, self.hub_model_id, token=token, settings=self.strategy.settings())
-        return result
+        ``push_to_hub`` calls it before its one upload of ``output_dir``, so the pushed card keeps
+        Trainer's metadata and sections (base model, hyperparameters, framework versions).
+        """
+        super().create_model_card(*args, **kwargs)
+        if self.is_world_process_zero():
+            from .hub import add_mixing_to_card
+
+            repo_id = self.hub_model_id or os.path.basename(os.path.normpath(self.args.output_dir))
+            if add_mixing_to_card(self.args.output_dir, repo_id, settings=self.strategy.settings()) is None:
+                logger.warning("%s holds no %s yet (train first): the model card has no mixing section.",
+                               self.args.output_dir, MIXTURES_FILE)
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if "loss" in logs or "learning_rate" in logs:

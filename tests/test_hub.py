@@ -1,4 +1,5 @@
-"""Hub I/O offline: the exact commit a push sends, the model card of a real run, loading it back, errors."""
+"""Hub I/O offline: the exact commit a push sends, the model card of a real run, loading it back, errors,
+and a trainer's push (Trainer's one upload of output_dir, Trainer's card plus the mixing)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from conftest import datamix_args, make_domain_set, tiny_llama
 from huggingface_hub import ModelCard
 from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
+from huggingface_hub.utils import filter_repo_objects
 
 from hf_datamix import DataMixTrainer, Mixture, hub
 from hf_datamix.cli import main as cli_main
@@ -191,20 +193,53 @@ def test_push_errors_are_clear_and_leave_output_untouched(tiny_run, failure, mon
     assert snapshot(out) == before
 
 
-def test_trainer_push_to_hub_extends_trainer(tiny_run, monkeypatch):
-    _, trainer = tiny_run
-    seen = []
+class FakeHfApi(FakeApi):
+    """Trainer's side of the Hub: ``upload_folder`` lays the folder out as the Hub repo would hold it."""
 
-    def fake_super_push(self, *args, **kwargs):
-        seen.append((args, kwargs))
-        self.hub_model_id = REPO
-        return "model-commit"
+    def __init__(self, repo_dir):
+        super().__init__()
+        self.repo_dir = repo_dir
 
-    monkeypatch.setattr("transformers.Trainer.push_to_hub", fake_super_push)
-    api = FakeApi()
-    monkeypatch.setattr(hub, "HfApi", lambda token=None: api)
-    assert trainer.push_to_hub("End of training", token="tok") == "model-commit"
-    assert seen == [(("End of training",), {"token": "tok"})]
-    (_, args, kwargs), = api.named("create_commit")
-    assert args[0] == REPO and kwargs["token"] == "tok"
-    assert "mixtures.json" in {op.path_in_repo for op in args[1]}
+    def upload_folder(self, *, repo_id, folder_path, ignore_patterns=None, **kwargs):
+        self.calls.append(("upload_folder", (repo_id, folder_path), kwargs))
+        for root, _, files in os.walk(folder_path):
+            for name in files:
+                relative = os.path.relpath(os.path.join(root, name), folder_path).replace(os.sep, "/")
+                if not list(filter_repo_objects([relative], ignore_patterns=ignore_patterns)):
+                    continue
+                target = self.repo_dir / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(open(os.path.join(root, name), "rb").read())
+        return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/def")
+
+
+def test_trainer_push_is_one_commit_with_trainers_card_and_the_mixing(tiny_run, tmp_path, monkeypatch):
+    out, trainer = tiny_run
+    repo = tmp_path / "repo"
+    api = FakeHfApi(repo)
+    monkeypatch.setattr("transformers.trainer.hf_api", lambda: api)
+    monkeypatch.setattr(trainer.args, "hub_model_id", REPO)
+    info = trainer.push_to_hub("End of training", token="tok")
+    assert info.commit_url.endswith("/commit/def")
+    assert [c[0] for c in api.calls] == ["create_repo", "upload_folder"]  # one commit, nothing pushed after it
+    card = ModelCard.load(repo / "README.md")
+    # Trainer's card is kept: its metadata and its sections ...
+    assert card.data.library_name == "transformers" and card.data.model_name == "tiny-mix"
+    for section in ("## Training procedure", "### Training hyperparameters", "### Framework versions"):
+        assert section in card.text, section
+    # ... and the mixing is added, with the tags (the model's own tags reach the card through Trainer).
+    assert {"generated_from_trainer", "hf_datamix", "data-mixing", "uniform"} <= set(card.data.tags)
+    assert {"hf_datamix", "data-mixing"} <= set(trainer.model.model_tags)
+    text = card.text
+    assert text.count("## Data mixing (hf_datamix)") == 1
+    for name in ("alpha", "beta", "gamma"):
+        assert f"| {name} | 0.3333 |" in text
+    assert "### Compute" in text and "### Evaluation" in text and "The strategy has no settings." in text
+    assert "![Mixture over training](weights.png)" in text and (repo / "weights.png").is_file()
+    assert f'Mixture.from_pretrained("{REPO}")' in text
+    assert Mixture.from_pretrained(repo) == json.loads((out / "mixtures.json").read_text())[-1]["weights"]
+    assert {"mixtures.json", "compute.json", "model.safetensors"} <= {p.name for p in repo.iterdir()}
+    assert not any(p.name.startswith("checkpoint-") for p in repo.iterdir())
+    # A second card for the same folder replaces the mixing part instead of repeating it.
+    trainer.create_model_card(model_name="tiny-mix")
+    assert ModelCard.load(out / "README.md").text.count("## Data mixing (hf_datamix)") == 1

@@ -128,3 +128,24 @@ def test_several_processes_make_op_mix_run_on_every_process():
     assert probes_run_collectively(trainer(zero_stage=2)) is True
     with pytest.raises(ValueError, match="ZeRO-3.*deepspeed_zero2.yaml"):
         probes_run_collectively(trainer(zero_stage=3))
+
+
+@pytest.mark.parametrize("main", [True, False])
+def test_candidate_progress_bar_only_on_the_main_process(main):
+    seen = {}
+
+    class Trainer:
+        default_score = "loss"
+        args = type("Args", (), {"disable_tqdm": False})()
+
+        def is_world_process_zero(self):
+            return main
+
+        def candidate_scores(self, simulator, candidates, **kwargs):
+            seen.update(kwargs)
+            return np.zeros((len(candidates), 1))
+
+    strategy = create_strategy("op_mix")
+    context = type("Context", (), {"trainer": Trainer()})()
+    strategy._scores(context, simulator=None, candidates=[None])
+    assert seen["progress"] is main

@@ -1,4 +1,4 @@
-"""Reports on real tiny runs: one run's report.md/html and plots, a comparison of two runs."""
+"""Reports on real tiny runs: one run's report.md and plots, a comparison of two runs."""
 
 from __future__ import annotations
 
@@ -29,10 +29,9 @@ def test_single_run_report(two_runs):
     out, trainer = two_runs["uniform"]
     assert cli_main(["report", str(out)]) == 0
     markdown = (out / "report.md").read_text()
-    html = (out / "report.html").read_text()
     for image in ("weights.png", "eval_loss.png", "compute.png"):
         assert (out / image).stat().st_size > 1000, image
-        assert f"]({image})" in markdown and f'src="{image}"' in html
+        assert f"]({image})" in markdown
     last = {k: v for e in trainer.state.log_history for k, v in e.items() if k.startswith("eval_") and k.endswith("_loss")}
     assert f"| alpha | 0.3333 | {last['eval_alpha_loss']:.4g} |" in markdown
     run = read_run(out)
@@ -57,7 +56,8 @@ def test_compare_two_runs(two_runs, tmp_path, capsys):
         assert f"| {average:.4g} |" in row  # the trainer's own average over domains
     for image in ("loss_vs_flops.png", "compute.png"):
         assert (compare / image).stat().st_size > 1000
-    assert (compare / "report.html").read_text().count("<tr>") == 3
+    assert sum(line.startswith("| ") for line in markdown.splitlines()) == 3  # header and one row per run
+    assert not (compare / "report.html").exists()  # Markdown only: GitHub and the Hub render it
 
 
 def test_report_on_a_folder_without_a_run(tmp_path, capsys):

@@ -9,6 +9,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
+from huggingface_hub import ModelCard
 
 from conftest import WORDS, tiny_llama
 from hf_datamix import DomainSet, DomainSpec, create_strategy
@@ -142,6 +143,12 @@ def test_sft_run_logs_mixture_task_error_and_counts_tokens(tmp_path, chat_tokeni
     assert trainer.ledger.tokens_by_kind["generate"] > 0
     history = json.loads((tmp_path / "mixtures.json").read_text())
     assert history[0]["kind"] == "initial"
+    # push_to_hub's card: TRL's (its tags, quick start, framework versions), then the mixing.
+    trainer.create_model_card(model_name="tiny-sft")
+    card = ModelCard.load(tmp_path / "README.md")
+    assert {"trl", "sft", "hf_datamix", "data-mixing", "uniform"} <= set(card.data.tags)
+    assert "## Quick start" in card.text and "### Framework versions" in card.text
+    assert "## Data mixing (hf_datamix)" in card.text and "| alpha | 0.3333 |" in card.text
 
 
 def test_sft_resume_is_exact(tmp_path, chat_tokenizer):

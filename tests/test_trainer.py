@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 
 import pytest
 import torch
+from transformers.utils import logging as hf_logging
 
 from conftest import datamix_args, make_domain_set, tiny_llama
 from hf_datamix import DataMixTrainer, Mixture, Strategy, StrategyConfig
@@ -217,3 +219,15 @@ def test_model_for_next_trainer_saves_a_loadable_model(tmp_path, tokenizer):
     for (name, mine), (_, theirs) in zip(handed.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(mine.cpu(), theirs), name
     assert os.path.isfile(tmp_path / "final" / "tokenizer_config.json")
+
+
+def test_hf_datamix_logger_takes_trainers_process_log_level(tmp_path, tokenizer):
+    logger, verbosity = logging.getLogger("hf_datamix"), hf_logging.get_verbosity()
+    try:
+        for level, expected in (("info", logging.INFO), ("error", logging.ERROR)):
+            DataMixTrainer(model=tiny_llama(len(tokenizer)), args=datamix_args(tmp_path, log_level=level),
+                           domains=make_domain_set(), processing_class=tokenizer)
+            assert logger.level == expected, level
+    finally:
+        logger.setLevel(logging.NOTSET)
+        hf_logging.set_verbosity(verbosity)

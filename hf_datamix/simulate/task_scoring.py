@@ -171,6 +171,7 @@ def generate_answers(
     per prompt under ``kind``, with ``N = num_parameters`` or the model's non-embedding parameters.
     """
     from transformers import GenerationConfig
+    from trl.trainer.utils import pad  # imported here: trl is slow to import and only generation needs it
 
     if int(max_new_tokens) < 1 or int(batch_size) < 1:
         raise ValueError(f"generate_answers: max_new_tokens and batch_size must be >= 1, "
@@ -196,15 +197,13 @@ def generate_answers(
     with _eval_mode(model), torch.no_grad():
         for start in range(0, len(order), int(batch_size)):
             batch = order[start : start + int(batch_size)]
-            width = max(len(encoded[i]) for i in batch)
-            # Left padding by hand: the prompt's last token sits at the last column for every row, so
-            # generated tokens append directly; generate() derives position ids from the attention mask.
-            input_ids = torch.full((len(batch), width), int(pad_id), dtype=torch.long)
-            attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                n = len(encoded[i])
-                input_ids[row, width - n :] = torch.tensor(encoded[i], dtype=torch.long)
-                attention_mask[row, width - n :] = 1
+            # Left padding (TRL's pad, as distill.py's collator): the prompt's last token sits at the last
+            # column of every row, so generated tokens append directly; generate() derives position ids
+            # from the attention mask.
+            ids = [torch.tensor(encoded[i], dtype=torch.long) for i in batch]
+            input_ids = pad(ids, int(pad_id), padding_side="left")
+            attention_mask = pad([torch.ones_like(t) for t in ids], 0, padding_side="left")
+            width = input_ids.shape[1]
             output = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
                                     generation_config=config)
             new_tokens = output[:, width:].tolist()
