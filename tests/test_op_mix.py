@@ -132,20 +132,23 @@ def test_several_processes_make_op_mix_run_on_every_process():
 
 @pytest.mark.parametrize("main", [True, False])
 def test_candidate_progress_bar_only_on_the_main_process(main):
+    from hf_datamix.trainer import DataMixMixin
+
     seen = {}
 
-    class Trainer:
-        default_score = "loss"
-        args = type("Args", (), {"disable_tqdm": False})()
-
+    class Trainer(DataMixMixin):
         def is_world_process_zero(self):
             return main
 
-        def candidate_scores(self, simulator, candidates, **kwargs):
-            seen.update(kwargs)
+        def decision_scorer(self, *args, **kwargs):
+            return None
+
+    class Simulator:
+        collective, config = True, type("Config", (), {"bf16": False})()
+
+        def score_candidates(self, candidates, scorer, progress):
+            seen["progress"] = progress
             return np.zeros((len(candidates), 1))
 
-    strategy = create_strategy("op_mix")
-    context = type("Context", (), {"trainer": Trainer()})()
-    strategy._scores(context, simulator=None, candidates=[None])
+    Trainer().candidate_scores(Simulator(), [{}], progress=True)
     assert seen["progress"] is main
