@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from _common import RESULTS_DIR, provenance, read_json, write_json  # noqa: E402
 
 from . import baselines, fidelity  # noqa: E402
-from .common import DATA_DIR, SETS, SHAPES, Shape, stage  # noqa: E402
+from .common import DATA_DIR, SETS, SHAPES, Shape, prepare, stage  # noqa: E402
 from .runner import Budget, Store, WorkerFile, assign, launch_workers, worker_files  # noqa: E402
 
 KINDS = {"fidelity": fidelity, "baselines": baselines}
@@ -125,7 +125,8 @@ def main(argv=None) -> int:
     if opts.worker is not None:  # a worker: its share of the pending units
         folder = os.path.join(opts.scratch, f"worker-{opts.worker}")
         out = WorkerFile(os.path.join(opts.work, f"worker-{opts.worker}.json"), plan.settings(), call)
-        module.run_worker(plan, shares[opts.worker], folder, out, Budget(opts.budget_s), data_dir=opts.data)
+        module.run_worker(plan, shares[opts.worker], folder, out, Budget(opts.budget_s), data_dir=opts.data,
+                          unpacked=opts.scratch)
         return 0
     store.merge_files([p for folder in opts.merge for p in worker_files(folder)])
     os.makedirs(opts.work, exist_ok=True)
@@ -133,10 +134,13 @@ def main(argv=None) -> int:
         os.remove(stale)
     pending = [(k, c) for k, c in plan.units() if k not in store.units]
     print(f"{len(store.units)} units done, {len(pending)} pending", flush=True)
+    if pending:
+        counts = prepare(opts.set, plan.shape, opts.scratch, opts.data)  # data checked before any GPU work
+        print(f"training tokens per domain: {counts}", flush=True)
     if pending and opts.procs <= 1:  # one worker: this process
         out = WorkerFile(os.path.join(opts.work, "worker-0.json"), plan.settings(), call)
         module.run_worker(plan, shares[0], os.path.join(opts.scratch, "worker-0"), out, Budget(opts.budget_s),
-                          data_dir=opts.data)
+                          data_dir=opts.data, unpacked=opts.scratch)
         store.merge_files(worker_files(opts.work))
     elif pending:
         store.save()  # the workers read the merged store

@@ -39,13 +39,13 @@ class BaselinePlan:
 
 
 def run_worker(plan: BaselinePlan, keys: list[str], work: str, out: WorkerFile, budget: Budget,
-               data_dir: str = DATA_DIR) -> None:
+               data_dir: str = DATA_DIR, unpacked: str | None = None) -> None:
     """Train each ``arm/seed`` run in ``keys`` from its seed's init, score it on the test split."""
     from hf_datamix import DataMixTrainer
     from hf_datamix.simulate.scoring import BlockLossScorer
 
     tok = tokenizer()
-    domains = domain_set(plan.set_name, work, data_dir)
+    domains = domain_set(plan.set_name, unpacked or work, data_dir)
     for key in keys:
         if not budget.allows(plan.shape.steps):
             print(f"stop: {key} would not end before the deadline ({budget.left:.0f} s left)", flush=True)

@@ -144,10 +144,11 @@ def domain_set(set_name: str, work: str, data_dir: str = DATA_DIR):
             target = os.path.join(work, "data", set_name, name, f"{split}.jsonl")
             if not os.path.isfile(target):
                 os.makedirs(os.path.dirname(target), exist_ok=True)
+                tmp = f"{target}.tmp{os.getpid()}"
                 with lzma.open(os.path.join(data_dir, set_name, f"{name}.{split}.jsonl.xz"), "rb") as src, \
-                        open(target + ".tmp", "wb") as dst:
+                        open(tmp, "wb") as dst:
                     shutil.copyfileobj(src, dst)
-                os.replace(target + ".tmp", target)
+                os.replace(tmp, target)
             paths[split] = target
         specs.append(DomainSpec(name, train=paths["train"], eval=paths["eval"]))
     return DomainSet(specs)
@@ -191,10 +192,18 @@ def run_args(shape: Shape, output_dir: str, seed: int, **overrides):
         torch_compile=cuda, logging_nan_inf_filter=False, save_strategy="no", eval_strategy="no", report_to=[],
         dataloader_num_workers=0, logging_steps=max(1, shape.steps // 20), disable_tqdm=True, seed=seed,
         max_repetitions=shape.max_repetitions, decision_blocks=shape.decision_blocks,
-        max_eval_blocks=shape.test_blocks, write_plots=False,
+        max_eval_blocks=shape.test_blocks, write_plots=False, preprocessing_num_workers=min(8, os.cpu_count() or 1),
     )
     values.update(overrides)
     return DataMixArguments(**values)
+
+
+def prepare(set_name: str, shape: Shape, unpacked: str, data_dir: str = DATA_DIR) -> dict[str, int]:
+    """Unpack and pack the set once (the packed-block cache then serves every worker); its token counts."""
+    from hf_datamix.trainer import pack_domains
+
+    args = run_args(shape, os.path.join(unpacked, "prepare"), seed=0)
+    return pack_domains(domain_set(set_name, unpacked, data_dir), tokenizer(), args).token_counts
 
 
 def epochs_per_domain(trainer, schedule: list[tuple[int, dict[str, float]]], steps: int) -> dict[str, float]:

@@ -89,7 +89,7 @@ class FidelityPlan:
 
 # ---------------------------------------------------------------------------------- one worker
 def run_worker(plan: FidelityPlan, keys: list[str], work: str, out: WorkerFile, budget: Budget,
-               data_dir: str = DATA_DIR) -> None:
+               data_dir: str = DATA_DIR, unpacked: str | None = None) -> None:
     """Train the uniform prefix and run ``keys`` at their decision points, within ``budget``."""
     from transformers import TrainerCallback
 
@@ -199,7 +199,7 @@ def run_worker(plan: FidelityPlan, keys: list[str], work: str, out: WorkerFile, 
     tok = tokenizer()
     trainer = DataMixTrainer(
         model=new_model(tok, shape, plan.seed), args=run_args(shape, os.path.join(work, "run"), plan.seed),
-        domains=domain_set(plan.set_name, work, data_dir), strategy=Harness(), processing_class=tok, callbacks=[StepClock()],
+        domains=domain_set(plan.set_name, unpacked or work, data_dir), strategy=Harness(), processing_class=tok, callbacks=[StepClock()],
     )
     log(f"worker: {len(keys)} units: {keys}")
     trainer.train()
