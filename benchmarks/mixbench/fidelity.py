@@ -121,10 +121,10 @@ def run_worker(plan: FidelityPlan, keys: list[str], work: str, out: WorkerFile, 
             mixtures = oracle_mixtures(trainer.domains.names, context.token_counts, plan.mixtures, plan.seed)
             for key in list(pending[point]):
                 cost = dict(plan.units())[key]
-                if not budget.allows(cost):
-                    log(f"stop: {key} (~{cost:.0f} steps) would not end before the deadline")
-                    pending_all_clear()
-                    break
+                if not budget.allows(cost):  # a smaller unit may still fit
+                    log(f"skip: {key} (~{cost:.0f} steps) would not end before the deadline")
+                    pending[point].remove(key)
+                    continue
                 started = time.perf_counter()
                 kind, name = key.split("/")[1:]
                 result = (oracle_unit(context, mixtures[int(name)]) if kind == "oracle"
@@ -138,10 +138,6 @@ def run_worker(plan: FidelityPlan, keys: list[str], work: str, out: WorkerFile, 
                                                         if kind == "oracle" else ""))
             if not any(pending.values()):
                 trainer.control.should_training_stop = True  # nothing left for this worker past here
-
-    def pending_all_clear():
-        for point in pending:
-            pending[point] = []
 
     def oracle_unit(context, mixture):
         trainer = context.trainer
