@@ -40,18 +40,14 @@ def mixbench(*args, timeout=600):
 def test_fidelity_and_baselines_pipeline_at_tiny_size(tmp_path):
     fake_corpus(tmp_path / "corpus", "five")
     common = ["--set", "five", "--shape", "tiny", "--data", str(tmp_path / "data"), "--results", str(tmp_path / "results"),
-              "--scratch", str(tmp_path / "scratch"), "--commit", "test"]
+              "--scratch", str(tmp_path / "scratch"), "--commit", "test", "--points", "0.2"]
     mixbench("stage", "--corpus", str(tmp_path / "corpus"), *common)
     manifest = json.load(open(tmp_path / "data" / "five" / "manifest.json"))
     assert set(manifest["domains"]) == set(SETS["five"])
     store = str(tmp_path / "store" / "fidelity-five-tiny.json")
-    # A budget too small for anything: nothing is lost, the results say "partial".
-    mixbench("fidelity", *common, "--store", store, "--budget-s", "0", "--work", str(tmp_path / "w0"))
-    partial = json.load(open(tmp_path / "results" / "mixbench_fidelity_tiny.json"))
-    assert partial["status"] == "partial"
-    # Two workers share the units; run again until everything is in.
+    # Two workers share the units (one prefix run each).
     out = mixbench("fidelity", *common, "--store", store, "--procs", "2", "--work", str(tmp_path / "w1"))
-    assert "pending" in out
+    assert "0 units done, 16 pending" in out
     result = json.load(open(tmp_path / "results" / "mixbench_fidelity_tiny.json"))
     assert result["status"] == "complete", out
     point = result["domain_sets"]["five"]["decision_points"]["0.2"]
@@ -62,12 +58,34 @@ def test_fidelity_and_baselines_pipeline_at_tiny_size(tmp_path):
     for sim in point["simulators"].values():
         assert -1 <= sim["spearman"] <= 1 and -1 <= sim["kendall"] <= 1 and sim["top1_regret"] >= 0 and sim["tokens"]
     assert point["simulators"]["lora:spread"]["encoding_inconsistency"] is not None
+    assert point["simulators"]["lora_annealed:spread"]["tokens"]["branch"] > 0  # the anneal is counted
     assert (tmp_path / "results" / "mixbench_fidelity_tiny.png").stat().st_size > 5000
-    assert result["commit"] == "test" and result["unit_calls"]["five"]
-    # Nothing pending: the command only rewrites the results.
-    assert "0 pending" in mixbench("fidelity", *common, "--store", store, "--work", str(tmp_path / "w2"))
+    assert result["commit"] == "test" and len(result["unit_calls"]["five"]) == 2
 
     mixbench("baselines", *common, "--seeds", "0,1", "--store", str(tmp_path / "store" / "baselines-five-tiny.json"),
              "--work", str(tmp_path / "w3"))
     base = json.load(open(tmp_path / "results" / "mixbench_baselines_tiny.json"))["domain_sets"]["five"]
     assert len(base["arms"]["natural"]["mean_test_loss"]) == 2 and base["natural_minus_uniform"]["t_ci"]
+
+
+def test_store_keeps_finished_units_and_replicates(tmp_path):
+    from mixbench.runner import Budget, Store, WorkerFile, assign
+
+    settings = {"kind": "x", "points": (0.2,)}
+    worker = WorkerFile(str(tmp_path / "worker-0.json"), settings, {"command": "c"})
+    worker.add("a", {"v": 1})
+    store = Store(str(tmp_path / "store.json"), settings)
+    assert store.merge_files([worker.path]) == 1
+    again = WorkerFile(str(tmp_path / "worker-1.json"), settings, {"command": "d"})
+    again.add("a", {"v": 2})  # the same unit from another run: kept apart, not over the first
+    store.merge_files([again.path])
+    store.save()
+    reread = Store(str(tmp_path / "store.json"), {"kind": "x", "points": [0.2]})  # tuples read back as lists
+    assert reread.units == {"a": {"v": 1}} and reread.replicates == {"a": [{"v": 2}]} and len(reread.calls) == 2
+    with pytest.raises(ValueError, match="other settings.*points"):
+        Store(str(tmp_path / "store.json"), {"kind": "x", "points": [0.5]})
+    shares = assign([("big", 10), ("b", 4), ("c", 4), ("d", 3)], 2)
+    assert shares == [["big"], ["b", "c", "d"]]
+    budget = Budget(10)
+    budget.observe(cost=10, seconds=1.0)
+    assert budget.allows(50) and not budget.allows(200)

@@ -56,7 +56,7 @@ def _write_results(opts, module) -> dict:
         settings = {k: v for k, v in data["settings"].items() if k in PLAN_FIELDS[opts.command]}
         settings["shape"] = Shape(**settings["shape"])
         plan = (fidelity.FidelityPlan if opts.command == "fidelity" else baselines.BaselinePlan)(**settings)
-        pairs.append((plan, data["units"]))
+        pairs.append((plan, data["units"], data.get("replicates", {})))
         calls[plan.set_name] = data["calls"]
     body = module.report(pairs)
     name = f"mixbench_{opts.command}" + ("" if opts.shape == "gpu" else f"_{opts.shape}")

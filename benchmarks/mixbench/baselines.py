@@ -67,10 +67,10 @@ def run_worker(plan: BaselinePlan, keys: list[str], work: str, out: WorkerFile, 
         print(f"{key}: mean test loss {np.mean(test):.4f} in {seconds:.0f} s", flush=True)
 
 
-def report(plans_and_units: list[tuple[BaselinePlan, dict[str, Any]]]) -> dict[str, Any]:
+def report(plans_and_units: list[tuple[BaselinePlan, dict[str, Any], dict[str, list]]]) -> dict[str, Any]:
     """The ``mixbench_baselines.json`` body: per set, each arm's per-seed results and natural − uniform."""
     out: dict[str, Any] = {"domain_sets": {}, "complete": bool(plans_and_units)}
-    for plan, units in plans_and_units:
+    for plan, units, _ in plans_and_units:
         arms = {arm: [units.get(f"{arm}/{seed}") for seed in plan.seeds] for arm in ARMS}
         complete = all(all(runs) for runs in arms.values())
         out["complete"] &= complete

@@ -57,7 +57,7 @@ class Shape:
 SHAPES = {
     "gpu": Shape(),
     # A CPU check of the whole pipeline (tests): tiny model, tiny data, a few steps.
-    "tiny": Shape(preset="tiny", block_size=32, batch_size=4, steps=20, learning_rate=3e-3, warmup_steps=2,
+    "tiny": Shape(preset="tiny", block_size=32, batch_size=4, steps=10, learning_rate=3e-3, warmup_steps=1,
                   decision_blocks=4, test_blocks=6),
 }
 

@@ -36,6 +36,9 @@ class Store:
             raise ValueError(f"{path} holds units of other settings (differ: {changed}); use another --store.")
         self.units: dict[str, Any] = data["units"]
         self.calls: list[dict] = data["calls"]
+        #: Units computed again by a later call (same settings, a fresh run): the first is kept in
+        #: ``units``, the others here, so run-to-run (GPU nondeterminism) differences are measured.
+        self.replicates: dict[str, list[Any]] = data.get("replicates", {})
 
     def merge_files(self, paths: list[str]) -> int:
         """Add the units of worker files (of this configuration); returns how many were new."""
@@ -48,12 +51,15 @@ class Store:
                 if key not in self.units:
                     self.units[key] = value
                     added += 1
+                elif value != self.units[key] and value not in self.replicates.get(key, []):
+                    self.replicates.setdefault(key, []).append(value)
             if data.get("call") and data["call"] not in self.calls:
                 self.calls.append(data["call"])
         return added
 
     def save(self) -> None:
-        write_json(self.path, {"settings": self.settings, "units": self.units, "calls": self.calls})
+        write_json(self.path, {"settings": self.settings, "units": self.units, "calls": self.calls,
+                               "replicates": self.replicates})
 
 
 class WorkerFile:
