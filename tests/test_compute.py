@@ -94,7 +94,7 @@ def test_every_declared_kind_is_accepted():
     for i, kind in enumerate(KINDS):
         ledger.add(kind, i + 1)
     assert set(ledger.by_kind) == set(KINDS)
-    assert set(KINDS) == {"train", "eval", "probe", "proxy", "generate", "teacher"}
+    assert set(KINDS) == {"train", "eval", "probe", "proxy", "branch", "generate", "teacher"}
 
 
 def test_merge():
