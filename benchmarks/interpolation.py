@@ -40,6 +40,7 @@ sys.path.insert(0, ROOT)  # run from a checkout without installing
 
 from hf_datamix.models import llama_config  # noqa: E402
 from hf_datamix.simulate.lora_probes import LoRAProbeSimulator, ProbeConfig  # noqa: E402
+from hf_datamix.simulate.scoring import BlockLossScorer  # noqa: E402
 
 
 FULL = {
@@ -107,26 +108,26 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def score_all(sim, method, candidates, batches, domains: int) -> np.ndarray:
-    """Losses ``(C, D)``: every candidate through ``method``, scored by the simulator's own loss loop."""
+def score_all(sim, method, candidates, scorer) -> np.ndarray:
+    """Losses ``(C, D)``: every candidate through ``method``, scored by the scorer op_mix uses."""
     rows = []
     with torch.no_grad():
         for candidate in candidates:
             with METHODS[method](sim, candidate):
-                rows.append(sim._domain_losses(batches, domains))
+                rows.append(scorer(sim.model))
     return np.asarray(rows)
 
 
-def timed(sim, method, candidates, batches, domains, reps, device) -> dict:
+def timed(sim, method, candidates, scorer, reps, device) -> dict:
     """Median seconds of scoring all ``candidates`` (after one warm-up candidate), peak memory, losses."""
-    score_all(sim, method, candidates[:1], batches, domains)
+    score_all(sim, method, candidates[:1], scorer)
     times, peak = [], None
     for _ in range(reps):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         sync(device)
         start = time.perf_counter()
-        losses = score_all(sim, method, candidates, batches, domains)
+        losses = score_all(sim, method, candidates, scorer)
         sync(device)
         times.append(time.perf_counter() - start)
         if device.type == "cuda":
@@ -148,9 +149,9 @@ def bench_preset(preset: str, settings: dict, device: torch.device) -> dict:
         f"d{j}": torch.randint(0, vocab, (settings["eval_blocks"], block), generator=generator)
         for j in range(settings["domains"])
     }
-    batches = sim._eval_batches(eval_sets, settings["batch"])  # on the device once, as evaluate_candidates does
+    scorer = BlockLossScorer(eval_sets, settings["batch"], device, bf16=gpu)  # blocks on the device once
     model.eval()
-    plain = timed(sim, "hook", [{}], batches, len(eval_sets), settings["reps"], device)  # theta alone, no probe yet
+    plain = timed(sim, "hook", [{}], scorer, settings["reps"], device)  # theta alone, no probe yet
     names = [f"p{i}" for i in range(settings["probes"])]
     for name in names:  # one real training step each: non-zero B factors, through the production path
         ids = torch.randint(0, vocab, (2, block), generator=generator)
@@ -166,7 +167,7 @@ def bench_preset(preset: str, settings: dict, device: torch.device) -> dict:
     for count in settings["candidates"]:
         weights = np.random.default_rng(count).dirichlet(np.ones(len(names)), size=count)
         candidates = [{n: float(w) for n, w in zip(names, row)} for row in weights]
-        runs = {m: timed(sim, m, candidates, batches, len(eval_sets), settings["reps"], device) for m in METHODS}
+        runs = {m: timed(sim, m, candidates, scorer, settings["reps"], device) for m in METHODS}
         hook = runs["hook"]
         record = {}
         for method, run in runs.items():
