@@ -28,7 +28,8 @@ from .callbacks import STATE_FILE, MixingCallback, read_state
 from .compute import ComputeLedger, non_embedding_parameters, write_json_atomic
 from .config import DataMixArguments
 from .data.interleaver import Interleaver
-from .data.packing import StreamingBlocks, pack_dataset, pack_eval
+from .data.packing import pack_dataset, pack_eval
+from .data.streaming import StreamingBlocks
 from .domains import DomainSet, DomainUpdate
 from .mixture import MIXTURE_FILE, Mixture
 from .strategies.base import Decision, DecisionContext, Strategy
