@@ -144,3 +144,24 @@ def test_a_writer_killed_mid_extension_leaves_a_spill_the_next_reader_repairs(tm
     second = StreamingBlocks(stream(path), tokenizer, BLOCK, name="g")
     got = [second.block(i) for i in range(recorded + 5)]
     np.testing.assert_array_equal(np.stack(got), expected[: recorded + 5])
+
+
+def test_dataloader_workers_share_one_spill_and_deliver_the_main_process_sequence(tmp_path, tokenizer):
+    from torch.utils.data import DataLoader
+
+    def interleaver(spill_dir):
+        sources = {name: StreamingBlocks(stream(write_jsonl(tmp_path / f"{name}.jsonl", make_docs(name, 200, seed=1))),
+                                         tokenizer, BLOCK, name=name, spill_dir=str(spill_dir))
+                   for name in ("alpha", "beta")}
+        return Interleaver(sources, Mixture({"alpha": 0.7, "beta": 0.3}), seed=3)
+
+    reference = iter(interleaver(tmp_path / "alone"))
+    expected = [next(reference)["input_ids"].tolist() for _ in range(64)]
+    inter = interleaver(tmp_path / "shared")  # both workers extend one empty spill
+    inter.chunk_size = 4
+    got = []
+    for batch in DataLoader(inter, batch_size=4, num_workers=2):
+        got += batch["input_ids"].tolist()
+        if len(got) >= 64:
+            break
+    assert got[:64] == expected
