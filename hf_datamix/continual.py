@@ -15,9 +15,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from transformers.trainer_utils import get_last_checkpoint
-
-from .callbacks import read_state
+from .checkpoints import last_checkpoint, read_state, resolve_resume, wants_last
 from .compute import ComputeLedger, write_json_atomic
 from .config import DataMixArguments
 from .domains import DomainSet, DomainUpdate
@@ -66,21 +64,23 @@ def _stage_of(checkpoint: str) -> int:
 
 
 def find_resume_point(output_dir: str, resume: str | bool | None) -> tuple[int, str | None]:
-    """``(stage, checkpoint)`` to resume from: a given checkpoint, the latest one (True), or none."""
-    if not resume:
-        return 0, None
-    if isinstance(resume, str) and resume.lower() != "true":
-        return _stage_of(resume), resume
+    """``(stage, checkpoint)`` to resume from: a given checkpoint, the newest complete one (True), or none."""
+    if not wants_last(resume):
+        checkpoint = resolve_resume(output_dir, resume)  # names what is wrong with a given folder
+        return (0, None) if checkpoint is None else (_stage_of(checkpoint), checkpoint)
     stages = sorted(
         (int(m.group(1)), os.path.join(output_dir, name))
         for name in (os.listdir(output_dir) if os.path.isdir(output_dir) else [])
         if (m := re.fullmatch(r"stage-(\d+)", name))
     )
     for stage, folder in reversed(stages):
-        checkpoint = get_last_checkpoint(folder)
+        checkpoint = last_checkpoint(folder)
         if checkpoint is not None:
             return stage, checkpoint
-    raise ValueError(f"resume_from_checkpoint=True but no stage of {output_dir} holds a checkpoint.")
+    raise ValueError(
+        f"resume_from_checkpoint=true but no stage folder of {output_dir} holds a complete checkpoint; "
+        "train from the start (leave --resume_from_checkpoint out)."
+    )
 
 
 def run_continual(
@@ -132,6 +132,7 @@ def run_continual(
             ledger=ledger,
             step_offset=step_offset,
         )
+        trainer.records_dir = root  # every decision reaches the run's mixtures.json at once
         trainer.train(resume_from_checkpoint=checkpoint if stage.index == first_stage else None)
         metrics = trainer.evaluate()
         previous = trainer.interleaver.weights_at(stage_args.max_steps * trainer.samples_per_step)

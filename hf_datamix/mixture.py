@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from .atomic import write_text_atomic
+
 logger = logging.getLogger(__name__)
 
 #: Domain names appear in metric keys (``mix/<name>``, ``eval_<name>_loss``) and file names.
@@ -247,9 +249,7 @@ class Mixture(Mapping[str, float]):
         path = os.fspath(path)
         if os.path.isdir(path):
             path = os.path.join(path, MIXTURE_FILE)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(self.to_json(**extra))
+        write_text_atomic(path, self.to_json(**extra))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Mixture":

@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -22,9 +23,10 @@ import datasets
 import numpy as np
 import torch
 from transformers import Trainer, default_data_collator
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import TrainOutput
 
-from .callbacks import STATE_FILE, MixingCallback, read_state
+from .callbacks import MixingCallback
+from .checkpoints import STATE_FILE, TRAINER_STATE_FILE, read_state, resolve_resume, saved_step
 from .compute import ComputeLedger, non_embedding_parameters, write_json_atomic
 from .config import DataMixArguments
 from .data.interleaver import Interleaver
@@ -138,6 +140,10 @@ class DataMixMixin:
             # The interleaver restores its own position from the checkpoint; Trainer's batch replay
             # would skip the same samples a second time.
             args.ignore_data_skip = True
+        # Trainer deletes old checkpoints before the mixing state of the new one is written, so a crash
+        # in between could leave no complete checkpoint; the mixing callback rotates them afterwards.
+        self.save_total_limit = getattr(args, "_datamix_save_total_limit", args.save_total_limit)
+        args._datamix_save_total_limit, args.save_total_limit = self.save_total_limit, None
         dispatch = args.accelerator_config.dispatch_batches
         if dispatch and args.world_size > 1 and not self.fixed_shape_batches:
             raise ValueError(
@@ -162,6 +168,8 @@ class DataMixMixin:
         self.history = history if history is not None else []
         self.ledger = ledger if ledger is not None else ComputeLedger()
         self.step_offset = step_offset
+        #: Where ``mixtures.json`` and ``compute.json`` are kept up to date (a continual run: its root folder).
+        self.records_dir = args.output_dir
         self.num_params = non_embedding_parameters(model) if model is not None else 0
 
     def _make_interleaver(self, args, sources: Mapping[str, Any]) -> Interleaver:
@@ -317,7 +325,7 @@ class DataMixMixin:
             }
         )
         if self.is_world_process_zero():
-            write_json_atomic(os.path.join(self.args.output_dir, MIXTURES_FILE), self.history)
+            write_json_atomic(os.path.join(self.records_dir, MIXTURES_FILE), self.history)
 
     def record_event(self, kind: str, step: int, **details: Any) -> None:
         """Record a non-decision event (a domain running dry) in ``mixtures.json``."""
@@ -339,10 +347,11 @@ class DataMixMixin:
         write_json_atomic(os.path.join(checkpoint, STATE_FILE), self.state_payload(consumed))
 
     def write_outputs(self, final: bool = False) -> None:
-        """Write ``mixtures.json``, ``compute.json`` (and at the end ``mixture.json`` and the plots) to ``output_dir``."""
+        """Write ``mixtures.json`` and ``compute.json`` to ``records_dir`` (and at the end ``mixture.json`` and the
+        plots to ``output_dir``)."""
         out = self.args.output_dir
-        write_json_atomic(os.path.join(out, MIXTURES_FILE), self.history)
-        self.ledger.save(out)
+        write_json_atomic(os.path.join(self.records_dir, MIXTURES_FILE), self.history)
+        self.ledger.save(self.records_dir)
         if final:
             # The mixture in force at the end, loadable with Mixture.from_pretrained(output_dir).
             self.interleaver.weights_at(self.state.max_steps * self.samples_per_step).save(
@@ -368,15 +377,25 @@ class DataMixMixin:
         ``Trainer.save_model``, it also writes the weights when FSDP checkpoints use ``SHARDED_STATE_DICT``
         (``accelerate_configs/fsdp.yaml``), where ``save_model`` writes nothing.
         """
+        # Written under another name and renamed when complete: a recipe resumed after a crash reuses a
+        # folder that exists (recipes/midtrain.py's pretrained base), so it must never be half written.
+        partial = os.path.normpath(output_dir) + ".partial"
+        if self.args.should_save and os.path.isdir(partial):
+            shutil.rmtree(partial)
         plugin = getattr(self.accelerator.state, "fsdp_plugin", None)
         if self.is_fsdp_enabled and "FULL_STATE_DICT" not in str(plugin.state_dict_type):
             state_dict = self.accelerator.get_state_dict(self.model)  # full weights, on the main process
             if self.args.should_save:
-                self.accelerator.unwrap_model(self.model).save_pretrained(output_dir, state_dict=state_dict)
+                self.accelerator.unwrap_model(self.model).save_pretrained(partial, state_dict=state_dict)
                 if self.processing_class is not None:
-                    self.processing_class.save_pretrained(output_dir)
+                    self.processing_class.save_pretrained(partial)
         else:
-            self.save_model(output_dir)
+            self.save_model(partial)
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            if os.path.isdir(output_dir):
+                shutil.rmtree(output_dir)
+            os.replace(partial, output_dir)
         self.accelerator.wait_for_everyone()
 
     def model_for_next_trainer(self, output_dir: str):
@@ -408,13 +427,30 @@ class DataMixMixin:
 
     # -- Trainer overrides ----------------------------------------------------------------------
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):
-        if resume_from_checkpoint is True:
-            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
-            if resume_from_checkpoint is None:
-                raise ValueError(f"resume_from_checkpoint=True but {self.args.output_dir} holds no checkpoint.")
-        if resume_from_checkpoint:
-            self._restore(read_state(resume_from_checkpoint), resume_from_checkpoint)
-        return super().train(resume_from_checkpoint, *args, **kwargs)
+        """``Trainer.train``; ``resume_from_checkpoint`` may also be ``"true"`` (the newest complete checkpoint).
+
+        A checkpoint saved at ``max_steps`` (a finished run, or a stage whose successor never started)
+        trains nothing more: its model and state are loaded and the run ends there.
+        """
+        checkpoint = resolve_resume(self.args.output_dir, resume_from_checkpoint)
+        if checkpoint:
+            self._restore(read_state(checkpoint), checkpoint)
+            if saved_step(checkpoint) >= self.args.max_steps:
+                return self._finished_at(checkpoint)
+        return super().train(checkpoint, *args, **kwargs)
+
+    def _finished_at(self, checkpoint: str) -> TrainOutput:
+        # Trainer would start another epoch and train one step past max_steps before stopping.
+        from transformers.trainer_callback import TrainerState
+
+        self.state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE_FILE))
+        self._load_from_checkpoint(checkpoint)
+        logger.warning("%s was saved at step %d of max_steps=%d: nothing is left to train; its model is loaded.",
+                       checkpoint, self.state.global_step, self.args.max_steps)
+        if self.is_world_process_zero():
+            self.write_outputs(final=True)
+        losses = [log["loss"] for log in self.state.log_history if "loss" in log]
+        return TrainOutput(self.state.global_step, float(np.mean(losses)) if losses else float("nan"), {})
 
     def _restore(self, state: Mapping[str, Any], checkpoint: str | None = None) -> None:
         if state["strategy"]["name"] != self.strategy.name:

@@ -32,6 +32,7 @@ import sys
 import datasets
 import numpy as np
 
+from ..atomic import write_json_atomic
 from .packing import _eos_id, _token_dtype, _tokenizer_fingerprint, cache_dir
 
 logger = logging.getLogger(__name__)
@@ -230,8 +231,6 @@ class StreamingBlocks:
                 "ended": reader.ended,
             }
             reader.documents = reader.tokens = 0
-            from ..compute import write_json_atomic
-
             write_json_atomic(self.path + ".json", meta)  # after the blocks: never claims more than the file holds
             self._reader_at = self._known = meta["blocks"]
         if meta["blocks"] < blocks:
