@@ -478,6 +478,8 @@ class DataMixMixin:
             aggregate = self.aggregate_eval(metrics, metric_key_prefix)
             self.log(aggregate)
             metrics.update(aggregate)
+            if self.is_world_process_zero():
+                self.ledger.save(self.records_dir)  # also counts an evaluation run after training ended
         return metrics
 
     def aggregate_eval(self, metrics: Mapping[str, float], prefix: str = "eval") -> dict[str, float]:

@@ -167,9 +167,18 @@ def test_swarm_members_are_spread_over_two_processes(tmp_path):
         assert ledger["tokens_by_kind"]["proxy"] == 2 * 2 * 2 * 64  # 2 members x 2 steps x batch 2 x 64 tokens
 
 
-def test_pretrain_recipe_runs(tmp_path):
-    stdout = launch("pretrain.py", "--output_dir", str(tmp_path), "--max_steps", "3", "--block_size", "64",
-                    "--per_device_train_batch_size", "2", "--max_eval_blocks", "2", "--strategy", "natural")
-    assert "eval ppl" in stdout
+def test_pretrain_recipe_on_the_shipped_cpu_config_is_one_two_process_job(tmp_path):
+    # accelerate launch --config_file accelerate_configs/cpu.yaml, no --use_cpu: before, each process trained alone.
+    flags = ["--output_dir", str(tmp_path), "--max_steps", "3", "--block_size", "64", "--per_device_train_batch_size", "2",
+             "--max_eval_blocks", "2", "--strategy", "natural", "--save_steps", "3"]
+    stdout = launch("pretrain.py", *flags, processes=2)
+    assert stdout.count("eval ppl") == 1  # one job: only its main process prints the table
     history = json.load(open(tmp_path / "mixtures.json"))
     assert history[0]["strategy"] == "natural" and len(history[0]["weights"]) == 7
+    compute = json.load(open(tmp_path / "compute.json"))
+    assert compute["tokens_by_kind"]["train"] == 3 * 2 * 2 * 64  # steps x per-device batch x 2 processes x block
+    assert compute["tokens_by_kind"]["eval"] == 7 * 2 * 64  # the final evaluation the printed table shows
+    # --resume_from_checkpoint true on the finished run: the newest checkpoint, nothing more to train.
+    stdout = launch("pretrain.py", *flags, "--resume_from_checkpoint", "true", processes=2)
+    assert "eval ppl" in stdout and not (tmp_path / "checkpoint-4").exists()
+    assert json.load(open(tmp_path / "compute.json"))["tokens_by_kind"]["train"] == 3 * 2 * 2 * 64
