@@ -38,8 +38,34 @@ class Stage:
     steps: int
 
 
+def split_steps(total: int, stages: int) -> int:
+    """Steps of each of ``stages`` stages that share ``total`` (``--max_steps`` of recipes/midtrain.py)."""
+    stages = max(1, stages)
+    if not isinstance(total, int) or total < stages:
+        raise ValueError(
+            f"--max_steps {total} is the total over the {stages} continual stage(s), split evenly: give at least "
+            f"{stages} (one step per stage), e.g. --max_steps {100 * stages}."
+        )
+    if total % stages:
+        logger.warning("--max_steps %d over %d stages: %d steps each, the last %d are not trained.",
+                       total, stages, total // stages, total % stages)
+    return total // stages
+
+
+def check_plan(stages: Sequence["Stage"], strategy: Strategy, init_mixture: str | None = None) -> None:
+    """Fail now, naming the setting, if some stage cannot run: its domains' files, the strategy's settings,
+    the ``init_mixture`` (no data are read, no step is run)."""
+    for stage in stages:
+        stage.domains.check()
+        strategy.check(stage.domains)
+        if init_mixture:
+            DataMixTrainer.check_init_mixture(init_mixture, stage.domains)
+
+
 def plan_stages(all_domains: DomainSet, initial: Sequence[str], added: Sequence[Sequence[str]], steps: int) -> list[Stage]:
     """Stage ``k`` (1-based) trains on ``initial`` plus ``added[:k]``; without ``added``, one stage 0 on ``initial``."""
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"stage plan: steps={steps!r} per stage; give at least 1.")
     missing = [n for n in list(initial) + [a for group in added for a in group] if n not in all_domains]
     if missing:
         raise ValueError(f"stage plan names unknown domains {missing}; domains are {all_domains.names}.")
@@ -95,6 +121,7 @@ def run_continual(
 ) -> dict:
     """Train ``model`` through ``stages`` with ``strategy``; returns (and writes) per-stage results."""
     root = args.output_dir
+    check_plan(stages, strategy, args.init_mixture)  # a later stage's problem fails now, not after the first
     first_stage, checkpoint = find_resume_point(root, resume)
     history: list = []
     ledger = ComputeLedger()

@@ -97,7 +97,7 @@ class Mixture(Mapping[str, float]):
         if abs(raw_total - 1.0) > SUM_TOLERANCE:
             if not normalize:
                 raise ValueError(f"Mixture weights sum to {raw_total:.8g}, not 1 (normalize=False).")
-            logger.info("Mixture weights summed to %.6g; normalised to 1.", raw_total)
+            logger.debug("Mixture weights summed to %.6g; normalised to 1.", raw_total)
         self._weights = {name: value / total for name, value in seen.items()}
 
     # -- constructors ---------------------------------------------------------------------------
@@ -258,7 +258,14 @@ class Mixture(Mapping[str, float]):
         if os.path.isdir(path):
             path = os.path.join(path, MIXTURE_FILE)
         with open(path, encoding="utf-8") as handle:
-            return cls.from_json(handle.read())
+            text = handle.read()
+        try:
+            return cls.from_json(text)
+        except ValueError as error:  # JSONDecodeError included: say which file, and what it should hold
+            raise ValueError(
+                f"{path} is not a mixture file ({error}); it should hold {{\"weights\": {{domain: weight}}}}, "
+                "as Mixture.save and every run's mixture.json do."
+            ) from None
 
     def push_to_hub(
         self,

@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 MIXTURES_FILE = "mixtures.json"
 #: Reads back the decision line each process logs (``--log_level_replica info``) in
 #: :meth:`DataMixMixin.run_decision`: rank, processes, stage, step and the mixture's repr.
-DECISION_LOG = re.compile(r"Process (\d+)/(\d+), stage (\d+) step (\d+): new mixture (Mixture\(.*\))")
+DECISION_LOG = re.compile(r"Process (\d+)/(\d+), stage (\d+) step (\d+): new mixture (Mixture\(.*?\))")
 
 
 class BlockDataset(torch.utils.data.Dataset):
@@ -161,6 +161,10 @@ class DataMixMixin:
             name = strategy or args.strategy
             # args.strategy_args belong to args.strategy, not to another strategy named here.
             self.strategy = create_strategy(name, args.strategy_args if name == args.strategy else None)
+        # Every setting that can be wrong fails here, before any domain is read or packed.
+        self.strategy.check(domains)
+        domains.check()
+        self.init_mixture = self.check_init_mixture(args.init_mixture, domains) if args.init_mixture else None
         self.domains = domains
         self.stage = stage
         self.update = update
@@ -177,8 +181,7 @@ class DataMixMixin:
         self.sources = dict(sources)
         self.token_counts = {name: source.num_tokens for name, source in self.sources.items()}
         context = self._context(step=0, max_steps=args.max_steps, mixture=None)
-        mixture = self._init_mixture(args.init_mixture, self.domains) if args.init_mixture else None
-        mixture = mixture or self.strategy.initial_mixture(context)
+        mixture = self.init_mixture or self.strategy.initial_mixture(context)
         self.interleaver = Interleaver(
             self.sources,
             Mixture(mixture, domains=self.domains.names),
@@ -208,9 +211,13 @@ class DataMixMixin:
             logging.getLogger("hf_datamix").setLevel(trainer_log_levels[name])
 
     @staticmethod
-    def _init_mixture(source: str, domains: DomainSet) -> Mixture:
-        """A mixture from a file, folder or Hub repo, over this run's domains (domains it lacks get 0)."""
-        loaded = Mixture.from_pretrained(source)
+    def check_init_mixture(source: str, domains: DomainSet) -> Mixture:
+        """The ``init_mixture`` (a file, folder or Hub repo) over ``domains``: names the run lacks are refused,
+        domains it lacks start at 0 (logged)."""
+        try:
+            loaded = Mixture.from_pretrained(source)
+        except (ValueError, FileNotFoundError) as error:
+            raise type(error)(f"init_mixture={source!r}: {error}") from None
         unknown = [name for name in loaded if name not in domains]
         if unknown:
             raise ValueError(
@@ -264,7 +271,7 @@ class DataMixMixin:
         """Ask the strategy for a decision and schedule it from global sample ``from_sample``."""
         current = self.interleaver.weights_at(from_sample)
         context = self._context(step, self.state.max_steps, current)
-        started = time.perf_counter()
+        started, spent_before = time.perf_counter(), dict(self.ledger.by_kind)
         result = None
         everywhere = self.strategy.runs_on_every_process(self)
         if everywhere or self.args.world_size == 1 or self.is_world_process_zero():
@@ -279,14 +286,20 @@ class DataMixMixin:
             result = payload[0]
         decision = result if isinstance(result, Decision) or result is None else Decision(Mixture(result))
         seconds = time.perf_counter() - started
+        spent = {k: v - spent_before.get(k, 0.0) for k, v in self.ledger.by_kind.items() if v > spent_before.get(k, 0.0)}
+        cost = f"took {seconds:.1f} s, {sum(spent.values()):.3g} FLOPs" + (
+            f" ({', '.join(f'{k} {v:.3g}' for k, v in sorted(spent.items()))})" if spent else "")
         if decision is None:
             self.record_mixture(current, step, kind="kept", seconds=seconds)
+            logger.info("Process %d/%d, stage %d step %d: kept mixture %s (%s)", self.args.process_index,
+                        self.args.world_size, self.stage, step, current, cost)
             return
         mixture = Mixture(decision.mixture, domains=self.domains.names)
         self.interleaver.set_weights(mixture, from_sample)
         self.record_mixture(mixture, step, kind="decision", seconds=seconds, from_sample=from_sample, **decision.details)
-        logger.info("Process %d/%d, stage %d step %d: new mixture %s", self.args.process_index,
-                    self.args.world_size, self.stage, step, mixture)
+        # One line per decision, the default level of the recipes: what changed and what it cost.
+        logger.info("Process %d/%d, stage %d step %d: new mixture %s (%s)", self.args.process_index,
+                    self.args.world_size, self.stage, step, mixture, cost)
 
     def probe_batches(self, mixture: Mixture, batch_size: int, seed: int, shard: tuple[int, int] = (0, 1)):
         """An endless iterator of collated batches drawn from ``mixture`` (for simulators' probes).

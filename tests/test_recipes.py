@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -37,6 +38,7 @@ def test_every_shipped_config_parses(config, tmp_path):
         extra = ["--bf16", "false", "--optim", "adamw_torch"]  # GPU settings, parsed here on a CPU
     parsed = parse_args(types, argv=["--config", config, "--output_dir", str(tmp_path), *extra])
     assert parsed[-1].output_dir == str(tmp_path) and parsed[0].model_preset
+    assert parsed[-1].disable_tqdm is False  # long runs show a progress bar
 
 
 def test_command_line_overrides_yaml_and_strategy_args_stay_structured(tmp_path):
@@ -83,7 +85,7 @@ def run_python(*command, expect_kill=False):
     result = subprocess.run([sys.executable, *command], capture_output=True, text=True, timeout=900, cwd=ROOT, env=env)
     expected = -9 if expect_kill else 0
     assert result.returncode == expected, result.stdout[-3000:] + result.stderr[-5000:]
-    return result.stdout
+    return result.stdout + result.stderr
 
 
 def records(path):
@@ -133,6 +135,8 @@ def test_midtrain_op_mix_killed_between_stages_and_at_a_checkpoint_resumes_to_th
     assert records(again) == [r for r in history if r["stage"] <= 2]
     stdout = run_python(recipe, "--output_dir", str(again), *flags, "--resume_from_checkpoint", "true")
     assert stdout.count("== stage") == 2  # stage 2 (resumed) and stage 3
+    # At the recipe's default log level: one line for stage 3's decision, with the mixture and its cost.
+    assert len(re.findall(r"stage 3 step 0: new mixture Mixture\(.*\) \(took [\d.]+ s, [\d.e+]+ FLOPs \(eval", stdout)) == 1
     assert not (again / "stage-1" / "checkpoint-5").exists()  # resuming at a stage's end trains no step more
     assert records(again) == history
     assert json.load(open(again / "compute.json")) == compute

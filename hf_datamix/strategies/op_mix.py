@@ -46,7 +46,11 @@ class OpMixConfig(StrategyConfig):
     """Settings of ``op_mix`` (published defaults where the paper gives them)."""
 
     warmup_fraction: float = field(default=0.2, metadata={"help": "Pretraining: uniform warm-up fraction before the decision."})
-    probe_steps: int = field(default=2500, metadata={"help": "Optimizer steps per probe (paper: 5000 pretraining, 2500 continual)."})
+    probe_steps: int | None = field(
+        default=None,
+        metadata={"help": "Optimizer steps per probe; None: scaled to the run as in the paper's code, 10 % of a "
+                  "pretraining run (at most 5000) or 25 % of a continual stage (at most 2500)."},
+    )
     probe_batch_size: int | None = field(default=None, metadata={"help": "Probe batch per process (default: per-device train batch); processes train probes together."})
     probe_rank: int = field(default=16, metadata={"help": "LoRA rank of the probes."})
     probe_alpha: float = field(default=32.0, metadata={"help": "LoRA alpha of the probes."})
@@ -81,7 +85,7 @@ class OpMixConfig(StrategyConfig):
     def __post_init__(self):
         checks = {
             "warmup_fraction": 0 < self.warmup_fraction < 1,
-            "probe_steps": self.probe_steps >= 1,
+            "probe_steps": self.probe_steps is None or self.probe_steps >= 1,
             "domain_probe_share": 0 < self.domain_probe_share <= 1,
             "continual_probe_share": 0.5 < self.continual_probe_share <= 1,
             "num_candidates": self.num_candidates >= 2,
@@ -170,7 +174,7 @@ class OpMixStrategy(Strategy):
             dropout=cfg.probe_dropout,
             target_modules=cfg.probe_target_modules,
             lr_multiplier=cfg.probe_lr_multiplier,
-            steps=cfg.probe_steps,
+            steps=self.probe_steps(context),
             batch_size=self._probe_batch_size(context),
             bf16=cfg.probe_bf16,
             seed=cfg.seed,
@@ -184,6 +188,16 @@ class OpMixStrategy(Strategy):
             device=trainer.args.device,
             collective=probes_run_collectively(trainer),
         )
+
+    def probe_steps(self, context: DecisionContext) -> int:
+        """Steps per probe: ``probe_steps``, or scaled to the run when it is None (see its help)."""
+        if self.config.probe_steps is not None:
+            return self.config.probe_steps
+        # The reference code's probes see about 10 % of a pretraining run's sequences (5000 of 50k
+        # steps) and a quarter of a continual stage's (2500 of 10k): a fixed 2500 would make a
+        # 40-step run sit in its probes for minutes.
+        share, most = (0.25, 2500) if self.mode == "continual" else (0.1, 5000)
+        return max(1, min(most, round(share * context.max_steps)))
 
     def _probe_batch_size(self, context: DecisionContext) -> int:
         return self.config.probe_batch_size or context.trainer.args.per_device_train_batch_size
@@ -212,7 +226,7 @@ class OpMixStrategy(Strategy):
             # so the probes (and the decision) do not depend on how many processes there are.
             batches = context.trainer.probe_batches(mixture, self._probe_batch_size(context), seed=seed,
                                                     shard=(simulator.rank, simulator.world_size))
-            result = simulator.train_probe(name, batches, steps=self.config.probe_steps)
+            result = simulator.train_probe(name, batches, steps=self.probe_steps(context))
             bar.update(1)
             results[name] = {
                 "mixture": mixture.to_dict(),
@@ -250,7 +264,7 @@ class OpMixStrategy(Strategy):
             seed=cfg.seed,
         )
         schedule = self.mode if context.step == 0 else ("pretrain" if self.mode == "pretrain" else "redecide")
-        return Decision(mixture, {"schedule": schedule, **record, **extra})
+        return Decision(mixture, {"schedule": schedule, "probe_steps": self.probe_steps(context), **record, **extra})
 
     def _decide_around(self, context: DecisionContext) -> Decision | None:
         """Pretraining schedule (and mid-stage re-decisions): probes around the mixture in force."""
