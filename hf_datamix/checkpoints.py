@@ -104,3 +104,24 @@ def saved_step(checkpoint: str) -> int:
     """The optimizer step a checkpoint was saved at (from its ``trainer_state.json``)."""
     with open(os.path.join(checkpoint, TRAINER_STATE_FILE), encoding="utf-8") as handle:
         return int(json.load(handle)["global_step"])
+
+
+def samples_per_step(args) -> int:
+    """Global samples per optimizer step under training arguments ``args`` (before any trainer exists)."""
+    processes = 1 if args.accelerator_config.split_batches else args.world_size
+    return args.train_batch_size * processes * args.gradient_accumulation_steps
+
+
+def check_resume(state: dict, strategy: str, samples: int, checkpoint: str) -> None:
+    """Refuse, with the setting to change, a resume whose strategy or global batch differs from the checkpoint's."""
+    if state["strategy"]["name"] != strategy:
+        raise ValueError(
+            f"checkpoint {checkpoint} was written by strategy {state['strategy']['name']!r}, this run uses "
+            f"{strategy!r}; resume with --strategy {state['strategy']['name']}."
+        )
+    if state["samples_per_step"] != samples:
+        raise ValueError(
+            f"checkpoint {checkpoint} used {state['samples_per_step']} samples per optimizer step, this run uses "
+            f"{samples}; keep per_device_train_batch_size x gradient_accumulation_steps x processes equal when "
+            "resuming."
+        )

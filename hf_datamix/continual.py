@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .checkpoints import last_checkpoint, read_state, resolve_resume, wants_last
+from .checkpoints import check_resume, last_checkpoint, read_state, resolve_resume, samples_per_step, wants_last
 from .compute import ComputeLedger, write_json_atomic
 from .config import DataMixArguments
 from .domains import DomainSet, DomainUpdate
@@ -132,6 +132,7 @@ def run_continual(
     base_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if restart else None
     if checkpoint is not None:
         state = read_state(checkpoint)
+        check_resume(state, strategy.name, samples_per_step(args), checkpoint)  # before any stage is built
         history[:] = state["history"]
         previous = _last_weights(history, first_stage - 1)
         results = [r for r in _read_results(root) if r["stage"] < first_stage]

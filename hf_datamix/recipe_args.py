@@ -67,7 +67,12 @@ def parse_args(dataclass_types: Sequence[type], default_config: str | None = Non
         known = {f for dtype in dataclass_types for f in dtype.__dataclass_fields__}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"{config_path}: unknown setting(s) {unknown}.")
+            import difflib
+
+            close = {k: difflib.get_close_matches(k, sorted(known), n=1) for k in unknown}
+            hints = "; ".join(f"{k}: did you mean {c[0]}?" for k, c in close.items() if c)
+            raise ValueError(f"{config_path}: unknown setting(s) {unknown}{' (' + hints + ')' if hints else ''}; "
+                             "the settings are the recipe's flags without the leading --.")
         # Structured values (dicts) cannot pass through argparse; they are set after parsing.
         structured = {k: v for k, v in values.items() if isinstance(v, (dict, list))}
         if "--strategy" in argv and argv[argv.index("--strategy") + 1 :][:1] != [values.get("strategy")]:

@@ -26,7 +26,7 @@ from transformers import Trainer, default_data_collator
 from transformers.trainer_utils import TrainOutput
 
 from .callbacks import MixingCallback
-from .checkpoints import STATE_FILE, TRAINER_STATE_FILE, read_state, resolve_resume, saved_step
+from .checkpoints import STATE_FILE, TRAINER_STATE_FILE, check_resume, read_state, resolve_resume, saved_step
 from .compute import ComputeLedger, non_embedding_parameters, write_json_atomic
 from .config import DataMixArguments
 from .data.interleaver import Interleaver
@@ -135,7 +135,10 @@ class DataMixMixin:
                 raise ValueError(f"{owner} builds {key} from `domains`; do not pass {key}.")
             kwargs.pop(key, None)
         if args.max_steps is None or args.max_steps <= 0:
-            raise ValueError(f"{owner} streams an endless mixture: set max_steps (e.g. --max_steps 1000).")
+            raise ValueError(
+                f"max_steps={args.max_steps}: {owner} streams an endless mixture, so it needs a positive max_steps "
+                "(e.g. --max_steps 1000)."
+            )
         if not args.ignore_data_skip:
             # The interleaver restores its own position from the checkpoint; Trainer's batch replay
             # would skip the same samples a second time.
@@ -466,17 +469,7 @@ class DataMixMixin:
         return TrainOutput(self.state.global_step, float(np.mean(losses)) if losses else float("nan"), {})
 
     def _restore(self, state: Mapping[str, Any], checkpoint: str | None = None) -> None:
-        if state["strategy"]["name"] != self.strategy.name:
-            raise ValueError(
-                f"the checkpoint was written by strategy {state['strategy']['name']!r}, this trainer uses "
-                f"{self.strategy.name!r}; resume with --strategy {state['strategy']['name']}."
-            )
-        if state["samples_per_step"] != self.samples_per_step:
-            raise ValueError(
-                f"the checkpoint used {state['samples_per_step']} samples per optimizer step, this run uses "
-                f"{self.samples_per_step}; keep per_device_train_batch_size x gradient_accumulation_steps x "
-                "processes equal when resuming."
-            )
+        check_resume(state, self.strategy.name, self.samples_per_step, checkpoint)
         self.interleaver.load_state_dict(state["interleaver"])
         self.strategy.load_state_dict(state["strategy"]["state"])
         self.history[:] = state["history"]

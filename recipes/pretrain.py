@@ -11,6 +11,7 @@ per-domain perplexity with the final mixture.
 import os
 
 from hf_datamix import DataMixArguments, DataMixTrainer
+from hf_datamix.checkpoints import check_resume, read_state, resolve_resume, samples_per_step
 from hf_datamix.continual import format_stage
 from hf_datamix.recipe_args import (
     RunArguments, load_domains, load_model, load_tokenizer, parse_args, run_recipe, setup_logging, split_list,
@@ -22,6 +23,9 @@ DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "confi
 def main():
     run, args = parse_args((RunArguments, DataMixArguments), default_config=DEFAULT_CONFIG)
     setup_logging()
+    checkpoint = resolve_resume(args.output_dir, args.resume_from_checkpoint)
+    if checkpoint:  # a resume that cannot work fails before any data is read
+        check_resume(read_state(checkpoint), args.strategy, samples_per_step(args), checkpoint)
     tokenizer = load_tokenizer(run)
     domains = load_domains(run)
     if run.initial_domains:

@@ -83,21 +83,21 @@ class OpMixConfig(StrategyConfig):
     )
 
     def __post_init__(self):
-        checks = {
-            "warmup_fraction": 0 < self.warmup_fraction < 1,
-            "probe_steps": self.probe_steps is None or self.probe_steps >= 1,
-            "domain_probe_share": 0 < self.domain_probe_share <= 1,
-            "continual_probe_share": 0.5 < self.continual_probe_share <= 1,
-            "num_candidates": self.num_candidates >= 2,
-            "alpha_points": self.alpha_points >= 3,
-            "kl": self.kl >= 0,
-            "prior": self.prior in ("uniform", "natural"),
-            "redecide_every": self.redecide_every is None or self.redecide_every >= 1,
-            "score": self.score in ("auto", "loss", "task_error"),
+        checks = {  # setting: (in range, the range)
+            "warmup_fraction": (0 < self.warmup_fraction < 1, "in (0, 1)"),
+            "probe_steps": (self.probe_steps is None or self.probe_steps >= 1, ">= 1, or null to scale to the run"),
+            "domain_probe_share": (0 < self.domain_probe_share <= 1, "in (0, 1]"),
+            "continual_probe_share": (0.5 < self.continual_probe_share <= 1, "in (0.5, 1]"),
+            "num_candidates": (self.num_candidates >= 2, ">= 2"),
+            "alpha_points": (self.alpha_points >= 3, ">= 3"),
+            "kl": (self.kl >= 0, ">= 0"),
+            "prior": (self.prior in ("uniform", "natural"), "uniform or natural"),
+            "redecide_every": (self.redecide_every is None or self.redecide_every >= 1, ">= 1, or null"),
+            "score": (self.score in ("auto", "loss", "task_error"), "auto, loss or task_error"),
         }
-        bad = [name for name, ok in checks.items() if not ok]
+        bad = [f"{name}={getattr(self, name)!r} (use {allowed})" for name, (ok, allowed) in checks.items() if not ok]
         if bad:
-            raise ValueError(f"op_mix settings out of range: {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)}.")
+            raise ValueError(f"op_mix settings out of range: {', '.join(bad)}.")
 
 
 def probes_run_collectively(trainer) -> bool:
