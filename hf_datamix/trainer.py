@@ -45,6 +45,34 @@ MIXTURES_FILE = "mixtures.json"
 DECISION_LOG = re.compile(r"Process (\d+)/(\d+), stage (\d+) step (\d+): new mixture (Mixture\(.*?\))")
 
 
+_EXIT_HOOK: list = []
+
+
+def _end_process_group_at_exit() -> None:
+    """Destroy the default process group at exit while the interpreter is still whole (once per process).
+
+    Trainer never destroys it, and the trainer's DDP model, kept by the trainer <-> callback reference
+    cycle, holds its gloo backend: gloo's threads (``pt_gloo_runloop``, ``gloo_tcp_loop``) were still
+    running when the interpreter was torn down, and 2-process CPU runs now and then died there with
+    SIGABRT ("terminate called without an active exception") after training ended.
+    """
+    if _EXIT_HOOK or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    import atexit
+
+    def destroy() -> None:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        # The backend (and its threads) lives on in the trainer's DDP model, which a reference cycle
+        # (trainer <-> callback) keeps until the interpreter's own last collection: collect it now.
+        import gc
+
+        gc.collect()
+
+    atexit.register(destroy)
+    _EXIT_HOOK.append(destroy)
+
+
 class BlockDataset(torch.utils.data.Dataset):
     """Fixed-length token blocks as causal-LM samples (``input_ids`` = ``labels``)."""
 
@@ -200,6 +228,7 @@ class DataMixMixin:
         self.mixing_callback = MixingCallback(self)
         self.add_callback(self.mixing_callback)
         self._follow_log_levels()
+        _end_process_group_at_exit()
 
     def _follow_log_levels(self) -> None:
         """hf_datamix's logger follows ``--log_level`` / ``--log_level_replica`` as transformers' does.
