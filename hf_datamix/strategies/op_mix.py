@@ -85,7 +85,7 @@ class OpMixConfig(StrategyConfig):
     def __post_init__(self):
         checks = {  # setting: (in range, the range)
             "warmup_fraction": (0 < self.warmup_fraction < 1, "in (0, 1)"),
-            "probe_steps": (self.probe_steps is None or self.probe_steps >= 1, ">= 1, or null to scale to the run"),
+            "probe_steps": (self.probe_steps is None or self.probe_steps >= 1, ">= 1, or null: scaled to the run"),
             "domain_probe_share": (0 < self.domain_probe_share <= 1, "in (0, 1]"),
             "continual_probe_share": (0.5 < self.continual_probe_share <= 1, "in (0.5, 1]"),
             "num_candidates": (self.num_candidates >= 2, ">= 2"),
@@ -95,7 +95,7 @@ class OpMixConfig(StrategyConfig):
             "redecide_every": (self.redecide_every is None or self.redecide_every >= 1, ">= 1, or null"),
             "score": (self.score in ("auto", "loss", "task_error"), "auto, loss or task_error"),
         }
-        bad = [f"{name}={getattr(self, name)!r} (use {allowed})" for name, (ok, allowed) in checks.items() if not ok]
+        bad = [f"{name}={getattr(self, name)!r} (must be {allowed})" for name, (ok, allowed) in checks.items() if not ok]
         if bad:
             raise ValueError(f"op_mix settings out of range: {', '.join(bad)}.")
 
