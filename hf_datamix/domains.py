@@ -145,10 +145,11 @@ def _load_source(spec: DomainSpec, source: Source, split: str, field_name: str):
         try:
             return datasets.load_dataset(builder, data_files=files, split="train", streaming=spec.streaming)
         except Exception as error:  # e.g. a bare StopIteration from a file with no rows
+            shown = f"{files[:3]}{' ...' if len(files) > 3 else ''}"
+            field = f" with a {spec.text_field!r} field" if builder != "text" else ""
             raise ValueError(
-                f"Domain {spec.name!r}: could not read {field_name} files {files[:3]}{' ...' if len(files) > 3 else ''} as {builder} "
-                f"({type(error).__name__}: {str(error) or 'no rows'}); check that they hold one document per "
-                f"row{' with a ' + repr(spec.text_field) + ' field' if builder != 'text' else ''}."
+                f"Domain {spec.name!r}: could not read {field_name} files {shown} as {builder} "
+                f"({type(error).__name__}: {str(error) or 'no rows'}); check that they hold one document per row{field}."
             ) from error
     if isinstance(source, str) and not os.path.exists(source) and not any(c in source for c in "*?["):
         return _load_hub(spec, source, split)

@@ -97,7 +97,7 @@ class Mixture(Mapping[str, float]):
         if abs(raw_total - 1.0) > SUM_TOLERANCE:
             if not normalize:
                 raise ValueError(f"Mixture weights sum to {raw_total:.8g}, not 1 (normalize=False).")
-            logger.debug("Mixture weights summed to %.6g; normalised to 1.", raw_total)
+            logger.info("Mixture weights summed to %.6g; normalised to 1.", raw_total)
         self._weights = {name: value / total for name, value in seen.items()}
 
     # -- constructors ---------------------------------------------------------------------------

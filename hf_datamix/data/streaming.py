@@ -151,7 +151,8 @@ class StreamingBlocks:
         #: Known only when given: without it, repetition caps cannot apply to this domain.
         self.num_blocks = None if num_tokens is None else max(1, num_tokens // block_size)
         extra = f"shuffle={shuffle_buffer},{seed}" if shuffle_buffer else ""
-        self.path = os.path.join(spill_dir or cache_dir(), "streams", stream_key(dataset, tokenizer, block_size, text_field, extra))
+        key = stream_key(dataset, tokenizer, block_size, text_field, extra)
+        self.path = os.path.join(spill_dir or cache_dir(), "streams", key)  # + .bin (blocks), .json (record), .lock
         self._block_bytes = block_size * self.dtype.itemsize
         self._fd: int | None = None
         self._known = 0  # blocks known to be in the spill
