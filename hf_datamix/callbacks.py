@@ -9,7 +9,6 @@ prefetched batch never carries stale weights.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import TYPE_CHECKING
@@ -22,8 +21,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .trainer import DataMixTrainer
 
 logger = logging.getLogger(__name__)
-
-STATE_FILE = "datamix_state.json"
 
 
 class MixingCallback(TrainerCallback):
@@ -87,22 +84,17 @@ class MixingCallback(TrainerCallback):
         trainer = self.trainer
         checkpoint = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
         if trainer.is_world_process_zero() and os.path.isdir(checkpoint):
+            # Written last: a checkpoint without it is a save cut short (hf_datamix.checkpoints).
             trainer.write_state(checkpoint, consumed=state.global_step * trainer.samples_per_step)
+        if args.should_save and trainer.save_total_limit:
+            # Only now that the new checkpoint is complete may older ones go (Trainer, which would
+            # rotate them before this state is written, is given no limit: see DataMixMixin).
+            from transformers.trainer_utils import rotate_checkpoints
+
+            rotate_checkpoints(args.output_dir, trainer.save_total_limit, state.best_model_checkpoint, use_mtime=True)
         if trainer.is_world_process_zero():
             trainer.write_outputs()
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.trainer.is_world_process_zero():
             self.trainer.write_outputs(final=True)
-
-
-def read_state(checkpoint: str) -> dict:
-    """The mixing state saved in a checkpoint folder (clear error when it is missing)."""
-    path = os.path.join(checkpoint, STATE_FILE)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"{path} is missing: this checkpoint was not written by DataMixTrainer (or its save was cut short); "
-            "resume from an earlier checkpoint of this run."
-        )
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)

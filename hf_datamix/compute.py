@@ -26,6 +26,8 @@ from collections.abc import Mapping
 
 import torch
 
+from .atomic import write_json_atomic  # noqa: F401  (imported from here by recipes and modules)
+
 COMPUTE_FILE = "compute.json"
 KINDS = ("train", "eval", "probe", "proxy", "branch", "generate", "teacher")
 FORMULA = (
@@ -136,21 +138,3 @@ class ComputeLedger:
         total = self.total_flops
         parts = [f"{k} {v:.3g} ({(v / total if total else 0):.1%})" for k, v in sorted(self.by_kind.items())]
         return f"total {total:.3g} FLOPs: " + ", ".join(parts)
-
-
-def write_json_atomic(path: str, data) -> str:
-    """Write JSON to ``path`` through a temporary file and a rename, so a crash never leaves half a file."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, default=_json_default)
-    os.replace(tmp, path)
-    return path
-
-
-def _json_default(value):
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Mapping):
-        return dict(value)
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")

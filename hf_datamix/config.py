@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
@@ -10,6 +12,29 @@ from typing import Any, Optional, Union
 from transformers import TrainingArguments
 
 from .data.interleaver import EXHAUSTION_ACTIONS
+
+logger = logging.getLogger(__name__)
+
+
+def launched_processes() -> int:
+    """How many processes the launcher started for this job (``WORLD_SIZE``; 1 when not launched)."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def one_job_problem(launched: int, world_size: int, use_cpu: bool) -> str | None:
+    """Why processes that were launched together would not train as one job (None when they do)."""
+    if launched <= 1 or world_size == launched:
+        return None
+    fix = ("add --use_cpu true (accelerate launch does not hand its config's use_cpu to the processes)" if not use_cpu
+           else "check that the launch's distributed_type suits this machine")
+    return (
+        f"the launcher started WORLD_SIZE={launched} processes, but this one trains alone (world_size={world_size}): "
+        f"each process would run the whole job and write the same output_dir. To train them as one job, {fix}; "
+        "on GPUs, check that every process sees one (CUDA_VISIBLE_DEVICES)."
+    )
 
 
 def parse_strategy_args(value: Any) -> dict[str, Any]:
@@ -95,7 +120,17 @@ class DataMixArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        launched = launched_processes()
+        if launched > 1 and not self.use_cpu and not _has_accelerator():
+            # `accelerate launch --config_file accelerate_configs/cpu.yaml` starts the processes but does
+            # not pass the config's use_cpu on, and without it each process trains alone.  With no
+            # accelerator on the machine the processes can only train together on CPU.
+            logger.info("%d processes launched on a machine without an accelerator: training on CPU.", launched)
+            self.use_cpu = True
         super().__post_init__()
+        problem = one_job_problem(launched, self.world_size, self.use_cpu)
+        if problem:
+            raise ValueError(problem)
         self.strategy_args = parse_strategy_args(self.strategy_args)
         if self.block_size < 2:
             raise ValueError(f"block_size={self.block_size}: use at least 2 tokens per block.")
@@ -116,3 +151,9 @@ class DataMixArguments(TrainingArguments):
             )
         if self.max_eval_blocks is not None and self.max_eval_blocks < 1:
             raise ValueError(f"max_eval_blocks={self.max_eval_blocks}; use a positive number or None.")
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return bool(torch.accelerator.is_available())

@@ -15,9 +15,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from transformers.trainer_utils import get_last_checkpoint
-
-from .callbacks import read_state
+from .checkpoints import check_resume, last_checkpoint, read_state, resolve_resume, samples_per_step, wants_last
 from .compute import ComputeLedger, write_json_atomic
 from .config import DataMixArguments
 from .domains import DomainSet, DomainUpdate
@@ -40,8 +38,34 @@ class Stage:
     steps: int
 
 
+def split_steps(total: int, stages: int) -> int:
+    """Steps of each of ``stages`` stages that share ``total`` (``--max_steps`` of recipes/midtrain.py)."""
+    stages = max(1, stages)
+    if not isinstance(total, int) or total < stages:
+        raise ValueError(
+            f"--max_steps {total} is the total over the {stages} continual stage(s), split evenly: give at least "
+            f"{stages} (one step per stage), e.g. --max_steps {100 * stages}."
+        )
+    if total % stages:
+        logger.warning("--max_steps %d over %d stages: %d steps each, the last %d are not trained.",
+                       total, stages, total // stages, total % stages)
+    return total // stages
+
+
+def check_plan(stages: Sequence["Stage"], strategy: Strategy, init_mixture: str | None = None) -> None:
+    """Fail now, naming the setting, if some stage cannot run: its domains' files, the strategy's settings,
+    the ``init_mixture`` (no data are read, no step is run)."""
+    for stage in stages:
+        stage.domains.check()
+        strategy.check(stage.domains)
+        if init_mixture:
+            DataMixTrainer.check_init_mixture(init_mixture, stage.domains)
+
+
 def plan_stages(all_domains: DomainSet, initial: Sequence[str], added: Sequence[Sequence[str]], steps: int) -> list[Stage]:
     """Stage ``k`` (1-based) trains on ``initial`` plus ``added[:k]``; without ``added``, one stage 0 on ``initial``."""
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"stage plan: steps={steps!r} per stage; give at least 1.")
     missing = [n for n in list(initial) + [a for group in added for a in group] if n not in all_domains]
     if missing:
         raise ValueError(f"stage plan names unknown domains {missing}; domains are {all_domains.names}.")
@@ -66,21 +90,23 @@ def _stage_of(checkpoint: str) -> int:
 
 
 def find_resume_point(output_dir: str, resume: str | bool | None) -> tuple[int, str | None]:
-    """``(stage, checkpoint)`` to resume from: a given checkpoint, the latest one (True), or none."""
-    if not resume:
-        return 0, None
-    if isinstance(resume, str) and resume.lower() != "true":
-        return _stage_of(resume), resume
+    """``(stage, checkpoint)`` to resume from: a given checkpoint, the newest complete one (True), or none."""
+    if not wants_last(resume):
+        checkpoint = resolve_resume(output_dir, resume)  # names what is wrong with a given folder
+        return (0, None) if checkpoint is None else (_stage_of(checkpoint), checkpoint)
     stages = sorted(
         (int(m.group(1)), os.path.join(output_dir, name))
         for name in (os.listdir(output_dir) if os.path.isdir(output_dir) else [])
         if (m := re.fullmatch(r"stage-(\d+)", name))
     )
     for stage, folder in reversed(stages):
-        checkpoint = get_last_checkpoint(folder)
+        checkpoint = last_checkpoint(folder)
         if checkpoint is not None:
             return stage, checkpoint
-    raise ValueError(f"resume_from_checkpoint=True but no stage of {output_dir} holds a checkpoint.")
+    raise ValueError(
+        f"resume_from_checkpoint=true but no stage folder of {output_dir} holds a complete checkpoint; "
+        "train from the start (leave --resume_from_checkpoint out)."
+    )
 
 
 def run_continual(
@@ -95,6 +121,7 @@ def run_continual(
 ) -> dict:
     """Train ``model`` through ``stages`` with ``strategy``; returns (and writes) per-stage results."""
     root = args.output_dir
+    check_plan(stages, strategy, args.init_mixture)  # a later stage's problem fails now, not after the first
     first_stage, checkpoint = find_resume_point(root, resume)
     history: list = []
     ledger = ComputeLedger()
@@ -105,6 +132,7 @@ def run_continual(
     base_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if restart else None
     if checkpoint is not None:
         state = read_state(checkpoint)
+        check_resume(state, strategy.name, samples_per_step(args), checkpoint)  # before any stage is built
         history[:] = state["history"]
         previous = _last_weights(history, first_stage - 1)
         results = [r for r in _read_results(root) if r["stage"] < first_stage]
@@ -132,6 +160,7 @@ def run_continual(
             ledger=ledger,
             step_offset=step_offset,
         )
+        trainer.records_dir = root  # every decision reaches the run's mixtures.json at once
         trainer.train(resume_from_checkpoint=checkpoint if stage.index == first_stage else None)
         metrics = trainer.evaluate()
         previous = trainer.interleaver.weights_at(stage_args.max_steps * trainer.samples_per_step)

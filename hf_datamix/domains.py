@@ -82,6 +82,19 @@ class DomainSpec:
                 f"DomainSpec {self.name!r}: eval_size={self.eval_size!r}; use a positive int or a float in (0, 1)."
             )
 
+    def check(self) -> None:
+        """Raise ``ValueError`` (naming the domain, the field and the fix) if a local source is missing or empty.
+
+        Reads no data: recipes call it for every domain of every stage before anything is trained.
+        """
+        for field_name, source in (("train", self.train), ("eval", self.eval)):
+            if source is None or isinstance(source, (datasets.Dataset, datasets.IterableDataset, datasets.DatasetDict)):
+                continue
+            for path in [source] if isinstance(source, (str, os.PathLike)) else list(source):
+                problem = _local_problem(os.fspath(path))
+                if problem:
+                    raise ValueError(f"Domain {self.name!r}: {field_name}={os.fspath(path)!r} {problem}")
+
     @property
     def group(self) -> str:
         """The source/topic group: the name's prefix before ``:`` (the name itself if there is none)."""
@@ -89,9 +102,9 @@ class DomainSpec:
 
     def load(self) -> tuple[datasets.Dataset | datasets.IterableDataset, datasets.Dataset | datasets.IterableDataset]:
         """Resolve the sources and return ``(train, eval)`` datasets."""
-        train = _load_source(self, self.train, self.train_split)
+        train = _load_source(self, self.train, self.train_split, "train")
         if self.eval is not None:
-            evaluation = _load_source(self, self.eval, self.eval_split)
+            evaluation = _load_source(self, self.eval, self.eval_split, "eval")
         else:
             if isinstance(train, datasets.IterableDataset):
                 size = self.eval_size if isinstance(self.eval_size, int) else None
@@ -120,10 +133,10 @@ class DomainSpec:
         """The explicit decision split (``decision``), or None when it is carved from ``eval``."""
         if self.decision is None:
             return None
-        return _load_source(self, self.decision, self.eval_split)
+        return _load_source(self, self.decision, self.eval_split, "decision")
 
 
-def _load_source(spec: DomainSpec, source: Source, split: str):
+def _load_source(spec: DomainSpec, source: Source, split: str, field_name: str):
     if isinstance(source, (datasets.Dataset, datasets.IterableDataset)):
         return source
     if isinstance(source, datasets.DatasetDict):
@@ -134,22 +147,53 @@ def _load_source(spec: DomainSpec, source: Source, split: str):
     if len(paths) == 1 and os.path.isdir(paths[0]) and _looks_like_hub_repo(os.fspath(paths[0])):
         # A local folder laid out like a Hub dataset repo loads exactly as the repo would.
         return _load_hub(spec, os.fspath(paths[0]), split)
+    for path in paths:
+        problem = _local_problem(os.fspath(path))
+        if problem:  # before any Hub lookup: a mistyped path is not a dataset id
+            raise ValueError(f"Domain {spec.name!r}: {field_name}={os.fspath(path)!r} {problem}")
     files = _expand_files(paths)
     if files:
         builder = _builder_for(spec.name, files)
-        return datasets.load_dataset(builder, data_files=files, split="train", streaming=spec.streaming)
+        try:
+            return datasets.load_dataset(builder, data_files=files, split="train", streaming=spec.streaming)
+        except Exception as error:  # e.g. a bare StopIteration from a file with no rows
+            shown = f"{files[:3]}{' ...' if len(files) > 3 else ''}"
+            field = f" with a {spec.text_field!r} field" if builder != "text" else ""
+            raise ValueError(
+                f"Domain {spec.name!r}: could not read {field_name} files {shown} as {builder} "
+                f"({type(error).__name__}: {str(error) or 'no rows'}); check that they hold one document per row{field}."
+            ) from error
     if isinstance(source, str) and not os.path.exists(source) and not any(c in source for c in "*?["):
         return _load_hub(spec, source, split)
     raise ValueError(f"Domain {spec.name!r}: no files match {paths!r}.")
+
+
+def _local_problem(path: str) -> str | None:
+    """Why a source that must be local is unusable (missing, empty, matching nothing); None if fine or a Hub id."""
+    if any(c in path for c in "*?["):
+        return None if glob.glob(path, recursive=True) else "matches no file; check the pattern."
+    if os.path.isfile(path):
+        return "is an empty file; give it documents or leave it out." if os.path.getsize(path) == 0 else None
+    if os.path.exists(path) or not _looks_local(path):
+        return None
+    return f"is no file or folder (paths are relative to {os.getcwd()}); check the path."
+
+
+def _looks_local(source: str) -> bool:
+    # A Hub id is "name" or "owner/name"; a path has a data-file extension, several parts, or a path prefix.
+    return (source.startswith(("/", "./", "../", "~")) or os.sep in source.replace("/", "") or source.count("/") > 1
+            or _extension(source) in _FILE_BUILDERS)
 
 
 def _load_hub(spec: DomainSpec, source: str, split: str):
     try:
         return datasets.load_dataset(source, spec.hub_config, split=split, streaming=spec.streaming)
     except Exception as error:  # datasets raises many types; re-raise with the domain named
+        local = "" if "/" not in source else f"there is no local folder {source!r} (from {os.getcwd()}), and "
         raise ValueError(
-            f"Domain {spec.name!r}: could not load {source!r} split {split!r} as a Hub dataset "
-            f"({type(error).__name__}: {error}). Check the id, `hub_config`, the split names, and your network/token."
+            f"Domain {spec.name!r}: {local}could not load {source!r} split {split!r} as a Hub dataset "
+            f"({type(error).__name__}: {error}). Check the path or the id, `hub_config`, the split names, and your "
+            "network/token."
         ) from error
 
 
@@ -268,6 +312,11 @@ class DomainSet:
         for spec in self.specs:
             grouped.setdefault(spec.group, []).append(spec.name)
         return grouped
+
+    def check(self) -> None:
+        """:meth:`DomainSpec.check` for every domain (no data are read)."""
+        for spec in self.specs:
+            spec.check()
 
     def select(self, names: Sequence[str]) -> "DomainSet":
         """A DomainSet with only ``names`` (in that order)."""

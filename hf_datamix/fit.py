@@ -219,9 +219,16 @@ def fit_mixture(ratios: TableLike, metrics: TableLike, *, prior: Any = None, kl:
 
 def run_fit_command(args: Any) -> dict[str, Any]:
     """``hf-datamix fit``: :func:`fit_mixture` on the parsed arguments, result written to ``args.out``."""
-    law_kwargs = json.loads(args.law_options) if args.law_options else None
+    try:
+        law_kwargs = json.loads(args.law_options) if args.law_options else None
+    except json.JSONDecodeError as error:
+        law_kwargs = error
     if law_kwargs is not None and not isinstance(law_kwargs, dict):
-        raise ValueError(f"--law-options must be a JSON object, e.g. '{{\"starts\": 100}}', got {args.law_options!r}.")
+        why = f" ({law_kwargs})" if isinstance(law_kwargs, json.JSONDecodeError) else ""
+        raise ValueError(
+            f"--law-options must be a JSON object, e.g. '{{\"starts\": 100}}' (keys in double quotes), got "
+            f"{args.law_options!r}{why}."
+        )
     result = fit_mixture(args.ratios, args.metrics, prior=args.prior, kl=args.kl, tokens=args.tokens,
                          target_tokens=args.target_tokens, max_repetition=args.max_repetition, law=args.law,
                          target_weights=args.target_weights, seed=args.seed, law_kwargs=law_kwargs,

@@ -25,6 +25,7 @@ from huggingface_hub.errors import (
     EntryNotFoundError,
     HfHubHTTPError,
     HFValidationError,
+    LocalEntryNotFoundError,
     LocalTokenNotFoundError,
     RepositoryNotFoundError,
 )
@@ -71,6 +72,13 @@ def load_mixture(repo_id_or_path: str | os.PathLike, revision: str | None = None
         raise FileNotFoundError(
             f"mixture {location!r} is neither a local file or folder nor a Hub repo id ('user/name'): "
             "give a mixture.json, a folder holding one, or a repo pushed with Mixture.push_to_hub."
+        ) from None
+    except LocalEntryNotFoundError:  # before EntryNotFoundError, its base: the Hub was not reached, no cached copy
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+        offline = " (HF_HUB_OFFLINE is set)" if offline else ""
+        raise FileNotFoundError(
+            f"mixture {location!r}: no local file or folder has that name, and the Hub could not be reached{offline} "
+            f"to download its {MIXTURE_FILE} (nor is it cached). Check the path, or your network and HF_HUB_OFFLINE."
         ) from None
     except EntryNotFoundError:
         raise FileNotFoundError(

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from .atomic import write_text_atomic
+
 logger = logging.getLogger(__name__)
 
 #: Domain names appear in metric keys (``mix/<name>``, ``eval_<name>_loss``) and file names.
@@ -247,9 +249,7 @@ class Mixture(Mapping[str, float]):
         path = os.fspath(path)
         if os.path.isdir(path):
             path = os.path.join(path, MIXTURE_FILE)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(self.to_json(**extra))
+        write_text_atomic(path, self.to_json(**extra))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Mixture":
@@ -258,7 +258,14 @@ class Mixture(Mapping[str, float]):
         if os.path.isdir(path):
             path = os.path.join(path, MIXTURE_FILE)
         with open(path, encoding="utf-8") as handle:
-            return cls.from_json(handle.read())
+            text = handle.read()
+        try:
+            return cls.from_json(text)
+        except ValueError as error:  # JSONDecodeError included: say which file, and what it should hold
+            raise ValueError(
+                f"{path} is not a mixture file ({error}); it should hold {{\"weights\": {{domain: weight}}}}, "
+                "as Mixture.save and every run's mixture.json do."
+            ) from None
 
     def push_to_hub(
         self,

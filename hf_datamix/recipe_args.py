@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
@@ -57,11 +58,21 @@ def parse_args(dataclass_types: Sequence[type], default_config: str | None = Non
         if not os.path.isfile(config_path):
             raise FileNotFoundError(f"--config {config_path}: no such file.")
         with open(config_path, encoding="utf-8") as handle:
-            values = yaml.safe_load(handle) or {}
+            try:
+                values = yaml.safe_load(handle) or {}
+            except yaml.YAMLError as error:
+                raise ValueError(f"--config {config_path}: not valid YAML ({error}).") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"--config {config_path}: holds a {type(values).__name__}; it must map settings to values.")
         known = {f for dtype in dataclass_types for f in dtype.__dataclass_fields__}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"{config_path}: unknown setting(s) {unknown}.")
+            import difflib
+
+            close = {k: difflib.get_close_matches(k, sorted(known), n=1) for k in unknown}
+            hints = "; ".join(f"{k}: did you mean {c[0]}?" for k, c in close.items() if c)
+            raise ValueError(f"{config_path}: unknown setting(s) {unknown}{' (' + hints + ')' if hints else ''}; "
+                             "the settings are the recipe's flags without the leading --.")
         # Structured values (dicts) cannot pass through argparse; they are set after parsing.
         structured = {k: v for k, v in values.items() if isinstance(v, (dict, list))}
         if "--strategy" in argv and argv[argv.index("--strategy") + 1 :][:1] != [values.get("strategy")]:
@@ -83,6 +94,34 @@ def parse_args(dataclass_types: Sequence[type], default_config: str | None = Non
     return outputs
 
 
+def setup_logging() -> None:
+    """Warnings of every library, plus hf_datamix's INFO lines: one per decision (the new mixture and its cost)."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("hf_datamix").setLevel(logging.INFO)
+
+
+def run_recipe(main: Callable[[], Any]) -> None:
+    """Run a recipe's ``main``; a problem with its input is printed once, as one line, with exit status 2.
+
+    Input problems are the ``ValueError``/``FileNotFoundError`` the library raises with the field, the
+    value and the fix, a Hub failure, and domains running dry with ``on_exhausted=error``: their
+    tracebacks would only bury the message (``accelerate launch`` adds its own; ``-q`` leaves it out).
+    Every process checks the same input, so the main process's message is everyone's and the others
+    stay silent.  ``HF_DATAMIX_TRACEBACK=1`` keeps the tracebacks.
+    """
+    from .data.interleaver import DomainsExhausted
+    from .hub import HubError
+
+    try:
+        main()
+    except (ValueError, FileNotFoundError, HubError, DomainsExhausted) as error:
+        if os.environ.get("HF_DATAMIX_TRACEBACK", "").lower() in ("1", "true", "yes"):
+            raise
+        if os.environ.get("RANK", "0") == "0":
+            print(f"{os.path.basename(sys.argv[0])}: error: {error}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
 def split_list(text: str | None) -> list[str]:
     return [item.strip() for item in (text or "").split(",") if item.strip()]
 
@@ -96,13 +135,22 @@ def load_domains(run: RunArguments) -> DomainSet:
     """The DomainSet of the run: the user's domains, or the embedded corpus."""
     spec = run.domains
     if isinstance(spec, str):
+        if not os.path.isfile(spec):
+            raise FileNotFoundError(f"--domains {spec}: no such file; give a YAML file of {{name: {{train: ...}}}}.")
         with open(spec, encoding="utf-8") as handle:
-            spec = yaml.safe_load(handle)
+            try:
+                spec = yaml.safe_load(handle)
+            except yaml.YAMLError as error:
+                raise ValueError(f"--domains {run.domains}: not valid YAML ({error}).") from None
+        if isinstance(spec, dict) and list(spec) == ["domains"]:
+            spec = spec["domains"]  # the same file as a --config `domains:` block (the README's example)
     if spec:
         if not isinstance(spec, dict):
             raise ValueError(f"domains must map names to DomainSpec fields, got {type(spec).__name__}.")
         specs = []
         for name, fields in spec.items():
+            if not isinstance(fields, (str, dict)):
+                raise ValueError(f"domains.{name}: {fields!r}; give a path or Hub id, or {{train: ..., eval: ...}}.")
             fields = {"train": fields} if isinstance(fields, str) else dict(fields)
             try:
                 specs.append(DomainSpec(name=name, **fields))

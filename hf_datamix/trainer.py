@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import time
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -23,13 +24,15 @@ import numpy as np
 import torch
 from accelerate.data_loader import DataLoaderDispatcher
 from transformers import Trainer, default_data_collator
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import TrainOutput
 
-from .callbacks import STATE_FILE, MixingCallback, read_state
+from .callbacks import MixingCallback
+from .checkpoints import STATE_FILE, TRAINER_STATE_FILE, check_resume, read_state, resolve_resume, saved_step
 from .compute import ComputeLedger, non_embedding_parameters, write_json_atomic
 from .config import DataMixArguments
 from .data.interleaver import Interleaver
-from .data.packing import StreamingBlocks, decision_share, pack_dataset, pack_eval
+from .data.packing import decision_share, pack_dataset, pack_eval
+from .data.streaming import StreamingBlocks
 from .domains import DomainSet, DomainUpdate
 from .mixture import MIXTURE_FILE, Mixture
 from .simulate.scoring import BlockLossScorer
@@ -42,7 +45,35 @@ logger = logging.getLogger(__name__)
 MIXTURES_FILE = "mixtures.json"
 #: Reads back the decision line each process logs (``--log_level_replica info``) in
 #: :meth:`DataMixMixin.run_decision`: rank, processes, stage, step and the mixture's repr.
-DECISION_LOG = re.compile(r"Process (\d+)/(\d+), stage (\d+) step (\d+): new mixture (Mixture\(.*\))")
+DECISION_LOG = re.compile(r"Process (\d+)/(\d+), stage (\d+) step (\d+): new mixture (Mixture\(.*?\))")
+
+
+_EXIT_HOOK: list = []
+
+
+def _end_process_group_at_exit() -> None:
+    """Destroy the default process group at exit while the interpreter is still whole (once per process).
+
+    Trainer never destroys it, and the trainer's DDP model, kept by the trainer <-> callback reference
+    cycle, holds its gloo backend: gloo's threads (``pt_gloo_runloop``, ``gloo_tcp_loop``) were still
+    running when the interpreter was torn down, and 2-process CPU runs now and then died there with
+    SIGABRT ("terminate called without an active exception") after training ended.
+    """
+    if _EXIT_HOOK or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    import atexit
+
+    def destroy() -> None:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        # The backend (and its threads) lives on in the trainer's DDP model, which a reference cycle
+        # (trainer <-> callback) keeps until the interpreter's own last collection: collect it now.
+        import gc
+
+        gc.collect()
+
+    atexit.register(destroy)
+    _EXIT_HOOK.append(destroy)
 
 
 class BlockDataset(torch.utils.data.Dataset):
@@ -181,11 +212,18 @@ class DataMixMixin:
                 raise ValueError(f"{owner} builds {key} from `domains`; do not pass {key}.")
             kwargs.pop(key, None)
         if args.max_steps is None or args.max_steps <= 0:
-            raise ValueError(f"{owner} streams an endless mixture: set max_steps (e.g. --max_steps 1000).")
+            raise ValueError(
+                f"max_steps={args.max_steps}: {owner} streams an endless mixture, so it needs a positive max_steps "
+                "(e.g. --max_steps 1000)."
+            )
         if not args.ignore_data_skip:
             # The interleaver restores its own position from the checkpoint; Trainer's batch replay
             # would skip the same samples a second time.
             args.ignore_data_skip = True
+        # Trainer deletes old checkpoints before the mixing state of the new one is written, so a crash
+        # in between could leave no complete checkpoint; the mixing callback rotates them afterwards.
+        self.save_total_limit = getattr(args, "_datamix_save_total_limit", args.save_total_limit)
+        args._datamix_save_total_limit, args.save_total_limit = self.save_total_limit, None
         dispatch = args.accelerator_config.dispatch_batches
         if dispatch and args.world_size > 1 and not self.fixed_shape_batches:
             raise ValueError(
@@ -203,6 +241,10 @@ class DataMixMixin:
             name = strategy or args.strategy
             # args.strategy_args belong to args.strategy, not to another strategy named here.
             self.strategy = create_strategy(name, args.strategy_args if name == args.strategy else None)
+        # Every setting that can be wrong fails here, before any domain is read or packed.
+        self.strategy.check(domains)
+        domains.check()
+        self.init_mixture = self.check_init_mixture(args.init_mixture, domains) if args.init_mixture else None
         self.domains = domains
         self.stage = stage
         self.update = update
@@ -210,6 +252,8 @@ class DataMixMixin:
         self.history = history if history is not None else []
         self.ledger = ledger if ledger is not None else ComputeLedger()
         self.step_offset = step_offset
+        #: Where ``mixtures.json`` and ``compute.json`` are kept up to date (a continual run: its root folder).
+        self.records_dir = args.output_dir
         self.num_params = non_embedding_parameters(model) if model is not None else 0
 
     def _make_interleaver(self, args, sources: Mapping[str, Any]) -> Interleaver:
@@ -217,8 +261,7 @@ class DataMixMixin:
         self.sources = dict(sources)
         self.token_counts = {name: source.num_tokens for name, source in self.sources.items()}
         context = self._context(step=0, max_steps=args.max_steps, mixture=None)
-        mixture = self._init_mixture(args.init_mixture, self.domains) if args.init_mixture else None
-        mixture = mixture or self.strategy.initial_mixture(context)
+        mixture = self.init_mixture or self.strategy.initial_mixture(context)
         self.interleaver = Interleaver(
             self.sources,
             Mixture(mixture, domains=self.domains.names),
@@ -237,6 +280,7 @@ class DataMixMixin:
         self._follow_log_levels()
         if hasattr(self.model, "add_model_tags"):  # TRL's pattern: Trainer's push puts them on the card
             self.model.add_model_tags(self._tag_names)
+        _end_process_group_at_exit()
 
     def _follow_log_levels(self) -> None:
         """hf_datamix's logger takes the level Trainer gives transformers' (``get_process_log_level``).
@@ -247,9 +291,13 @@ class DataMixMixin:
         logging.getLogger("hf_datamix").setLevel(self.args.get_process_log_level())
 
     @staticmethod
-    def _init_mixture(source: str, domains: DomainSet) -> Mixture:
-        """A mixture from a file, folder or Hub repo, over this run's domains (domains it lacks get 0)."""
-        loaded = Mixture.from_pretrained(source)
+    def check_init_mixture(source: str, domains: DomainSet) -> Mixture:
+        """The ``init_mixture`` (a file, folder or Hub repo) over ``domains``: names the run lacks are refused,
+        domains it lacks start at 0 (logged)."""
+        try:
+            loaded = Mixture.from_pretrained(source)
+        except (ValueError, FileNotFoundError) as error:
+            raise type(error)(f"init_mixture={source!r}: {error}") from None
         unknown = [name for name in loaded if name not in domains]
         if unknown:
             raise ValueError(
@@ -303,7 +351,7 @@ class DataMixMixin:
         """Ask the strategy for a decision and schedule it from global sample ``from_sample``."""
         current = self.interleaver.weights_at(from_sample)
         context = self._context(step, self.state.max_steps, current)
-        started = time.perf_counter()
+        started, spent_before = time.perf_counter(), dict(self.ledger.by_kind)
         result = None
         everywhere = self.strategy.runs_on_every_process(self)
         if everywhere or self.args.world_size == 1 or self.is_world_process_zero():
@@ -318,14 +366,20 @@ class DataMixMixin:
             result = payload[0]
         decision = result if isinstance(result, Decision) or result is None else Decision(Mixture(result))
         seconds = time.perf_counter() - started
+        spent = {k: v - spent_before.get(k, 0.0) for k, v in self.ledger.by_kind.items() if v > spent_before.get(k, 0.0)}
+        cost = f"took {seconds:.1f} s, {sum(spent.values()):.3g} FLOPs" + (
+            f" ({', '.join(f'{k} {v:.3g}' for k, v in sorted(spent.items()))})" if spent else "")
         if decision is None:
             self.record_mixture(current, step, kind="kept", seconds=seconds)
+            logger.info("Process %d/%d, stage %d step %d: kept mixture %s (%s)", self.args.process_index,
+                        self.args.world_size, self.stage, step, current, cost)
             return
         mixture = Mixture(decision.mixture, domains=self.domains.names)
         self.interleaver.set_weights(mixture, from_sample)
         self.record_mixture(mixture, step, kind="decision", seconds=seconds, from_sample=from_sample, **decision.details)
-        logger.info("Process %d/%d, stage %d step %d: new mixture %s", self.args.process_index,
-                    self.args.world_size, self.stage, step, mixture)
+        # One line per decision, the default level of the recipes: what changed and what it cost.
+        logger.info("Process %d/%d, stage %d step %d: new mixture %s (%s)", self.args.process_index,
+                    self.args.world_size, self.stage, step, mixture, cost)
 
     def probe_batches(self, mixture: Mixture, batch_size: int, seed: int, shard: tuple[int, int] = (0, 1)):
         """An endless iterator of collated batches drawn from ``mixture`` (for simulators' probes).
@@ -402,7 +456,7 @@ class DataMixMixin:
             }
         )
         if self.is_world_process_zero():
-            write_json_atomic(os.path.join(self.args.output_dir, MIXTURES_FILE), self.history)
+            write_json_atomic(os.path.join(self.records_dir, MIXTURES_FILE), self.history)
         if kind in ("decision", "kept"):  # to every report_to tracker, at this step
             # Trainer.log clears control.should_log: a decision logged from on_step_end must not
             # swallow the step's own training log.
@@ -430,10 +484,11 @@ class DataMixMixin:
         write_json_atomic(os.path.join(checkpoint, STATE_FILE), self.state_payload(consumed))
 
     def write_outputs(self, final: bool = False) -> None:
-        """Write ``mixtures.json``, ``compute.json`` (and at the end ``mixture.json`` and the plots) to ``output_dir``."""
+        """Write ``mixtures.json`` and ``compute.json`` to ``records_dir`` (and at the end ``mixture.json`` and the
+        plots to ``output_dir``)."""
         out = self.args.output_dir
-        write_json_atomic(os.path.join(out, MIXTURES_FILE), self.history)
-        self.ledger.save(out)
+        write_json_atomic(os.path.join(self.records_dir, MIXTURES_FILE), self.history)
+        self.ledger.save(self.records_dir)
         if final:
             # The mixture in force at the end, loadable with Mixture.from_pretrained(output_dir).
             self.interleaver.weights_at(self.state.max_steps * self.samples_per_step).save(
@@ -459,15 +514,25 @@ class DataMixMixin:
         ``Trainer.save_model``, it also writes the weights when FSDP checkpoints use ``SHARDED_STATE_DICT``
         (``accelerate_configs/fsdp.yaml``), where ``save_model`` writes nothing.
         """
+        # Written under another name and renamed when complete: a recipe resumed after a crash reuses a
+        # folder that exists (recipes/midtrain.py's pretrained base), so it must never be half written.
+        partial = os.path.normpath(output_dir) + ".partial"
+        if self.args.should_save and os.path.isdir(partial):
+            shutil.rmtree(partial)
         plugin = getattr(self.accelerator.state, "fsdp_plugin", None)
         if self.is_fsdp_enabled and "FULL_STATE_DICT" not in str(plugin.state_dict_type):
             state_dict = self.accelerator.get_state_dict(self.model)  # full weights, on the main process
             if self.args.should_save:
-                self.accelerator.unwrap_model(self.model).save_pretrained(output_dir, state_dict=state_dict)
+                self.accelerator.unwrap_model(self.model).save_pretrained(partial, state_dict=state_dict)
                 if self.processing_class is not None:
-                    self.processing_class.save_pretrained(output_dir)
+                    self.processing_class.save_pretrained(partial)
         else:
-            self.save_model(output_dir)
+            self.save_model(partial)
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            if os.path.isdir(output_dir):
+                shutil.rmtree(output_dir)
+            os.replace(partial, output_dir)
         self.accelerator.wait_for_everyone()
 
     def model_for_next_trainer(self, output_dir: str):
@@ -499,26 +564,33 @@ class DataMixMixin:
 
     # -- Trainer overrides ----------------------------------------------------------------------
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):
-        if resume_from_checkpoint is True:
-            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
-            if resume_from_checkpoint is None:
-                raise ValueError(f"resume_from_checkpoint=True but {self.args.output_dir} holds no checkpoint.")
-        if resume_from_checkpoint:
-            self._restore(read_state(resume_from_checkpoint), resume_from_checkpoint)
-        return super().train(resume_from_checkpoint, *args, **kwargs)
+        """``Trainer.train``; ``resume_from_checkpoint`` may also be ``"true"`` (the newest complete checkpoint).
+
+        A checkpoint saved at ``max_steps`` (a finished run, or a stage whose successor never started)
+        trains nothing more: its model and state are loaded and the run ends there.
+        """
+        checkpoint = resolve_resume(self.args.output_dir, resume_from_checkpoint)
+        if checkpoint:
+            self._restore(read_state(checkpoint), checkpoint)
+            if saved_step(checkpoint) >= self.args.max_steps:
+                return self._finished_at(checkpoint)
+        return super().train(checkpoint, *args, **kwargs)
+
+    def _finished_at(self, checkpoint: str) -> TrainOutput:
+        # Trainer would start another epoch and train one step past max_steps before stopping.
+        from transformers.trainer_callback import TrainerState
+
+        self.state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE_FILE))
+        self._load_from_checkpoint(checkpoint)
+        logger.warning("%s was saved at step %d of max_steps=%d: nothing is left to train; its model is loaded.",
+                       checkpoint, self.state.global_step, self.args.max_steps)
+        if self.is_world_process_zero():
+            self.write_outputs(final=True)
+        losses = [log["loss"] for log in self.state.log_history if "loss" in log]
+        return TrainOutput(self.state.global_step, float(np.mean(losses)) if losses else float("nan"), {})
 
     def _restore(self, state: Mapping[str, Any], checkpoint: str | None = None) -> None:
-        if state["strategy"]["name"] != self.strategy.name:
-            raise ValueError(
-                f"the checkpoint was written by strategy {state['strategy']['name']!r}, this trainer uses "
-                f"{self.strategy.name!r}; resume with --strategy {state['strategy']['name']}."
-            )
-        if state["samples_per_step"] != self.samples_per_step:
-            raise ValueError(
-                f"the checkpoint used {state['samples_per_step']} samples per optimizer step, this run uses "
-                f"{self.samples_per_step}; keep per_device_train_batch_size x gradient_accumulation_steps x "
-                "processes equal when resuming."
-            )
+        check_resume(state, self.strategy.name, self.samples_per_step, checkpoint)
         self.interleaver.load_state_dict(state["interleaver"])
         self.strategy.load_state_dict(state["strategy"]["state"])
         self.history[:] = state["history"]
@@ -533,6 +605,8 @@ class DataMixMixin:
             aggregate = self.aggregate_eval(metrics, metric_key_prefix)
             self.log(aggregate)
             metrics.update(aggregate)
+            if self.is_world_process_zero():
+                self.ledger.save(self.records_dir)  # also counts an evaluation run after training ended
         return metrics
 
     def aggregate_eval(self, metrics: Mapping[str, float], prefix: str = "eval") -> dict[str, float]:

@@ -17,16 +17,17 @@ writes ``<output_dir>/<strategy>/`` (mixtures.json, compute.json, results.json) 
 
 import copy
 import json
-import logging
 import os
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
 from hf_datamix import DataMixArguments, DataMixTrainer, DomainSet, available_strategies, create_strategy
 from hf_datamix.compute import write_json_atomic
-from hf_datamix.continual import Stage, plan_stages, run_continual
+from hf_datamix.continual import Stage, check_plan, plan_stages, run_continual
 from hf_datamix.data.instruct_tasks import TASK_NAMES, task_domain_set
-from hf_datamix.recipe_args import RunArguments, load_domains, load_model, load_tokenizer, parse_args, split_list, stage_groups
+from hf_datamix.recipe_args import (
+    RunArguments, load_domains, load_model, load_tokenizer, parse_args, run_recipe, setup_logging, split_list, stage_groups,
+)
 from hf_datamix.sft import DataMixSFTConfig, DataMixSFTTrainer
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "instruct.yaml")
@@ -117,18 +118,24 @@ def summarise(name: str, results: dict) -> dict:
 
 def main():
     run, instruct, args = parse_args((RunArguments, InstructArguments, DataMixSFTConfig), default_config=DEFAULT_CONFIG)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     settings = instruct.strategy_settings or {}
     if isinstance(settings, str):
-        settings = json.loads(settings)
+        try:
+            settings = json.loads(settings)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--strategy_settings is not a JSON object ({error}): {settings!r}; e.g. "
+                             '\'{"op_mix": {"probe_steps": 10}}\'.') from None
     strategies = split_list(instruct.strategies)
     unknown = sorted(set(settings) - set(available_strategies()))
     if unknown:
         raise ValueError(f"strategy_settings names unknown strategies {unknown}; known: {available_strategies()}.")
     # Every strategy and its settings are checked before any training.
     built = {name: create_strategy(name, settings.get(name)) for name in strategies}
-    tokenizer = load_tokenizer(run)
     domains, stages = plan(run, instruct)
+    for strategy in built.values():
+        check_plan(stages, strategy, args.init_mixture)
+    tokenizer = load_tokenizer(run)
     base = load_model(run, tokenizer, seed=args.seed)
     if not run.model_name_or_path and run.pretrain_steps > 0:
         base = pretrain_base(base, tokenizer, run, instruct, args)
@@ -155,4 +162,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_recipe(main)

@@ -9,12 +9,13 @@ Without --model_name_or_path a tiny Llama is pretrained first on the first-stage
 Writes mixtures.json, compute.json, results.json and weights.png in --output_dir.
 """
 
-import logging
 import os
 
 from hf_datamix import DataMixArguments, DataMixTrainer, create_strategy
-from hf_datamix.continual import plan_stages, run_continual
-from hf_datamix.recipe_args import RunArguments, load_domains, load_model, load_tokenizer, parse_args, split_list, stage_groups
+from hf_datamix.continual import check_plan, plan_stages, run_continual, split_steps
+from hf_datamix.recipe_args import (
+    RunArguments, load_domains, load_model, load_tokenizer, parse_args, run_recipe, setup_logging, split_list, stage_groups,
+)
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "midtrain.yaml")
 
@@ -42,17 +43,18 @@ def pretrain_base(model, tokenizer, run, args, domains):
 
 def main():
     run, args = parse_args((RunArguments, DataMixArguments), default_config=DEFAULT_CONFIG)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    tokenizer = load_tokenizer(run)
+    setup_logging()
+    # Everything that can be wrong with the settings fails here, before any data is read or step is run.
+    strategy = create_strategy(args.strategy, args.strategy_args)
     all_domains = load_domains(run)
     initial = split_list(run.initial_domains) or all_domains.names[:2]
     added = stage_groups(run.added_domains)
-    steps_per_stage = max(1, args.max_steps // max(1, len(added)))
-    stages = plan_stages(all_domains, initial, added, steps_per_stage)
+    stages = plan_stages(all_domains, initial, added, split_steps(args.max_steps, len(added)))
+    check_plan(stages, strategy, args.init_mixture)
+    tokenizer = load_tokenizer(run)
     model = load_model(run, tokenizer, seed=args.seed)
     if not run.model_name_or_path and run.pretrain_steps > 0:
         model = pretrain_base(model, tokenizer, run, args, all_domains.select(initial))
-    strategy = create_strategy(args.strategy, args.strategy_args)
     results = run_continual(model, tokenizer, args, stages, strategy, resume=args.resume_from_checkpoint)
     last = results["stages"][-1]
     print(f"final average eval loss over {len(last['domains'])} domains: {last['eval_avg_loss']:.4f}")
@@ -60,4 +62,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_recipe(main)

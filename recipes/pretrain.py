@@ -8,19 +8,24 @@ Writes mixtures.json, compute.json, weights.png and checkpoints in --output_dir,
 per-domain perplexity with the final mixture.
 """
 
-import logging
 import os
 
 from hf_datamix import DataMixArguments, DataMixTrainer
+from hf_datamix.checkpoints import check_resume, read_state, resolve_resume, samples_per_step
 from hf_datamix.continual import format_stage
-from hf_datamix.recipe_args import RunArguments, load_domains, load_model, load_tokenizer, parse_args, split_list
+from hf_datamix.recipe_args import (
+    RunArguments, load_domains, load_model, load_tokenizer, parse_args, run_recipe, setup_logging, split_list,
+)
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "pretrain.yaml")
 
 
 def main():
     run, args = parse_args((RunArguments, DataMixArguments), default_config=DEFAULT_CONFIG)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
+    checkpoint = resolve_resume(args.output_dir, args.resume_from_checkpoint)
+    if checkpoint:  # a resume that cannot work fails before any data is read
+        check_resume(read_state(checkpoint), args.strategy, samples_per_step(args), checkpoint)
     tokenizer = load_tokenizer(run)
     domains = load_domains(run)
     if run.initial_domains:
@@ -48,4 +53,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_recipe(main)

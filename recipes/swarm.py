@@ -28,7 +28,9 @@ from dataclasses import dataclass, field  # noqa: E402
 
 from hf_datamix import ComputeLedger, DataMixArguments, Mixture  # noqa: E402
 from hf_datamix.fit import fit_mixture  # noqa: E402
-from hf_datamix.recipe_args import RunArguments, load_domains, load_tokenizer, parse_args, split_list  # noqa: E402
+from hf_datamix.recipe_args import (  # noqa: E402
+    RunArguments, load_domains, load_tokenizer, parse_args, run_recipe, split_list,
+)
 from hf_datamix.simulate.proxy_swarm import ProxyConfig, ProxySwarm  # noqa: E402
 from hf_datamix.swarm import sample_swarm, swarm_to_csv  # noqa: E402
 
@@ -90,4 +92,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_recipe(main)

@@ -176,3 +176,12 @@ def test_parse_bad_input(bad, pattern):
 
 def test_parse_any_mapping():
     assert parse_strategy_args(MappingProxyType({"a": 1})) == {"a": 1}
+
+
+def test_processes_that_would_not_form_one_job_are_refused_with_the_fix():
+    from hf_datamix.config import one_job_problem
+
+    assert one_job_problem(1, 1, False) is None and one_job_problem(2, 2, True) is None
+    message = one_job_problem(2, 1, False)
+    assert "WORLD_SIZE=2" in message and "world_size=1" in message and "--use_cpu true" in message
+    assert "distributed_type" in one_job_problem(4, 1, True)

@@ -169,7 +169,7 @@ def test_load_glob_and_list(tmp_path):
 
 
 def test_glob_without_matches(tmp_path):
-    with pytest.raises(ValueError, match=r"Domain 'g': no files match"):
+    with pytest.raises(ValueError, match=r"Domain 'g': train='.*\*.jsonl' matches no file; check the pattern"):
         DomainSpec("g", train=str(tmp_path / "*.jsonl"), eval_size=1).load()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -37,6 +38,7 @@ def test_every_shipped_config_parses(config, tmp_path):
         extra = ["--bf16", "false", "--optim", "adamw_torch"]  # GPU settings, parsed here on a CPU
     parsed = parse_args(types, argv=["--config", config, "--output_dir", str(tmp_path), *extra])
     assert parsed[-1].output_dir == str(tmp_path) and parsed[0].model_preset
+    assert parsed[-1].disable_tqdm is False  # long runs show a progress bar
 
 
 def test_command_line_overrides_yaml_and_strategy_args_stay_structured(tmp_path):
@@ -77,27 +79,70 @@ TINY = ["--max_steps", "6", "--pretrain_steps", "4", "--block_size", "64", "--pe
         "--save_steps", "2", "--max_eval_blocks", "2", "--logging_steps", "1"]
 
 
-def test_midtrain_runs_op_mix_through_three_stages_and_resumes(tmp_path):
+def run_python(*command, expect_kill=False):
+    """Run ``python COMMAND`` (a recipe, or tests/kill_recipe.py around one) on one process."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, *command], capture_output=True, text=True, timeout=900, cwd=ROOT, env=env)
+    expected = -9 if expect_kill else 0
+    assert result.returncode == expected, result.stdout[-3000:] + result.stderr[-5000:]
+    return result.stdout + result.stderr
+
+
+def records(path):
+    """mixtures.json without the wall-clock times it records."""
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if "seconds" not in k}
+        return [strip(v) for v in value] if isinstance(value, list) else value
+
+    return strip(json.load(open(path / "mixtures.json")))
+
+
+def step_losses(out):
+    """Per-step training loss of every stage, from each stage's last checkpoint."""
+    from hf_datamix.checkpoints import last_checkpoint
+
+    losses = {}
+    for stage in (1, 2, 3):
+        state = json.load(open(os.path.join(last_checkpoint(str(out / f"stage-{stage}")), "trainer_state.json")))
+        losses[stage] = {log["step"]: log["loss"] for log in state["log_history"] if "loss" in log}
+    return losses
+
+
+def test_midtrain_op_mix_killed_between_stages_and_at_a_checkpoint_resumes_to_the_same_run(tmp_path):
+    flags = ["--max_steps", "12", "--pretrain_steps", "4", "--block_size", "64", "--per_device_train_batch_size", "2",
+             "--save_steps", "2", "--max_eval_blocks", "2", "--logging_steps", "1",
+             "--strategy_args", "probe_steps=2,eval_blocks=2,law_starts=10,probe_batch_size=2"]
     out = tmp_path / "mt"
-    stdout = launch(
-        "midtrain.py", "--output_dir", str(out), *TINY,
-        "--strategy_args", "probe_steps=2,eval_blocks=2,law_starts=10,probe_batch_size=2",
-    )
+    stdout = launch("midtrain.py", "--output_dir", str(out), *flags)
     assert stdout.count("== stage") == 3 and "probe" in stdout and "eval ppl" in stdout
-    history = json.load(open(out / "mixtures.json"))
+    history = records(out)
     assert [r["stage"] for r in history if r["kind"] == "decision"] == [1, 2, 3]
     assert all(abs(sum(r["weights"].values()) - 1) < 1e-9 for r in history)
     compute = json.load(open(out / "compute.json"))
     assert set(compute["by_kind"]) >= {"train", "probe", "eval"} and compute["total_flops"] > 0
+    assert compute["tokens_by_kind"]["train"] == 12 * 2 * 64  # the stages (the base's pretraining is its own)
     assert (out / "weights.png").stat().st_size > 1000
-    # Resume the last stage from its first checkpoint: the decisions come out the same.
-    stdout = launch(
-        "midtrain.py", "--output_dir", str(out), *TINY,
-        "--strategy_args", "probe_steps=2,eval_blocks=2,law_starts=10,probe_batch_size=2",
-        "--resume_from_checkpoint", str(out / "stage-3" / "checkpoint-2"),
-    )
-    assert stdout.count("== stage") == 1
-    assert json.load(open(out / "mixtures.json")) == history
+    # The same run killed (SIGKILL) after stage 1, then at stage 2's first checkpoint, resumed each time.
+    again = tmp_path / "again"
+    recipe = os.path.join(ROOT, "recipes", "midtrain.py")
+    killer = os.path.join(ROOT, "tests", "kill_recipe.py")
+    run_python(killer, "after:1", recipe, "--output_dir", str(again), *flags, expect_kill=True)
+    assert records(again) == [r for r in history if r["stage"] == 1]
+    run_python(killer, "save:2:2", recipe, "--output_dir", str(again), *flags, "--resume_from_checkpoint", "true",
+               expect_kill=True)
+    # Every decision reaches the run's mixtures.json when it is taken (stage 2's came before its step 2).
+    assert records(again) == [r for r in history if r["stage"] <= 2]
+    stdout = run_python(recipe, "--output_dir", str(again), *flags, "--resume_from_checkpoint", "true")
+    assert stdout.count("== stage") == 2  # stage 2 (resumed) and stage 3
+    # At the recipe's default log level: one line for stage 3's decision, with the mixture and its cost.
+    assert len(re.findall(r"stage 3 step 0: new mixture Mixture\(.*\) \(took [\d.]+ s, [\d.e+]+ FLOPs \(eval", stdout)) == 1
+    assert not (again / "stage-1" / "checkpoint-5").exists()  # resuming at a stage's end trains no step more
+    assert records(again) == history
+    assert json.load(open(again / "compute.json")) == compute
+    assert step_losses(again) == step_losses(out)
+    results = [json.load(open(path / "results.json")) for path in (out, again)]
+    assert [r["eval_loss"] for r in results[1]] == [r["eval_loss"] for r in results[0]]
 
 
 def test_swarm_recipe_trains_proxies_and_fits(tmp_path):
@@ -126,9 +171,18 @@ def test_swarm_members_are_spread_over_two_processes(tmp_path):
         assert ledger["tokens_by_kind"]["proxy"] == 2 * 2 * 2 * 64  # 2 members x 2 steps x batch 2 x 64 tokens
 
 
-def test_pretrain_recipe_runs(tmp_path):
-    stdout = launch("pretrain.py", "--output_dir", str(tmp_path), "--max_steps", "3", "--block_size", "64",
-                    "--per_device_train_batch_size", "2", "--max_eval_blocks", "2", "--strategy", "natural")
-    assert "eval ppl" in stdout
+def test_pretrain_recipe_on_the_shipped_cpu_config_is_one_two_process_job(tmp_path):
+    # accelerate launch --config_file accelerate_configs/cpu.yaml, no --use_cpu: before, each process trained alone.
+    flags = ["--output_dir", str(tmp_path), "--max_steps", "3", "--block_size", "64", "--per_device_train_batch_size", "2",
+             "--max_eval_blocks", "2", "--strategy", "natural", "--save_steps", "3"]
+    stdout = launch("pretrain.py", *flags, processes=2)
+    assert stdout.count("eval ppl") == 1  # one job: only its main process prints the table
     history = json.load(open(tmp_path / "mixtures.json"))
     assert history[0]["strategy"] == "natural" and len(history[0]["weights"]) == 7
+    compute = json.load(open(tmp_path / "compute.json"))
+    assert compute["tokens_by_kind"]["train"] == 3 * 2 * 2 * 64  # steps x per-device batch x 2 processes x block
+    assert compute["tokens_by_kind"]["eval"] == 7 * 2 * 64  # the final evaluation the printed table shows
+    # --resume_from_checkpoint true on the finished run: the newest checkpoint, nothing more to train.
+    stdout = launch("pretrain.py", *flags, "--resume_from_checkpoint", "true", processes=2)
+    assert "eval ppl" in stdout and not (tmp_path / "checkpoint-4").exists()
+    assert json.load(open(tmp_path / "compute.json"))["tokens_by_kind"]["train"] == 3 * 2 * 2 * 64

@@ -107,7 +107,7 @@ class Interleaver(IterableDataset):
     Args:
         sources: ``{domain: source}``; a source has ``num_blocks`` (None if unknown), ``block_size``
             and ``block(index, epoch)``, which returns a token array
-            (:class:`~hf_datamix.data.packing.PackedBlocks`, :class:`~hf_datamix.data.packing.StreamingBlocks`)
+            (:class:`~hf_datamix.data.packing.PackedBlocks`, :class:`~hf_datamix.data.streaming.StreamingBlocks`)
             or a whole example dict (:class:`~hf_datamix.data.examples.ExampleSource`, SFT), delivered as is.
         mixture: initial weights (must name exactly the domains of ``sources``).
         seed: seeds the domain draws and the per-epoch block permutations.
@@ -116,7 +116,8 @@ class Interleaver(IterableDataset):
         on_exhausted: ``"redistribute"``, ``"stop"`` or ``"error"`` when a domain runs dry.
         segments_per_block: 1 keeps every block inside one domain; ``s > 1`` builds each block from
             ``s`` independently drawn segments (sources must then hold segments of ``block_size/s``).
-        shuffle: visit a domain's blocks in a new random order each epoch (streams are read in order).
+        shuffle: visit a domain's blocks in a new random order each epoch (a stream's first epoch is read in
+            stream order).
     """
 
     def __init__(
@@ -159,6 +160,8 @@ class Interleaver(IterableDataset):
         self.chunk_size = 1
         #: Log a domain running dry while iterating (DataMixTrainer turns this off: its callback logs with the step).
         self.log_exhaustion = True
+        #: Domains whose sources read ahead a chunk at a time (streams).
+        self._prefetching = [i for i, name in enumerate(self.domains) if hasattr(self.sources[name], "prefetch")]
         self._keys = np.array([zlib.crc32(name.encode()) for name in self.domains], dtype=np.uint64)
         self._sim: _SimState | None = None
         self._perm_cache: dict[tuple[int, int], np.ndarray] = {}
@@ -255,8 +258,11 @@ class Interleaver(IterableDataset):
         return out
 
     def _permutation(self, domain: int, epoch: int) -> np.ndarray | None:
-        size = self.sources[self.domains[domain]].num_blocks
-        if not self.shuffle or size is None:
+        source = self.sources[self.domains[domain]]
+        size = source.num_blocks
+        # A stream's first epoch is taken in stream order: asking a forward-only reader for block
+        # perm[0] first would read the stream up to it.  Later epochs come from its spill.
+        if not self.shuffle or size is None or (epoch == 0 and getattr(source, "sequential", False)):
             return None
         key = (domain, epoch)
         perm = self._perm_cache.get(key)
@@ -445,10 +451,25 @@ class Interleaver(IterableDataset):
                             event.domain, event.sample, event.epochs, event.action,
                         )
             lo = (position - planned_start) * s
+            if self._prefetching:
+                self._prefetch(domains[lo : lo + chunk * s], cursors[lo : lo + chunk * s])
             for i in range(chunk):
                 a = lo + i * s
                 yield self._make_sample(domains[a : a + s], cursors[a : a + s])
             position += workers * chunk
+
+    def _prefetch(self, domains: np.ndarray, cursors: np.ndarray) -> None:
+        """Let sequential sources (streams) read a whole chunk's blocks in one go, before it is materialised."""
+        for d in self._prefetching:
+            if not (domains == d).any():
+                continue
+            source = self.sources[self.domains[d]]
+            size = source.num_blocks
+            last = int(cursors[domains == d].max())
+            epoch, index = (0, last) if size is None else divmod(last, size)
+            # In the first epoch blocks are taken in order, so the chunk needs blocks up to its last
+            # cursor; later epochs visit the whole (already read) first pass.
+            source.prefetch(index + 1 if epoch == 0 else size)
 
     def _wait_for_horizon(self, needed: int, in_worker: bool) -> None:
         horizon = int(self.schedule.horizon[0])

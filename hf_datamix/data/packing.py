@@ -2,9 +2,9 @@
 
 Map-style datasets are tokenised once with ``datasets.map`` and packed into a 2-D token array
 (cached on disk as ``.npy`` keyed by the dataset fingerprint, the tokenizer and the block size);
-streaming datasets are packed lazily while they are read.  Documents are joined with the EOS
-token; the tail that does not fill a block is dropped.  Blocks never mix domains: each domain is
-packed on its own.
+streaming datasets are read once and spilled to the same block format (:mod:`.streaming`).
+Documents are joined with the EOS token; the tail that does not fill a block is dropped.  Blocks
+never mix domains: each domain is packed on its own.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import datasets
@@ -134,93 +133,6 @@ def _reshape(flat: np.ndarray, block_size: int, name: str) -> np.ndarray:
     return np.ascontiguousarray(flat[: num_blocks * block_size].reshape(num_blocks, block_size))
 
 
-class StreamingBlocks:
-    """Blocks of a streaming ``IterableDataset``, packed while it is read.
-
-    Access is sequential: ``block(k, epoch)`` for increasing ``k``; asking for an earlier block (a
-    resume, a new worker) restarts the stream and skips forward, which re-reads but never changes
-    the sequence.  Each epoch re-reads the stream from the start (shuffled with ``seed + epoch`` when
-    ``shuffle_buffer`` is set).
-    """
-
-    def __init__(
-        self,
-        dataset: datasets.IterableDataset,
-        tokenizer,
-        block_size: int,
-        text_field: str = "text",
-        name: str = "domain",
-        num_tokens: int | None = None,
-        shuffle_buffer: int | None = None,
-        seed: int = 0,
-        batch_docs: int = 256,
-    ):
-        self.name = name
-        self.dataset = dataset
-        self.tokenizer = tokenizer
-        self.block_size = block_size
-        self.text_field = text_field
-        self.shuffle_buffer = shuffle_buffer
-        self.seed = seed
-        self.batch_docs = batch_docs
-        self.dtype = _token_dtype(tokenizer)
-        self.eos = _eos_id(tokenizer)
-        #: Known only when given: without it, repetition caps cannot apply to this domain.
-        self.num_blocks = None if num_tokens is None else max(1, num_tokens // block_size)
-        self._iterator: Iterator[np.ndarray] | None = None
-        self._epoch = -1
-        self._position = 0
-
-    @property
-    def num_tokens(self) -> int | None:
-        return None if self.num_blocks is None else self.num_blocks * self.block_size
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_iterator"], state["_epoch"], state["_position"] = None, -1, 0
-        return state
-
-    def _blocks(self, epoch: int) -> Iterator[np.ndarray]:
-        data = self.dataset
-        if self.shuffle_buffer:
-            data = data.shuffle(seed=self.seed + epoch, buffer_size=self.shuffle_buffer)
-        buffer = np.empty(0, dtype=self.dtype)
-        docs: list[str] = []
-
-        def flush(buffer, docs):
-            ids = self.tokenizer(docs, add_special_tokens=False)["input_ids"]
-            pieces = [buffer] + [np.asarray(row + [self.eos], dtype=self.dtype) for row in ids]
-            return np.concatenate(pieces)
-
-        for example in data:
-            docs.append(example[self.text_field])
-            if len(docs) >= self.batch_docs:
-                buffer, docs = flush(buffer, docs), []
-                while len(buffer) >= self.block_size:
-                    yield buffer[: self.block_size]
-                    buffer = buffer[self.block_size :]
-        if docs:
-            buffer = flush(buffer, docs)
-        while len(buffer) >= self.block_size:
-            yield buffer[: self.block_size]
-            buffer = buffer[self.block_size :]
-
-    def block(self, index: int, epoch: int = 0) -> np.ndarray:
-        if epoch != self._epoch or index < self._position or self._iterator is None:
-            self._iterator, self._epoch, self._position = self._blocks(epoch), epoch, 0
-        while True:
-            try:
-                block = next(self._iterator)
-            except StopIteration:
-                raise IndexError(
-                    f"streaming domain {self.name!r} ended after {self._position} blocks in epoch {epoch} "
-                    f"(block {index} was asked for); set DomainSpec.num_tokens to its real size."
-                ) from None
-            self._position += 1
-            if self._position - 1 == index:
-                return block
-
-
 def decision_share(available: int, decision_blocks: int, max_eval: int | None = None) -> int:
     """How many of ``available`` held-out blocks (or examples) go to the decision split.
 
@@ -235,13 +147,9 @@ def decision_share(available: int, decision_blocks: int, max_eval: int | None = 
 def pack_eval(dataset, tokenizer, block_size: int, text_field: str, name: str, max_blocks: int | None = None):
     """Pack an eval split (a streaming one is read into memory, up to ``max_blocks``)."""
     if isinstance(dataset, datasets.IterableDataset):
-        stream = StreamingBlocks(dataset, tokenizer, block_size, text_field, name)
-        blocks = []
-        iterator = stream._blocks(0)
-        for block in iterator:
-            blocks.append(block)
-            if max_blocks is not None and len(blocks) >= max_blocks:
-                break
+        from .streaming import stream_blocks  # (streaming builds on this module's helpers)
+
+        blocks = stream_blocks(dataset, tokenizer, block_size, text_field, max_blocks)
         if not blocks:
             raise ValueError(f"Domain {name!r}: its eval split has fewer tokens than one block of {block_size}.")
         return PackedBlocks(name, np.stack(blocks))

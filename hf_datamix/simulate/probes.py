@@ -91,11 +91,13 @@ class LoRAProbes(Simulator):
             decaying linearly to ``anneal_to`` x its current value before the probes are trained on it
             (the reference code probes from an annealed θ); θ is restored after.  0: probe θ itself.
         anneal_to: the anneal's final learning-rate factor.
+        probe_steps: steps per probe (default: ``config.probe_steps``).
     """
 
     name = "lora_probes"
 
-    def __init__(self, config, encoding: str = "spread", anneal_steps: int = 0, anneal_to: float = 0.1):
+    def __init__(self, config, encoding: str = "spread", anneal_steps: int = 0, anneal_to: float = 0.1,
+                 probe_steps: int | None = None):
         if encoding not in ENCODINGS:
             raise ValueError(f"lora_probes encoding={encoding!r}; use one of {list(ENCODINGS)}.")
         if int(anneal_steps) < 0 or not 0 <= anneal_to <= 1:
@@ -104,6 +106,9 @@ class LoRAProbes(Simulator):
         self.config = config
         self.encoding = encoding
         self.anneal_steps, self.anneal_to = int(anneal_steps), float(anneal_to)
+        self.probe_steps = int(probe_steps if probe_steps is not None else config.probe_steps or 0)
+        if self.probe_steps < 1:
+            raise ValueError(f"lora_probes needs probe_steps >= 1, got {probe_steps!r} (config: {config.probe_steps!r}).")
 
     # -- the pieces op_mix's continual schedule uses too ----------------------------------------
     @contextlib.contextmanager
@@ -112,7 +117,7 @@ class LoRAProbes(Simulator):
         cfg, trainer = self.config, context.trainer
         probe_config = ProbeConfig(
             rank=cfg.probe_rank, alpha=cfg.probe_alpha, dropout=cfg.probe_dropout,
-            target_modules=cfg.probe_target_modules, lr_multiplier=cfg.probe_lr_multiplier, steps=cfg.probe_steps,
+            target_modules=cfg.probe_target_modules, lr_multiplier=cfg.probe_lr_multiplier, steps=self.probe_steps,
             batch_size=self.batch_size(context), bf16=cfg.probe_bf16, seed=cfg.seed,
         )
         with LoRAProbeSimulator(
@@ -137,7 +142,7 @@ class LoRAProbes(Simulator):
             # so the probes (and the decision) do not depend on how many processes there are.
             batches = trainer.probe_batches(mixture, self.batch_size(context), seed=seed,
                                             shard=(simulator.rank, simulator.world_size))
-            result = simulator.train_probe(name, batches, steps=self.config.probe_steps)
+            result = simulator.train_probe(name, batches, steps=self.probe_steps)
             bar.update(1)
             results[name] = {"mixture": mixture.to_dict(), "final_loss": result.final_loss,
                              "diverged": result.diverged, "reason": result.reason}

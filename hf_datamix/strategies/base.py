@@ -14,6 +14,7 @@ and (optionally) a ``config_class`` dataclass, and registering it under the entr
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -97,6 +98,10 @@ class Strategy:
         """The mixture to start a run or stage with (cheap; heavy work belongs in :meth:`decide`)."""
         return Mixture.uniform(context.domains.names)
 
+    def check(self, domains: "DomainSet") -> None:
+        """Raise ``ValueError`` (naming the setting, its value and the fix) if this strategy cannot run on
+        ``domains``.  Called before any data are loaded or any step runs (every stage of a continual run)."""
+
     def next_decision_step(self, step: int, max_steps: int) -> int | None:
         """The first step ``>= step`` after which :meth:`decide` runs (0 = before training), or None.
 
@@ -152,4 +157,48 @@ def build_config(config_class: type, config: Any, overrides: Mapping[str, Any], 
         raise ValueError(
             f"strategy {owner!r} has no setting(s) {unknown}; its settings are {sorted(known) or 'none'}."
         )
-    return config_class(**values)
+    return config_class(**_typed(config_class, values, owner))
+
+
+_EXAMPLES = {int: 100, float: 0.5, bool: True}
+_KINDS = {int: "a whole number", float: "a number", bool: "true or false", str: "a string", list: "a list",
+          dict: "a mapping"}
+
+
+def _typed(config_class: type, values: dict, owner: str) -> dict:
+    """``values`` checked against the config's field types (and ``2.0`` made ``2`` for an int), so a
+    setting such as ``probe_steps=abc`` is refused by name instead of failing later as a TypeError."""
+    import typing
+
+    hints = typing.get_type_hints(config_class)
+    defaults = {f.name: f.default for f in dataclasses.fields(config_class)}
+    out = dict(values)
+    for name, value in values.items():
+        allowed = typing.get_args(hints[name]) if typing.get_origin(hints[name]) in (typing.Union, _union_type()) else (hints[name],)
+        kinds = [typing.get_origin(t) or t for t in allowed]
+        if value is None and type(None) in kinds:
+            continue
+        for kind in kinds:
+            if kind is int and isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if kind is list and isinstance(value, str):
+                value = [value]
+            if isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool)):
+                out[name] = value
+                break
+        else:
+            if any(k is typing.Any for k in kinds):
+                continue
+            expected = " or ".join(_KINDS.get(k, getattr(k, "__name__", str(k))) for k in kinds if k is not type(None))
+            example = defaults[name] if defaults[name] not in (dataclasses.MISSING, None) else _EXAMPLES.get(kinds[0])
+            hint = f"; e.g. --strategy_args {name}={json.dumps(example)}" if example is not None else ""
+            raise ValueError(f"strategy {owner!r}: {name}={values[name]!r} is not {expected}{hint}.")
+    return out
+
+
+def _union_type():
+    import types
+
+    return types.UnionType

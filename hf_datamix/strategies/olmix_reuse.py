@@ -52,8 +52,10 @@ class OlmixConfig(StrategyConfig):
             raise ValueError(f"olmix_reuse reuse={self.reuse!r}; use one of {list(REUSE_MODES)}.")
         if self.prior not in ("natural", "uniform"):
             raise ValueError(f"olmix_reuse prior={self.prior!r}; use 'natural' or 'uniform'.")
-        if self.proxy_steps < 1 or (self.swarm_size is not None and self.swarm_size < 2):
-            raise ValueError(f"olmix_reuse proxy_steps={self.proxy_steps}, swarm_size={self.swarm_size}: too small.")
+        if self.proxy_steps < 1:
+            raise ValueError(f"olmix_reuse proxy_steps={self.proxy_steps}; use at least 1.")
+        if self.swarm_size is not None and self.swarm_size < 2:
+            raise ValueError(f"olmix_reuse swarm_size={self.swarm_size}; use at least 2, or null for 3(m+1).")
 
 
 class OlmixReuseStrategy(Strategy):

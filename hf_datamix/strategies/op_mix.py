@@ -44,7 +44,11 @@ class OpMixConfig(StrategyConfig):
     """Settings of ``op_mix`` (published defaults where the paper gives them)."""
 
     warmup_fraction: float = field(default=0.2, metadata={"help": "Pretraining: uniform warm-up fraction before the decision."})
-    probe_steps: int = field(default=2500, metadata={"help": "Optimizer steps per probe (paper: 5000 pretraining, 2500 continual)."})
+    probe_steps: int | None = field(
+        default=None,
+        metadata={"help": "Optimizer steps per probe; None: scaled to the run as in the paper's code, 10 % of a "
+                  "pretraining run (at most 5000) or 25 % of a continual stage (at most 2500)."},
+    )
     probe_batch_size: int | None = field(default=None, metadata={"help": "Probe batch per process (default: per-device train batch); processes train probes together."})
     probe_rank: int = field(default=16, metadata={"help": "LoRA rank of the probes."})
     probe_alpha: float = field(default=32.0, metadata={"help": "LoRA alpha of the probes."})
@@ -77,21 +81,21 @@ class OpMixConfig(StrategyConfig):
     )
 
     def __post_init__(self):
-        checks = {
-            "warmup_fraction": 0 < self.warmup_fraction < 1,
-            "probe_steps": self.probe_steps >= 1,
-            "domain_probe_share": 0 < self.domain_probe_share <= 1,
-            "continual_probe_share": 0.5 < self.continual_probe_share <= 1,
-            "num_candidates": self.num_candidates >= 2,
-            "alpha_points": self.alpha_points >= 3,
-            "kl": self.kl >= 0,
-            "prior": self.prior in ("uniform", "natural"),
-            "redecide_every": self.redecide_every is None or self.redecide_every >= 1,
-            "score": self.score in ("auto", "loss", "task_error"),
+        checks = {  # setting: (in range, the range)
+            "warmup_fraction": (0 < self.warmup_fraction < 1, "in (0, 1)"),
+            "probe_steps": (self.probe_steps is None or self.probe_steps >= 1, ">= 1, or null: scaled to the run"),
+            "domain_probe_share": (0 < self.domain_probe_share <= 1, "in (0, 1]"),
+            "continual_probe_share": (0.5 < self.continual_probe_share <= 1, "in (0.5, 1]"),
+            "num_candidates": (self.num_candidates >= 2, ">= 2"),
+            "alpha_points": (self.alpha_points >= 3, ">= 3"),
+            "kl": (self.kl >= 0, ">= 0"),
+            "prior": (self.prior in ("uniform", "natural"), "uniform or natural"),
+            "redecide_every": (self.redecide_every is None or self.redecide_every >= 1, ">= 1, or null"),
+            "score": (self.score in ("auto", "loss", "task_error"), "auto, loss or task_error"),
         }
-        bad = [name for name, ok in checks.items() if not ok]
+        bad = [f"{name}={getattr(self, name)!r} (must be {allowed})" for name, (ok, allowed) in checks.items() if not ok]
         if bad:
-            raise ValueError(f"op_mix settings out of range: {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)}.")
+            raise ValueError(f"op_mix settings out of range: {', '.join(bad)}.")
 
 
 class OpMixStrategy(Strategy):
@@ -141,6 +145,16 @@ class OpMixStrategy(Strategy):
             return self._decide_continual(context)
         return self._decide_around(context)
 
+    def probe_steps(self, context: DecisionContext) -> int:
+        """Steps per probe: ``probe_steps``, or scaled to the run when it is None (see its help)."""
+        if self.config.probe_steps is not None:
+            return self.config.probe_steps
+        # The reference code's probes see about 10 % of a pretraining run's sequences (5000 of 50k
+        # steps) and a quarter of a continual stage's (2500 of 10k): a fixed 2500 would make a
+        # 40-step run sit in its probes for minutes.
+        share, most = (0.25, 2500) if self.mode == "continual" else (0.1, 5000)
+        return max(1, min(most, round(share * context.max_steps)))
+
     def _caps(self, context: DecisionContext, collapsed: list[str], internals: dict[str, Mixture]) -> np.ndarray | None:
         trainer = context.trainer
         remaining = max(1, context.max_steps - context.step) * trainer.samples_per_step * trainer.tokens_per_sample
@@ -160,12 +174,12 @@ class OpMixStrategy(Strategy):
             seed=cfg.seed,
         )
         schedule = self.mode if context.step == 0 else ("pretrain" if self.mode == "pretrain" else "redecide")
-        return Decision(mixture, {"schedule": schedule, **record, **extra})
+        return Decision(mixture, {"schedule": schedule, "probe_steps": self.probe_steps(context), **record, **extra})
 
     def _decide_around(self, context: DecisionContext) -> Decision | None:
         """Pretraining schedule (and mid-stage re-decisions): probes around the mixture in force."""
         around = context.mixture or Mixture.uniform(context.domains.names)
-        simulation = LoRAProbes(self.config).simulate(context, around)
+        simulation = LoRAProbes(self.config, probe_steps=self.probe_steps(context)).simulate(context, around)
         if simulation is None:
             return None
         return self._propose(context, simulation.X, simulation.Y, simulation.coordinates, simulation.groups,
@@ -181,7 +195,7 @@ class OpMixStrategy(Strategy):
             "old": self._expand_new_old(1 - share, previous, fresh),
             "new": self._expand_new_old(share, previous, fresh),
         }
-        lora = LoRAProbes(cfg)
+        lora = LoRAProbes(cfg, probe_steps=self.probe_steps(context))
         with lora.session(context) as simulator:
             probe_info = lora.train_probes(context, simulator, probes)
             if set(simulator.probes) != {"old", "new"}:

@@ -4,6 +4,7 @@ Each rank writes what it trained on and the weights it applied, so the test can 
 ranks apply identical weights at every step and that no block is seen by two ranks.
 """
 
+import atexit
 import json
 import os
 import sys
@@ -14,7 +15,25 @@ from conftest import make_domain_set, tiny_llama, tokenizer as tokenizer_fixture
 from test_trainer import RecordingTrainer, SwitchStrategy, make_args  # noqa: E402
 
 
+def native_threads_at_exit(path: str) -> None:
+    """At exit (after hf_datamix's own exit hook, registered later), write the names of this process's threads."""
+    def report():
+        names = []
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{tid}/comm") as handle:
+                    names.append(handle.read().strip())
+            except OSError:  # the thread ended meanwhile
+                pass
+        with open(path, "w") as handle:
+            json.dump(sorted(names), handle)
+
+    if os.path.isdir("/proc/self/task"):
+        atexit.register(report)
+
+
 def main(out_dir: str) -> None:
+    native_threads_at_exit(os.path.join(out_dir, f"threads-at-exit-{os.environ.get('RANK', '0')}.json"))
     tokenizer = tokenizer_fixture.__wrapped__()
     trainer = RecordingTrainer(
         model=tiny_llama(len(tokenizer)),
