@@ -51,9 +51,11 @@ class MixingCallback(TrainerCallback):
         step = state.global_step
         trainer.interleaver.start_sample = step * trainer.samples_per_step
         if step == 0:
-            trainer.record_mixture(
-                trainer.interleaver.weights_at(0), step=0, kind="initial", settings=trainer.strategy.settings()
-            )
+            # The initial mixture is planned over the whole run like every decision (plan_caps).
+            initial, lowered = trainer.plan_mixture(trainer.interleaver.weights_at(0), 0)
+            trainer.interleaver.set_weights(initial, 0)
+            extra = {"capped_for_horizon": lowered} if lowered else {}
+            trainer.record_mixture(initial, step=0, kind="initial", settings=trainer.strategy.settings(), **extra)
             if trainer.strategy.next_decision_step(0, state.max_steps) == 0:
                 trainer.run_decision(step=0, from_sample=0)
             self._schedule_next(1, state.max_steps)

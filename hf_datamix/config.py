@@ -73,6 +73,8 @@ class DataMixArguments(TrainingArguments):
         strategy_args: the strategy's settings (mapping, JSON, or ``key=value,...``).
         block_size: tokens per training block.
         max_repetitions: epochs over a domain's tokens before it runs dry (k of the repetition caps).
+        plan_caps: schedule every mixture so that no domain would exceed its cap before the end of the run
+            (:mod:`hf_datamix.horizon`); False trains at the requested weights until a domain runs dry.
         on_exhausted: what happens when a domain runs dry: redistribute its weight, stop, or error.
         segments_per_block: 1 keeps each block inside one domain; more mixes that many domains per block.
         mixing_seed: seed of the domain draws (default: ``seed``).
@@ -109,6 +111,15 @@ class DataMixArguments(TrainingArguments):
             "proxies, laws), at most half of it unless the rest still fills max_eval_blocks; evaluation reports "
             "on the rest, so decisions never see the test blocks. A domain with DomainSpec.decision uses that "
             "instead. 0: decisions score on the eval split."
+        },
+    )
+    plan_caps: bool = field(
+        default=True,
+        metadata={
+            "help": "Plan repetition caps over the horizon: a mixture is scheduled with each domain's weight lowered "
+            "to what its remaining epochs sustain until the end of the run, the excess shared out over the other "
+            "domains, so no domain runs dry part-way and is forgotten. False: train at the requested weights until "
+            "a domain runs dry, then on_exhausted applies."
         },
     )
     init_mixture: Optional[str] = field(

@@ -142,9 +142,13 @@ def _auto_reopen(update, unaffected, law, law_domains, max_reopen, min_share):
     return chosen, reasons
 
 
-def virtual_cap(internals: Mapping[str, float], tokens: Mapping[str, float], target_tokens: float, k: float) -> float:
-    """The virtual domain's repetition cap ``min_j k·N_j / (R·p̃_j)`` over members with p̃_j > 0."""
-    bounds = [k * tokens[n] / (target_tokens * share) for n, share in internals.items() if share > 0]
+def virtual_cap(internals: Mapping[str, float], tokens: Mapping[str, float], target_tokens: float, k: float,
+                drawn: Mapping[str, float] | None = None) -> float:
+    """The virtual domain's repetition cap ``min_j (k·N_j − D_j) / (R·p̃_j)`` over members with p̃_j > 0,
+    ``D_j`` the tokens already drawn from member j (none by default)."""
+    drawn = drawn or {}
+    bounds = [max(0.0, k * tokens[n] - drawn.get(n, 0.0)) / (target_tokens * share)
+              for n, share in internals.items() if share > 0]
     return min(bounds) if bounds else float("inf")
 
 
@@ -154,8 +158,10 @@ def caps_for(
     tokens: Mapping[str, float],
     target_tokens: float,
     k: float | None,
+    drawn: Mapping[str, float] | None = None,
 ) -> np.ndarray | None:
-    """Repetition caps over collapsed ``coordinates``: ``k·N_j/R`` for a domain, :func:`virtual_cap` for a group.
+    """Repetition caps over collapsed ``coordinates`` for the next ``target_tokens`` tokens:
+    ``(k·N_j − D_j)/R`` for a domain (``D_j`` tokens already drawn from it), :func:`virtual_cap` for a group.
 
     Shared by ``op_mix`` (its "old"/"new" coordinates) and Olmix reuse (the fixed virtual domain).
     Domains of unknown size (``tokens[j]`` None) are uncapped.
@@ -166,7 +172,7 @@ def caps_for(
     for name in coordinates:
         members = groups.get(name, {name: 1.0})
         known = {n: share for n, share in members.items() if tokens.get(n) is not None}
-        caps.append(virtual_cap(known, tokens, target_tokens, k) if known else float("inf"))
+        caps.append(virtual_cap(known, tokens, target_tokens, k, drawn) if known else float("inf"))
     return np.minimum(np.asarray(caps, dtype=np.float64), 1.0)
 
 

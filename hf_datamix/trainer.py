@@ -34,6 +34,7 @@ from .data.interleaver import Interleaver
 from .data.packing import decision_share, pack_dataset, pack_eval
 from .data.streaming import StreamingBlocks
 from .domains import DomainSet, DomainUpdate
+from .horizon import fit_to_horizon
 from .mixture import MIXTURE_FILE, Mixture
 from .simulate.scoring import BlockLossScorer
 from .strategies.base import Decision, DecisionContext, Strategy
@@ -332,8 +333,13 @@ class DataMixMixin:
         return loader
 
     # -- decisions ------------------------------------------------------------------------------
-    def _context(self, step: int, max_steps: int, mixture: Mixture | None) -> DecisionContext:
+    def _context(self, step: int, max_steps: int, mixture: Mixture | None, from_sample: int = 0) -> DecisionContext:
+        stream = getattr(self, "interleaver", None)
+        drawn = stream.drawn(from_sample) if stream is not None and from_sample else {}
+        per_unit = {name: source.num_tokens / max(1, source.num_blocks or 1) for name, source in self.sources.items()
+                    if source.num_tokens is not None}
         return DecisionContext(
+            drawn_tokens={name: int(drawn.get(name, 0) * per_unit.get(name, 0)) for name in self.sources},
             step=step,
             max_steps=max_steps,
             stage=self.stage,
@@ -350,7 +356,7 @@ class DataMixMixin:
     def run_decision(self, step: int, from_sample: int) -> None:
         """Ask the strategy for a decision and schedule it from global sample ``from_sample``."""
         current = self.interleaver.weights_at(from_sample)
-        context = self._context(step, self.state.max_steps, current)
+        context = self._context(step, self.state.max_steps, current, from_sample)
         started, spent_before = time.perf_counter(), dict(self.ledger.by_kind)
         result = None
         everywhere = self.strategy.runs_on_every_process(self)
@@ -374,12 +380,26 @@ class DataMixMixin:
             logger.info("Process %d/%d, stage %d step %d: kept mixture %s (%s)", self.args.process_index,
                         self.args.world_size, self.stage, step, current, cost)
             return
-        mixture = Mixture(decision.mixture, domains=self.domains.names)
+        mixture, lowered = self.plan_mixture(Mixture(decision.mixture, domains=self.domains.names), from_sample)
         self.interleaver.set_weights(mixture, from_sample)
-        self.record_mixture(mixture, step, kind="decision", seconds=seconds, from_sample=from_sample, **decision.details)
+        details = {**decision.details, **({"capped_for_horizon": lowered} if lowered else {})}
+        self.record_mixture(mixture, step, kind="decision", seconds=seconds, from_sample=from_sample, **details)
         # One line per decision, the default level of the recipes: what changed and what it cost.
         logger.info("Process %d/%d, stage %d step %d: new mixture %s (%s)", self.args.process_index,
                     self.args.world_size, self.stage, step, mixture, cost)
+
+    def plan_mixture(self, mixture: Mixture, from_sample: int) -> tuple[Mixture, dict[str, float]]:
+        """``mixture`` as it is scheduled from global sample ``from_sample`` to the end of the run.
+
+        With ``plan_caps`` (default) each domain's weight is lowered to what its remaining blocks sustain
+        until the end, the excess shared out (:func:`hf_datamix.horizon.fit_to_horizon`); returns the
+        mixture and ``{domain: requested weight}`` of the lowered domains.
+        """
+        if not self.args.plan_caps or self.args.max_repetitions is None:
+            return mixture, {}
+        units = self.interleaver.segments_per_block
+        horizon = (self.state.max_steps * self.samples_per_step - from_sample) * units
+        return fit_to_horizon(mixture, self.interleaver.units_left(from_sample), horizon)
 
     def probe_batches(self, mixture: Mixture, batch_size: int, seed: int, shard: tuple[int, int] = (0, 1)):
         """An endless iterator of collated batches drawn from ``mixture`` (for simulators' probes).

@@ -193,6 +193,9 @@ def run_args(shape: Shape, output_dir: str, seed: int, **overrides):
         dataloader_num_workers=0, logging_steps=max(1, shape.steps // 20), disable_tqdm=True, seed=seed,
         max_repetitions=shape.max_repetitions, decision_blocks=shape.decision_blocks,
         max_eval_blocks=shape.test_blocks, write_plots=False, preprocessing_num_workers=min(8, os.cpu_count() or 1),
+        # Mixtures are trained as given, a domain that runs dry then redistributed: the benchmark's
+        # first units were measured so (before plan_caps existed); planned caps are an arm of their own.
+        plan_caps=False,
     )
     values.update(overrides)
     return DataMixArguments(**values)

@@ -365,6 +365,19 @@ class Interleaver(IterableDataset):
                 "on_exhausted='redistribute'."
             )
 
+    def drawn(self, upto_sample: int) -> dict[str, int]:
+        """Units (blocks; segments when ``segments_per_block > 1``) each domain gave before global sample ``upto_sample``."""
+        sim = self._fresh_sim()
+        self._advance(sim, int(upto_sample) * self.segments_per_block, record=None)
+        return {name: int(sim.cursors[i]) for i, name in enumerate(self.domains)}
+
+    def units_left(self, from_sample: int) -> dict[str, int | None]:
+        """Units each domain can still give from global sample ``from_sample`` before its cap (None: no cap)."""
+        drawn = self.drawn(from_sample)
+        unlimited = np.iinfo(np.int64).max
+        return {name: None if self.caps[i] == unlimited else max(0, int(self.caps[i]) - drawn[name])
+                for i, name in enumerate(self.domains)}
+
     def exhaustion_events(self, upto_sample: int) -> list[ExhaustionEvent]:
         """Domains that ran dry before global sample ``upto_sample`` (simulated in this process).
 

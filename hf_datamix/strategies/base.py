@@ -49,6 +49,8 @@ class DecisionContext:
         stage: index of the stage in a continual run (0 for a single run).
         domains: the current :class:`~hf_datamix.domains.DomainSet`.
         token_counts: usable training tokens per domain (after packing).
+        drawn_tokens: tokens each domain has given so far in this run/stage, up to the first sample the
+            decision applies to (what its repetition cap has left is ``k·token_counts − drawn_tokens``).
         mixture: the mixture in force (None before the first one).
         previous_mixture: the last mixture of the previous stage (None in the first stage).
         update: the :class:`~hf_datamix.domains.DomainUpdate` that opened this stage, if any.
@@ -69,6 +71,7 @@ class DecisionContext:
     history: list = field(default_factory=list)
     trainer: Any = None
     ledger: "ComputeLedger | None" = None
+    drawn_tokens: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def model(self):

@@ -158,7 +158,9 @@ class OpMixStrategy(Strategy):
     def _caps(self, context: DecisionContext, collapsed: list[str], internals: dict[str, Mixture]) -> np.ndarray | None:
         trainer = context.trainer
         remaining = max(1, context.max_steps - context.step) * trainer.samples_per_step * trainer.tokens_per_sample
-        return caps_for(collapsed, internals, context.token_counts, remaining, self.config.max_repetitions)
+        # What each domain has left of its cap after the tokens already drawn, over the remaining horizon.
+        return caps_for(collapsed, internals, context.token_counts, remaining, self.config.max_repetitions,
+                        drawn=context.drawn_tokens)
 
     def _prior(self, context: DecisionContext) -> np.ndarray:
         names = context.domains.names
