@@ -254,13 +254,12 @@ def item_recipe(runner: Runner) -> dict:
     if runner.cpu:
         shape = ["--model_preset", "tiny", "--pretrain_steps", "6", "--max_steps", "12", "--block_size", "64",
                  "--per_device_train_batch_size", "4", "--save_steps", "100", "--use_cpu", "true",
-                 "--strategy_args", json.dumps({"probe_steps": 3, "eval_blocks": 4, "max_repetitions": None})]
+                 "--probe_steps", "3", "--eval_blocks", "4", "--max_repetitions", "0"]
     else:
         shape = ["--config", os.path.join(ROOT, "recipes", "configs", "midtrain_gpu.yaml"), "--model_preset", "20m",
                  "--pretrain_steps", "60", "--max_steps", "180", "--block_size", "512",
                  "--per_device_train_batch_size", "16", "--torch_compile", "false", "--save_steps", "1000",
-                 "--strategy_args", json.dumps({"probe_steps": 20, "eval_blocks": 16, "probe_bf16": True,
-                                                "max_repetitions": None})]
+                 "--probe_steps", "20", "--eval_blocks", "16", "--probe_bf16", "true", "--max_repetitions", "0"]
     out: dict = {"by_processes": {}, "args": shape}
     runs = [("ddp", runner.config_ddp, n) for n in runner.counts if n >= 2]
     if not runner.cpu and 2 in runner.counts:  # a new trainer per stage re-prepares the same model

@@ -171,7 +171,7 @@ def build_stages(files, steps: int, recompute_removal: bool = False):
 
 def prepack(opts, files) -> float:
     """Tokenise and pack every domain version once (the cache is shared by the arm processes)."""
-    from hf_datamix.trainer import pack_domains
+    from hf_datamix.data.blocks import pack_domains
 
     started = time.perf_counter()
     tokenizer = common.load_tokenizer()
@@ -206,10 +206,10 @@ def olmix_args(opts, reuse: str) -> dict:
 
 
 def _instrument() -> dict[str, float]:
-    from hf_datamix.simulate.proxy_swarm import ProxySwarm
+    from hf_datamix.simulate.proxy_swarm import ProxyRuns
 
     times = {"proxy_training_s": 0.0, "proxies": 0}
-    original = ProxySwarm._train_member
+    original = ProxyRuns._train_member
 
     def timed(self, *args, **kwargs):
         common._sync()
@@ -221,16 +221,16 @@ def _instrument() -> dict[str, float]:
             times["proxy_training_s"] += time.perf_counter() - start
             times["proxies"] += 1
 
-    ProxySwarm._train_member = timed
+    ProxyRuns._train_member = timed
     return times
 
 
 def _swarm_worker(job):
-    """Helper process: train the swarm members of one rank (ProxySwarm's own rank/world_size split)."""
-    from hf_datamix.simulate.proxy_swarm import ProxySwarm
+    """Helper process: train the swarm members of one rank (ProxyRuns's own rank/world_size split)."""
+    from hf_datamix.simulate.proxy_swarm import ProxyRuns
 
     domains, tokenizer, config, output_dir, base_args, mixtures, rank, world = job
-    swarm = ProxySwarm(domains, tokenizer, config, output_dir, base_args=base_args)
+    swarm = ProxyRuns(domains, tokenizer, config, output_dir, base_args=base_args)
     result = swarm.run(mixtures, rank=rank, world_size=world, poll_seconds=0.25)
     return result.trained, swarm.ledger.total_flops, swarm.ledger.tokens_by_kind.get("proxy", 0.0)
 
@@ -238,18 +238,18 @@ def _swarm_worker(job):
 def _parallel_swarm(workers: int):
     """Spread every swarm over ``workers`` processes on the same GPU (benchmark-side; library untouched).
 
-    ProxySwarm.run(rank, world_size) already splits members i = rank (mod world_size) and gathers the
+    ProxyRuns.run(rank, world_size) already splits members i = rank (mod world_size) and gathers the
     results from the shared folder; the strategy calls it with one process, so this wrapper runs rank 0
     here and ranks 1.. in a pool, then counts the helpers' members in ``trained`` and their FLOPs in
     the arm's ledger (as the library does for the members a process trains itself).
     """
     import multiprocessing as mp
 
-    from hf_datamix.simulate.proxy_swarm import ProxySwarm
+    from hf_datamix.simulate.proxy_swarm import ProxyRuns
 
     if workers <= 1:
         return None
-    original = ProxySwarm.run
+    original = ProxyRuns.run
     pool = mp.get_context("spawn").Pool(workers - 1)
 
     def run(self, mixtures, rank=0, world_size=1, poll_seconds=5.0):
@@ -264,7 +264,7 @@ def _parallel_swarm(workers: int):
             self.ledger.add("proxy", flops, tokens)
         return result
 
-    ProxySwarm.run = run
+    ProxyRuns.run = run
     return pool
 
 
@@ -470,7 +470,7 @@ def run_all(opts) -> None:
     result = common.header(opts, "olmix_reuse: mixture reuse across DomainSet updates")
     result["settings"] = settings(opts, files)
     result["settings"]["swarm_workers"] = (
-        f"each olmix arm trains a swarm's proxies in {opts.swarm_workers} processes (ProxySwarm.run's rank/world_size "
+        f"each olmix arm trains a swarm's proxies in {opts.swarm_workers} processes (ProxyRuns.run's rank/world_size "
         "split: member i in process i mod P; the benchmark starts the helpers, the library is unchanged)")
     result["arms"] = {}
     result["prepare_s"] = time.perf_counter() - started

@@ -209,7 +209,8 @@ class Context:
     def packed(self, block_size: int):
         """``(train sources, eval blocks)`` of the embedded corpus at ``block_size`` (packed once)."""
         if block_size not in self._packed:
-            from hf_datamix.data.packing import pack_dataset, pack_eval
+            from hf_datamix.data.blocks import pack_eval
+            from hf_datamix.data.packing import pack_dataset
 
             sources, evals = {}, {}
             for spec in self.corpus():
@@ -411,7 +412,7 @@ def part_overhead(ctx: Context) -> dict:
     from transformers import Trainer, TrainingArguments, default_data_collator
 
     from hf_datamix import DataMixTrainer
-    from hf_datamix.trainer import BlockDataset
+    from hf_datamix.data.blocks import BlockDataset
 
     quick = ctx.quick
     preset = pick(ctx, "overhead_preset", "tiny", "20m")
@@ -443,14 +444,14 @@ def part_overhead(ctx: Context) -> dict:
     out: dict[str, Any] = {
         "model": f"random-init Llama preset {preset!r} (hf_datamix.models), sdpa attention",
         "data": f"embedded corpus (7 domains) packed into {block}-token blocks; the plain Trainer reads the same "
-                f"blocks ({len(blocks)}) as a map-style dataset (hf_datamix.trainer.BlockDataset, RandomSampler); "
+                f"blocks ({len(blocks)}) as a map-style dataset (hf_datamix.data.blocks.BlockDataset, RandomSampler); "
                 "DataMixTrainer draws them through the Interleaver, no repetition cap",
         "settings": {"steps": steps, "dropped_warmup_steps": warm, "per_device_train_batch_size": batch,
                      "block_size": block, **{k: v for k, v in train_settings().items() if k in (
                          "bf16", "optim", "dataloader_num_workers", "max_grad_norm", "torch_compile")}},
         "timing": "StepTimer callback with torch.cuda.synchronize at on_step_begin and on_step_end; step_s = begin->end "
                   "(forward/backward/optimizer), interval_s = end->end (adds fetching the next batch and all "
-                  "callbacks, e.g. MixingCallback); medians over the steps after the warm-up",
+                  "callbacks, e.g. MixingController); medians over the steps after the warm-up",
         "dispatch_on": "datamix_uniform_dispatch_on = datamix_uniform with accelerator_config={'dispatch_batches': "
                        "True}: accelerate's DataLoaderDispatcher, its default for an IterableDataset; on one process "
                        "DataMixTrainer now turns dispatching off (reads its batches directly) unless it is set",

@@ -28,7 +28,7 @@ def count_repeats(block: int, batch: int, steps: int, preset: str = "20m") -> di
     from hf_datamix import DataMixArguments, Mixture
     from hf_datamix.data.interleaver import Interleaver
     from hf_datamix.recipe_args import RunArguments, load_domains, load_tokenizer
-    from hf_datamix.trainer import pack_domains
+    from hf_datamix.data.blocks import pack_domains
 
     run = RunArguments(model_preset=preset)
     tokenizer, domains = load_tokenizer(run), load_domains(run)

@@ -4,7 +4,7 @@ The public API (imported lazily, so ``import hf_datamix`` stays cheap):
 
 * :class:`Mixture`, :class:`DomainSpec`, :class:`DomainSet`, :class:`DomainUpdate`
 * :class:`Interleaver`
-* :class:`DataMixTrainer`, :class:`DataMixArguments`, :class:`MixingCallback`
+* :class:`DataMixTrainer`, :class:`DataMixArguments`, :class:`MixingController`
 * :class:`DataMixSFTTrainer`, :class:`DataMixSFTConfig` (instruction tuning on TRL)
 * :class:`Strategy`, :class:`StrategyConfig`, :class:`Decision`, :class:`DecisionContext`,
   :func:`available_strategies`, :func:`register_strategy`, :func:`create_strategy`,
@@ -26,7 +26,7 @@ _EXPORTS = {
     "DataMixArguments": "config",
     "DataMixSFTTrainer": "sft",
     "DataMixSFTConfig": "sft",
-    "MixingCallback": "callbacks",
+    "MixingController": "callbacks",
     "Strategy": "strategies.base",
     "StrategyConfig": "strategies.base",
     "Decision": "strategies.base",

@@ -13,10 +13,10 @@ import logging
 import os
 import re
 
+from .constants import STATE_FILE, TRAINER_STATE_FILE
+
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "datamix_state.json"
-TRAINER_STATE_FILE = "trainer_state.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 

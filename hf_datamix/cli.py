@@ -17,13 +17,13 @@ from collections.abc import Sequence
 
 
 def _strategies(_args: argparse.Namespace) -> int:
-    from .strategies.registry import REGISTRY
+    from .strategies.registry import STRATEGIES
 
-    names = REGISTRY.names()
+    names = STRATEGIES.names()
     width = max(len(n) for n in names) if names else 0
     for name in names:
         try:
-            description = REGISTRY.get(name).description
+            description = STRATEGIES.get(name).description
         except Exception as error:  # a broken plugin is listed, not fatal
             description = f"(failed to load: {error})"
         print(f"{name:<{width}}  {description}")
@@ -81,7 +81,8 @@ def _add_fit_parser(sub) -> None:
     fit.add_argument("--target-tokens", type=float, help="R, the tokens the target run trains on")
     fit.add_argument("--max-repetition", type=float, default=4.0, help="k, max epochs over a domain (default 4)")
     fit.add_argument("--law", default="log_linear",
-                     help="mixing law: log_linear (default), linear, gaussian_process (needs scikit-learn)")
+                     help="mixing law: log_linear (default), linear, gaussian_process (needs scikit-learn), or one "
+                     "another package registers under the entry-point group hf_datamix.laws")
     fit.add_argument("--law-options", help="JSON object of law settings, e.g. '{\"starts\": 100}'")
     fit.add_argument("--target-weights", help="JSON {target: weight}; targets not named weigh 1")
     fit.add_argument("--folds", type=int, default=5, help="cross-validation folds for the fit report (default 5)")

@@ -27,8 +27,8 @@ from collections.abc import Mapping
 import torch
 
 from .atomic import write_json_atomic  # noqa: F401  (imported from here by recipes and modules)
+from .constants import COMPUTE_FILE
 
-COMPUTE_FILE = "compute.json"
 KINDS = ("train", "eval", "probe", "proxy", "branch", "generate", "teacher")
 FORMULA = (
     "FLOPs = 6*N*tokens for training (forward+backward), 2*N*tokens for forward-only passes; "

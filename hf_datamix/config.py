@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 from transformers import TrainingArguments
 
@@ -37,31 +36,17 @@ def one_job_problem(launched: int, world_size: int, use_cpu: bool) -> str | None
     )
 
 
-def parse_strategy_args(value: Any) -> dict[str, Any]:
-    """Strategy settings from a mapping, a JSON object or ``key=value,key=value`` text."""
-    if value is None or value == "":
+def strategy_settings(value: Any) -> dict[str, Any]:
+    """The strategy's settings as a dict: from a mapping (Python) or nothing; text is refused (flags are the way)."""
+    if value is None:
         return {}
     if isinstance(value, Mapping):
         return dict(value)
-    if not isinstance(value, str):
-        raise ValueError(f"strategy_args={value!r}: give a mapping, a JSON object or 'key=value,key=value'.")
-    text = value.strip()
-    if text.startswith("{"):
-        try:
-            parsed = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"strategy_args is not valid JSON ({error}): {value!r}") from None
-        return dict(parsed)
-    result: dict[str, Any] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"strategy_args item {item!r} is not 'key=value' (in {value!r}).")
-        try:
-            result[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            result[key.strip()] = raw.strip()
-    return result
+    raise ValueError(
+        f"strategy_args={value!r}: give the strategy's settings as a mapping from Python; on the command line and "
+        "in a --config file each setting is its own flag or key (e.g. --probe_steps 25; "
+        "recipes/midtrain.py --strategy op_mix --help lists them)."
+    )
 
 
 @dataclass
@@ -70,9 +55,11 @@ class DataMixArguments(TrainingArguments):
 
     Parameters:
         strategy: name of the mixing strategy (see ``hf-datamix strategies``).
-        strategy_args: the strategy's settings (mapping, JSON, or ``key=value,...``).
+        strategy_args: the strategy's settings (and its simulator's) as a mapping, from Python; the recipes
+            parse them from the strategy's own flags (:func:`hf_datamix.recipe_args.parse_args`).
         block_size: tokens per training block.
-        max_repetitions: epochs over a domain's tokens before it runs dry (k of the repetition caps).
+        max_repetitions: epochs over a domain's tokens before it runs dry: k of the repetition caps, for the
+            interleaver and the strategies' proposals both (0 or None: no cap).
         plan_caps: schedule every mixture so that no domain would exceed its cap before the end of the run
             (:mod:`hf_datamix.horizon`); False trains at the requested weights until a domain runs dry.
         on_exhausted: what happens when a domain runs dry: redistribute its weight, stop, or error.
@@ -87,13 +74,15 @@ class DataMixArguments(TrainingArguments):
     """
 
     strategy: str = field(default="uniform", metadata={"help": "Mixing strategy name (hf-datamix strategies lists them)."})
-    strategy_args: Optional[Union[dict, str]] = field(
+    strategy_args: Optional[dict] = field(
         default=None,
-        metadata={"help": "Strategy settings: JSON object or 'key=value,key=value' (a mapping in YAML)."},
+        metadata={"help": "The strategy's settings as a mapping, from Python only: on the command line and in "
+                  "--config files each setting is its own flag (see --strategy NAME --help)."},
     )
     block_size: int = field(default=256, metadata={"help": "Tokens per packed training block."})
     max_repetitions: Optional[float] = field(
-        default=4.0, metadata={"help": "Max epochs over each domain's tokens (repetition cap k); 0 or None: no cap."}
+        default=4.0, metadata={"help": "Max epochs over each domain's tokens (repetition cap k), for the interleaver "
+                               "and the strategies' proposals both; 0: no cap."}
     )
     on_exhausted: str = field(
         default="redistribute",
@@ -142,7 +131,7 @@ class DataMixArguments(TrainingArguments):
         problem = one_job_problem(launched, self.world_size, self.use_cpu)
         if problem:
             raise ValueError(problem)
-        self.strategy_args = parse_strategy_args(self.strategy_args)
+        self.strategy_args = strategy_settings(self.strategy_args)
         if self.block_size < 2:
             raise ValueError(f"block_size={self.block_size}: use at least 2 tokens per block.")
         if self.segments_per_block < 1 or self.block_size % self.segments_per_block:

@@ -19,13 +19,12 @@ from .checkpoints import check_resume, last_checkpoint, read_state, resolve_resu
 from .compute import ComputeLedger, write_json_atomic
 from .config import DataMixArguments
 from .domains import DomainSet, DomainUpdate
-from .mixture import MIXTURE_FILE, Mixture
+from .constants import MIXTURE_FILE, MIXTURES_FILE, RESULTS_FILE
+from .mixture import Mixture
 from .strategies.base import Strategy
-from .trainer import MIXTURES_FILE, DataMixTrainer
+from .trainer import DataMixTrainer
 
 logger = logging.getLogger(__name__)
-
-RESULTS_FILE = "results.json"
 
 
 @dataclass
@@ -160,7 +159,7 @@ def run_continual(
             ledger=ledger,
             step_offset=step_offset,
         )
-        trainer.records_dir = root  # every decision reaches the run's mixtures.json at once
+        trainer.mixing.records_dir = root  # every decision reaches the run's mixtures.json at once
         trainer.train(resume_from_checkpoint=checkpoint if stage.index == first_stage else None)
         metrics = trainer.evaluate()
         previous = trainer.interleaver.weights_at(stage_args.max_steps * trainer.samples_per_step)

@@ -1,8 +1,7 @@
 """Offline Olmix fit: swarm results in, proposed mixture out (``hf-datamix fit`` and ``olmix_reuse``).
 
 Given each swarm run's mixture (``ratios``) and losses (``metrics``, lower is better), fit a mixing
-law (:mod:`hf_datamix.laws`; importing this module also registers the Gaussian-process law of
-:mod:`hf_datamix.laws_extra`), report its held-out rank correlation, and propose the mixture
+law (any registered one, :mod:`hf_datamix.laws`, plugins included), report its held-out rank correlation, and propose the mixture
 minimising the predicted mean loss plus ``kl``·KL to the prior under repetition caps
 ``x_j <= k·N_j/R`` (:func:`hf_datamix.proposer.propose`).  Every input is checked, with errors
 naming the run, column or domain, before anything is fitted.
@@ -19,7 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from . import laws_extra  # noqa: F401  (registers "gaussian_process" for --law)
 from .laws import get_law
 from .mixture import Mixture
 from .proposer import _check_caps, propose

@@ -30,13 +30,13 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
 )
 
-from .mixture import MIXTURE_FILE, Mixture
+from .constants import MIXTURE_FILE, MIXTURES_FILE, RUN_FILES
+from .mixture import Mixture
 from .plots import PLOT_TITLES
-from .report import MIXTURES_FILE, average_loss, markdown_table, read_run
+from .report import average_loss, markdown_table, read_run
 
 ADAPTERS_DIR = "probe_adapters"
 CARD_FILE = "README.md"
-RUN_FILES = ("mixtures.json", "compute.json", "results.json")
 
 try:  # huggingface_hub >= 1.0 talks HTTP through httpx, whose errors are not OSErrors
     from httpx import HTTPError as _HttpxError

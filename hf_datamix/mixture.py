@@ -19,13 +19,12 @@ from typing import Any
 import numpy as np
 
 from .atomic import write_text_atomic
+from .constants import MIXTURE_FILE, SIMPLEX_TOLERANCE
 
 logger = logging.getLogger(__name__)
 
 #: Domain names appear in metric keys (``mix/<name>``, ``eval_<name>_loss``) and file names.
 DOMAIN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+-]*$")
-SUM_TOLERANCE = 1e-6
-MIXTURE_FILE = "mixture.json"
 
 
 def check_domain_name(name: Any, field: str = "domain name") -> str:
@@ -94,7 +93,7 @@ class Mixture(Mapping[str, float]):
         if total <= 0:
             raise ValueError(f"Mixture weights {seen} sum to 0: at least one weight must be positive.")
         raw_total = total * largest
-        if abs(raw_total - 1.0) > SUM_TOLERANCE:
+        if abs(raw_total - 1.0) > SIMPLEX_TOLERANCE:
             if not normalize:
                 raise ValueError(f"Mixture weights sum to {raw_total:.8g}, not 1 (normalize=False).")
             logger.info("Mixture weights summed to %.6g; normalised to 1.", raw_total)

@@ -1,8 +1,14 @@
-"""Proposer: turns a fitted mixing law into the next mixture (shared by ``op_mix`` and ``olmix_reuse``).
+"""Proposer: turns a fitted mixing law into the next mixture, and :func:`decide`, the one decision step.
 
-It solves ``min_x (1/T)·Σ_j w_j·L_j(x) + kl·KL(E·x ‖ q)`` over the simplex with per-coordinate caps
-``x_i <= caps_i`` (repetition limits ``k·N_i/R``).  ``x`` lives on the *collapsed* coordinates (a
-virtual domain counts as one); ``E`` expands it to the full domains where the prior ``q`` is given.
+:func:`propose` solves ``min_x (1/T)·Σ_j w_j·L_j(x) + kl·KL(E·x ‖ q)`` over the simplex with
+per-coordinate caps ``x_i <= caps_i`` (repetition limits ``k·N_i/R``).  ``x`` lives on the
+*collapsed* coordinates (a virtual domain counts as one); ``E`` expands it to the full domains where
+the prior ``q`` is given.
+
+:func:`decide` is where every strategy that simulates ends (``op_mix``, ``olmix_reuse``, plugins):
+given a :class:`~hf_datamix.simulate.base.Simulation` and a :class:`ProposerConfig`, it applies the
+repetition caps over the remaining horizon, the prior, the law fit, the proposal and the expansion,
+and records them.
 """
 
 from __future__ import annotations
@@ -10,19 +16,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.special import rel_entr
 
-from .laws import MixingLaw, check_mixtures
-from .mixture import Mixture
+from .constants import CAP_TOLERANCE
+from .horizon import decision_caps
+from .laws import MixingLaw, check_mixtures, get_law
+from .mixture import Mixture, expansion_matrix
+from .strategies.base import Decision, DecisionContext
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .simulate.base import Simulation
 
 logger = logging.getLogger(__name__)
 
 #: Tried in this order; OSQP only handles QPs/LPs (no exponential cone), so it is used only for those.
 DEFAULT_SOLVERS = ("CLARABEL", "ECOS", "SCS", "OSQP")
-_CAP_TOLERANCE = 1e-6
 
 
 class InfeasibleCapsError(ValueError):
@@ -280,7 +291,7 @@ def _fallback(objective, law, cap, w, candidates, samples, seed):
         if scores.shape[1] != len(w):
             raise ValueError(f"fallback_candidates Y has {scores.shape[1]} targets but the law has {len(w)}.")
         mean = scores @ w / w.sum()
-        ok = np.flatnonzero((X <= cap + _CAP_TOLERANCE).all(axis=1) & np.isfinite(mean))
+        ok = np.flatnonzero((X <= cap + CAP_TOLERANCE).all(axis=1) & np.isfinite(mean))
         if len(ok):
             best = ok[np.argmin(mean[ok])]
             source = "predicted" if Y is None else "observed"
@@ -307,18 +318,17 @@ def fit_and_propose(
     kl: float = 0.05,
     caps: np.ndarray | None = None,
     seed: int = 0,
+    law_options: Mapping[str, Any] | None = None,
 ) -> tuple[Any, dict]:
     """The step both ``op_mix`` and ``olmix_reuse`` end with: fit a law on simulated runs, propose, expand.
 
     ``X`` (runs × coordinates) are the runs' weights over collapsed ``coordinates`` (virtual domains
     named in ``groups`` = ``{virtual: internal ratios}``), ``Y`` (runs × targets) their losses on
-    ``full_domains``.  Returns the full-domain :class:`~hf_datamix.Mixture` and the decision record
+    ``full_domains``.  ``law_starts`` are the log-linear law's random starts, ``law_options`` any other
+    settings of the law.  Returns the full-domain :class:`~hf_datamix.Mixture` and the decision record
     (candidates, observations, the law's predictions and fit report, the proposal).
     """
-    from .laws import get_law
-    from .mixture import Mixture, expansion_matrix
-
-    fitted = get_law(law, **({"starts": law_starts} if law == "log_linear" else {}))
+    fitted = get_law(law, **law_settings(law, law_starts, law_options))
     fitted.fit(X, Y, seed=seed)
     report = fitted.fit_report(X, Y, seed=seed)
     proposal = propose(
@@ -344,3 +354,74 @@ def fit_and_propose(
         "proposal": proposal.to_dict(),
     }
     return Mixture.from_array(list(full_domains), proposal.x_full), record
+
+
+def law_settings(law: str, law_starts: int, law_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The keyword arguments a law is built with: ``starts`` for the log-linear law, then ``law_options``."""
+    return {**({"starts": law_starts} if law == "log_linear" else {}), **dict(law_options or {})}
+
+
+PRIORS = ("uniform", "natural")
+
+
+@dataclass
+class ProposerConfig:
+    """How a decision turns simulated candidates into a mixture: the law, the KL pull and its prior.
+
+    Shared by every strategy that decides through a simulator (their configs subclass it).  The
+    repetition caps are not a setting here: k is ``DataMixArguments.max_repetitions``, the one cap of
+    the run, for the interleaver and the proposer both.
+    """
+
+    law: str = field(default="log_linear", metadata={"help": "Mixing law fitted on the candidates: log_linear, linear, "
+                                                        "gaussian_process, or a plugin's (hf_datamix.laws)."})
+    law_starts: int = field(default=300, metadata={"help": "Random starts of the log-linear law's fit, >= 1."})
+    law_options: dict = field(default_factory=dict, metadata={
+        "help": "Other settings of the law, as a JSON object (e.g. '{\"restarts\": 4}' for gaussian_process)."})
+    kl: float = field(default=0.05, metadata={"help": "Weight of KL(E x || prior) in the proposal, >= 0."})
+    prior: str = field(default="uniform", metadata={"help": "Prior of the KL term: uniform or natural (token shares)."})
+    decision_seed: int = field(default=0, metadata={
+        "help": "Seed of a decision: the simulator's draws (probe data, candidates, proxies) and the law fit."})
+
+    def proposer_checks(self) -> dict[str, tuple[bool, str]]:
+        """Range checks of these settings, ``{setting: (in range, the range)}``, for the owner's message."""
+        from .laws import LAWS
+
+        return {
+            "law": (self.law in LAWS, f"one of {LAWS.names()}"),
+            "law_starts": (self.law_starts >= 1, ">= 1"),
+            "kl": (self.kl >= 0, ">= 0"),
+            "prior": (self.prior in PRIORS, " or ".join(PRIORS)),
+        }
+
+    def proposer(self) -> "ProposerConfig":
+        """These settings as a plain :class:`ProposerConfig`."""
+        return ProposerConfig(**{name: getattr(self, name) for name in ProposerConfig.__dataclass_fields__})
+
+
+def prior_weights(prior: str, context: DecisionContext, domains: Sequence[str]) -> np.ndarray:
+    """The KL prior over ``domains``: uniform, or natural (proportional to their training tokens)."""
+    if prior == "uniform":
+        return Mixture.uniform(domains).to_array(domains)
+    counts = {name: context.token_counts.get(name) for name in domains}
+    if any(value is None for value in counts.values()):
+        raise ValueError(f"prior=natural needs every domain's token count; set DomainSpec.num_tokens for {counts}.")
+    return Mixture.proportional(counts).to_array(domains)
+
+
+def decide(simulation: "Simulation", config: ProposerConfig, context: DecisionContext) -> Decision:
+    """The decision step: caps over the remaining horizon, prior, law fit, proposal, expansion, record.
+
+    Caps are ``(k·N_j − D_j)/R`` per coordinate (a virtual coordinate: its tightest member), with k
+    the run's ``max_repetitions``, ``R`` the tokens left to train and ``D_j`` those already drawn
+    (:func:`hf_datamix.horizon.decision_caps`).  The record holds the fit and proposal
+    (:func:`fit_and_propose`) and the simulation's own record.
+    """
+    domains = list(simulation.domains)
+    mixture, record = fit_and_propose(
+        simulation.X, simulation.Y, simulation.coordinates, simulation.groups, domains,
+        prior_weights(config.prior, context, domains),
+        law=config.law, law_starts=config.law_starts, law_options=config.law_options, kl=config.kl,
+        caps=decision_caps(simulation.coordinates, simulation.groups, context), seed=config.decision_seed,
+    )
+    return Decision(mixture, {**record, **simulation.record})

@@ -14,14 +14,10 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .checkpoints import TRAINER_STATE_FILE
-from .compute import COMPUTE_FILE
+from .constants import COMPUTE_FILE, MIXTURES_FILE, RESULTS_FILE, TRAINER_STATE_FILE
 from .mixture import Mixture
 from .plots import PLOT_TITLES, _pyplot, legend_outside, plot_weights, save_figure  # matplotlib itself is imported only when a plot is drawn
 
-# The trainer's and continual runner's file names; not imported so reading a run loads no Trainer.
-MIXTURES_FILE = "mixtures.json"
-RESULTS_FILE = "results.json"
 
 
 def _read_json(path: str) -> Any:

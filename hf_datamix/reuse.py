@@ -3,7 +3,8 @@
 When the domain set changes, the unaffected domains D_fix keep their previous internal ratios p̃ as
 one *virtual domain* v; only the affected domains D_comp (plus v) are re-simulated and
 re-optimised, and the solution is expanded back with ``q_j = r_v · p̃_j``.  The virtual domain's
-repetition cap is ``ρ ≤ min_j k·N_j / (R·p̃_j)``.  Removal needs no new runs.
+repetition cap is ``ρ ≤ min_j k·N_j / (R·p̃_j)`` (:func:`hf_datamix.horizon.virtual_cap`).  Removal
+needs no new runs.
 
 Modes: ``full`` reopens nothing; ``partial`` also reopens domains the user names; ``auto`` (beyond
 the paper) reopens the unaffected domains that the previously fitted law says drive the affected
@@ -12,7 +13,7 @@ targets most, and records why.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,44 +141,3 @@ def _auto_reopen(update, unaffected, law, law_domains, max_reopen, min_share):
         "reopened": chosen,
     }
     return chosen, reasons
-
-
-def virtual_cap(internals: Mapping[str, float], tokens: Mapping[str, float], target_tokens: float, k: float,
-                drawn: Mapping[str, float] | None = None) -> float:
-    """The virtual domain's repetition cap ``min_j (k·N_j − D_j) / (R·p̃_j)`` over members with p̃_j > 0,
-    ``D_j`` the tokens already drawn from member j (none by default)."""
-    drawn = drawn or {}
-    bounds = [max(0.0, k * tokens[n] - drawn.get(n, 0.0)) / (target_tokens * share)
-              for n, share in internals.items() if share > 0]
-    return min(bounds) if bounds else float("inf")
-
-
-def caps_for(
-    coordinates: Sequence[str],
-    groups: Mapping[str, Mapping[str, float]],
-    tokens: Mapping[str, float],
-    target_tokens: float,
-    k: float | None,
-    drawn: Mapping[str, float] | None = None,
-) -> np.ndarray | None:
-    """Repetition caps over collapsed ``coordinates`` for the next ``target_tokens`` tokens:
-    ``(k·N_j − D_j)/R`` for a domain (``D_j`` tokens already drawn from it), :func:`virtual_cap` for a group.
-
-    Shared by ``op_mix`` (its "old"/"new" coordinates) and Olmix reuse (the fixed virtual domain).
-    Domains of unknown size (``tokens[j]`` None) are uncapped.
-    """
-    if k is None:
-        return None
-    caps = []
-    for name in coordinates:
-        members = groups.get(name, {name: 1.0})
-        known = {n: share for n, share in members.items() if tokens.get(n) is not None}
-        caps.append(virtual_cap(known, tokens, target_tokens, k, drawn) if known else float("inf"))
-    return np.minimum(np.asarray(caps, dtype=np.float64), 1.0)
-
-
-def coordinate_caps(
-    plan: ReusePlan, tokens: Mapping[str, float], target_tokens: float, k: float | None
-) -> np.ndarray | None:
-    """Caps over :attr:`ReusePlan.coordinates` (see :func:`caps_for`)."""
-    return caps_for(plan.coordinates, plan.groups, tokens, target_tokens, k)

@@ -21,7 +21,6 @@ a micro-batch's examples (of any domains) into one row, which is the opt-in to m
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -295,19 +294,6 @@ class DataMixSFTTrainer(DataMixMixin, SFTTrainer):
         keep = ("input_ids", "labels", "seq_lengths")
         rows = [{k: r[k] for k in keep if k in r} for r in rows]
         return [self.data_collator(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
-
-    # -- checkpoints ---------------------------------------------------------------------------
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        if self.learner is not None and self.is_world_process_zero():
-            checkpoint = os.path.join(self.args.output_dir, f"checkpoint-{self.state.global_step}")
-            self.learner.save(checkpoint)
-
-    def _restore(self, state, checkpoint: str | None = None) -> None:
-        super()._restore(state, checkpoint)
-        if self.learner is not None and checkpoint is not None:
-            self.learner.load(checkpoint)
-
 
 class _DecisionScorer:
     """``model -> score per domain`` on the decision examples (see :meth:`DataMixSFTTrainer.decision_scorer`)."""

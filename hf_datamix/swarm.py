@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .constants import CAP_TOLERANCE
 from .mixture import Mixture, check_domain_name
 from .proposer import _check_caps
 
@@ -26,7 +27,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_CONCENTRATIONS = tuple(float(c) for c in np.geomspace(0.1, 5.0, 15))
 DEDUP_DECIMALS = 4
 RUN_COLUMN = "run"
-_CAP_TOLERANCE = 1e-9
 
 
 def default_swarm_size(m: int) -> int:
@@ -171,7 +171,7 @@ def sample_swarm(domains: Sequence[str], prior: Mixture | Mapping[str, float] | 
         for row in X:
             if not np.isfinite(row).all():
                 continue
-            over = row > cap + _CAP_TOLERANCE
+            over = row > cap + CAP_TOLERANCE
             if over.any():
                 violations += over
                 continue

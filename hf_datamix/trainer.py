@@ -1,8 +1,9 @@
 """DataMixTrainer: a ``transformers.Trainer`` whose training data come from a mixing interleaver.
 
 It overrides as little as possible: the training dataset is the :class:`Interleaver`, the eval
-dataset a dict of per-domain block sets (so Trainer reports ``eval_<domain>_loss``), and the rest
-is done by :class:`~hf_datamix.callbacks.MixingCallback`.  Overrides: ``get_train_dataloader``
+dataset a dict of per-domain block sets (so Trainer reports ``eval_<domain>_loss``), and the mixing
+itself (decisions, records, output files, the mixing state in checkpoints) is done by
+:class:`~hf_datamix.callbacks.MixingController`.  Overrides: ``get_train_dataloader``
 (to tell the interleaver how batches are cut across ranks and workers), ``evaluate`` (aggregate
 losses and the ledger), ``log`` (``mix/<domain>`` weights), ``train`` (restore the mixing state
 before the dataloader starts), ``create_model_card`` (Trainer's card plus the mixing sections).
@@ -13,40 +14,30 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import shutil
-import time
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
-import datasets
 import numpy as np
 import torch
 from accelerate.data_loader import DataLoaderDispatcher
 from transformers import Trainer, default_data_collator
 from transformers.trainer_utils import TrainOutput
 
-from .callbacks import MixingCallback
-from .checkpoints import STATE_FILE, TRAINER_STATE_FILE, check_resume, read_state, resolve_resume, saved_step
-from .compute import ComputeLedger, non_embedding_parameters, write_json_atomic
+from .callbacks import MixingController
+from .checkpoints import read_state, resolve_resume, saved_step
+from .compute import ComputeLedger, non_embedding_parameters
 from .config import DataMixArguments
+from .constants import MIXTURES_FILE, TRAINER_STATE_FILE
+from .data.blocks import BlockDataset, pack_domains
 from .data.interleaver import Interleaver
-from .data.packing import decision_share, pack_dataset, pack_eval
-from .data.streaming import StreamingBlocks
 from .domains import DomainSet, DomainUpdate
-from .horizon import fit_to_horizon
-from .mixture import MIXTURE_FILE, Mixture
+from .mixture import Mixture
 from .simulate.scoring import BlockLossScorer
-from .strategies.base import Decision, DecisionContext, Strategy
+from .strategies.base import Strategy
 from .strategies.registry import create_strategy
-from .tracking import decision_scalars
 
 logger = logging.getLogger(__name__)
-
-MIXTURES_FILE = "mixtures.json"
-#: Reads back the decision line each process logs (``--log_level_replica info``) in
-#: :meth:`DataMixMixin.run_decision`: rank, processes, stage, step and the mixture's repr.
-DECISION_LOG = re.compile(r"Process (\d+)/(\d+), stage (\d+) step (\d+): new mixture (Mixture\(.*?\))")
 
 
 _EXIT_HOOK: list = []
@@ -77,88 +68,10 @@ def _end_process_group_at_exit() -> None:
     _EXIT_HOOK.append(destroy)
 
 
-class BlockDataset(torch.utils.data.Dataset):
-    """Fixed-length token blocks as causal-LM samples (``input_ids`` = ``labels``)."""
-
-    def __init__(self, blocks: np.ndarray):
-        self.blocks = blocks
-
-    def __len__(self) -> int:
-        return int(self.blocks.shape[0])
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        ids = torch.from_numpy(np.asarray(self.blocks[index], dtype=np.int64))
-        return {"input_ids": ids, "labels": ids}
-
-
-class PackedDomains(NamedTuple):
-    """Every domain packed: training sources, test (eval) and decision blocks, usable training tokens."""
-
-    sources: dict[str, Any]
-    eval_blocks: dict[str, np.ndarray]
-    decision_blocks: dict[str, np.ndarray]
-    token_counts: dict[str, int]
-
-
-def pack_domains(domains: DomainSet, tokenizer, args: DataMixArguments) -> PackedDomains:
-    """Load and pack every domain: training sources, eval (test) and decision blocks, token counts.
-
-    A domain's decision blocks are its ``DomainSpec.decision`` data, else the first
-    ``args.decision_blocks`` blocks of its eval split (at most half); eval keeps the rest
-    (``args.decision_blocks=0``: decisions score on the eval blocks themselves).
-    """
-    segment = args.block_size // args.segments_per_block
-    sources: dict[str, Any] = {}
-    eval_blocks: dict[str, np.ndarray] = {}
-    decision_blocks: dict[str, np.ndarray] = {}
-    for spec in domains:
-        train, evaluation = spec.load()
-        if isinstance(train, datasets.IterableDataset):
-            sources[spec.name] = StreamingBlocks(
-                train, tokenizer, segment, spec.text_field, spec.name, num_tokens=spec.num_tokens, seed=args.seed
-            )
-        else:
-            sources[spec.name] = pack_dataset(
-                train, tokenizer, segment, spec.text_field, spec.name, num_proc=args.preprocessing_num_workers
-            )
-        eval_blocks[spec.name], decision_blocks[spec.name] = pack_held_out(spec, evaluation, tokenizer, args)
-    counts = {name: source.num_tokens for name, source in sources.items()}
-    return PackedDomains(sources, eval_blocks, decision_blocks, counts)
-
-
-def pack_held_out(spec, evaluation, tokenizer, args: DataMixArguments) -> tuple[np.ndarray, np.ndarray]:
-    """``(eval blocks, decision blocks)`` of one domain whose loaded eval split is ``evaluation``.
-
-    The decision blocks are ``spec.decision``'s data, else the first ``args.decision_blocks`` blocks of
-    the eval split (at most half, :func:`~hf_datamix.data.packing.decision_share`), which eval then
-    leaves out; ``args.decision_blocks=0`` scores decisions on the eval blocks themselves.
-    """
-    explicit = spec.load_decision()
-    carve = explicit is None and args.decision_blocks > 0
-    # A capped (e.g. streaming) eval split is read only as far as both splits need.
-    cap = args.max_eval_blocks + args.decision_blocks if carve and args.max_eval_blocks else args.max_eval_blocks
-    held_out = pack_eval(evaluation, tokenizer, args.block_size, spec.text_field, spec.name, cap).blocks
-    if explicit is not None:
-        decision = pack_eval(explicit, tokenizer, args.block_size, spec.text_field, f"{spec.name} (decision)",
-                             args.decision_blocks or None).blocks
-    elif carve:
-        reserved = decision_share(len(held_out), args.decision_blocks, args.max_eval_blocks)
-        if reserved == 0:
-            raise ValueError(
-                f"Domain {spec.name!r}: its eval split packs into {len(held_out)} block(s) of {args.block_size} "
-                "tokens, too few to keep decision blocks apart from test blocks; give it more eval data, "
-                "DomainSpec.decision, or set decision_blocks=0."
-            )
-        decision, held_out = held_out[:reserved], held_out[reserved:]
-    else:
-        decision = held_out
-    if args.max_eval_blocks is not None:
-        held_out = held_out[: args.max_eval_blocks]
-    return held_out, decision
-
-
 class DataMixMixin:
-    """The mixing machinery shared by :class:`DataMixTrainer` and :class:`~hf_datamix.sft.DataMixSFTTrainer`.
+    """What :class:`DataMixTrainer` and :class:`~hf_datamix.sft.DataMixSFTTrainer` share: the mixing stream,
+    its batch geometry, the data and scoring handed to strategies and simulators, evaluation, logging,
+    and the :class:`~hf_datamix.callbacks.MixingController` (``self.mixing``) that runs the strategy.
 
     A subclass sets up its per-domain data in its own ``__init__`` (packed blocks for pretraining,
     TRL-processed examples for SFT) and provides:
@@ -236,36 +149,34 @@ class DataMixMixin:
             # accelerate dispatches batches of an IterableDataset by default, which on one process
             # only adds a concatenate-and-slice per batch; reading directly is the same stream.
             args.accelerator_config.dispatch_batches = False
-        if isinstance(strategy, Strategy):
-            self.strategy = strategy
-        else:
+        if not isinstance(strategy, Strategy):
             name = strategy or args.strategy
             # args.strategy_args belong to args.strategy, not to another strategy named here.
-            self.strategy = create_strategy(name, args.strategy_args if name == args.strategy else None)
+            strategy = create_strategy(name, args.strategy_args if name == args.strategy else None)
         # Every setting that can be wrong fails here, before any domain is read or packed.
-        self.strategy.check(domains)
+        strategy.check(domains)
         domains.check()
-        self.init_mixture = self.check_init_mixture(args.init_mixture, domains) if args.init_mixture else None
+        init_mixture = self.check_init_mixture(args.init_mixture, domains) if args.init_mixture else None
         self.domains = domains
-        self.stage = stage
-        self.update = update
-        self.previous_mixture = previous_mixture
-        self.history = history if history is not None else []
-        self.ledger = ledger if ledger is not None else ComputeLedger()
-        self.step_offset = step_offset
-        #: Where ``mixtures.json`` and ``compute.json`` are kept up to date (a continual run: its root folder).
-        self.records_dir = args.output_dir
         self.num_params = non_embedding_parameters(model) if model is not None else 0
+        self.mixing = MixingController(
+            self, args, strategy, stage=stage, update=update, previous_mixture=previous_mixture, history=history,
+            ledger=ledger, step_offset=step_offset, init_mixture=init_mixture, save_total_limit=self.save_total_limit,
+        )
+
+    # The mixing state lives in the controller; these are the trainer's views of it.
+    strategy = property(lambda self: self.mixing.strategy, doc="The running :class:`~hf_datamix.Strategy`.")
+    history = property(lambda self: self.mixing.history, doc="The decision records (``mixtures.json``).")
+    ledger = property(lambda self: self.mixing.ledger, doc="The run's :class:`~hf_datamix.ComputeLedger`.")
+    stage = property(lambda self: self.mixing.stage, doc="Index of the stage in a continual run.")
 
     def _make_interleaver(self, args, sources: Mapping[str, Any]) -> Interleaver:
         """The training stream over ``sources``, starting from the init mixture or the strategy's."""
         self.sources = dict(sources)
         self.token_counts = {name: source.num_tokens for name, source in self.sources.items()}
-        context = self._context(step=0, max_steps=args.max_steps, mixture=None)
-        mixture = self.init_mixture or self.strategy.initial_mixture(context)
         self.interleaver = Interleaver(
             self.sources,
-            Mixture(mixture, domains=self.domains.names),
+            self.mixing.initial_mixture(self.domains),
             seed=args.seed if args.mixing_seed is None else args.mixing_seed,
             max_repetitions=args.max_repetitions,
             on_exhausted=args.on_exhausted,
@@ -275,9 +186,8 @@ class DataMixMixin:
         return self.interleaver
 
     def _attach_mixing_callback(self) -> None:
-        """After ``Trainer.__init__``: the mixing callback, the log levels and the model's Hub tags."""
-        self.mixing_callback = MixingCallback(self)
-        self.add_callback(self.mixing_callback)
+        """After ``Trainer.__init__``: the mixing controller, the log levels and the model's Hub tags."""
+        self.add_callback(self.mixing)
         self._follow_log_levels()
         if hasattr(self.model, "add_model_tags"):  # TRL's pattern: Trainer's push puts them on the card
             self.model.add_model_tags(self._tag_names)
@@ -332,75 +242,7 @@ class DataMixMixin:
         self.interleaver.chunk_size = self._train_batch_size if dispatching else self.global_micro_batch
         return loader
 
-    # -- decisions ------------------------------------------------------------------------------
-    def _context(self, step: int, max_steps: int, mixture: Mixture | None, from_sample: int = 0) -> DecisionContext:
-        stream = getattr(self, "interleaver", None)
-        drawn = stream.drawn(from_sample) if stream is not None and from_sample else {}
-        per_unit = {name: source.num_tokens / max(1, source.num_blocks or 1) for name, source in self.sources.items()
-                    if source.num_tokens is not None}
-        return DecisionContext(
-            drawn_tokens={name: int(drawn.get(name, 0) * per_unit.get(name, 0)) for name in self.sources},
-            step=step,
-            max_steps=max_steps,
-            stage=self.stage,
-            domains=self.domains,
-            token_counts=dict(self.token_counts),
-            mixture=mixture,
-            previous_mixture=self.previous_mixture,
-            update=self.update,
-            history=self.history,
-            trainer=self,
-            ledger=self.ledger,
-        )
-
-    def run_decision(self, step: int, from_sample: int) -> None:
-        """Ask the strategy for a decision and schedule it from global sample ``from_sample``."""
-        current = self.interleaver.weights_at(from_sample)
-        context = self._context(step, self.state.max_steps, current, from_sample)
-        started, spent_before = time.perf_counter(), dict(self.ledger.by_kind)
-        result = None
-        everywhere = self.strategy.runs_on_every_process(self)
-        if everywhere or self.args.world_size == 1 or self.is_world_process_zero():
-            result = self.strategy.decide(context)
-        if self.args.world_size > 1:
-            # Also after a decision taken everywhere: the main process's result is the one applied,
-            # so the ranks agree even if a solver differed in the last bits.
-            from accelerate.utils import broadcast_object_list
-
-            payload = [result]
-            broadcast_object_list(payload, from_process=0)
-            result = payload[0]
-        decision = result if isinstance(result, Decision) or result is None else Decision(Mixture(result))
-        seconds = time.perf_counter() - started
-        spent = {k: v - spent_before.get(k, 0.0) for k, v in self.ledger.by_kind.items() if v > spent_before.get(k, 0.0)}
-        cost = f"took {seconds:.1f} s, {sum(spent.values()):.3g} FLOPs" + (
-            f" ({', '.join(f'{k} {v:.3g}' for k, v in sorted(spent.items()))})" if spent else "")
-        if decision is None:
-            self.record_mixture(current, step, kind="kept", seconds=seconds)
-            logger.info("Process %d/%d, stage %d step %d: kept mixture %s (%s)", self.args.process_index,
-                        self.args.world_size, self.stage, step, current, cost)
-            return
-        mixture, lowered = self.plan_mixture(Mixture(decision.mixture, domains=self.domains.names), from_sample)
-        self.interleaver.set_weights(mixture, from_sample)
-        details = {**decision.details, **({"capped_for_horizon": lowered} if lowered else {})}
-        self.record_mixture(mixture, step, kind="decision", seconds=seconds, from_sample=from_sample, **details)
-        # One line per decision, the default level of the recipes: what changed and what it cost.
-        logger.info("Process %d/%d, stage %d step %d: new mixture %s (%s)", self.args.process_index,
-                    self.args.world_size, self.stage, step, mixture, cost)
-
-    def plan_mixture(self, mixture: Mixture, from_sample: int) -> tuple[Mixture, dict[str, float]]:
-        """``mixture`` as it is scheduled from global sample ``from_sample`` to the end of the run.
-
-        With ``plan_caps`` (default) each domain's weight is lowered to what its remaining blocks sustain
-        until the end, the excess shared out (:func:`hf_datamix.horizon.fit_to_horizon`); returns the
-        mixture and ``{domain: requested weight}`` of the lowered domains.
-        """
-        if not self.args.plan_caps or self.args.max_repetitions is None:
-            return mixture, {}
-        units = self.interleaver.segments_per_block
-        horizon = (self.state.max_steps * self.samples_per_step - from_sample) * units
-        return fit_to_horizon(mixture, self.interleaver.units_left(from_sample), horizon)
-
+    # -- data and scoring handed to strategies and simulators -----------------------------------
     def probe_batches(self, mixture: Mixture, batch_size: int, seed: int, shard: tuple[int, int] = (0, 1)):
         """An endless iterator of collated batches drawn from ``mixture`` (for simulators' probes).
 
@@ -452,79 +294,6 @@ class DataMixMixin:
             if len(batch) < self.global_micro_batch:
                 return  # every domain ran dry
             yield self.data_collator(batch[rank * per_process : (rank + 1) * per_process])
-
-    def candidate_scores(self, simulator, candidates, metric: str | None = None, limit: int | None = 64,
-                         batch_size: int = 16, progress: bool = False) -> np.ndarray:
-        """``(C, D)`` decision-split scores of the simulator's interpolated candidates, domains in order."""
-        scorer = self.decision_scorer(metric or self.default_score, limit, batch_size,
-                                      collective=simulator.collective, bf16=simulator.config.bf16)
-        progress = progress and self.is_world_process_zero()
-        return simulator.score_candidates(candidates, scorer, progress=progress)
-
-    # -- records --------------------------------------------------------------------------------
-    def record_mixture(self, mixture: Mixture, step: int, kind: str, **details: Any) -> None:
-        """Append a decision record (the ``mixtures.json`` schema), write the file, log a decision's summary."""
-        self.history.append(
-            {
-                "step": self.step_offset + step,
-                "stage_step": step,
-                "stage": self.stage,
-                "strategy": self.strategy.name,
-                "kind": kind,
-                "weights": mixture.to_dict(),
-                **details,
-            }
-        )
-        if self.is_world_process_zero():
-            write_json_atomic(os.path.join(self.records_dir, MIXTURES_FILE), self.history)
-        if kind in ("decision", "kept"):  # to every report_to tracker, at this step
-            # Trainer.log clears control.should_log: a decision logged from on_step_end must not
-            # swallow the step's own training log.
-            should_log = self.control.should_log
-            self.log(decision_scalars(self.history[-1]))
-            self.control.should_log = should_log
-
-    def record_event(self, kind: str, step: int, **details: Any) -> None:
-        """Record a non-decision event (a domain running dry) in ``mixtures.json``."""
-        current = self.interleaver.weights_at((step + 1) * self.samples_per_step)
-        self.record_mixture(current, step, kind=kind, **details)
-
-    def state_payload(self, consumed: int) -> dict[str, Any]:
-        return {
-            "stage": self.stage,
-            "consumed_samples": consumed,
-            "samples_per_step": self.samples_per_step,
-            "interleaver": self.interleaver.state_dict(),
-            "strategy": {"name": self.strategy.name, "state": self.strategy.state_dict()},
-            "history": self.history,
-            "ledger": self.ledger.state_dict(),
-        }
-
-    def write_state(self, checkpoint: str, consumed: int) -> None:
-        write_json_atomic(os.path.join(checkpoint, STATE_FILE), self.state_payload(consumed))
-
-    def write_outputs(self, final: bool = False) -> None:
-        """Write ``mixtures.json`` and ``compute.json`` to ``records_dir`` (and at the end ``mixture.json`` and the
-        plots to ``output_dir``)."""
-        out = self.args.output_dir
-        write_json_atomic(os.path.join(self.records_dir, MIXTURES_FILE), self.history)
-        self.ledger.save(self.records_dir)
-        if final:
-            # The mixture in force at the end, loadable with Mixture.from_pretrained(output_dir).
-            self.interleaver.weights_at(self.state.max_steps * self.samples_per_step).save(
-                os.path.join(out, MIXTURE_FILE), strategy=self.strategy.name, stage=self.stage
-            )
-            if not self.args.write_plots:
-                return
-            try:
-                from .plots import plot_candidates, plot_law_fit, plot_weights
-
-                end = self.step_offset + self.state.max_steps
-                plot_weights(self.history, os.path.join(out, "weights.png"), end_step=end)
-                plot_law_fit(self.history, os.path.join(out, "law_fit.png"))
-                plot_candidates(self.history, os.path.join(out, "candidates.png"))
-            except ImportError as error:
-                logger.warning("No weights plot (%s); pip install matplotlib to get one.", error)
 
     # -- Models handed on ------------------------------------------------------------------------
     def save_final_model(self, output_dir: str) -> None:
@@ -591,7 +360,7 @@ class DataMixMixin:
         """
         checkpoint = resolve_resume(self.args.output_dir, resume_from_checkpoint)
         if checkpoint:
-            self._restore(read_state(checkpoint), checkpoint)
+            self.mixing.restore(read_state(checkpoint), checkpoint)
             if saved_step(checkpoint) >= self.args.max_steps:
                 return self._finished_at(checkpoint)
         return super().train(checkpoint, *args, **kwargs)
@@ -605,16 +374,9 @@ class DataMixMixin:
         logger.warning("%s was saved at step %d of max_steps=%d: nothing is left to train; its model is loaded.",
                        checkpoint, self.state.global_step, self.args.max_steps)
         if self.is_world_process_zero():
-            self.write_outputs(final=True)
+            self.mixing.write_outputs(final=True)
         losses = [log["loss"] for log in self.state.log_history if "loss" in log]
         return TrainOutput(self.state.global_step, float(np.mean(losses)) if losses else float("nan"), {})
-
-    def _restore(self, state: Mapping[str, Any], checkpoint: str | None = None) -> None:
-        check_resume(state, self.strategy.name, self.samples_per_step, checkpoint)
-        self.interleaver.load_state_dict(state["interleaver"])
-        self.strategy.load_state_dict(state["strategy"]["state"])
-        self.history[:] = state["history"]
-        self.ledger.load_state_dict(state["ledger"])
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
         if isinstance(eval_dataset, str) and eval_dataset in self.eval_token_counts:
@@ -626,7 +388,7 @@ class DataMixMixin:
             self.log(aggregate)
             metrics.update(aggregate)
             if self.is_world_process_zero():
-                self.ledger.save(self.records_dir)  # also counts an evaluation run after training ended
+                self.ledger.save(self.mixing.records_dir)  # also counts an evaluation run after training ended
         return metrics
 
     def aggregate_eval(self, metrics: Mapping[str, float], prefix: str = "eval") -> dict[str, float]:

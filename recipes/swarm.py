@@ -31,7 +31,7 @@ from hf_datamix.fit import fit_mixture  # noqa: E402
 from hf_datamix.recipe_args import (  # noqa: E402
     RunArguments, load_domains, load_tokenizer, parse_args, run_recipe, split_list,
 )
-from hf_datamix.simulate.proxy_swarm import ProxyConfig, ProxySwarm  # noqa: E402
+from hf_datamix.simulate.proxy_swarm import ProxyConfig, ProxyRuns  # noqa: E402
 from hf_datamix.swarm import sample_swarm, swarm_to_csv  # noqa: E402
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "swarm.yaml")
@@ -60,7 +60,7 @@ def main():
     if run.initial_domains:
         domains = domains.select(split_list(run.initial_domains))
     ledger = ComputeLedger()
-    swarm = ProxySwarm(
+    swarm = ProxyRuns(
         domains,
         tokenizer,
         ProxyConfig(swarm_args.proxy_preset, swarm_args.proxy_steps, swarm_args.proxy_batch_size,
@@ -70,7 +70,7 @@ def main():
         ledger=ledger,
     )
     # Token counts come from packing (cached), needed for the natural prior.
-    from hf_datamix.trainer import pack_domains
+    from hf_datamix.data.blocks import pack_domains
 
     tokens = pack_domains(domains, tokenizer, args).token_counts
     prior = Mixture.proportional(tokens)

@@ -11,7 +11,7 @@ import runpy
 import signal
 import sys
 
-from hf_datamix import DataMixTrainer, MixingCallback
+from hf_datamix import DataMixTrainer, MixingController
 
 point, recipe, *sys.argv[1:] = sys.argv[1:]
 kind, *where = point.split(":")
@@ -24,7 +24,7 @@ def die():
 
 
 if kind == "save":
-    on_save = MixingCallback.on_save
+    on_save = MixingController.on_save
 
     def killing_on_save(self, args, state, control, **kwargs):
         result = on_save(self, args, state, control, **kwargs)
@@ -32,7 +32,7 @@ if kind == "save":
             die()
         return result
 
-    MixingCallback.on_save = killing_on_save
+    MixingController.on_save = killing_on_save
 elif kind == "after":
     hand_over = DataMixTrainer.model_for_next_trainer
 

@@ -93,7 +93,7 @@ def test_branches_simulator_scores_given_mixtures_on_the_decision_split(tmp_path
     found = {}
 
     def simulate(context):
-        found["sim"] = Branches(steps=2, eval_blocks=2).simulate(context, context.mixture, candidates=[P, P])
+        found["sim"] = Branches(branch_steps=2, eval_blocks=2).simulate(context, context.mixture, candidates=[P, P])
         found["test_blocks"] = context.trainer.eval_blocks
 
     trainer = run(tmp_path, tokenizer, BranchAt(2, simulate))
@@ -105,8 +105,8 @@ def test_branches_simulator_scores_given_mixtures_on_the_decision_split(tmp_path
     for name in trainer.domains.names:  # decision blocks and test blocks are disjoint
         decision, test = {b.tobytes() for b in trainer.decision_blocks[name]}, {b.tobytes() for b in found["test_blocks"][name]}
         assert decision and test and not decision & test
-    with pytest.raises(ValueError, match="steps=0"):
-        Branches(steps=0)
+    with pytest.raises(ValueError, match="branch_steps=0"):
+        Branches(branch_steps=0)
 
 
 def test_probe_encodings_stand_for_the_same_data_mixture():
@@ -132,8 +132,8 @@ def test_lora_probes_from_an_annealed_copy_score_both_encodings_and_restore_the_
     found = {}
 
     def simulate(context):
-        config = create_strategy("op_mix", probe_steps=2, probe_batch_size=2, eval_blocks=2).config
-        found["sim"] = LoRAProbes(config, anneal_steps=2).simulate(context, context.mixture, candidates=[context.mixture, P])
+        probes = LoRAProbes(probe_steps=2, probe_batch_size=2, eval_blocks=2, anneal_steps=2)
+        found["sim"] = probes.simulate(context, context.mixture, candidates=[context.mixture, P])
 
     probed = run(tmp_path / "probed", tokenizer, BranchAt(3, simulate))
     sim = found["sim"]

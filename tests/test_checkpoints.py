@@ -9,7 +9,7 @@ import os
 import pytest
 
 from conftest import datamix_args, make_domain_set, tiny_llama
-from hf_datamix import DataMixTrainer
+from hf_datamix import DataMixTrainer, MixingController
 from hf_datamix.checkpoints import last_checkpoint, read_state, resolve_resume
 
 
@@ -53,8 +53,8 @@ def test_older_checkpoints_are_rotated_only_once_the_new_one_is_complete(tmp_pat
             raise KeyboardInterrupt("killed while saving")
         return original(self, checkpoint, consumed)
 
-    original = DataMixTrainer.write_state
-    monkeypatch.setattr(DataMixTrainer, "write_state", crash)
+    original = MixingController.write_state
+    monkeypatch.setattr(MixingController, "write_state", crash)
     with pytest.raises(KeyboardInterrupt):
         train(tmp_path / "killed", tokenizer, save_total_limit=1)
     assert last_checkpoint(str(tmp_path / "killed")) == str(tmp_path / "killed" / "checkpoint-2")

@@ -1,4 +1,4 @@
-"""DataMixArguments validation and parse_strategy_args."""
+"""DataMixArguments validation; the strategy's settings travel as a mapping from Python."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from types import MappingProxyType
 import pytest
 
 from hf_datamix import DataMixArguments
-from hf_datamix.config import parse_strategy_args
+from hf_datamix.config import strategy_settings
 
 
 def make_args(tmp_path, **kwargs) -> DataMixArguments:
@@ -81,12 +81,12 @@ def test_bad_max_eval_blocks(tmp_path, blocks):
         make_args(tmp_path, max_eval_blocks=blocks)
 
 
-def test_strategy_args_parsed_in_post_init(tmp_path):
-    assert make_args(tmp_path, strategy_args="a=1,b=x").strategy_args == {"a": 1, "b": "x"}
-    assert make_args(tmp_path, strategy_args='{"k": [1, 2]}').strategy_args == {"k": [1, 2]}
+def test_strategy_args_are_a_mapping_from_python(tmp_path):
     assert make_args(tmp_path, strategy_args={"k": 1}).strategy_args == {"k": 1}
-    with pytest.raises(ValueError, match="strategy_args"):
-        make_args(tmp_path, strategy_args="novalue")
+    assert make_args(tmp_path, strategy_args=MappingProxyType({"k": [1]})).strategy_args == {"k": [1]}
+    for text in ("a=1,b=x", '{"k": 1}'):  # text was a second way in: the flags are the one way
+        with pytest.raises(ValueError, match=r"strategy_args=.*mapping from Python.*--probe_steps 25"):
+            make_args(tmp_path, strategy_args=text)
 
 
 def test_training_arguments_fields_still_work(tmp_path):
@@ -100,11 +100,10 @@ def test_hf_argument_parser(tmp_path):
 
     parser = HfArgumentParser(DataMixArguments)
     (args,) = parser.parse_args_into_dataclasses(
-        ["--output_dir", str(tmp_path), "--report_to", "none", "--strategy", "natural",
-         "--strategy_args", "a=1,b=x", "--block_size", "64", "--segments_per_block", "2",
-         "--max_repetitions", "2", "--on_exhausted", "stop"]
+        ["--output_dir", str(tmp_path), "--report_to", "none", "--strategy", "natural", "--block_size", "64",
+         "--segments_per_block", "2", "--max_repetitions", "2", "--on_exhausted", "stop"]
     )
-    assert args.strategy == "natural" and args.strategy_args == {"a": 1, "b": "x"}
+    assert args.strategy == "natural" and args.strategy_args == {}
     assert (args.block_size, args.segments_per_block, args.max_repetitions, args.on_exhausted) == (64, 2, 2.0, "stop")
     (args,) = parser.parse_dict({"output_dir": str(tmp_path), "report_to": "none", "strategy_args": {"k": [1]}})
     assert args.strategy_args == {"k": [1]}
@@ -112,70 +111,12 @@ def test_hf_argument_parser(tmp_path):
         parser.parse_dict({"output_dir": str(tmp_path), "report_to": "none", "segments_per_block": 3})
 
 
-# -- parse_strategy_args ------------------------------------------------------------------------------
-
-
-def test_parse_json_object():
-    assert parse_strategy_args('{"a": 1, "b": "x", "c": [0.5, 1], "d": {"e": null}}') == {
-        "a": 1,
-        "b": "x",
-        "c": [0.5, 1],
-        "d": {"e": None},
-    }
-    assert parse_strategy_args('  {"a": true}  ') == {"a": True}
-
-
-def test_parse_key_value_text():
-    parsed = parse_strategy_args("a=1,b=x,c=0.5")
-    assert parsed == {"a": 1, "b": "x", "c": 0.5}
-    assert type(parsed["a"]) is int and type(parsed["c"]) is float and type(parsed["b"]) is str
-
-
-def test_parse_key_value_details():
-    assert parse_strategy_args(" a = 1 , b=hello world ,") == {"a": 1, "b": "hello world"}
-    assert parse_strategy_args("flag=true,none=null,neg=-2,sci=1e-3") == {
-        "flag": True,
-        "none": None,
-        "neg": -2,
-        "sci": 1e-3,
-    }
-    assert parse_strategy_args('name="quoted"') == {"name": "quoted"}
-    assert parse_strategy_args("path=a=b") == {"path": "a=b"}  # only the first '=' splits
-    assert parse_strategy_args("x=") == {"x": ""}
-    assert parse_strategy_args("a=1,a=2") == {"a": 2}  # last one wins
-
-
-def test_parse_dict_is_copied():
-    source = {"a": 1}
-    parsed = parse_strategy_args(source)
-    assert parsed == {"a": 1} and parsed is not source
-    parsed["b"] = 2
-    assert source == {"a": 1}
-    assert parse_strategy_args(OrderedDict(a=1)) == {"a": 1}
-
-
-@pytest.mark.parametrize("empty", [None, "", "   ", ",", {}])
-def test_parse_empty(empty):
-    assert parse_strategy_args(empty) == {}
-
-
-@pytest.mark.parametrize("bad, pattern", [
-    ("novalue", r"item 'novalue' is not 'key=value'"),
-    ("a=1,b", r"item 'b' is not 'key=value' \(in 'a=1,b'\)"),
-    ("=1", r"item '=1' is not 'key=value'"),
-    ("{not json", r"strategy_args is not valid JSON"),
-    ('{"a": 1,}', r"strategy_args is not valid JSON"),
-    (42, r"strategy_args=42: give a mapping, a JSON object or 'key=value,key=value'"),
-    ([("a", 1)], r"strategy_args=\[\('a', 1\)\]: give a mapping"),
-    (1.5, r"strategy_args=1\.5"),
-])
-def test_parse_bad_input(bad, pattern):
-    with pytest.raises(ValueError, match=pattern):
-        parse_strategy_args(bad)
-
-
-def test_parse_any_mapping():
-    assert parse_strategy_args(MappingProxyType({"a": 1})) == {"a": 1}
+def test_strategy_settings_copy_a_mapping():
+    source = OrderedDict(a=1)
+    parsed = strategy_settings(source)
+    assert parsed == {"a": 1} and parsed is not source and strategy_settings(None) == {}
+    with pytest.raises(ValueError, match=r"strategy_args=42"):
+        strategy_settings(42)
 
 
 def test_processes_that_would_not_form_one_job_are_refused_with_the_fix():

@@ -9,7 +9,7 @@ import torch
 
 from conftest import datamix_args, make_docs, make_domain_set, tiny_llama
 from hf_datamix import DataMixTrainer, DomainSet, DomainSpec, create_strategy
-from hf_datamix.trainer import pack_domains
+from hf_datamix.data.blocks import pack_domains
 
 STRATEGIES = {
     "op_mix": dict(probe_steps=2, law_starts=10, eval_blocks=3, probe_batch_size=2),

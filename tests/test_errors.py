@@ -12,7 +12,6 @@ import pytest
 
 from conftest import datamix_args, make_domain_set, tiny_llama
 from hf_datamix import DataMixTrainer, DomainSet, DomainSpec, Mixture, create_strategy
-from hf_datamix.config import parse_strategy_args
 from hf_datamix.continual import split_steps
 from hf_datamix.recipe_args import RunArguments, load_domains
 
@@ -46,26 +45,29 @@ def test_fixed_weights_must_name_every_domain(tmp_path, tokenizer, no_packing):
 
 
 def test_strategy_settings_of_the_wrong_type_are_named(no_packing):
-    with pytest.raises(ValueError, match=r"strategy 'op_mix': probe_steps='abc' is not a whole number; "
-                                         r"e.g. --strategy_args probe_steps=100"):
-        create_strategy("op_mix", parse_strategy_args("probe_steps=abc"))
+    with pytest.raises(ValueError, match=r"simulator 'lora_probes': probe_steps='abc' is not a whole number; "
+                                         r"e.g. --probe_steps 100 "
+                                         r"\(probe_steps: Optimizer steps per probe, >= 1"):
+        create_strategy("op_mix", {"probe_steps": "abc"})
     with pytest.raises(ValueError, match=r"probe_bf16='yes' is not true or false"):
-        create_strategy("op_mix", parse_strategy_args("probe_bf16=yes"))
-    assert create_strategy("op_mix", parse_strategy_args("probe_steps=20.0,kl=1")).config.probe_steps == 20
+        create_strategy("op_mix", {"probe_bf16": "yes"})
+    with pytest.raises(ValueError, match=r"strategy 'op_mix': kl='much' is not a number"):
+        create_strategy("op_mix", {"kl": "much"})
+    assert create_strategy("op_mix", {"probe_steps": 20.0, "kl": 1}).simulator.config.probe_steps == 20
 
 
 def test_op_mix_probe_steps_scale_to_the_run():
     from hf_datamix.strategies.base import DecisionContext
 
-    strategy = create_strategy("op_mix")
+    probes = create_strategy("op_mix").simulator
     context = DecisionContext(step=8, max_steps=40, stage=0, domains=make_domain_set(), token_counts={})
-    assert strategy.probe_steps(context) == 4  # 10 % of a 40-step pretraining run
+    assert probes.probe_steps(context) == 4  # 10 % of a 40-step pretraining run
     context.max_steps = 10**6
-    assert strategy.probe_steps(context) == 5000  # the paper's
-    strategy.mode = "continual"
-    context.max_steps = 100
-    assert strategy.probe_steps(context) == 25  # a quarter of the stage
-    assert create_strategy("op_mix", {"probe_steps": 7}).probe_steps(context) == 7
+    assert probes.probe_steps(context) == 5000  # the paper's
+    update = make_domain_set(["alpha", "beta"]).add(make_domain_set(["gamma"])["gamma"])
+    context = DecisionContext(step=0, max_steps=100, stage=1, domains=update.domains, token_counts={}, update=update)
+    assert probes.probe_steps(context) == 25  # a quarter of a continual stage
+    assert create_strategy("op_mix", {"probe_steps": 7}).simulator.probe_steps(context) == 7
 
 
 def test_midtrain_steps_must_cover_every_stage(caplog):
@@ -118,8 +120,8 @@ def test_a_recipe_prints_an_input_error_once_before_any_work(tmp_path):
     # midtrain.py checked the strategy only after pretraining its base model; errors came in two tracebacks.
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run([sys.executable, os.path.join(ROOT, "recipes", "midtrain.py"), "--output_dir", str(tmp_path),
-                             "--strategy_args", "probe_stepz=3"], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                             "--probe_stepz", "3"], capture_output=True, text=True, timeout=300, cwd=ROOT,
                             env=env)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
-    assert result.stderr.count("strategy 'op_mix' has no setting(s) ['probe_stepz']") == 1
+    assert result.stderr.count("unknown flag(s) ['--probe_stepz'] (--probe_stepz: did you mean --probe_steps?)") == 1
     assert result.stderr.startswith("midtrain.py: error: ") and not os.path.exists(tmp_path / "pretrain")

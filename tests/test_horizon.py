@@ -10,8 +10,7 @@ import pytest
 
 from conftest import datamix_args, make_docs, tiny_llama
 from hf_datamix import DataMixTrainer, DomainSet, DomainSpec, Mixture
-from hf_datamix.horizon import fit_to_horizon
-from hf_datamix.reuse import caps_for
+from hf_datamix.horizon import caps_for, fit_to_horizon
 
 
 def test_a_capped_weight_is_lowered_and_its_excess_shared_in_proportion():

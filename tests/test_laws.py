@@ -142,9 +142,9 @@ def test_to_dict_round_trip(name):
 def test_registry_and_did_you_mean():
     assert set(available_laws()) >= {"log_linear", "linear"}
     assert isinstance(get_law("log_linear", starts=5), LogLinearLaw)
-    with pytest.raises(ValueError, match="did you mean 'log_linear'.*|Did you mean 'log_linear'"):
+    with pytest.raises(ValueError, match="Did you mean 'log_linear'"):
         get_law("log_linar")
-    with pytest.raises(ValueError, match="known laws: (gaussian_process, )?linear, log_linear"):
+    with pytest.raises(ValueError, match=r"Known mixing laws: \['gaussian_process', 'linear', 'log_linear'"):
         get_law("gp")
 
 

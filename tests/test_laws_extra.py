@@ -9,7 +9,7 @@ pytest.importorskip("sklearn")
 
 from hf_datamix import cli
 from hf_datamix.laws import MixingLaw, available_laws, get_law
-from hf_datamix.laws_extra import GaussianProcessLaw
+from hf_datamix.laws.gaussian_process import GaussianProcessLaw
 from hf_datamix.mixture import Mixture
 from hf_datamix.proposer import _project_capped_simplex, propose
 from hf_datamix.swarm import swarm_to_csv

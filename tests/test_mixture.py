@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from hf_datamix import Mixture
-from hf_datamix.mixture import MIXTURE_FILE, check_domain_name, expansion_matrix
+from hf_datamix.constants import MIXTURE_FILE
+from hf_datamix.mixture import check_domain_name, expansion_matrix
 
 LOGGER = "hf_datamix.mixture"
 

@@ -113,7 +113,8 @@ def test_bad_settings_are_rejected_before_any_compute():
 def test_several_processes_make_op_mix_run_on_every_process():
     from types import SimpleNamespace
 
-    from hf_datamix.strategies.op_mix import OpMixStrategy, probes_run_collectively
+    from hf_datamix.simulate.probes import probes_run_collectively
+    from hf_datamix.strategies.op_mix import OpMixStrategy
 
     def trainer(fsdp=False, zero_stage=None, world=2):
         plugin = None if zero_stage is None else SimpleNamespace(zero_stage=zero_stage)
@@ -132,23 +133,20 @@ def test_several_processes_make_op_mix_run_on_every_process():
 
 @pytest.mark.parametrize("main", [True, False])
 def test_candidate_progress_bar_only_on_the_main_process(main):
-    from hf_datamix.trainer import DataMixMixin
+    from types import SimpleNamespace
+
+    from hf_datamix.simulate.probes import LoRAProbes
 
     seen = {}
-
-    class Trainer(DataMixMixin):
-        def is_world_process_zero(self):
-            return main
-
-        def decision_scorer(self, *args, **kwargs):
-            return None
+    trainer = SimpleNamespace(default_score="loss", is_world_process_zero=lambda: main,
+                              decision_scorer=lambda *args, **kwargs: None, args=SimpleNamespace(disable_tqdm=False))
 
     class Simulator:
-        collective, config = True, type("Config", (), {"bf16": False})()
+        collective, config = True, SimpleNamespace(bf16=False)
 
         def score_candidates(self, candidates, scorer, progress):
             seen["progress"] = progress
             return np.zeros((len(candidates), 1))
 
-    Trainer().candidate_scores(Simulator(), [{}], progress=True)
+    LoRAProbes().scores(SimpleNamespace(trainer=trainer), Simulator(), [{}])
     assert seen["progress"] is main

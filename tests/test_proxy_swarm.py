@@ -10,7 +10,7 @@ import pytest
 
 from conftest import make_domain_set
 from hf_datamix import ComputeLedger, Mixture
-from hf_datamix.simulate.proxy_swarm import ProxyConfig, ProxySwarm
+from hf_datamix.simulate.proxy_swarm import ProxyConfig, ProxyRuns
 
 CONFIG = ProxyConfig(steps=3, batch_size=2, eval_blocks=2, learning_rate=3e-3)
 MIXTURES = [
@@ -24,7 +24,7 @@ def make_swarm(path, tokenizer, ledger=None):
     from hf_datamix import DataMixArguments
 
     base = DataMixArguments(output_dir=str(path), block_size=32, use_cpu=True, report_to=[])
-    return ProxySwarm(make_domain_set(), tokenizer, CONFIG, str(path), base_args=base, ledger=ledger)
+    return ProxyRuns(make_domain_set(), tokenizer, CONFIG, str(path), base_args=base, ledger=ledger)
 
 
 def test_members_are_trained_scored_and_counted(tmp_path, tokenizer):
@@ -46,8 +46,8 @@ def test_an_interrupted_swarm_never_trains_a_finished_member_twice(tmp_path, tok
     swarm = make_swarm(tmp_path, tokenizer)
     first = swarm.run(MIXTURES[:2])
     calls = []
-    original = ProxySwarm._train_member
-    monkeypatch.setattr(ProxySwarm, "_train_member", lambda self, i, m: calls.append(i) or original(self, i, m))
+    original = ProxyRuns._train_member
+    monkeypatch.setattr(ProxyRuns, "_train_member", lambda self, i, m: calls.append(i) or original(self, i, m))
     again = make_swarm(tmp_path, tokenizer).run(MIXTURES)
     assert calls == [2] and again.reused == 2 and again.trained == 1
     np.testing.assert_array_equal(again.metrics[:2], first.metrics)
@@ -57,8 +57,8 @@ def test_an_interrupted_swarm_never_trains_a_finished_member_twice(tmp_path, tok
 
 def test_processes_split_members_and_gather(tmp_path, tokenizer, monkeypatch):
     trained = []
-    original = ProxySwarm._train_member
-    monkeypatch.setattr(ProxySwarm, "_train_member", lambda self, i, m: trained.append(i) or original(self, i, m))
+    original = ProxyRuns._train_member
+    monkeypatch.setattr(ProxyRuns, "_train_member", lambda self, i, m: trained.append(i) or original(self, i, m))
     # Process 0 of 2 owns members 0 and 2 (trained here first); process 1 trains member 1 and gathers all.
     for index in (0, 2):
         make_swarm(tmp_path, tokenizer)._train_member(index, MIXTURES[index])

@@ -28,7 +28,7 @@ TINY = {
     "swarm.py": ["--swarm_size", "5", "--proxy_steps", "2", "--proxy_batch_size", "2", "--proxy_eval_blocks", "2",
                  "--block_size", "64", "--initial_domains", "scripture,code,arithmetic"],
 }
-TINY_OP_MIX = ["--strategy_args", "probe_steps=2,eval_blocks=2,law_starts=10,probe_batch_size=2,redecide_every=2"]
+TINY_OP_MIX = ["--probe_steps", "2", "--eval_blocks", "2", "--law_starts", "10", "--probe_batch_size", "2", "--redecide_every", "2"]
 
 
 def readme_blocks(readme: str) -> list[list[str]]:

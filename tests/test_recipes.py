@@ -41,21 +41,26 @@ def test_every_shipped_config_parses(config, tmp_path):
     assert parsed[-1].disable_tqdm is False  # long runs show a progress bar
 
 
-def test_command_line_overrides_yaml_and_strategy_args_stay_structured(tmp_path):
+def test_command_line_overrides_yaml_and_the_strategy_settings_land_in_strategy_args(tmp_path):
     config = os.path.join(ROOT, "recipes", "configs", "midtrain.yaml")
     run, args = parse_args(
         (RunArguments, DataMixArguments), argv=["--config", config, "--max_steps", "7", "--output_dir", str(tmp_path)]
     )
     assert args.max_steps == 7
     assert args.strategy == "op_mix" and args.strategy_args["probe_steps"] == 25
+    _, args = parse_args((RunArguments, DataMixArguments), argv=["--config", config, "--probe_steps", "3"])
+    assert args.strategy_args["probe_steps"] == 3 and args.strategy_args["eval_blocks"] == 16
 
 
-def test_another_strategy_on_the_command_line_drops_the_files_strategy_args(tmp_path):
+def test_another_strategy_on_the_command_line_drops_the_files_strategy_settings(tmp_path):
     config = os.path.join(ROOT, "recipes", "configs", "midtrain.yaml")
     _, args = parse_args((RunArguments, DataMixArguments), argv=["--config", config, "--strategy", "uniform"])
     assert args.strategy == "uniform" and args.strategy_args == {}
     _, args = parse_args((RunArguments, DataMixArguments), argv=["--config", config, "--strategy", "op_mix"])
     assert args.strategy_args["probe_steps"] == 25
+    # Another simulator: the file's lora_probes settings are dropped, op_mix's own are kept.
+    _, args = parse_args((RunArguments, DataMixArguments), argv=["--config", config, "--simulator", "branches"])
+    assert args.strategy_args["simulator"] == "branches" and "probe_steps" not in args.strategy_args
 
 
 def test_unknown_yaml_key_is_named(tmp_path):
@@ -112,7 +117,7 @@ def step_losses(out):
 def test_midtrain_op_mix_killed_between_stages_and_at_a_checkpoint_resumes_to_the_same_run(tmp_path):
     flags = ["--max_steps", "12", "--pretrain_steps", "4", "--block_size", "64", "--per_device_train_batch_size", "2",
              "--save_steps", "2", "--max_eval_blocks", "2", "--logging_steps", "1",
-             "--strategy_args", "probe_steps=2,eval_blocks=2,law_starts=10,probe_batch_size=2"]
+             "--probe_steps", "2", "--eval_blocks", "2", "--law_starts", "10", "--probe_batch_size", "2"]
     out = tmp_path / "mt"
     stdout = launch("midtrain.py", "--output_dir", str(out), *flags)
     assert stdout.count("== stage") == 3 and "probe" in stdout and "eval ppl" in stdout

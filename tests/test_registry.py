@@ -1,4 +1,5 @@
-"""The strategy registry: entry points, in-process registration, name errors, settings, and a real plugin."""
+"""The registries (strategies, laws, simulators): built-ins, entry points, in-process registration, name errors,
+settings, and a real plugin."""
 
 from __future__ import annotations
 
@@ -24,13 +25,9 @@ from hf_datamix import (
     create_strategy,
     register_strategy,
 )
-from hf_datamix.strategies.base import build_config
-from hf_datamix.strategies.registry import (
-    ENTRY_POINT_GROUP,
-    REGISTRY,
-    StrategyRegistry,
-    get_strategy_class,
-)
+from hf_datamix.registry import Registry
+from hf_datamix.settings import build_config
+from hf_datamix.strategies.registry import ENTRY_POINT_GROUP, STRATEGIES, get_strategy_class
 from hf_datamix.strategies.uniform import NaturalStrategy, UniformStrategy
 
 PLUGIN_SRC = Path(__file__).parent / "plugin_pkg"
@@ -40,10 +37,11 @@ PLUGIN_DIST = "hf-datamix-test-plugin"
 @pytest.fixture(autouse=True)
 def _clean_registry():
     """Whatever a test registers in-process is gone afterwards."""
-    saved = dict(REGISTRY._registered)
+    saved = dict(STRATEGIES._registered)
     yield
-    REGISTRY._registered.clear()
-    REGISTRY._registered.update(saved)
+    STRATEGIES._registered.clear()
+    STRATEGIES._registered.update(saved)
+    STRATEGIES._loaded.clear()
 
 
 @dataclass
@@ -77,10 +75,10 @@ def test_available_strategies_builtins_sorted():
     assert hf_datamix.available_strategies() == names
 
 
-def test_builtins_resolve_through_entry_points():
+def test_builtins_resolve_lazily_by_module_and_attribute():
     assert get_strategy_class("uniform") is UniformStrategy
     assert get_strategy_class("natural") is NaturalStrategy
-    assert "uniform" not in REGISTRY._registered  # found as entry points, not in-process registrations
+    assert "uniform" not in STRATEGIES._registered  # found as built-in module:attr entries, not registrations
     uniform = create_strategy("uniform")
     assert isinstance(uniform, UniformStrategy) and uniform.settings() == {}
     assert uniform.initial_mixture(fake_context(["a", "b"])) == Mixture({"a": 0.5, "b": 0.5})
@@ -110,14 +108,14 @@ def test_unknown_name_suggests_registered_ones_too():
 
 
 def test_empty_registry_says_how_to_fix():
-    empty = StrategyRegistry(group="hf_datamix.no_such_group_for_tests")
+    empty = Registry("strategy", Strategy, group="hf_datamix.no_such_group_for_tests")
     assert empty.names() == []
     with pytest.raises(ValueError, match=r"No strategies are registered at all: install the package"):
         empty.get("uniform")
 
 
 def test_broken_entry_point_names_plugin(monkeypatch):
-    reg = StrategyRegistry()
+    reg = Registry("strategy", Strategy, ENTRY_POINT_GROUP)
     broken = EntryPoint(name="broken", value="hf_datamix_no_such_module_xyz:Thing", group=ENTRY_POINT_GROUP)
     monkeypatch.setattr(reg, "_entry_points", lambda: {"broken": broken})
     with pytest.raises(ImportError, match=r"strategy 'broken' \(entry point 'hf_datamix_no_such_module_xyz:Thing'.*failed to load: ModuleNotFoundError"):
@@ -125,7 +123,7 @@ def test_broken_entry_point_names_plugin(monkeypatch):
 
 
 def test_entry_point_to_non_strategy(monkeypatch):
-    reg = StrategyRegistry()
+    reg = Registry("strategy", Strategy, ENTRY_POINT_GROUP)
     wrong = EntryPoint(name="wrong", value="json:dumps", group=ENTRY_POINT_GROUP)
     monkeypatch.setattr(reg, "_entry_points", lambda: {"wrong": wrong})
     with pytest.raises(TypeError, match=r"strategy 'wrong' must be a subclass of hf_datamix\.Strategy"):
@@ -156,14 +154,14 @@ def test_register_as_decorator():
 def test_register_bad_name(bad):
     with pytest.raises(ValueError, match=r"strategy name .* is invalid: use lower-case letters"):
         register_strategy(bad, ToyStrategy)
-    assert bad not in REGISTRY._registered
+    assert bad not in STRATEGIES._registered
 
 
 @pytest.mark.parametrize("not_a_strategy", [object, dict, ToyConfig, "ToyStrategy", ToyStrategy()])
 def test_register_non_strategy_class(not_a_strategy):
     with pytest.raises(TypeError, match=r"strategy 'thing' must be a subclass of hf_datamix\.Strategy"):
         register_strategy("thing", not_a_strategy)
-    assert "thing" not in REGISTRY._registered
+    assert "thing" not in STRATEGIES._registered
 
 
 def test_register_duplicate_and_overwrite():
@@ -186,7 +184,7 @@ def test_register_cannot_shadow_entry_point_without_overwrite():
 
 def test_registry_cleanup_fixture_restored_state():
     # Runs after the tests above: none of their registrations leaked.
-    assert not {"toy", "decorated", "thing"} & set(REGISTRY._registered)
+    assert not {"toy", "decorated", "thing"} & set(STRATEGIES._registered)
     assert get_strategy_class("uniform") is UniformStrategy
 
 
@@ -230,7 +228,7 @@ def test_settings_bad_config_type():
 
 def test_build_config_names_owner():
     with pytest.raises(ValueError, match=r"strategy 'MyOwner' has no setting\(s\) \['x'\]"):
-        build_config(ToyConfig, {"x": 1}, {}, owner="MyOwner")
+        build_config(ToyConfig, {"x": 1}, {}, owner="strategy 'MyOwner'")
 
 
 # -- a real plugin package, installed with pip --------------------------------------------------

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from hf_datamix import DomainSet, DomainSpec, Mixture
-from hf_datamix.reuse import VIRTUAL, caps_for, coordinate_caps, plan_reuse, virtual_cap
+from hf_datamix.horizon import caps_for, virtual_cap
+from hf_datamix.reuse import VIRTUAL, plan_reuse
 
 
 def spec(name):
@@ -29,11 +30,11 @@ def test_virtual_domain_cap():
     # min_j k N_j / (R p~_j) = min(4*100/(1000*.25), 4*400/(1000*.25), 4*1000/(1000*.5)) = 1.6
     assert virtual_cap(PREVIOUS, tokens, 1000, 4) == pytest.approx(1.6)
     plan = plan_reuse(PREVIOUS, BASE.add(spec("new")))
-    caps = coordinate_caps(plan, tokens, target_tokens=1000, k=4)
+    caps = caps_for(plan.coordinates, plan.groups, tokens, 1000, 4)
     np.testing.assert_allclose(caps, [1.0, 0.2])  # the virtual cap 1.6 is clipped to 1
-    caps = coordinate_caps(plan, tokens, target_tokens=4000, k=4)
+    caps = caps_for(plan.coordinates, plan.groups, tokens, 4000, 4)
     np.testing.assert_allclose(caps, [0.4, 0.05])
-    assert coordinate_caps(plan, tokens, 1000, None) is None
+    assert caps_for(plan.coordinates, plan.groups, tokens, 1000, None) is None
     assert caps_for(["a", "x"], {}, {"a": 10, "x": None}, 100, 2)[1] == 1.0  # unknown size: uncapped
 
 

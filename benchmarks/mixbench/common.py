@@ -203,7 +203,7 @@ def run_args(shape: Shape, output_dir: str, seed: int, **overrides):
 
 def prepare(set_name: str, shape: Shape, unpacked: str, data_dir: str = DATA_DIR) -> dict[str, int]:
     """Unpack and pack the set once (the packed-block cache then serves every worker); its token counts."""
-    from hf_datamix.trainer import pack_domains
+    from hf_datamix.data.blocks import pack_domains
 
     args = run_args(shape, os.path.join(unpacked, "prepare"), seed=0)
     return pack_domains(domain_set(set_name, unpacked, data_dir), tokenizer(), args).token_counts

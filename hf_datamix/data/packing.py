@@ -142,21 +142,3 @@ def decision_share(available: int, decision_blocks: int, max_eval: int | None = 
     """
     room = available // 2 if max_eval is None else max(available // 2, available - int(max_eval))
     return max(0, min(int(decision_blocks), room))
-
-
-def pack_eval(dataset, tokenizer, block_size: int, text_field: str, name: str, max_blocks: int | None = None):
-    """Pack an eval split (a streaming one is read into memory, up to ``max_blocks``)."""
-    if isinstance(dataset, datasets.IterableDataset):
-        from .streaming import stream_blocks  # (streaming builds on this module's helpers)
-
-        blocks = stream_blocks(dataset, tokenizer, block_size, text_field, max_blocks)
-        if not blocks:
-            raise ValueError(f"Domain {name!r}: its eval split has fewer tokens than one block of {block_size}.")
-        return PackedBlocks(name, np.stack(blocks))
-    packed = pack_dataset(dataset, tokenizer, block_size, text_field, name=f"{name} (eval)")
-    if packed.num_blocks == 0:
-        raise ValueError(f"Domain {name!r}: its eval split is empty.")
-    if max_blocks is not None and packed.num_blocks > max_blocks:
-        packed = PackedBlocks(packed.name, packed.blocks[:max_blocks])
-    packed.name = name
-    return packed

@@ -8,7 +8,12 @@ target domain on the *decision* split (lower is better).  The law and the propos
 
 ``simulate(context, around, candidates=[...])`` scores exactly the given data mixtures instead of
 the simulator's own candidate design; benchmarks use it to compare simulators on the same mixtures
-(``benchmarks/mixbench``).
+(``benchmarks/mixbench``).  ``groups`` (mixture reuse) asks it to keep some domains together at fixed
+internal ratios, as one virtual coordinate.
+
+Simulators are found by name in :data:`SIMULATORS`: the built-ins (``lora_probes``, ``proxy_swarm``,
+``branches``) and whatever other packages declare under the entry-point group ``hf_datamix.simulators``.
+A strategy that decides through a simulator takes ``simulator=<name>`` and the simulator's settings.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..mixture import Mixture, expansion_matrix
+from ..registry import Registry, registrar
+from ..settings import build_config, settings_of
 
 
 @dataclass
@@ -60,24 +67,78 @@ class Simulation:
         return self.Y.mean(axis=1)
 
 
+@dataclass
+class SimulatorConfig:
+    """Settings of a simulator; subclass with one dataclass field per setting (with ``metadata={"help": ...}``).
+
+    Their names are flags of the recipes next to the strategy's and ``TrainingArguments``', so they
+    must not repeat those (``seed`` is the strategy's ``decision_seed``, handed to the simulator).
+    """
+
+
 class Simulator:
     """Base class of simulators (see the module docstring).
 
-    Subclasses set ``name`` and implement :meth:`simulate`; settings go in a dataclass ``config``.
+    Subclasses set ``name`` (and a one-line ``description``), a ``config_class`` dataclass of their
+    settings, and implement :meth:`simulate`.
+
+    Args:
+        config: a ``config_class`` instance or a mapping of settings.
+        seed: seed of the simulator's random draws (a strategy hands over its ``decision_seed``).
+        **kwargs: settings, overriding ``config``.
     """
 
     #: Registry name (``simulator=<name>`` in a strategy's settings).
     name: ClassVar[str] = ""
+    #: One line shown by ``hf-datamix strategies``-style listings.
+    description: ClassVar[str] = ""
+    #: Dataclass of the simulator's settings.
+    config_class: ClassVar[type] = SimulatorConfig
     #: True if every process must call :meth:`simulate` together (it uses collectives).
     collective: bool = False
+    #: True if :meth:`simulate` honours ``groups`` (mixture reuse keeps domains together).
+    supports_groups: ClassVar[bool] = False
 
-    def simulate(self, context, around: Mixture, candidates: Sequence[Mapping[str, float]] | None = None
-                 ) -> Simulation | None:
+    def __init__(self, config: Any = None, *, seed: int = 0, **kwargs: Any):
+        self.config = build_config(self.config_class, config, kwargs, owner=f"simulator {self.name or type(self).__name__!r}")
+        self.seed = int(seed)
+
+    def settings(self) -> dict[str, Any]:
+        """The simulator's settings, for records and model cards."""
+        return settings_of(self.config)
+
+    def check(self, domains) -> None:
+        """Raise ``ValueError`` (naming the setting) if this simulator cannot run on ``domains``; called
+        before any data are loaded."""
+
+    def runs_on_every_process(self, trainer) -> bool:
+        """True if every process of ``trainer``'s run must call :meth:`simulate` together."""
+        return self.collective
+
+    def simulate(self, context, around: Mixture, candidates: Sequence[Mapping[str, float]] | None = None,
+                 groups: Mapping[str, Mixture] | None = None) -> Simulation | None:
         """Simulate around the mixture in force ``around``; score ``candidates`` (data mixtures) if given.
 
-        Returns None when the simulation failed (e.g. every probe diverged); the mixture is then kept.
+        ``groups`` (``{virtual coordinate: internal ratios}``) keeps those domains together at those
+        ratios, for a simulator that :attr:`supports_groups`.  Returns None when the simulation failed
+        (e.g. every probe diverged); the mixture is then kept.
         """
         raise NotImplementedError
+
+    def interpolate(self, context, ends: Mapping[str, Mixture], weights: Sequence[Mapping[str, float]]
+                    ) -> tuple[np.ndarray, dict[str, Any]] | None:
+        """``(C, T)`` scores of the blends ``Σ_e w_e·ends[e]`` for each ``w`` in ``weights`` (and what to record).
+
+        op_mix's continual schedule scores the line between an "old" and a "new" mixture this way.  By
+        default each blend is simulated as a data mixture; a simulator may do better (LoRA probes
+        interpolate two probes' weight deltas).  None when the simulation failed.
+        """
+        names = context.domains.names
+        arrays = {e: mixture.to_array(names) for e, mixture in ends.items()}
+        blends = [dict(zip(names, sum(w.get(e, 0.0) * arrays[e] for e in ends))) for w in weights]
+        around = context.mixture or Mixture.uniform(names)
+        simulation = self.simulate(context, around, candidates=blends)
+        return None if simulation is None else (simulation.Y, simulation.record)
 
 
 def data_mixtures(candidates: Sequence[Mapping[str, float]], domains: Sequence[str]) -> list[Mixture]:
@@ -89,3 +150,30 @@ def data_mixtures(candidates: Sequence[Mapping[str, float]], domains: Sequence[s
             raise ValueError(f"candidate {i} names domains {unknown} that are not in this run ({list(domains)}).")
         out.append(Mixture({name: float(candidate.get(name, 0.0)) for name in domains}))
     return out
+
+
+#: The library's own simulators (``setup.cfg`` declares the same under ``hf_datamix.simulators``).
+BUILTIN_SIMULATORS = {
+    "lora_probes": "hf_datamix.simulate.probes:LoRAProbes",
+    "proxy_swarm": "hf_datamix.simulate.proxy_swarm:ProxySwarm",
+    "branches": "hf_datamix.simulate.branches:Branches",
+}
+SIMULATORS = Registry("simulator", Simulator, "hf_datamix.simulators", BUILTIN_SIMULATORS,
+                      base_name="hf_datamix.simulate.base.Simulator")
+
+register_simulator = registrar(SIMULATORS)
+
+
+def available_simulators() -> list[str]:
+    """Sorted names of the registered simulators (built-ins and plugins)."""
+    return SIMULATORS.names()
+
+
+def get_simulator_class(name: str) -> type[Simulator]:
+    """The simulator class registered under ``name``."""
+    return SIMULATORS.get(name)
+
+
+def create_simulator(name: str, config: Any = None, **kwargs: Any) -> Simulator:
+    """Instantiate the simulator ``name`` with its settings (a mapping, a config object or keywords)."""
+    return get_simulator_class(name)(config, **kwargs)

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from ..mixture import Mixture
-from .base import Simulation, Simulator, data_mixtures
+from ..settings import check_ranges
+from .base import Simulation, Simulator, SimulatorConfig, data_mixtures
 
 
 @dataclass
@@ -211,53 +212,51 @@ def _clone(state: Mapping[str, Any]) -> dict[str, Any]:
 
 
 @dataclass
-class BranchesConfig:
+class BranchesConfig(SimulatorConfig):
     """Settings of the ``branches`` simulator."""
 
-    steps: int = field(default=50, metadata={"help": "Optimizer steps of each branch (at the run's batch), >= 1."})
+    branch_steps: int = field(default=50, metadata={"help": "Optimizer steps of each branch (at the run's batch), >= 1."})
     num_candidates: int = field(
         default=12, metadata={"help": "Candidates when none are given: the mixture in force + Dirichlet draws, >= 2."}
     )
     dirichlet_alpha: float = field(default=1.0, metadata={"help": "Concentration of the candidate Dirichlet, > 0."})
-    eval_blocks: int | None = field(default=64, metadata={"help": "Decision blocks per domain scoring a branch."})
+    eval_blocks: int | None = field(default=64, metadata={"help": "Decision blocks per domain scoring a branch, >= 1."})
     eval_batch_size: int = field(default=16, metadata={"help": "Batch size of branch scoring, >= 1."})
-    seed: int = field(default=0, metadata={"help": "Seed of the candidate draws."})
 
     def __post_init__(self):
-        checks = {"steps": self.steps >= 1, "num_candidates": self.num_candidates >= 2,
-                  "dirichlet_alpha": self.dirichlet_alpha > 0, "eval_batch_size": self.eval_batch_size >= 1,
-                  "eval_blocks": self.eval_blocks is None or self.eval_blocks >= 1}
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            helps = {f: BranchesConfig.__dataclass_fields__[f].metadata["help"] for f in bad}
-            raise ValueError("branches settings out of range: " + "; ".join(
-                f"{n}={getattr(self, n)!r} ({helps[n]})" for n in bad))
+        check_ranges("branches", self, {
+            "branch_steps": (self.branch_steps >= 1, ">= 1"), "num_candidates": (self.num_candidates >= 2, ">= 2"),
+            "dirichlet_alpha": (self.dirichlet_alpha > 0, "> 0"), "eval_batch_size": (self.eval_batch_size >= 1, ">= 1"),
+            "eval_blocks": (self.eval_blocks is None or self.eval_blocks >= 1, ">= 1, or null: all"),
+        })
 
 
 class Branches(Simulator):
     """``branches``: each candidate is a real continuation of the current model, scored on the decision split."""
 
     name = "branches"
+    description = "Short real continuations of the current model and optimizer on each candidate mixture."
+    config_class = BranchesConfig
 
-    def __init__(self, config: BranchesConfig | Mapping[str, Any] | None = None, **kwargs: Any):
-        values = asdict(config) if isinstance(config, BranchesConfig) else dict(config or {})
-        self.config = BranchesConfig(**{**values, **kwargs})
+    def runs_on_every_process(self, trainer) -> bool:
+        return trainer.args.world_size > 1  # every process trains each branch on its share, as in training
 
-    def simulate(self, context, around: Mixture, candidates: Sequence[Mapping[str, float]] | None = None
-                 ) -> Simulation:
+    def simulate(self, context, around: Mixture, candidates: Sequence[Mapping[str, float]] | None = None,
+                 groups: Mapping[str, Mixture] | None = None) -> Simulation:
+        if groups:
+            raise ValueError("branches cannot hold reused domains together (groups); use simulator=proxy_swarm.")
         cfg, trainer, names = self.config, context.trainer, context.domains.names
         if candidates is None:
-            rng = np.random.default_rng([cfg.seed, context.stage, context.step])
+            rng = np.random.default_rng([self.seed, context.stage, context.step])
             draws = rng.dirichlet(np.full(len(names), cfg.dirichlet_alpha), size=cfg.num_candidates - 1)
             candidates = [around] + [Mixture.from_array(names, row) for row in draws]
         mixtures = data_mixtures(candidates, names)
         scorer = trainer.decision_scorer(limit=cfg.eval_blocks, batch_size=cfg.eval_batch_size,
                                          collective=trainer.args.world_size > 1)
         with TrainerBranches(trainer) as branches:
-            results = branches.run(mixtures, cfg.steps, {"decision": scorer})
+            results = branches.run(mixtures, cfg.branch_steps, {"decision": scorer})
         X = np.array([m.to_array(names) for m in mixtures])
         Y = np.array([r.scores["decision"] for r in results])
         record = {"simulator": self.name, "settings": asdict(cfg),
                   "branches": [{k: v for k, v in r.to_dict().items() if k != "scores"} for r in results]}
         return Simulation(list(names), {}, list(names), X, Y, list(scorer.targets), record)
-

@@ -1,4 +1,4 @@
-"""``lora_probes``: OP-Mix's simulator as a :class:`~hf_datamix.simulate.base.Simulator`.
+"""``lora_probes``: OP-Mix's simulator, a :class:`~hf_datamix.simulate.base.Simulator`.
 
 Probes "old" (the mixture in force) and one per domain *d* on ``share·d + (1−share)·old`` are LoRA
 adapters trained on the *current* model (:class:`~hf_datamix.simulate.lora_probes.LoRAProbeSimulator`);
@@ -15,6 +15,9 @@ same data mixture but need not simulate the same (the published design does not 
 
 Both are scored; ``Simulation.Y`` holds the configured one and ``record["encodings"]`` both (probe
 weights and scores); ``Simulation.X`` then holds the data mixtures in the coordinates above.
+
+:meth:`LoRAProbes.interpolate` is op_mix's continual design: one probe per end ("old", "new"),
+candidates interpolate the two probes' weight deltas.
 """
 
 from __future__ import annotations
@@ -23,13 +26,15 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from ..mixture import Mixture
-from .base import Simulation, Simulator, data_mixtures
+from ..settings import check_ranges
+from .base import Simulation, Simulator, SimulatorConfig, data_mixtures
 from .branches import TrainerBranches
 from .lora_probes import LoRAProbeSimulator, ProbeConfig
 
@@ -79,46 +84,87 @@ def encode(mixture: np.ndarray, old: np.ndarray, share: float, encoding: str) ->
     return weights / weights.sum()
 
 
-class LoRAProbes(Simulator):
-    """OP-Mix's LoRA-probe simulator (pretraining design; see the module docstring).
+@dataclass
+class LoRAProbesConfig(SimulatorConfig):
+    """Settings of the ``lora_probes`` simulator (OP-Mix's published values where the paper gives them)."""
 
-    Args:
-        config: op_mix's settings (:class:`~hf_datamix.strategies.op_mix.OpMixConfig`): the ``probe_*``
-            fields, ``domain_probe_share``, ``num_candidates``, ``dirichlet_alpha``, ``eval_blocks``,
-            ``eval_batch_size``, ``score``, ``seed``, ``save_probe_adapters``.
-        encoding: how given data mixtures are encoded as probe weights (``"spread"`` or ``"old"``).
-        anneal_steps: train a copy of θ this many steps on the mixture in force with the learning rate
-            decaying linearly to ``anneal_to`` x its current value before the probes are trained on it
-            (the reference code probes from an annealed θ); θ is restored after.  0: probe θ itself.
-        anneal_to: the anneal's final learning-rate factor.
-        probe_steps: steps per probe (default: ``config.probe_steps``).
-    """
+    probe_steps: int | None = field(
+        default=None,
+        metadata={"help": "Optimizer steps per probe, >= 1; null: scaled to the run as in the paper's code, 10 % of "
+                  "a pretraining run (at most 5000) or 25 % of a continual stage (at most 2500)."},
+    )
+    probe_batch_size: int | None = field(default=None, metadata={
+        "help": "Probe batch per process (default: the per-device train batch); processes train probes together."})
+    probe_rank: int = field(default=16, metadata={"help": "LoRA rank of the probes."})
+    probe_alpha: float = field(default=32.0, metadata={"help": "LoRA alpha of the probes."})
+    probe_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout of the probes."})
+    probe_target_modules: list[str] | None = field(default=None, metadata={"help": "LoRA targets (default: attention+MLP)."})
+    probe_lr_multiplier: float = field(default=2.0, metadata={"help": "Probe LR = base LR x this."})
+    probe_bf16: bool = field(default=False, metadata={"help": "Train/evaluate probes under bf16 autocast."})
+    domain_probe_share: float = field(default=0.9, metadata={
+        "help": "Probe d trains on share*d + (1-share)*old, in (0, 1]."})
+    num_candidates: int = field(default=12, metadata={"help": "Dirichlet candidates over {old, d1..dk}, >= 2."})
+    dirichlet_alpha: float = field(default=1.0, metadata={"help": "Concentration of the candidate Dirichlet."})
+    eval_blocks: int | None = field(
+        default=64, metadata={"help": "Decision blocks (SFT: decision examples) per domain used to score candidates."}
+    )
+    score: str = field(
+        default="auto",
+        metadata={"help": "Candidate score: loss, task_error (generation, SFT only) or auto (task_error under SFT)."},
+    )
+    eval_batch_size: int = field(default=16, metadata={"help": "Batch size of candidate scoring."})
+    save_probe_adapters: bool = field(
+        default=False, metadata={"help": "Keep every decision's probes in output_dir/probe_adapters/ (PEFT format)."}
+    )
+    encoding: str = field(default="spread", metadata={
+        "help": "How given data mixtures are encoded as probe weights: spread or old (see hf_datamix.simulate.probes)."})
+    anneal_steps: int = field(default=0, metadata={
+        "help": "Train a copy of the model this many steps with a decaying learning rate before probing it (>= 0; "
+                "the reference code probes an annealed model); the model is restored after."})
+    anneal_to: float = field(default=0.1, metadata={"help": "The anneal's final learning-rate factor, in [0, 1]."})
+
+    def __post_init__(self):
+        check_ranges("lora_probes", self, {
+            "probe_steps": (self.probe_steps is None or self.probe_steps >= 1, ">= 1, or null: scaled to the run"),
+            "domain_probe_share": (0 < self.domain_probe_share <= 1, "in (0, 1]"),
+            "num_candidates": (self.num_candidates >= 2, ">= 2"),
+            "score": (self.score in ("auto", "loss", "task_error"), "auto, loss or task_error"),
+            "encoding": (self.encoding in ENCODINGS, " or ".join(ENCODINGS)),
+            "anneal_steps": (self.anneal_steps >= 0, ">= 0"),
+            "anneal_to": (0 <= self.anneal_to <= 1, "in [0, 1]"),
+        })
+
+
+class LoRAProbes(Simulator):
+    """OP-Mix's LoRA-probe simulator (see the module docstring); settings: :class:`LoRAProbesConfig`."""
 
     name = "lora_probes"
+    description = "LoRA probes trained on the current model; candidates interpolate their weight deltas exactly."
+    config_class = LoRAProbesConfig
 
-    def __init__(self, config, encoding: str = "spread", anneal_steps: int = 0, anneal_to: float = 0.1,
-                 probe_steps: int | None = None):
-        if encoding not in ENCODINGS:
-            raise ValueError(f"lora_probes encoding={encoding!r}; use one of {list(ENCODINGS)}.")
-        if int(anneal_steps) < 0 or not 0 <= anneal_to <= 1:
-            raise ValueError(f"lora_probes anneal_steps={anneal_steps!r} must be >= 0 and anneal_to={anneal_to!r} "
-                             "in [0, 1].")
-        self.config = config
-        self.encoding = encoding
-        self.anneal_steps, self.anneal_to = int(anneal_steps), float(anneal_to)
-        self.probe_steps = int(probe_steps if probe_steps is not None else config.probe_steps or 0)
-        if self.probe_steps < 1:
-            raise ValueError(f"lora_probes needs probe_steps >= 1, got {probe_steps!r} (config: {config.probe_steps!r}).")
+    def probe_steps(self, context) -> int:
+        """Steps per probe: ``probe_steps``, or scaled to the run when it is None (see its help)."""
+        if self.config.probe_steps is not None:
+            return self.config.probe_steps
+        # The reference code's probes see about 10 % of a pretraining run's sequences (5000 of 50k
+        # steps) and a quarter of a continual stage's (2500 of 10k): a fixed 2500 would make a
+        # 40-step run sit in its probes for minutes.
+        new, old = context.new_and_old()
+        share, most = (0.25, 2500) if new and old else (0.1, 5000)
+        return max(1, min(most, round(share * context.max_steps)))
 
-    # -- the pieces op_mix's continual schedule uses too ----------------------------------------
+    def runs_on_every_process(self, trainer) -> bool:
+        return probes_run_collectively(trainer)
+
+    # -- the pieces ------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def session(self, context) -> Iterator[LoRAProbeSimulator]:
+    def session(self, context, steps: int) -> Iterator[LoRAProbeSimulator]:
         """A probe simulator on the trainer's (unwrapped) model; the model is restored on exit."""
         cfg, trainer = self.config, context.trainer
         probe_config = ProbeConfig(
             rank=cfg.probe_rank, alpha=cfg.probe_alpha, dropout=cfg.probe_dropout,
-            target_modules=cfg.probe_target_modules, lr_multiplier=cfg.probe_lr_multiplier, steps=self.probe_steps,
-            batch_size=self.batch_size(context), bf16=cfg.probe_bf16, seed=cfg.seed,
+            target_modules=cfg.probe_target_modules, lr_multiplier=cfg.probe_lr_multiplier, steps=steps,
+            batch_size=self.batch_size(context), bf16=cfg.probe_bf16, seed=self.seed,
         )
         with LoRAProbeSimulator(
             trainer.accelerator.unwrap_model(trainer.model), probe_config, base_learning_rate=trainer.args.learning_rate,
@@ -129,7 +175,8 @@ class LoRAProbes(Simulator):
     def batch_size(self, context) -> int:
         return self.config.probe_batch_size or context.trainer.args.per_device_train_batch_size
 
-    def train_probes(self, context, simulator: LoRAProbeSimulator, probes: Mapping[str, Mixture]) -> dict[str, Any]:
+    def train_probes(self, context, simulator: LoRAProbeSimulator, probes: Mapping[str, Mixture], steps: int
+                     ) -> dict[str, Any]:
         """Train one probe per ``{name: data mixture}``; returns what to record about each."""
         results, trainer = {}, context.trainer
         bar = tqdm(
@@ -137,12 +184,12 @@ class LoRAProbes(Simulator):
             disable=trainer.args.disable_tqdm or not trainer.is_world_process_zero(), leave=False,
         )
         for index, (name, mixture) in enumerate(probes.items()):
-            seed = self.config.seed * 1000 + 17 * context.step + index
+            seed = self.seed * 1000 + 17 * context.step + index
             # Collectively, each process trains the shared probe on its share of one global batch,
             # so the probes (and the decision) do not depend on how many processes there are.
             batches = trainer.probe_batches(mixture, self.batch_size(context), seed=seed,
                                             shard=(simulator.rank, simulator.world_size))
-            result = simulator.train_probe(name, batches, steps=self.probe_steps)
+            result = simulator.train_probe(name, batches, steps=steps)
             bar.update(1)
             results[name] = {"mixture": mixture.to_dict(), "final_loss": result.final_loss,
                              "diverged": result.diverged, "reason": result.reason}
@@ -156,36 +203,51 @@ class LoRAProbes(Simulator):
         return results
 
     def scores(self, context, simulator: LoRAProbeSimulator, candidates: Sequence[Mapping[str, float]]) -> np.ndarray:
-        """``(C, D)`` decision-split scores of candidates given as probe weights."""
+        """``(C, D)`` decision-split scores of candidates given as probe weights, with the trainer's scorer."""
         trainer, cfg = context.trainer, self.config
         metric = trainer.default_score if cfg.score == "auto" else cfg.score
-        return np.asarray(trainer.candidate_scores(
-            simulator, candidates, metric=metric, limit=cfg.eval_blocks, batch_size=cfg.eval_batch_size,
-            progress=not trainer.args.disable_tqdm,
-        ))
+        scorer = trainer.decision_scorer(metric, cfg.eval_blocks, cfg.eval_batch_size,
+                                         collective=simulator.collective, bf16=simulator.config.bf16)
+        progress = not trainer.args.disable_tqdm and trainer.is_world_process_zero()
+        return np.asarray(simulator.score_candidates(candidates, scorer, progress=progress))
 
     # -- Simulator --------------------------------------------------------------------------------
-    def simulate(self, context, around: Mixture, candidates: Sequence[Mapping[str, float]] | None = None
-                 ) -> Simulation | None:
+    def interpolate(self, context, ends: Mapping[str, Mixture], weights: Sequence[Mapping[str, float]]
+                    ) -> tuple[np.ndarray, dict[str, Any]] | None:
+        """One probe per end; a blend is the model ``θ + Σ_e w_e ΔW_e`` (op_mix's continual design)."""
+        steps = self.probe_steps(context)
+        with self.session(context, steps) as simulator:
+            probe_info = self.train_probes(context, simulator, ends, steps)
+            if set(simulator.probes) != set(ends):
+                logger.warning("lora_probes: a probe was dropped (%s); the mixture is kept.",
+                               sorted(set(ends) - set(simulator.probes)))
+                return None
+            Y = self.scores(context, simulator, weights)
+        return Y, {"probes": probe_info, "probe_steps": steps}
+
+    def simulate(self, context, around: Mixture, candidates: Sequence[Mapping[str, float]] | None = None,
+                 groups: Mapping[str, Mixture] | None = None) -> Simulation | None:
+        if groups:
+            raise ValueError("lora_probes cannot hold reused domains together (groups); use simulator=proxy_swarm.")
         cfg, names = self.config, context.domains.names
         share = cfg.domain_probe_share
         probes = {"old": around}
         for i, name in enumerate(names):
             probes[f"d{i}"] = Mixture({n: share * (n == name) + (1 - share) * around[n] for n in names})
         given = data_mixtures(candidates, names) if candidates is not None else None
-        record: dict[str, Any] = {}
+        record: dict[str, Any] = {"probe_steps": self.probe_steps(context)}
         with contextlib.ExitStack() as stack:
-            if self.anneal_steps:
+            if cfg.anneal_steps:
                 branches = stack.enter_context(TrainerBranches(context.trainer))  # θ comes back on exit
-                steps, end = self.anneal_steps, self.anneal_to
+                steps, end = cfg.anneal_steps, cfg.anneal_to
                 losses, tokens = branches.train(around, steps, lr_scale=lambda s: 1 - (1 - end) * (s + 1) / steps)
                 record["anneal"] = {"steps": steps, "lr_to": end, "tokens": tokens, "final_loss": losses[-1]}
             return self._simulate_on_model(context, around, given, probes, record)
 
     def _simulate_on_model(self, context, around, given, probes, record) -> Simulation | None:
         cfg, names, share = self.config, context.domains.names, self.config.domain_probe_share
-        with self.session(context) as simulator:
-            probe_info = self.train_probes(context, simulator, probes)
+        with self.session(context, record["probe_steps"]) as simulator:
+            probe_info = self.train_probes(context, simulator, probes, record["probe_steps"])
             alive = simulator.probes
             if "old" not in alive or len(alive) < 2:
                 logger.warning("op_mix: too few probes survived (%s); keeping the current mixture.", alive)
@@ -195,7 +257,7 @@ class LoRAProbes(Simulator):
             coordinates = [OLD] + [names[int(p[1:])] for p in alive if p != "old"]
             record["probes"] = probe_info
             if given is None:
-                rng = np.random.default_rng([cfg.seed, context.stage, context.step])
+                rng = np.random.default_rng([self.seed, context.stage, context.step])
                 # The log-linear law over len(alive) coordinates has len(alive) + 1 parameters per domain:
                 # with many domains, 12 candidates cannot determine it (the fit would refuse after all probes).
                 count = max(cfg.num_candidates, len(alive) + 1)
@@ -215,6 +277,6 @@ class LoRAProbes(Simulator):
                 record["encodings"] = {e: {"weights": encoded[e].tolist(), "Y": ys[e].tolist()} for e in ENCODINGS}
                 # X in data coordinates [old, d1..dk] (probe d carries share·d), so mixtures() gives back the
                 # given data mixtures whichever encoding scored them.
-                domain_part = share * encoded[self.encoding][:, 1:]
-                X, Y = np.column_stack([1 - domain_part.sum(axis=1), domain_part]), ys[self.encoding]
+                domain_part = share * encoded[cfg.encoding][:, 1:]
+                X, Y = np.column_stack([1 - domain_part.sum(axis=1), domain_part]), ys[cfg.encoding]
         return Simulation(coordinates, {OLD: around}, list(names), X, Y, list(names), record)

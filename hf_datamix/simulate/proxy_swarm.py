@@ -1,4 +1,8 @@
-"""Olmix's simulator: a swarm of small proxy models, one per mixture, trained from scratch.
+"""``proxy_swarm``: Olmix's simulator, a swarm of small proxy models, one per mixture, trained from scratch.
+
+:class:`ProxySwarm` is the :class:`~hf_datamix.simulate.base.Simulator`: it samples the swarm's
+mixtures (Dirichlet around the mixture it is given, under the decision's repetition caps, in the
+coordinates of any reuse groups) and has :class:`ProxyRuns` train and score one proxy per mixture.
 
 Each member is a random-init model from a config, trained by :class:`~hf_datamix.DataMixTrainer`
 (the same interleaver and Trainer as real runs) on a fixed mixture, then scored by its per-domain loss
@@ -16,19 +20,21 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from ..compute import ComputeLedger, write_json_atomic
 from ..config import DataMixArguments
+from ..constants import MEMBER_RESULT_FILE
 from ..domains import DomainSet
+from ..horizon import decision_caps
 from ..mixture import Mixture
+from ..settings import check_ranges
+from .base import Simulation, Simulator, SimulatorConfig, data_mixtures
 
 logger = logging.getLogger(__name__)
-
-RESULT_FILE = "result.json"
 
 
 @dataclass
@@ -69,7 +75,7 @@ class SwarmResult:
         }
 
 
-class ProxySwarm:
+class ProxyRuns:
     """Trains and scores one proxy per mixture (see the module docstring).
 
     Args:
@@ -173,11 +179,11 @@ class ProxySwarm:
             "seconds": time.perf_counter() - started,
             "config": asdict(self.config),
         }
-        write_json_atomic(os.path.join(self.member_dir(index), RESULT_FILE), result)
+        write_json_atomic(os.path.join(self.member_dir(index), MEMBER_RESULT_FILE), result)
         return result
 
     def _finished(self, index: int, mixture: Mixture) -> dict | None:
-        path = os.path.join(self.member_dir(index), RESULT_FILE)
+        path = os.path.join(self.member_dir(index), MEMBER_RESULT_FILE)
         if not os.path.isfile(path):
             return None
         with open(path, encoding="utf-8") as handle:
@@ -225,10 +231,78 @@ class ProxySwarm:
 def _decision_sets(targets: DomainSet, tokenizer, args: DataMixArguments, trainer=None) -> tuple[dict, dict]:
     """Per-target decision blocks as eval sets (those ``trainer`` packed, when its domains are the targets)
     and their token counts."""
-    from ..trainer import BlockDataset, pack_held_out
+    from ..data.blocks import BlockDataset, pack_held_out
 
     if trainer is not None:
         blocks = trainer.decision_blocks
     else:
         blocks = {spec.name: pack_held_out(spec, spec.load()[1], tokenizer, args)[1] for spec in targets}
     return {n: BlockDataset(b) for n, b in blocks.items()}, {n: int(b.size) for n, b in blocks.items()}
+
+
+@dataclass
+class ProxySwarmConfig(SimulatorConfig):
+    """Settings of the ``proxy_swarm`` simulator (Olmix's published values where it gives them)."""
+
+    swarm_size: int | None = field(default=None, metadata={"help": "Proxies per swarm, >= 2 (default 3(m+1))."})
+    min_weight: float = field(default=0.002, metadata={"help": "Swarm weights below this are zeroed."})
+    proxy_preset: str = field(default="tiny", metadata={"help": "Proxy model size (hf_datamix.models.PRESETS)."})
+    proxy_steps: int = field(default=100, metadata={"help": "Optimizer steps per proxy, >= 1."})
+    proxy_batch_size: int = field(default=8, metadata={"help": "Batch size of a proxy."})
+    proxy_learning_rate: float = field(default=3e-3, metadata={"help": "Peak LR of a proxy."})
+    proxy_eval_blocks: int = field(default=16, metadata={"help": "Decision blocks per domain scoring a proxy."})
+
+    def __post_init__(self):
+        check_ranges("proxy_swarm", self, {
+            "proxy_steps": (self.proxy_steps >= 1, ">= 1"),
+            "swarm_size": (self.swarm_size is None or self.swarm_size >= 2, ">= 2, or null for 3(m+1)"),
+        })
+
+
+class ProxySwarm(Simulator):
+    """Olmix's proxy swarm as a simulator; settings: :class:`ProxySwarmConfig`.
+
+    The swarm is Dirichlet-sampled around ``around`` (collapsed by ``groups``: a reused virtual domain
+    counts as one coordinate), capped by the decision's repetition caps; given ``candidates``, those
+    data mixtures are trained instead.  Members of stage ``s`` are kept in ``output_dir/swarm-stage<s>``
+    (a later decision in the stage: ``...-step<t>``), so an interrupted swarm resumes.
+    """
+
+    name = "proxy_swarm"
+    description = "A swarm of small proxy models trained from scratch on sampled mixtures (Olmix)."
+    config_class = ProxySwarmConfig
+    supports_groups = True
+
+    def proxy_config(self) -> ProxyConfig:
+        cfg = self.config
+        return ProxyConfig(cfg.proxy_preset, cfg.proxy_steps, cfg.proxy_batch_size, cfg.proxy_learning_rate,
+                           cfg.proxy_eval_blocks, self.seed)
+
+    def simulate(self, context, around: Mixture, candidates: Sequence[Mapping[str, float]] | None = None,
+                 groups: Mapping[str, Mixture] | None = None) -> Simulation:
+        from ..swarm import sample_swarm
+
+        groups = dict(groups or {})
+        names = context.domains.names
+        grouped = {member for ratios in groups.values() for member in ratios}
+        coordinates = list(groups) + [n for n in names if n not in grouped]
+        if candidates is not None:
+            if groups:
+                raise ValueError("proxy_swarm: give candidates or groups, not both.")
+            swarm = data_mixtures(candidates, names)
+        else:
+            centre = around.collapse({v: list(ratios) for v, ratios in groups.items()})[0] if groups else around
+            caps = decision_caps(coordinates, groups, context)
+            swarm = sample_swarm(
+                coordinates, prior=centre, size=self.config.swarm_size,
+                min_weight=self.config.min_weight, caps=None if caps is None else dict(zip(coordinates, caps)),
+                seed=self.seed + 1000 * context.stage,
+            )
+        trainer = context.trainer
+        folder = f"swarm-stage{context.stage}" + (f"-step{context.step}" if context.step else "")
+        runs = ProxyRuns(context.domains, trainer.processing_class, self.proxy_config(),
+                         os.path.join(trainer.args.output_dir, folder), base_args=trainer.args, ledger=context.ledger)
+        result = runs.run([m.expand(groups) for m in swarm])
+        X = np.array([m.to_array(coordinates) for m in swarm])
+        record = {"proxy_runs": result.trained, "proxy": asdict(runs.config)}
+        return Simulation(coordinates, groups, list(names), X, result.metrics, list(result.targets), record)

@@ -1,6 +1,6 @@
 """The strategy plugin interface.
 
-A strategy decides the mixture.  The :class:`~hf_datamix.callbacks.MixingCallback` asks it for an
+A strategy decides the mixture.  The :class:`~hf_datamix.callbacks.MixingController` asks it for an
 initial mixture when a run (or a stage of a continual run) starts, and calls :meth:`Strategy.decide`
 at the decision points the strategy announces with :meth:`Strategy.next_decision_step`.  A decision
 is computed on the main process (or on every process for ``collective`` strategies) and broadcast,
@@ -8,18 +8,18 @@ so every rank applies the same mixture.
 
 Write your own by subclassing :class:`Strategy`, giving it a ``name``, a one-line ``description``
 and (optionally) a ``config_class`` dataclass, and registering it under the entry-point group
-``hf_datamix.strategies`` (see the README).
+``hf_datamix.strategies`` (see the README).  A strategy that decides by *simulate → fit a law →
+propose* is a schedule plus a composition: see :class:`~hf_datamix.strategies.composed.ComposedStrategy`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..mixture import Mixture
+from ..settings import build_config, settings_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..compute import ComputeLedger
@@ -55,9 +55,12 @@ class DecisionContext:
         previous_mixture: the last mixture of the previous stage (None in the first stage).
         update: the :class:`~hf_datamix.domains.DomainUpdate` that opened this stage, if any.
         history: the decision records so far (as written to ``mixtures.json``).
-        trainer: the running :class:`~hf_datamix.trainer.DataMixTrainer` (model, tokenizer,
-            accelerator, args, eval blocks, and helpers such as ``trainer.probe_batches(mixture)``).
+        trainer: the running :class:`~hf_datamix.trainer.DataMixTrainer`: the model, tokenizer,
+            accelerator and args, and the data and scoring it hands over (``trainer.probe_batches(mixture)``,
+            ``trainer.branch_batches(mixture)``, ``trainer.decision_scorer(...)``).
         ledger: the run's :class:`~hf_datamix.compute.ComputeLedger`.
+        max_repetitions: k of the repetition caps (``DataMixArguments.max_repetitions``; None: no cap).
+        remaining_tokens: training tokens from this decision to the end of the run/stage (None: unknown).
     """
 
     step: int
@@ -72,6 +75,21 @@ class DecisionContext:
     trainer: Any = None
     ledger: "ComputeLedger | None" = None
     drawn_tokens: Mapping[str, int] = field(default_factory=dict)
+    max_repetitions: float | None = None
+    remaining_tokens: int | None = None
+
+    def new_and_old(self) -> tuple[list[str], list[str]]:
+        """``(new, old)`` domain names of this stage: new = affected by the update that opened it."""
+        names = self.domains.names
+        new = [n for n in names if self.update is not None and n in self.update.affected]
+        return new, [n for n in names if n not in new]
+
+    def old_mixture(self, old: list[str]) -> Mixture:
+        """The previous stage's mixture over the ``old`` domains (uniform where there is none)."""
+        previous = self.previous_mixture
+        if previous is not None and all(n in previous for n in old) and sum(previous[n] for n in old) > 0:
+            return previous.restrict(old)
+        return Mixture.uniform(old)
 
     @property
     def model(self):
@@ -89,13 +107,24 @@ class Strategy:
     name: ClassVar[str] = ""
     #: One line shown by ``hf-datamix strategies``.
     description: ClassVar[str] = ""
-    #: Dataclass of the strategy's settings; ``strategy_args`` are validated against it.
+    #: Dataclass of the strategy's settings (its flags in the recipes; a mapping from Python is checked against it).
     config_class: ClassVar[type] = StrategyConfig
     #: True if :meth:`decide` must run on every process (it uses collectives); else main process only.
     collective: ClassVar[bool] = False
 
     def __init__(self, config: StrategyConfig | Mapping[str, Any] | None = None, **kwargs: Any):
-        self.config = build_config(self.config_class, config, kwargs, owner=self.name or type(self).__name__)
+        self.config = build_config(self.config_class, config, kwargs, owner=self.owner())
+
+    @classmethod
+    def owner(cls) -> str:
+        """How messages name this strategy (``strategy 'op_mix'``)."""
+        return f"strategy {cls.name or cls.__name__!r}"
+
+    @classmethod
+    def settings_classes(cls, simulator: str | None = None) -> list[type]:
+        """The dataclasses of this strategy's settings (the recipes' flags): its ``config_class`` and, for
+        a strategy that decides through a simulator, the ``simulator``'s (default: its own choice)."""
+        return [cls.config_class]
 
     def initial_mixture(self, context: DecisionContext) -> Mixture:
         """The mixture to start a run or stage with (cheap; heavy work belongs in :meth:`decide`)."""
@@ -140,68 +169,4 @@ class Strategy:
 
     def settings(self) -> dict[str, Any]:
         """The strategy's settings, for records and model cards."""
-        return dataclasses.asdict(self.config) if dataclasses.is_dataclass(self.config) else {}
-
-
-def build_config(config_class: type, config: Any, overrides: Mapping[str, Any], owner: str):
-    """Build a strategy config from a config object, a mapping and keyword overrides, naming bad keys."""
-    if isinstance(config, config_class):
-        values = dataclasses.asdict(config)
-    elif config is None:
-        values = {}
-    elif isinstance(config, Mapping):
-        values = dict(config)
-    else:
-        raise ValueError(f"strategy {owner!r}: config must be a {config_class.__name__} or a mapping, got {config!r}.")
-    values.update(overrides)
-    known = {f.name for f in dataclasses.fields(config_class)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(
-            f"strategy {owner!r} has no setting(s) {unknown}; its settings are {sorted(known) or 'none'}."
-        )
-    return config_class(**_typed(config_class, values, owner))
-
-
-_EXAMPLES = {int: 100, float: 0.5, bool: True}
-_KINDS = {int: "a whole number", float: "a number", bool: "true or false", str: "a string", list: "a list",
-          dict: "a mapping"}
-
-
-def _typed(config_class: type, values: dict, owner: str) -> dict:
-    """``values`` checked against the config's field types (and ``2.0`` made ``2`` for an int), so a
-    setting such as ``probe_steps=abc`` is refused by name instead of failing later as a TypeError."""
-    import typing
-
-    hints = typing.get_type_hints(config_class)
-    defaults = {f.name: f.default for f in dataclasses.fields(config_class)}
-    out = dict(values)
-    for name, value in values.items():
-        allowed = typing.get_args(hints[name]) if typing.get_origin(hints[name]) in (typing.Union, _union_type()) else (hints[name],)
-        kinds = [typing.get_origin(t) or t for t in allowed]
-        if value is None and type(None) in kinds:
-            continue
-        for kind in kinds:
-            if kind is int and isinstance(value, float) and value.is_integer():
-                value = int(value)
-            if kind is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if kind is list and isinstance(value, str):
-                value = [value]
-            if isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool)):
-                out[name] = value
-                break
-        else:
-            if any(k is typing.Any for k in kinds):
-                continue
-            expected = " or ".join(_KINDS.get(k, getattr(k, "__name__", str(k))) for k in kinds if k is not type(None))
-            example = defaults[name] if defaults[name] not in (dataclasses.MISSING, None) else _EXAMPLES.get(kinds[0])
-            hint = f"; e.g. --strategy_args {name}={json.dumps(example)}" if example is not None else ""
-            raise ValueError(f"strategy {owner!r}: {name}={values[name]!r} is not {expected}{hint}.")
-    return out
-
-
-def _union_type():
-    import types
-
-    return types.UnionType
+        return settings_of(self.config)

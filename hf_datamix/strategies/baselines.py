@@ -8,21 +8,6 @@ from ..mixture import Mixture
 from .base import DecisionContext, Strategy, StrategyConfig
 
 
-def split_new_old(context: DecisionContext) -> tuple[list[str], list[str]]:
-    """``(new, old)`` domain names of the current stage: new = affected by the stage's update."""
-    names = context.domains.names
-    new = [n for n in names if context.update is not None and n in context.update.affected]
-    return new, [n for n in names if n not in new]
-
-
-def old_mixture(context: DecisionContext, old: list[str]) -> Mixture:
-    """The previous stage's mixture over the ``old`` domains (uniform where there is none)."""
-    previous = context.previous_mixture
-    if previous is not None and all(n in previous for n in old) and sum(previous[n] for n in old) > 0:
-        return previous.restrict(old)
-    return Mixture.uniform(old)
-
-
 class SequentialStrategy(Strategy):
     """Each stage trains on its new domains only (100 % new data)."""
 
@@ -30,7 +15,7 @@ class SequentialStrategy(Strategy):
     description = "Continual baseline: 100% new data at each stage (no replay)."
 
     def initial_mixture(self, context: DecisionContext) -> Mixture:
-        new, _ = split_new_old(context)
+        new, _ = context.new_and_old()
         names = new or context.domains.names
         return Mixture({n: (1.0 if n in names else 0.0) for n in context.domains.names})
 
@@ -52,11 +37,11 @@ class ReplayStrategy(Strategy):
     config_class = ReplayConfig
 
     def initial_mixture(self, context: DecisionContext) -> Mixture:
-        new, old = split_new_old(context)
+        new, old = context.new_and_old()
         if not new or not old:
             return Mixture.uniform(context.domains.names)
         collapsed = Mixture({"replay:new": self.config.new_share, "replay:old": 1 - self.config.new_share})
-        return collapsed.expand({"replay:new": Mixture.uniform(new), "replay:old": old_mixture(context, old)})
+        return collapsed.expand({"replay:new": Mixture.uniform(new), "replay:old": context.old_mixture(old)})
 
 
 @dataclass

@@ -12,19 +12,42 @@ passes are counted in the ledger (kinds ``generate`` and ``teacher``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from transformers import TrainerCallback
 
-from ..distill import DistillationCollator, DistillConfig, OnPolicyDistiller, add_distillation_columns
+from ..distill import (
+    DEFAULT_TEACHER_PROMPT_TEMPLATE, DistillationCollator, DistillConfig, OnPolicyDistiller, add_distillation_columns,
+)
 from .base import StrategyConfig
 from .baselines import SequentialStrategy
 
 
 @dataclass
-class OnPolicyDistillConfig(StrategyConfig, DistillConfig):
-    """Settings of ``on_policy_distill``: those of :class:`~hf_datamix.distill.DistillConfig`."""
+class OnPolicyDistillConfig(StrategyConfig):
+    """Settings of ``on_policy_distill``: those of :class:`~hf_datamix.distill.DistillConfig` (``seed`` is
+    ``rollout_seed`` here, ``seed`` being the run's)."""
+
+    teacher_update_rate: float = field(default=0.01, metadata={
+        "help": "EMA rate of the teacher after every optimizer step, in [0, 1] (0 keeps the initial teacher)."})
+    max_new_tokens: int = field(default=32, metadata={"help": "Length limit of each on-policy completion."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the student's rollouts, > 0."})
+    top_k: int = field(default=0, metadata={"help": "Sample from the top_k most likely tokens; 0: the full vocabulary."})
+    teacher_prompt_template: str = field(default=DEFAULT_TEACHER_PROMPT_TEMPLATE, metadata={
+        "help": "The teacher's last user message; must contain {prompt} and {demonstration}."})
+    num_loss_tokens_to_skip: int = field(default=0, metadata={
+        "help": "Leave the first completion tokens out of the loss; below max_new_tokens."})
+    rollout_seed: int | None = field(default=None, metadata={
+        "help": "null: rollouts from the global torch RNG (saved in checkpoints); an int >= 0: each call from its own "
+                "generator derived from (rollout_seed, rank, call number)."})
+
+    def __post_init__(self):
+        self.distill_config()  # DistillConfig checks every value
+
+    def distill_config(self) -> DistillConfig:
+        return DistillConfig(self.teacher_update_rate, self.max_new_tokens, self.temperature, self.top_k,
+                             self.teacher_prompt_template, self.num_loss_tokens_to_skip, self.rollout_seed)
 
 
 class OnPolicyDistillStrategy(SequentialStrategy):
@@ -35,8 +58,7 @@ class OnPolicyDistillStrategy(SequentialStrategy):
     config_class = OnPolicyDistillConfig
 
     def learner(self, trainer) -> DistillLearner:
-        distill = DistillConfig(**{f.name: getattr(self.config, f.name) for f in fields(DistillConfig)})
-        return DistillLearner(distill)
+        return DistillLearner(self.config.distill_config())
 
 
 class DistillLearner:

@@ -1,10 +1,7 @@
-"""Mixing laws that need optional libraries: a Gaussian-process law (scikit-learn).
+"""``gaussian_process``: a Gaussian-process mixing law (needs scikit-learn).
 
-Importing this module registers ``"gaussian_process"`` with :func:`hf_datamix.laws.register_law`,
-so :func:`hf_datamix.laws.get_law` and ``MixingLaw.from_dict`` find it afterwards;
-:mod:`hf_datamix.fit` (and so ``hf-datamix fit --law gaussian_process``) imports it.  The module
-imports without scikit-learn; building the law without it raises an ImportError saying what to
-install.
+The module imports without scikit-learn; building the law without it raises an ImportError saying
+what to install.
 """
 
 from __future__ import annotations
@@ -14,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .laws import MixingLaw, register_law
+from .base import MixingLaw
 
 _INSTALL_HINT = ("The gaussian_process mixing law needs scikit-learn: `pip install scikit-learn` "
                  "(or `pip install hf_datamix[gp]`).")
@@ -38,7 +35,6 @@ def _one_blas_thread():
     return threadpool_limits(1)
 
 
-@register_law
 class GaussianProcessLaw(MixingLaw):
     """One Gaussian-process regression per target: ``amplitude · RBF + white noise`` on the weights.
 
