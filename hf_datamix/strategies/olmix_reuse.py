@@ -21,7 +21,7 @@ from ..mixture import Mixture
 from ..proposer import fit_and_propose
 from ..reuse import REUSE_MODES, VIRTUAL, ReusePlan, coordinate_caps, plan_reuse
 from ..simulate.proxy_swarm import ProxyConfig, ProxySwarm
-from ..swarm import sample_swarm
+from ..swarm import default_swarm_size, sample_swarm
 from .base import Decision, DecisionContext, Strategy, StrategyConfig
 
 logger = logging.getLogger(__name__)
@@ -33,7 +33,11 @@ class OlmixConfig(StrategyConfig):
 
     reuse: str = field(default="full", metadata={"help": f"Reuse mode at domain-set updates: {list(REUSE_MODES)}."})
     reopen: list[str] = field(default_factory=list, metadata={"help": "partial mode: unaffected domains to reopen."})
-    swarm_size: int | None = field(default=None, metadata={"help": "Proxies per swarm (default 3(m+1))."})
+    swarm_size: int | None = field(
+        default=None,
+        metadata={"help": "Proxies per swarm (default Olmix's: 5m for a whole domain set, 3(m+1) for an update's m "
+                          "re-simulated coordinates)."},
+    )
     min_weight: float = field(default=0.002, metadata={"help": "Swarm weights below this are zeroed."})
     proxy_preset: str = field(default="tiny", metadata={"help": "Proxy model size (hf_datamix.models.PRESETS)."})
     proxy_steps: int = field(default=100, metadata={"help": "Optimizer steps per proxy."})
@@ -55,7 +59,7 @@ class OlmixConfig(StrategyConfig):
         if self.proxy_steps < 1:
             raise ValueError(f"olmix_reuse proxy_steps={self.proxy_steps}; use at least 1.")
         if self.swarm_size is not None and self.swarm_size < 2:
-            raise ValueError(f"olmix_reuse swarm_size={self.swarm_size}; use at least 2, or null for 3(m+1).")
+            raise ValueError(f"olmix_reuse swarm_size={self.swarm_size}; use at least 2, or null for Olmix's default (5m, 3(m+1) at an update).")
 
 
 class OlmixReuseStrategy(Strategy):
@@ -120,7 +124,7 @@ class OlmixReuseStrategy(Strategy):
         swarm = sample_swarm(
             coordinates,
             prior=self._prior_over(context, coordinates, tokens),
-            size=cfg.swarm_size,
+            size=cfg.swarm_size or default_swarm_size(len(coordinates), initial=plan.mode == "recompute"),
             min_weight=cfg.min_weight,
             caps=cap_map,
             seed=cfg.seed + 1000 * context.stage,
