@@ -8,6 +8,7 @@ from transformers import LlamaConfig
 PRESETS = {
     "tiny": (64, 2, 4, 192),  # ~0.6M: CPU tests and the out-of-the-box recipes
     "small": (128, 4, 4, 384),  # ~2M: CPU benchmarks
+    "5m": (256, 6, 4, 768),  # 5.1M non-embedding (6.2M with the tied embeddings): Olmix proxies
     "20m": (384, 10, 6, 1024),
     "60m": (640, 11, 10, 1728),
     "150m": (768, 20, 12, 2048),

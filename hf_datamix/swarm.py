@@ -29,9 +29,10 @@ DEDUP_DECIMALS = 4
 RUN_COLUMN = "run"
 
 
-def default_swarm_size(m: int) -> int:
-    """Olmix's swarm size ``K = 3·(m+1)`` for ``m`` domains (the fewest runs it recommends)."""
-    return 3 * (int(m) + 1)
+def default_swarm_size(m: int, initial: bool = False) -> int:
+    """Olmix's swarm size for ``m`` domains: ``3·(m+1)`` (the fewest runs it recommends; its updates),
+    or ``5·m`` for a first swarm over a whole domain set (its case study: 128 runs for 24 domains)."""
+    return 5 * int(m) if initial else 3 * (int(m) + 1)
 
 
 def _group_of(name: str) -> str:
@@ -63,7 +64,7 @@ def _prior_vector(prior: Mixture | Mapping[str, float] | None, names: list[str])
 
 
 def _dirichlet_rows(rng: np.random.Generator, centre: np.ndarray, conc: np.ndarray) -> np.ndarray:
-    """One Dirichlet(c_i · n · centre) row per concentration; zero-centre entries stay 0."""
+    """One Dirichlet(c_i · centre) row per concentration (Olmix's strength · prior); zero-centre entries stay 0."""
     n_rows, live = len(conc), centre > 0
     out = np.zeros((n_rows, len(centre)))
     k = int(live.sum())
@@ -72,7 +73,7 @@ def _dirichlet_rows(rng: np.random.Generator, centre: np.ndarray, conc: np.ndarr
         return out
     # Gamma draws normalised by their sum are Dirichlet; with tiny shapes every draw can underflow
     # to 0, such rows are marked NaN and rejected by the caller.
-    shapes = conc[:, None] * len(centre) * centre[live][None, :]
+    shapes = conc[:, None] * centre[live][None, :]
     draws = rng.standard_gamma(shapes)
     totals = draws.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -105,10 +106,11 @@ def sample_swarm(domains: Sequence[str], prior: Mixture | Mapping[str, float] | 
                  max_tries: int = 100_000) -> list[Mixture]:
     """Sample ``size`` distinct swarm mixtures over ``domains`` (Olmix's swarm).
 
-    Each sample draws a concentration ``c`` uniformly from ``concentrations`` (default: 15
-    log-spaced values in [0.1, 5]) and then ``x ~ Dirichlet(c · m · q)`` for the ``m`` domains and
-    prior ``q``, so the mean is ``q`` and ``c = 1`` with a uniform prior is ``Dirichlet(1, ..., 1)``;
-    small ``c`` gives sparse, extreme mixtures, large ``c`` mixtures close to ``q``.
+    Each sample draws a strength ``c`` uniformly from ``concentrations`` (default: Olmix's 15
+    log-spaced values in [0.1, 5]) and then ``x ~ Dirichlet(c · q)`` for the prior ``q`` (Olmix's
+    swarm distribution), so the mean is ``q``; with a uniform prior over ``m`` domains ``c = m`` is
+    ``Dirichlet(1, ..., 1)``.  Small ``c`` gives sparse, extreme mixtures, large ``c`` mixtures
+    closer to ``q``.
 
     Args:
         domains: the domain names; every returned Mixture has exactly these (zero weights kept).
@@ -120,9 +122,9 @@ def sample_swarm(domains: Sequence[str], prior: Mixture | Mapping[str, float] | 
             ``(0, min_weight)``.
         caps: ``{domain: max weight}`` (e.g. ``k·N_j/R``); samples over a cap are redrawn.
         hierarchical: names ``group:topic`` share a group (a name without ``:`` is its own group);
-            group weights are drawn first from ``Dirichlet(c · G · q_group)`` (``G`` groups,
-            ``q_group`` the group's prior share), then each group's internal weights from
-            ``Dirichlet(c · n_g · q_within)``, with the same ``c``; the weight is their product.
+            group weights are drawn first from ``Dirichlet(c · q_group)`` (``q_group`` the groups'
+            prior shares), then each group's internal weights from ``Dirichlet(c · q_within)``, with
+            the same ``c``; the weight is their product.
         seed: the same seed and arguments give the same swarm.
         max_tries: the most candidates drawn in total (rejected and duplicate ones included).
 

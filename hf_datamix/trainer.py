@@ -194,12 +194,15 @@ class DataMixMixin:
         _end_process_group_at_exit()
 
     def _follow_log_levels(self) -> None:
-        """hf_datamix's logger takes the level Trainer gives transformers' (``get_process_log_level``).
+        """hf_datamix's logger takes the level Trainer gives transformers' (``get_process_log_level``)
+        when ``--log_level`` / ``--log_level_replica`` (main / other processes) set one.
 
-        ``--log_level`` / ``--log_level_replica`` (main / other processes; "passive" follows
-        transformers' verbosity).  ``--log_level_replica info`` shows every process's decisions.
+        Left alone while it is "passive" (the default), so a user's own ``logging`` set-up (the recipes
+        log decisions at INFO) still decides.  ``--log_level_replica info`` shows every process's decisions.
         """
-        logging.getLogger("hf_datamix").setLevel(self.args.get_process_log_level())
+        chosen = self.args.log_level if self.args.should_log else self.args.log_level_replica
+        if chosen != "passive":
+            logging.getLogger("hf_datamix").setLevel(self.args.get_process_log_level())
 
     @staticmethod
     def check_init_mixture(source: str, domains: DomainSet) -> Mixture:

@@ -67,6 +67,15 @@ def test_fidelity_and_baselines_pipeline_at_tiny_size(tmp_path):
     base = json.load(open(tmp_path / "results" / "mixbench_baselines_tiny.json"))["domain_sets"]["five"]
     assert len(base["arms"]["natural"]["mean_test_loss"]) == 2 and base["natural_minus_uniform"]["t_ci"]
 
+    mixbench("transfer", *common, "--mixtures", "4", "--rungs", "a=tiny:0.0001,b=tiny:0.0002",
+             "--store", str(tmp_path / "store" / "transfer-five-tiny.json"), "--work", str(tmp_path / "w4"))
+    ladder = json.load(open(tmp_path / "results" / "mixbench_transfer_tiny.json"))
+    rungs = ladder["domain_sets"]["five"]["rungs"]
+    assert ladder["status"] == "complete" and [r["name"] for r in rungs] == ["a", "b"]
+    for rung in rungs:
+        assert -1 <= rung["spearman"] <= 1 and 0 < rung["compute_fraction"] < 1 and rung["proxy_tokens_per_s"] > 0
+    assert rungs[0]["compute_fraction"] < rungs[1]["compute_fraction"]  # half the steps
+
 
 def test_store_keeps_finished_units_and_replicates(tmp_path):
     from mixbench.runner import Budget, Store, WorkerFile, assign

@@ -50,13 +50,18 @@ def test_reproducible_and_seed_dependent():
 
 
 def test_mean_follows_prior_and_uniform_default():
-    X = as_matrix(sample_swarm(DOMAINS, PRIOR, size=4000, seed=2))
+    # min_weight=0: the mean of Dirichlet(c·q) is q (zeroing small weights shifts it a little).
+    X = as_matrix(sample_swarm(DOMAINS, PRIOR, size=4000, min_weight=0.0, seed=2))
     np.testing.assert_allclose(X.mean(axis=0), [PRIOR[d] for d in DOMAINS], atol=0.02)
-    U = as_matrix(sample_swarm(DOMAINS, None, size=4000, seed=2))
+    U = as_matrix(sample_swarm(DOMAINS, None, size=4000, min_weight=0.0, seed=2))
     np.testing.assert_allclose(U.mean(axis=0), 0.2, atol=0.02)
-    # c = 1 with a uniform prior is Dirichlet(1,...,1): each weight has mean 1/m and variance (m-1)/(m²(m+1)).
-    D1 = as_matrix(sample_swarm(DOMAINS, None, size=4000, concentrations=[1.0], min_weight=0.0, seed=3))
+    # Olmix's Dirichlet(c·q): with a uniform prior c = m is Dirichlet(1,...,1), variance (m-1)/(m²(m+1)).
+    D1 = as_matrix(sample_swarm(DOMAINS, None, size=4000, concentrations=[5.0], min_weight=0.0, seed=3))
     np.testing.assert_allclose(D1.var(axis=0), 4 / (25 * 6), rtol=0.15)
+    # and c = 1 is Dirichlet(0.2, ...): variance q(1-q)/(c+1) = 0.16/2 (not scaled by the number of domains).
+    D02 = as_matrix(sample_swarm(DOMAINS, None, size=4000, concentrations=[1.0], min_weight=0.0, seed=3))
+    np.testing.assert_allclose(D02.var(axis=0), 0.16 / 2, rtol=0.15)
+    assert default_swarm_size(5, initial=True) == 25 and default_swarm_size(5) == 18
 
 
 def test_zero_prior_domain_is_never_sampled():

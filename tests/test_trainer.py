@@ -228,6 +228,10 @@ def test_hf_datamix_logger_takes_trainers_process_log_level(tmp_path, tokenizer)
             DataMixTrainer(model=tiny_llama(len(tokenizer)), args=datamix_args(tmp_path, log_level=level),
                            domains=make_domain_set(), processing_class=tokenizer)
             assert logger.level == expected, level
+        logger.setLevel(logging.DEBUG)  # "passive" (the default) leaves a level set by the user's own set-up
+        DataMixTrainer(model=tiny_llama(len(tokenizer)), args=datamix_args(tmp_path), domains=make_domain_set(),
+                       processing_class=tokenizer)
+        assert logger.level == logging.DEBUG
     finally:
         logger.setLevel(logging.NOTSET)
         hf_logging.set_verbosity(verbosity)

@@ -3,6 +3,7 @@
     python -m benchmarks.mixbench stage --corpus DIR --set five      # stage a domain set (xz) from a corpus
     python -m benchmarks.mixbench fidelity --set five [--procs 2]    # oracle sweep + simulator fidelity
     python -m benchmarks.mixbench baselines --set five --seeds 0,1,2 # natural vs uniform end to end
+    python -m benchmarks.mixbench transfer --set even                # Olmix proxy -> target transfer ladder
 
 ``fidelity`` and ``baselines`` are resumable: finished units live in a store (``--store``, default
 ``.mixbench/<kind>-<set>-<shape>.json``); a command runs what is pending within ``--budget-s`` seconds
@@ -27,13 +28,13 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from _common import RESULTS_DIR, provenance, read_json, write_json  # noqa: E402
 
-from . import baselines, fidelity  # noqa: E402
+from . import baselines, fidelity, transfer  # noqa: E402
 from .common import DATA_DIR, SETS, SHAPES, Shape, prepare, stage  # noqa: E402
 from .runner import Budget, Store, WorkerFile, assign, launch_workers, worker_files  # noqa: E402
 
-KINDS = {"fidelity": fidelity, "baselines": baselines}
-PLAN_FIELDS = {"fidelity": {f.name for f in dataclasses.fields(fidelity.FidelityPlan)},
-               "baselines": {f.name for f in dataclasses.fields(baselines.BaselinePlan)}}
+KINDS = {"fidelity": fidelity, "baselines": baselines, "transfer": transfer}
+PLANS = {"fidelity": fidelity.FidelityPlan, "baselines": baselines.BaselinePlan, "transfer": transfer.TransferPlan}
+PLAN_FIELDS = {kind: {f.name for f in dataclasses.fields(plan)} for kind, plan in PLANS.items()}
 
 
 def _plan(opts):
@@ -41,7 +42,21 @@ def _plan(opts):
     if opts.command == "fidelity":
         return fidelity.FidelityPlan(opts.set, seed=opts.seed, shape=shape,
                                      points=tuple(float(p) for p in opts.points.split(",")))
+    if opts.command == "transfer":
+        rungs = transfer.DEFAULT_RUNGS if not opts.rungs else tuple(_rung(r) for r in opts.rungs.split(","))
+        return transfer.TransferPlan(opts.set, seed=opts.seed, shape=shape, mixtures=opts.mixtures, rungs=rungs)
     return baselines.BaselinePlan(opts.set, seeds=tuple(int(s) for s in opts.seeds.split(",")), shape=shape)
+
+
+def _rung(text: str) -> tuple[str, str, float]:
+    """``name=preset:multiple`` (or ``preset:multiple``, named ``preset_<multiple>x``)."""
+    name, _, spec = text.rpartition("=")
+    preset, _, multiple = spec.partition(":")
+    try:
+        value = float(multiple)
+    except ValueError:
+        raise SystemExit(f"--rungs: {text!r} is not name=preset:multiple (e.g. small_1x=small:1).") from None
+    return name or f"{preset}_{value:g}x", preset, value
 
 
 def _store_path(opts) -> str:
@@ -55,7 +70,7 @@ def _write_results(opts, module) -> dict:
         data = read_json(path)
         settings = {k: v for k, v in data["settings"].items() if k in PLAN_FIELDS[opts.command]}
         settings["shape"] = Shape(**settings["shape"])
-        plan = (fidelity.FidelityPlan if opts.command == "fidelity" else baselines.BaselinePlan)(**settings)
+        plan = PLANS[opts.command](**settings)
         pairs.append((plan, data["units"], data.get("replicates", {})))
         calls[plan.set_name] = data["calls"]
     body = module.report(pairs)
@@ -65,8 +80,8 @@ def _write_results(opts, module) -> dict:
     os.makedirs(opts.results, exist_ok=True)
     path = os.path.join(opts.results, f"{name}.json")
     write_json(path, result)
-    if opts.command == "fidelity":
-        fidelity.plot(result, os.path.join(opts.results, f"{name}.png"))
+    if hasattr(module, "plot"):
+        module.plot(result, os.path.join(opts.results, f"{name}.png"))
     if opts.export:
         os.makedirs(opts.export, exist_ok=True)
         for produced in glob.glob(os.path.join(opts.results, f"{name}.*")):
@@ -79,14 +94,15 @@ def _worker_argv(opts, store: str) -> list[str]:
     argv = [sys.executable, "-m", "benchmarks.mixbench", opts.command, "--set", opts.set, "--shape", opts.shape,
             "--seed", str(opts.seed), "--seeds", opts.seeds, "--points", opts.points, "--store", store,
             "--procs", str(opts.procs), "--budget-s", str(opts.budget_s), "--work", opts.work,
-            "--scratch", opts.scratch, "--data", opts.data]
+            "--scratch", opts.scratch, "--data", opts.data, "--mixtures", str(opts.mixtures)]
+    argv += ["--rungs", opts.rungs] if opts.rungs else []
     return argv + (["--commit", opts.commit] if opts.commit else [])
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.mixbench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["stage", "fidelity", "baselines", "report"])
+    parser.add_argument("command", choices=["stage", "fidelity", "baselines", "transfer", "report"])
     parser.add_argument("--set", required=True, choices=sorted(SETS))
     parser.add_argument("--shape", default="gpu", choices=sorted(SHAPES))
     parser.add_argument("--corpus", help="stage: a corpus written by hf-datamix corpus build")
@@ -94,6 +110,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="fidelity: the seed of the prefix run")
     parser.add_argument("--seeds", default="0,1,2", help="baselines: paired seeds")
     parser.add_argument("--points", default="0.2,0.5", help="fidelity: decision points (fractions of the run)")
+    parser.add_argument("--mixtures", type=int, default=16, help="transfer: swarm mixtures (targets)")
+    parser.add_argument("--rungs", help="transfer: name=preset:chinchilla_multiple,... (default: the issue's ladder)")
     parser.add_argument("--store", help="finished units (default .mixbench/<kind>-<set>-<shape>.json)")
     parser.add_argument("--merge", nargs="*", default=[], help="folders of worker-*.json to add to the store first")
     parser.add_argument("--procs", type=int, default=1, help="worker processes (several share one GPU)")

@@ -244,7 +244,9 @@ def _decision_sets(targets: DomainSet, tokenizer, args: DataMixArguments, traine
 class ProxySwarmConfig(SimulatorConfig):
     """Settings of the ``proxy_swarm`` simulator (Olmix's published values where it gives them)."""
 
-    swarm_size: int | None = field(default=None, metadata={"help": "Proxies per swarm, >= 2 (default 3(m+1))."})
+    swarm_size: int | None = field(default=None, metadata={
+        "help": "Proxies per swarm, >= 2 (default Olmix's: 5m for a whole domain set, 3(m+1) for an update's m "
+                "re-simulated coordinates)."})
     min_weight: float = field(default=0.002, metadata={"help": "Swarm weights below this are zeroed."})
     proxy_preset: str = field(default="tiny", metadata={"help": "Proxy model size (hf_datamix.models.PRESETS)."})
     proxy_steps: int = field(default=100, metadata={"help": "Optimizer steps per proxy, >= 1."})
@@ -255,7 +257,8 @@ class ProxySwarmConfig(SimulatorConfig):
     def __post_init__(self):
         check_ranges("proxy_swarm", self, {
             "proxy_steps": (self.proxy_steps >= 1, ">= 1"),
-            "swarm_size": (self.swarm_size is None or self.swarm_size >= 2, ">= 2, or null for 3(m+1)"),
+            "swarm_size": (self.swarm_size is None or self.swarm_size >= 2,
+                           ">= 2, or null for Olmix's default (5m, 3(m+1) at an update)"),
         })
 
 
@@ -280,7 +283,7 @@ class ProxySwarm(Simulator):
 
     def simulate(self, context, around: Mixture, candidates: Sequence[Mapping[str, float]] | None = None,
                  groups: Mapping[str, Mixture] | None = None) -> Simulation:
-        from ..swarm import sample_swarm
+        from ..swarm import default_swarm_size, sample_swarm
 
         groups = dict(groups or {})
         names = context.domains.names
@@ -293,8 +296,11 @@ class ProxySwarm(Simulator):
         else:
             centre = around.collapse({v: list(ratios) for v, ratios in groups.items()})[0] if groups else around
             caps = decision_caps(coordinates, groups, context)
+            # Olmix's size: 5m for a first swarm over the whole domain set, 3(m+1) when reused domains are
+            # held together (an update's re-simulated coordinates).
+            size = self.config.swarm_size or default_swarm_size(len(coordinates), initial=not groups)
             swarm = sample_swarm(
-                coordinates, prior=centre, size=self.config.swarm_size,
+                coordinates, prior=centre, size=size,
                 min_weight=self.config.min_weight, caps=None if caps is None else dict(zip(coordinates, caps)),
                 seed=self.seed + 1000 * context.stage,
             )
