@@ -91,7 +91,8 @@ def _add_fit_parser(sub) -> None:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from .hub import HubError, push_run
+    from .card import push_run
+    from .hub import HubError
 
     try:
         info = push_run(args.output_dir, args.repo_id, token=args.token, private=args.private or None,

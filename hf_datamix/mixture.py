@@ -277,16 +277,17 @@ class Mixture(Mapping[str, float]):
         """Upload this mixture as ``mixture.json`` to the Hub repo ``repo_id`` (one commit)."""
         from .hub import push_mixture  # huggingface_hub is only needed when talking to the Hub
 
-        return push_mixture(self, repo_id, token=token, private=private, commit_message=commit_message, api=api)
+        return push_mixture(self.to_json(), repo_id, token=token, private=private, commit_message=commit_message,
+                            api=api)
 
     @classmethod
     def from_pretrained(
         cls, repo_id_or_path: str | os.PathLike, revision: str | None = None, token: str | None = None
     ) -> "Mixture":
         """Load a mixture from a Hub repo id, a folder holding ``mixture.json`` or a JSON file."""
-        from .hub import load_mixture
+        from .hub import mixture_file
 
-        return load_mixture(repo_id_or_path, revision=revision, token=token)
+        return cls.load(mixture_file(repo_id_or_path, revision=revision, token=token))
 
 
 def expansion_matrix(

@@ -1,7 +1,7 @@
 """What a finished run says: read its output folder, and write reports comparing runs.
 
 ``read_run`` gathers everything a run wrote (``mixtures.json``, ``compute.json``, ``results.json``,
-the Trainer's ``trainer_state.json``) into one summary; the model card (:mod:`hf_datamix.hub`) and
+the Trainer's ``trainer_state.json``) into one summary; the model card (:mod:`hf_datamix.card`) and
 the reports here are both rendered from it.  ``write_report`` writes ``report.md`` (Markdown, which
 GitHub and the Hub render) for one run, ``compare_runs`` one table and one figure for several.
 """

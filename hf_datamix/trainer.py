@@ -419,7 +419,7 @@ class DataMixMixin:
         """
         super().create_model_card(*args, **kwargs)
         if self.is_world_process_zero():
-            from .hub import add_mixing_to_card
+            from .card import add_mixing_to_card
 
             repo_id = self.hub_model_id or os.path.basename(os.path.normpath(self.args.output_dir))
             if add_mixing_to_card(self.args.output_dir, repo_id, settings=self.strategy.settings()) is None:

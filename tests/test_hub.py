@@ -15,7 +15,7 @@ from huggingface_hub import ModelCard
 from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
 from huggingface_hub.utils import filter_repo_objects
 
-from hf_datamix import DataMixTrainer, Mixture, hub
+from hf_datamix import DataMixTrainer, Mixture, card, hub
 from hf_datamix.cli import main as cli_main
 
 REPO = "someone/tiny-mix"
@@ -80,7 +80,7 @@ def tiny_run(tmp_path_factory, tokenizer):
 def test_push_run_sends_one_commit_with_exact_operations(tiny_run):
     out, _ = tiny_run
     api = FakeApi()
-    info = hub.push_run(out, REPO, api=api)
+    info = card.push_run(out, REPO, api=api)
     assert info.commit_url.endswith("/commit/abc")
     assert [c[0] for c in api.calls] == ["create_repo", "create_commit"]
     assert api.named("create_repo")[0][2]["exist_ok"] is True
@@ -95,7 +95,7 @@ def test_push_run_sends_one_commit_with_exact_operations(tiny_run):
     assert json.loads(operations["mixture.json"])["strategy"] == "uniform"
 
     api = FakeApi()
-    hub.push_run(out, REPO, api=api, include_probe_adapters=False)
+    card.push_run(out, REPO, api=api, include_probe_adapters=False)
     paths = {op.path_in_repo for op in api.named("create_commit")[0][1][1]}
     assert not any(p.startswith("probe_adapters/") for p in paths)
 
@@ -103,11 +103,11 @@ def test_push_run_sends_one_commit_with_exact_operations(tiny_run):
 def test_model_card_states_the_real_run(tiny_run):
     out, trainer = tiny_run
     api = FakeApi()
-    hub.push_run(out, REPO, api=api, settings=trainer.strategy.settings())
+    card.push_run(out, REPO, api=api, settings=trainer.strategy.settings())
     ops = {op.path_in_repo: content(op) for op in api.named("create_commit")[0][1][1]}
-    card = ModelCard(ops["README.md"].decode())
-    assert card.data.library_name == "hf_datamix" and "uniform" in card.data.tags
-    text = card.text
+    pushed = ModelCard(ops["README.md"].decode())
+    assert pushed.data.library_name == "hf_datamix" and "uniform" in pushed.data.tags
+    text = pushed.text
     evals = {k: v for entry in trainer.state.log_history for k, v in entry.items() if k.startswith("eval_") and k.endswith("_loss")}
     compute = json.loads((out / "compute.json").read_text())
     for name in ("alpha", "beta", "gamma"):
@@ -123,7 +123,7 @@ def test_model_card_states_the_real_run(tiny_run):
 def test_from_pretrained_reads_the_pushed_layout(tiny_run, tmp_path):
     out, _ = tiny_run
     api = FakeApi()
-    hub.push_run(out, REPO, api=api)
+    card.push_run(out, REPO, api=api)
     repo = tmp_path / "repo"
     for op in api.named("create_commit")[0][1][1]:
         target = repo / op.path_in_repo
@@ -184,7 +184,7 @@ def test_push_errors_are_clear_and_leave_output_untouched(tiny_run, failure, mon
     out, _ = tiny_run
     before = snapshot(out)
     with pytest.raises(hub.HubError) as caught:
-        hub.push_run(out, REPO, api=FakeApi(fail=failure))
+        card.push_run(out, REPO, api=FakeApi(fail=failure))
     message = str(caught.value)
     assert REPO in message and "huggingface-cli login" in message and "HF_TOKEN" in message and "Nothing in" in message
     monkeypatch.setattr(hub, "HfApi", lambda token=None: FakeApi(fail=failure))
