@@ -113,22 +113,25 @@ def pip_available() -> bool:
 
 
 @contextlib.contextmanager
-def pip_installed(source, distribution: str, tmp_path):
-    """pip-install a copy of the package folder ``source`` for the duration of the block, then uninstall it.
+def pip_installed(source, tmp_path):
+    """pip-install a copy of the package folder ``source`` into a folder of its own for the block.
 
-    The copy keeps build/ and *.egg-info out of the repository; entry points of the installed package
-    are only visible to processes started inside the block.
+    Yields the environment for subprocesses that should see it (``PYTHONPATH`` with that folder first):
+    entry points of the installed package are only visible to processes started with it.  Nothing is
+    installed into the running Python's site-packages, and hf_datamix itself is left as it is.
     """
     src = tmp_path / os.path.basename(str(source))
     shutil.copytree(source, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-    pip = [sys.executable, "-m", "pip"]
+    target = tmp_path / "site"
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--disable-pip-version-check",
+         "-q", "--target", str(target), str(src)],
+        check=False, capture_output=True, text=True, timeout=300,
+    )
+    assert install.returncode == 0, f"pip install failed:\n{install.stdout}\n{install.stderr}"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = [str(target), root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     try:
-        install = subprocess.run(
-            pip + ["install", "--no-deps", "--no-build-isolation", "--disable-pip-version-check", "-q", str(src)],
-            check=False, capture_output=True, text=True, timeout=300,
-        )
-        assert install.returncode == 0, f"pip install failed:\n{install.stdout}\n{install.stderr}"
-        yield src
+        yield dict(os.environ, PYTHONPATH=os.pathsep.join(dict.fromkeys(path)))
     finally:
-        subprocess.run(pip + ["uninstall", "-y", "-q", distribution], check=False, capture_output=True, text=True,
-                       timeout=300)
+        shutil.rmtree(target, ignore_errors=True)

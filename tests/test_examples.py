@@ -14,7 +14,6 @@ from conftest import pip_available, pip_installed
 from hf_datamix import Mixture
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "custom_strategy"
-DIST = "hf-datamix-focus"
 
 
 def _load_focus(src: Path, monkeypatch):
@@ -41,11 +40,11 @@ def test_focus_strategy_behaves_as_documented(monkeypatch):
 
 @pytest.mark.skipif(not pip_available(), reason="pip is not available in this Python, so the example cannot be installed")
 def test_example_package_installs_and_is_listed(tmp_path):
-    with pip_installed(EXAMPLE, DIST, tmp_path):
+    with pip_installed(EXAMPLE, tmp_path) as env:
         # Entry points are read per process: list them from a fresh one, as a user would.
         listed = subprocess.run(
             [sys.executable, "-m", "hf_datamix.cli", "strategies"],
-            check=False, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+            check=False, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env,
         )
         assert listed.returncode == 0, listed.stderr
         line = next((l for l in listed.stdout.splitlines() if l.split()[:1] == ["focus"]), None)

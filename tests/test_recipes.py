@@ -1,4 +1,5 @@
-"""Recipes: every shipped YAML parses, and the recipes run end to end (tiny settings) through accelerate."""
+"""Recipes: every shipped YAML parses and builds its strategies, the strategy's settings are flags, and the
+recipes run end to end (tiny settings) through accelerate."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sys
 
 import pytest
 
-from hf_datamix import DataMixArguments
+from hf_datamix import DataMixArguments, create_strategy
 from hf_datamix.recipe_args import RunArguments, parse_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,7 +20,7 @@ CONFIGS = sorted(glob.glob(os.path.join(ROOT, "recipes", "configs", "*.yaml")))
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=os.path.basename)
-def test_every_shipped_config_parses(config, tmp_path):
+def test_every_shipped_config_parses_and_builds_its_strategies(config, tmp_path):
     types = (RunArguments, DataMixArguments)
     extra = []
     if os.path.basename(config) == "swarm.yaml":
@@ -38,6 +39,15 @@ def test_every_shipped_config_parses(config, tmp_path):
         extra = ["--bf16", "false", "--optim", "adamw_torch"]  # GPU settings, parsed here on a CPU
     parsed = parse_args(types, argv=["--config", config, "--output_dir", str(tmp_path), *extra])
     assert parsed[-1].output_dir == str(tmp_path) and parsed[0].model_preset
+    args = parsed[-1]
+    if os.path.basename(config).startswith("instruct"):
+        settings = parsed[1].strategy_settings or {}
+        built = [create_strategy(name, settings.get(name)) for name in parsed[1].strategies.split(",")]
+    else:
+        built = [create_strategy(args.strategy, args.strategy_args)]
+    for strategy in built:  # the settings of the file are the strategy's (and its simulator's)
+        assert {k: v for k, v in strategy.settings().items() if k in args.strategy_args} == args.strategy_args \
+            or strategy.name != args.strategy
     assert parsed[-1].disable_tqdm is False  # long runs show a progress bar
 
 
@@ -191,3 +201,45 @@ def test_pretrain_recipe_on_the_shipped_cpu_config_is_one_two_process_job(tmp_pa
     stdout = launch("pretrain.py", *flags, "--resume_from_checkpoint", "true", processes=2)
     assert "eval ppl" in stdout and not (tmp_path / "checkpoint-4").exists()
     assert json.load(open(tmp_path / "compute.json"))["tokens_by_kind"]["train"] == 3 * 2 * 2 * 64
+
+
+def test_help_lists_the_strategys_and_its_simulators_settings(capsys):
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "recipes", "midtrain.py"), "--strategy", "op_mix", "--help"],
+                          check=False, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for text in ("op_mix settings:", "--warmup_fraction", "--redecide_every", "--simulator", "--kl",
+                 "lora_probes simulator settings:", "--probe_steps", "Optimizer steps per probe, >= 1"):
+        assert text in done.stdout, text
+    with pytest.raises(SystemExit):
+        parse_args((RunArguments, DataMixArguments), argv=["--strategy", "olmix_reuse", "--help"])
+    out = capsys.readouterr().out
+    assert "olmix_reuse settings:" in out and "proxy_swarm simulator settings:" in out and "--proxy_steps" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--probe_steps", "abc"], r"argument --probe_steps.*invalid int value: 'abc' \(--probe_steps: Optimizer steps "
+                               r"per probe, >= 1"),
+    (["--probe_stepz", "3"], r"unknown flag\(s\) \['--probe_stepz'\] \(--probe_stepz: did you mean --probe_steps\?\)"),
+    (["--warmup_fraction", "2"], r"op_mix settings out of range: warmup_fraction=2.0 \(must be in \(0, 1\)\)"),
+    (["--kl", "-1", "--law", "gp"], r"kl=-1.0 \(must be >= 0\), prior=|law='gp' \(must be one of \["),
+    (["--strategy", "olmix_reuse", "--reuse", "sometimes"], r"reuse='sometimes' \(must be one of \['full'"),
+    (["--strategy_args", "probe_steps=2"], r"the strategy's settings are flags of their own now"),
+    (["--simulator", "lora_probez"], r"Unknown simulator 'lora_probez'. Did you mean 'lora_probes'\?"),
+    (["--strategy", "natural", "--probe_steps", "2"], r"unknown flag\(s\) \['--probe_steps'"),
+])
+def test_a_bad_strategy_flag_fails_naming_the_flag_the_value_and_the_range(argv, message):
+    config = os.path.join(ROOT, "recipes", "configs", "midtrain.yaml")
+    with pytest.raises(ValueError, match=message):
+        parse_args((RunArguments, DataMixArguments), argv=["--config", config, *argv])
+
+
+def test_a_bad_setting_in_a_config_file_is_named(tmp_path):
+    (tmp_path / "bad.yaml").write_text("strategy: op_mix\nprobe_steps: abc\n")
+    with pytest.raises(ValueError, match=r"argument --probe_steps.*invalid int value: 'abc'"):
+        parse_args((RunArguments, DataMixArguments), argv=["--config", str(tmp_path / "bad.yaml")])
+    (tmp_path / "old.yaml").write_text("strategy: op_mix\nstrategy_args:\n  probe_steps: 3\n")
+    with pytest.raises(ValueError, match=r"strategy_args: put the strategy's settings at the top level"):
+        parse_args((RunArguments, DataMixArguments), argv=["--config", str(tmp_path / "old.yaml")])
+    (tmp_path / "typo.yaml").write_text("strategy: op_mix\nprobe_stepz: 3\n")
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['probe_stepz'\] \(probe_stepz: did you mean probe_steps"):
+        parse_args((RunArguments, DataMixArguments), argv=["--config", str(tmp_path / "typo.yaml")])

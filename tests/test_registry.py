@@ -31,7 +31,6 @@ from hf_datamix.strategies.registry import ENTRY_POINT_GROUP, STRATEGIES, get_st
 from hf_datamix.strategies.uniform import NaturalStrategy, UniformStrategy
 
 PLUGIN_SRC = Path(__file__).parent / "plugin_pkg"
-PLUGIN_DIST = "hf-datamix-test-plugin"
 
 
 @pytest.fixture(autouse=True)
@@ -265,10 +264,11 @@ CHECK_IN_FRESH_PROCESS = textwrap.dedent(
 
 @pytest.mark.skipif(not pip_available(), reason="pip is not available in this Python, so the plugin cannot be installed")
 def test_plugin_entry_point(tmp_path):
-    with pip_installed(PLUGIN_SRC, PLUGIN_DIST, tmp_path):
+    with pip_installed(PLUGIN_SRC, tmp_path) as env:
         # Entry points are cached per process: look in a fresh interpreter.
         check = subprocess.run(
-            [sys.executable, "-c", CHECK_IN_FRESH_PROCESS], check=False, capture_output=True, text=True, timeout=300, cwd=tmp_path
+            [sys.executable, "-c", CHECK_IN_FRESH_PROCESS], check=False, capture_output=True, text=True, timeout=300,
+            cwd=tmp_path, env=env,
         )
         assert check.returncode == 0, f"plugin check failed:\n{check.stdout}\n{check.stderr}"
         result = json.loads(check.stdout.strip().splitlines()[-1])

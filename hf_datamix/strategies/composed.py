@@ -28,23 +28,19 @@ class ComposedStrategy(Strategy):
 
     config_class = ProposerConfig
 
-    def __init__(self, config: Any = None, simulator: Simulator | None = None, **kwargs: Any):
+    def __init__(self, config: Any = None, **kwargs: Any):
         values = as_values(self.config_class, config, self.owner())
         values.update(kwargs)
         own = {k: v for k, v in values.items() if k in field_names(self.config_class)}
         self.config = build_config(self.config_class, own, {}, owner=self.owner())
         rest = {k: v for k, v in values.items() if k not in own}
-        if simulator is None:
-            simulator_class = get_simulator_class(self.config.simulator)
-            unknown = sorted(set(rest) - set(field_names(simulator_class.config_class)))
-            if unknown:
-                known = sorted(field_names(self.config_class) + field_names(simulator_class.config_class))
-                raise ValueError(f"{self.owner()} (simulator {self.config.simulator!r}) has no setting(s) {unknown}; "
-                                 f"its settings are {known}.")
-            simulator = simulator_class(rest, seed=self.config.decision_seed)
-        elif rest:
-            raise ValueError(f"{self.owner()}: settings {sorted(rest)} belong to a simulator, but one was given built.")
-        self.simulator = simulator
+        simulator_class = get_simulator_class(self.config.simulator)
+        unknown = sorted(set(rest) - set(field_names(simulator_class.config_class)))
+        if unknown:
+            known = sorted(field_names(self.config_class) + field_names(simulator_class.config_class))
+            raise ValueError(f"{self.owner()} (simulator {self.config.simulator!r}) has no setting(s) {unknown}; "
+                             f"its settings are {known}.")
+        self.simulator: Simulator = simulator_class(rest, seed=self.config.decision_seed)
 
     @classmethod
     def default_simulator(cls) -> str:
