@@ -17,12 +17,15 @@ import argparse
 import gzip
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import provenance  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results", "bad_inputs.json")
@@ -70,12 +73,12 @@ def cases(f: dict[str, str], checkpoints: dict[str, str]) -> list[tuple[str, str
     api = lambda code: [py, "-c", code]  # noqa: E731
     return [
         ("unknown_strategy", "--strategy misspelt", [py, MIDTRAIN, "--strategy", "op_mx"]),
-        ("unknown_strategy_setting", "a setting op_mix does not have", [py, MIDTRAIN, "--strategy_args", "probe_stepz=3"]),
-        ("setting_of_wrong_type", "probe_steps=abc", [py, MIDTRAIN, "--strategy_args", "probe_steps=abc"]),
-        ("setting_out_of_range", "warmup_fraction=2", [py, PRETRAIN, "--strategy", "op_mix", "--strategy_args", "warmup_fraction=2"]),
-        ("strategy_args_bad_json", "--strategy_args '{\"probe_steps\": 5'", [py, MIDTRAIN, "--strategy_args", '{"probe_steps": 5']),
+        ("unknown_strategy_setting", "a setting op_mix does not have", [py, MIDTRAIN, "--probe_stepz", "3"]),
+        ("setting_of_wrong_type", "--probe_steps abc", [py, MIDTRAIN, "--probe_steps", "abc"]),
+        ("setting_out_of_range", "--warmup_fraction 2", [py, PRETRAIN, "--strategy", "op_mix", "--warmup_fraction", "2"]),
+        ("strategy_args_on_the_command_line", "--strategy_args probe_steps=5 (settings are flags)", [py, MIDTRAIN, "--strategy_args", "probe_steps=5"]),
         ("fixed_without_weights", "--strategy fixed without weights", [py, PRETRAIN, "--strategy", "fixed"]),
-        ("fixed_unnamed_domains", "fixed weights that leave domains out", [py, MIDTRAIN, "--strategy", "fixed", "--strategy_args", '{"weights": {"scripture": 1}}']),
+        ("fixed_unnamed_domains", "fixed weights that leave domains out", [py, MIDTRAIN, "--strategy", "fixed", "--weights", '{"scripture": 1}']),
         ("midtrain_max_steps_0", "midtrain --max_steps 0", [py, MIDTRAIN, "--max_steps", "0"]),
         ("midtrain_max_steps_below_stages", "midtrain --max_steps 2 for 3 stages", [py, MIDTRAIN, "--max_steps", "2"]),
         ("pretrain_max_steps_0", "pretrain --max_steps 0", [py, PRETRAIN, "--max_steps", "0"]),
@@ -170,8 +173,6 @@ def main() -> None:
     parser.add_argument("--out", default=RESULTS)
     parser.add_argument("--only", help="comma list of case ids (default: all)")
     opts = parser.parse_args()
-    commit = opts.commit or subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                           cwd=ROOT).stdout.strip()
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
                PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
     records = []
@@ -190,11 +191,7 @@ def main() -> None:
             flag = "ok  " if clean else "LATE" if record["exit_status"] else "RAN "
             print(f"{flag} {case_id:<36} {record['message'][:150]}", flush=True)
     result = {
-        "benchmark": "bad_inputs",
-        "command": "python benchmarks/bad_inputs.py" + "".join(f" {a}" for a in sys.argv[1:]),
-        "commit": commit,
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "device": f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        **provenance("bad_inputs", opts.commit),
         "how": "each case ran its command once, offline, in a fresh folder and packed-block cache; "
                "failed_before_compute: non-zero exit with no domain tokenised and no training step",
         "cases": len(records),

@@ -11,9 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +25,10 @@ from hf_datamix import DataMixArguments, DataMixTrainer, DomainSet, DomainSpec, 
 from hf_datamix.data.embedded import embedded_corpus_files, load_embedded_tokenizer
 from hf_datamix.data.packing import PackedBlocks
 from hf_datamix.models import llama_config
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import provenance  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "interleaver.json")
 
@@ -152,14 +154,7 @@ def main() -> None:
     parser.add_argument("--out", default=RESULTS)
     opts = parser.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    result = {
-        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
-        "device": f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; torch {torch.__version__}",
-        "commit": commit,
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "data": bench_data(opts.samples, opts.block_size),
-    }
+    result = {**provenance("interleaver"), "data": bench_data(opts.samples, opts.block_size)}
     with tempfile.TemporaryDirectory() as tmp:
         result["trainer"] = bench_trainer(opts.steps, 128, tmp)
     os.makedirs(os.path.dirname(opts.out), exist_ok=True)

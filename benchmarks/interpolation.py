@@ -25,9 +25,7 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 
@@ -37,6 +35,9 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # run from a checkout without installing
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import provenance  # noqa: E402
 
 from hf_datamix.models import llama_config  # noqa: E402
 from hf_datamix.simulate.lora_probes import LoRAProbeSimulator, ProbeConfig  # noqa: E402
@@ -188,24 +189,9 @@ def bench_preset(preset: str, settings: dict, device: torch.device) -> dict:
 
 
 def header(device: torch.device, settings: dict, argv: list[str]) -> dict:
-    import peft
-    import transformers
-
-    def git(*args: str) -> str:
-        run = subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT, check=False)
-        return run.stdout.strip()
-
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
     return {
-        "benchmark": "interpolation (issue 21): hook vs PEFT set_adapter+set_scale vs add_weighted_adapter('cat')",
-        "command": " ".join(["python", os.path.relpath(os.path.abspath(__file__), ROOT), *argv]),
-        "device": name,
-        "commit": git("rev-parse", "HEAD") or "unknown",
-        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-        "software": {"torch": torch.__version__, "peft": peft.__version__, "transformers": transformers.__version__},
+        **provenance("interpolation (issue 21): hook vs PEFT set_adapter+set_scale vs add_weighted_adapter('cat')",
+                     argv=[os.path.abspath(__file__), *argv], software=("peft",)),
         "settings": {
             **settings,
             "probe_rank": ProbeConfig().rank,

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 
 import numpy as np
-import torch
 
 from hf_datamix.laws import LogLinearLaw, fit_loglinear_batched, fit_loglinear_per_start_reference
 from hf_datamix.proposer import propose
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import provenance  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "laws.json")
 
@@ -41,12 +42,7 @@ def timed(fn):
 
 
 def main() -> None:
-    result = {
-        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
-        "device": f"CPU: {platform.machine()}, {os.cpu_count()} cores; torch {torch.__version__}",
-        "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }
+    result = provenance("laws")
     # Small case, same starts for both: per-problem cost of the reference loop and loss comparison.
     X, Y = synthetic(runs=27, domains=6, targets=2)
     starts = 20

@@ -29,14 +29,16 @@ import collections
 import importlib.util
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-from hf_datamix.trainer import DECISION_LOG
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import provenance  # noqa: E402
+from hf_datamix.callbacks import DECISION_LOG  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -331,11 +333,9 @@ def main(argv=None) -> int:
     path = os.path.join(opts.out, "multigpu.json")
     result = json.load(open(path, encoding="utf-8")) if os.path.isfile(path) else {"items": {}, "runs": []}
     runner, state = Runner(opts), {}
-    call = {"command": "python benchmarks/multigpu.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "commit": opts.commit or os.environ.get("MULTIGPU_COMMIT") or "unknown",
-            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "processes_available": opts.gpus,
-            "device": "cpu (gloo)" if opts.cpu else torch.cuda.get_device_name(0), "items": items,
-            "python": platform.python_version(), "torch": torch.__version__}
+    call = {**provenance("multigpu", opts.commit, commit_env="MULTIGPU_COMMIT",
+                         argv=[sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+            "processes_available": opts.gpus, "backend": "gloo (CPU)" if opts.cpu else "nccl", "items": items}
     for item in items:
         log(f"item {item}")
         if item in ("ddp", "fsdp", "deepspeed"):

@@ -79,7 +79,7 @@ def main(argv=None) -> None:
         optim="adamw_torch_fused" if gpu else "adamw_torch", max_grad_norm=1.0, max_repetitions=0,
         strategy="op_mix",
         strategy_args={"warmup_fraction": opts.decision_fraction, "probe_steps": opts.probe_steps,
-                       "eval_blocks": 16, "probe_bf16": gpu, "max_repetitions": None, "law_starts": 100},
+                       "eval_blocks": 16, "probe_bf16": gpu, "law_starts": 100},
         save_strategy="steps" if opts.save_steps else "no", save_steps=opts.save_steps or 500,
         eval_strategy="no", max_eval_blocks=32, per_device_eval_batch_size=16, logging_steps=20,
         report_to=[], disable_tqdm=True, seed=0, write_plots=False, ddp_timeout=3600,

@@ -30,12 +30,9 @@ times are therefore measured under sharing.  The result file is rewritten after 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import lzma
-import math
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -200,7 +197,7 @@ def olmix_args(opts, reuse: str) -> dict:
         "proxy_learning_rate": opts.proxy_learning_rate,
         "proxy_eval_blocks": opts.proxy_eval_blocks,
         "law_starts": opts.law_starts,
-        "seed": opts.seed,
+        "decision_seed": opts.seed,
         **({"swarm_size": opts.swarm_size} if opts.swarm_size else {}),
     }
 

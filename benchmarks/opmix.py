@@ -30,16 +30,18 @@ import json
 import lzma
 import math
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import time
 from typing import Any
 
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA_DIR = os.path.join(HERE, "data")
-RESULTS_DIR = os.path.join(HERE, "results")
+sys.path.insert(0, HERE)
+
+from _common import RESULTS_DIR, provenance, time_method, write_json  # noqa: E402
+
 
 #: every staged domain (the union of both benchmarks').
 STAGED = ["python_code", "python_docs", "scripture", "wordnet", "man_de", "computing", "arithmetic"]
@@ -122,56 +124,20 @@ def _sync():
 
 def _instrument() -> None:
     """Time probe training, candidate scoring and law+proposal (wrappers; the library is untouched)."""
+    import hf_datamix.strategies.op_mix as op_mix_module
     from hf_datamix.simulate.lora_probes import LoRAProbeSimulator
-    from hf_datamix.strategies.op_mix import OpMixStrategy
 
-    def wrap(cls, method, key):
-        original = getattr(cls, method)
-
-        def timed(*args, **kwargs):
-            _sync()
-            start = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                _sync()
-                TIMES[key] += time.perf_counter() - start
-
-        setattr(cls, method, timed)
-
-    wrap(LoRAProbeSimulator, "train_probe", "probe_training_s")
-    wrap(LoRAProbeSimulator, "score_candidates", "candidate_scoring_s")
-    wrap(OpMixStrategy, "_propose", "law_fit_and_proposal_s")
+    time_method(LoRAProbeSimulator, "train_probe", "probe_training_s", TIMES, _sync)
+    time_method(LoRAProbeSimulator, "score_candidates", "candidate_scoring_s", TIMES, _sync)
+    time_method(op_mix_module, "decide", "law_fit_and_proposal_s", TIMES, _sync)
 
 
 def header(opts, name: str) -> dict[str, Any]:
-    import torch
-    import transformers
-
-    if torch.cuda.is_available():
-        device = f"{torch.cuda.get_device_name(0)}; torch {torch.__version__} (CUDA {torch.version.cuda})"
-    else:
-        device = f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; torch {torch.__version__}"
-    commit = opts.commit or os.environ.get("OPMIX_COMMIT") or subprocess.run(
-        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=HERE, check=False
-    ).stdout.strip() or None
-    return {
-        "benchmark": name,
-        "status": "partial",
-        "command": " ".join(["python3"] + [os.path.relpath(sys.argv[0])] + sys.argv[1:]),
-        "device": device,
-        "software": {"transformers": transformers.__version__, "python": platform.python_version()},
-        "commit": commit,
-        "tree_note": opts.tree_note,
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }
+    return {**provenance(name, opts.commit, commit_env="OPMIX_COMMIT"), "status": "partial", "tree_note": opts.tree_note}
 
 
 def write(path: str, payload: dict) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as handle:
-        json.dump(payload, handle, indent=1, default=lambda v: v.item() if hasattr(v, "item") else str(v))
-    os.replace(path + ".tmp", path)
+    write_json(path, payload)
 
 
 def load_tokenizer():
@@ -283,7 +249,7 @@ def opmix_pretrain_args(opts) -> dict:
         "num_candidates": 12,
         "probe_bf16": True,
         "law_starts": opts.law_starts,
-        "seed": opts.seed,
+        "decision_seed": opts.seed,
     }
 
 
@@ -430,7 +396,7 @@ def opmix_continual_args(opts) -> dict:
         "alpha_points": 9,
         "probe_bf16": True,
         "law_starts": opts.law_starts,
-        "seed": opts.seed,
+        "decision_seed": opts.seed,
     }
 
 

@@ -15,11 +15,14 @@ import collections
 import hashlib
 import json
 import os
-import platform
 import sys
 import tempfile
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import provenance  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -50,12 +53,10 @@ def count_repeats(block: int, batch: int, steps: int, preset: str = "20m") -> di
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
-    parser.add_argument("--commit", default="unknown")
+    parser.add_argument("--commit", default=None, help="commit measured (default: git rev-parse HEAD)")
     opts = parser.parse_args(argv)
     result = {
-        "benchmark": "stream_repeats", "command": "python benchmarks/stream_repeats.py " + " ".join(
-            argv if argv is not None else sys.argv[1:]),
-        "commit": opts.commit, "device": f"cpu ({platform.processor() or platform.machine()})",
+        **provenance("stream_repeats", opts.commit, argv=[sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
         "weights": "uniform", "seed": 0,
         "shapes": [count_repeats(256, 128, 120), count_repeats(1024, 64, 120)],
     }

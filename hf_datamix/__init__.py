@@ -9,6 +9,8 @@ The public API (imported lazily, so ``import hf_datamix`` stays cheap):
 * :class:`Strategy`, :class:`StrategyConfig`, :class:`Decision`, :class:`DecisionContext`,
   :func:`available_strategies`, :func:`register_strategy`, :func:`create_strategy`,
   :func:`get_strategy_class`
+* the mixing loop: :class:`Simulator`, :class:`Simulation`, :func:`available_simulators`,
+  :func:`register_simulator`; :class:`ProposerConfig`, :func:`decide`; :class:`ComposedStrategy`
 * :class:`ComputeLedger`
 """
 
@@ -35,6 +37,13 @@ _EXPORTS = {
     "register_strategy": "strategies.registry",
     "create_strategy": "strategies.registry",
     "get_strategy_class": "strategies.registry",
+    "ComposedStrategy": "strategies.composed",
+    "Simulator": "simulate.base",
+    "Simulation": "simulate.base",
+    "available_simulators": "simulate.base",
+    "register_simulator": "simulate.base",
+    "ProposerConfig": "proposer",
+    "decide": "proposer",
     "ComputeLedger": "compute",
 }
 

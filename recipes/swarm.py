@@ -27,6 +27,7 @@ if WORLD > 1:
 from dataclasses import dataclass, field  # noqa: E402
 
 from hf_datamix import ComputeLedger, DataMixArguments, Mixture  # noqa: E402
+from hf_datamix.constants import MIXTURE_FILE  # noqa: E402
 from hf_datamix.fit import fit_mixture  # noqa: E402
 from hf_datamix.recipe_args import (  # noqa: E402
     RunArguments, load_domains, load_tokenizer, parse_args, run_recipe, split_list,
@@ -84,7 +85,7 @@ def main():
     swarm_to_csv(mixtures, ratios)
     swarm_to_csv([dict(zip(result.targets, row)) for row in result.metrics], metrics)  # same run ids
     fitted = fit_mixture(ratios, metrics, prior=prior.to_dict(), kl=swarm_args.kl, law=swarm_args.law, seed=args.seed)
-    Mixture(fitted["weights"]).save(os.path.join(args.output_dir, "mixture.json"), fit=fitted["fit"])
+    Mixture(fitted["weights"]).save(os.path.join(args.output_dir, MIXTURE_FILE), fit=fitted["fit"])
     print(f"swarm of {len(mixtures)} proxies ({result.trained} trained now, {result.reused} reused)")
     for name, weight in fitted["weights"].items():
         print(f"{name:<16}{weight:>8.3f}")

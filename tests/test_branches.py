@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import datamix_args, make_domain_set, tiny_llama
-from hf_datamix import DataMixTrainer, Mixture, Strategy, create_strategy
+from hf_datamix import DataMixTrainer, Mixture, Strategy
 from hf_datamix.simulate.branches import Branches, TrainerBranches
 
 P = {"alpha": 0.6, "beta": 0.3, "gamma": 0.1}

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from hf_datamix.trainer import DECISION_LOG
+from hf_datamix.callbacks import DECISION_LOG
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The test helpers, and this checkout's hf_datamix (whichever one is installed).

@@ -93,7 +93,7 @@ def run_worker(plan: FidelityPlan, keys: list[str], work: str, out: WorkerFile, 
     """Train the uniform prefix and run ``keys`` at their decision points, within ``budget``."""
     from transformers import TrainerCallback
 
-    from hf_datamix import DataMixTrainer, Mixture, Strategy, create_strategy
+    from hf_datamix import DataMixTrainer, Mixture, Strategy
     from hf_datamix.simulate.branches import Branches, TrainerBranches
     from hf_datamix.simulate.probes import LoRAProbes
     from hf_datamix.simulate.scoring import BlockLossScorer
@@ -159,18 +159,17 @@ def run_worker(plan: FidelityPlan, keys: list[str], work: str, out: WorkerFile, 
         before = dict(trainer.ledger.tokens_by_kind)
         uniform = Mixture.uniform(trainer.domains.names)
         if name.startswith("lora"):
-            config = create_strategy(
-                "op_mix", probe_steps=plan.probe_steps, probe_batch_size=shape.batch_size,
-                probe_bf16=trainer.args.bf16, eval_blocks=shape.decision_blocks, eval_batch_size=32, seed=plan.seed,
-            ).config
             anneal = plan.anneal_steps if name == "lora_annealed" else 0
-            simulation = LoRAProbes(config, anneal_steps=anneal).simulate(context, uniform, candidates)
+            probes = LoRAProbes(probe_steps=plan.probe_steps, probe_batch_size=shape.batch_size,
+                                probe_bf16=trainer.args.bf16, eval_blocks=shape.decision_blocks, eval_batch_size=32,
+                                anneal_steps=anneal, seed=plan.seed)
+            simulation = probes.simulate(context, uniform, candidates)
             scores = {e: v["Y"] for e, v in simulation.record["encodings"].items()} if simulation else None
             extra = {"probes": simulation.record.get("probes") if simulation else None,
                      "anneal": simulation.record.get("anneal") if simulation else None}
         else:
             steps_each = plan.branch_steps(quarter=name == "branches_quarter")
-            simulation = Branches(steps=steps_each, eval_blocks=shape.decision_blocks,
+            simulation = Branches(branch_steps=steps_each, eval_blocks=shape.decision_blocks,
                                   eval_batch_size=32).simulate(context, uniform, candidates)
             scores, extra = {"decision": simulation.Y.tolist()}, {"steps_per_branch": steps_each}
         tokens = {k: v - before.get(k, 0.0) for k, v in trainer.ledger.tokens_by_kind.items() if v != before.get(k, 0.0)}

@@ -19,7 +19,7 @@ class FixedStrategy(Strategy):
     """Train on the given weights throughout; every domain of the run needs a weight (0 leaves it out)."""
 
     name = "fixed"
-    description = "A fixed mixture given as strategy_args weights={domain: weight}; no decisions."
+    description = "A fixed mixture given as --weights '{domain: weight}'; no decisions."
     config_class = FixedConfig
 
     def check(self, domains) -> None:
@@ -27,7 +27,7 @@ class FixedStrategy(Strategy):
         if not weights or not isinstance(weights, dict):
             raise ValueError(
                 f"strategy 'fixed': weights={weights!r}; give every domain a weight: "
-                "--strategy_args '{\"weights\": {\"code\": 0.5, \"docs\": 0.5}}'."
+                "--weights '{\"code\": 0.5, \"docs\": 0.5}'."
             )
         missing = [name for name in domains.names if name not in weights]
         if missing:

@@ -9,14 +9,14 @@ from hf_datamix import Mixture, Strategy, StrategyConfig
 
 @dataclass
 class FocusConfig(StrategyConfig):
-    """Settings of ``focus`` (``--strategy_args domain=code,share=0.7``)."""
+    """Settings of ``focus``: flags of the recipes (``--strategy focus --domain code --share 0.7``)."""
 
     domain: str = field(default="code", metadata={"help": "the domain to focus on"})
     share: float = field(default=0.5, metadata={"help": "its weight until the decision, in [0, 1]"})
 
     def __post_init__(self):
         if not 0.0 <= self.share <= 1.0:
-            raise ValueError(f"focus: share={self.share} is outside [0, 1]; e.g. --strategy_args share=0.7.")
+            raise ValueError(f"focus: share={self.share} is outside [0, 1]; e.g. --share 0.7.")
 
 
 class FocusStrategy(Strategy):
