@@ -1,6 +1,6 @@
 """The ``hf-datamix`` command: one entry point with subcommands.
 
-    hf-datamix strategies             list the registered strategies
+    hf-datamix strategies             list the registered strategies (also: simulators, laws)
     hf-datamix corpus build OUT_DIR   build the large real-text corpus from Debian/Python packages
     hf-datamix corpus info            the embedded corpus
     hf-datamix fit --ratios R.csv --metrics M.csv --out MIX.json
@@ -16,14 +16,24 @@ import sys
 from collections.abc import Sequence
 
 
-def _strategies(_args: argparse.Namespace) -> int:
-    from .strategies.registry import STRATEGIES
+def _registry(kind: str):
+    if kind == "strategies":
+        from .strategies.registry import STRATEGIES as registry
+    elif kind == "simulators":
+        from .simulate.base import SIMULATORS as registry
+    else:
+        from .laws import LAWS as registry
+    return registry
 
-    names = STRATEGIES.names()
+
+def _list(args: argparse.Namespace) -> int:
+    registry = _registry(args.command)
+    names = registry.names()
     width = max(len(n) for n in names) if names else 0
     for name in names:
         try:
-            description = STRATEGIES.get(name).description
+            cls = registry.get(name)
+            description = getattr(cls, "description", "") or (cls.__doc__ or "").strip().splitlines()[0]
         except Exception as error:  # a broken plugin is listed, not fatal
             description = f"(failed to load: {error})"
         print(f"{name:<{width}}  {description}")
@@ -157,14 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  hf-datamix strategies\n  hf-datamix corpus build /data/corpus --min-total-mb 200",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    strategies = sub.add_parser(
-        "strategies",
-        help="list registered strategies with one-line descriptions",
-        description="List the strategies found through the 'hf_datamix.strategies' entry points.",
-        epilog="example:\n  hf-datamix strategies",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    strategies.set_defaults(func=_strategies)
+    for kind in ("strategies", "simulators", "laws"):
+        listing = sub.add_parser(
+            kind,
+            help=f"list registered {kind} with one-line descriptions",
+            description=f"List the built-in {kind} and those other packages declare under the entry-point group "
+            f"'hf_datamix.{kind}'.",
+            epilog=f"example:\n  hf-datamix {kind}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        listing.set_defaults(func=_list)
     corpus = sub.add_parser(
         "corpus",
         help="build or describe text corpora (run 'hf-datamix corpus --help')",

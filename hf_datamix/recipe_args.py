@@ -144,9 +144,10 @@ def strategy_settings_classes(strategy: str, simulator: str | None = None) -> li
 
     strategy_class = get_strategy_class(strategy)
     classes = strategy_class.settings_classes(simulator)
-    names = [f"{strategy} settings", f"{simulator or getattr(strategy_class, 'default_simulator', lambda: '')()} "
-             "simulator settings"]
-    for cls, title in zip(classes, names):
+    titles = [f"{strategy} settings"]
+    if len(classes) > 1:  # a strategy composed with a simulator
+        titles.append(f"{simulator or strategy_class.default_simulator()} simulator settings")
+    for cls, title in zip(classes, titles):
         cls._argument_group_name = title  # HfArgumentParser's name of the group of these flags in --help
     return classes
 

@@ -1,4 +1,4 @@
-"""benchmarks/perf.py --quick runs end to end on CPU and writes every part's figures (issue 7)."""
+"""python -m benchmarks.perf --quick runs end to end on CPU and writes every part's figures (issue 7)."""
 
 from __future__ import annotations
 
@@ -31,18 +31,18 @@ def numbers(value):
 @pytest.mark.timeout(180)
 def test_quick_perf_run_records_every_part(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
-    command = [sys.executable, os.path.join(ROOT, "benchmarks", "perf.py"), "--quick", "--out", str(out),
+    command = [sys.executable, "-m", "benchmarks.perf", "--quick", "--out", str(out),
                "--work", str(work)]
     env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", WANDB_DISABLED="true",
                HF_DATAMIX_CACHE=str(tmp_path / "packed"))
     run = subprocess.run(command, check=False, capture_output=True, text=True, timeout=170, cwd=ROOT, env=env)
-    assert run.returncode == 0, f"perf.py failed:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
+    assert run.returncode == 0, f"benchmarks.perf failed:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
 
     result = json.loads((out / "perf.json").read_text())
     assert result["status"] == "complete" and result["quick"] is True
     for key in ("command", "commit", "device"):
         assert isinstance(result[key], str) and result[key], key
-    assert "benchmarks/perf.py" in result["command"] and "--quick" in result["command"]
+    assert "benchmarks/perf" in result["command"] and "--quick" in result["command"]
     assert result["software"]["torch"] and result["software"]["transformers"]
     assert "989.5e12" in result["formulas"]["mfu"]
 

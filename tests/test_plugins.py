@@ -38,9 +38,14 @@ def plugin_env(tmp_path_factory):
             registry._loaded.clear()
 
 
-def test_the_plugins_entries_are_listed(plugin_env):
+def test_the_plugins_entries_are_listed(plugin_env, capsys):
+    from hf_datamix.cli import main
+
     assert "reverse_alpha" in available_strategies()
     assert "ridge_linear" in available_laws() and "held_out_now" in available_simulators()
+    assert main(["simulators"]) == main(["laws"]) == 0
+    out = capsys.readouterr().out
+    assert "held_out_now  Test plugin: current decision-split loss" in out and "ridge_linear" in out
 
 
 def test_hf_datamix_fit_uses_the_plugins_law(plugin_env, tmp_path):
