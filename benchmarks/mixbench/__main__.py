@@ -5,8 +5,8 @@
     python -m benchmarks.mixbench baselines --set five --seeds 0,1,2 # natural vs uniform end to end
     python -m benchmarks.mixbench transfer --set even                # Olmix proxy -> target transfer ladder
 
-``fidelity`` and ``baselines`` are resumable: finished units live in a store (``--store``, default
-``.mixbench/<kind>-<set>-<shape>.json``); a command runs what is pending within ``--budget-s`` seconds
+``fidelity``, ``baselines`` and ``transfer`` are resumable: finished units live in a store (``--store``,
+default ``benchmarks/mixbench/stores/<kind>-<set>-<shape>.json``, kept in git with the results); a command runs what is pending within ``--budget-s`` seconds
 and can be run again until everything is done.  Every command ends by rewriting the results file
 (``benchmarks/results/mixbench_<kind>.json`` + PNG, ``"complete": false`` until all units are in) from
 every store of that kind, so each results file comes from one command, repeated.  ``--shape tiny`` is
@@ -60,7 +60,7 @@ def _rung(text: str) -> tuple[str, str, float]:
 
 
 def _store_path(opts) -> str:
-    return opts.store or os.path.join(ROOT, ".mixbench", f"{opts.command}-{opts.set}-{opts.shape}.json")
+    return opts.store or os.path.join(HERE, "stores", f"{opts.command}-{opts.set}-{opts.shape}.json")
 
 
 def _write_results(opts, module) -> dict:
@@ -75,8 +75,17 @@ def _write_results(opts, module) -> dict:
         calls[plan.set_name] = data["calls"]
     body = module.report(pairs)
     name = f"mixbench_{opts.command}" + ("" if opts.shape == "gpu" else f"_{opts.shape}")
-    result = {**provenance(f"mixbench {opts.command}", opts.commit), "status": "complete" if body["complete"] else
-              "partial", "protocol": "../shared/quality-protocol.md", "unit_calls": calls, **body}
+    header = provenance(f"mixbench {opts.command}", opts.commit)
+    # The numbers were measured where the units ran (each call's device and commit are in unit_calls);
+    # this command only assembled them.
+    measured_on = sorted({c["device"] for runs in calls.values() for c in runs})
+    header.update({"report_command": header.pop("command"), "report_device": header.pop("device"),
+                   "report_commit": header.pop("commit"), "device": measured_on or None,
+                   "commits": sorted({c["commit"] for runs in calls.values() for c in runs if c.get("commit")}),
+                   "command": "python -m benchmarks.mixbench " + opts.command + " --set <set> [--procs N], "
+                              "repeated until complete (see unit_calls)"})
+    result = {**header, "status": "complete" if body["complete"] else "partial",
+              "protocol": "../shared/quality-protocol.md", "unit_calls": calls, **body}
     os.makedirs(opts.results, exist_ok=True)
     path = os.path.join(opts.results, f"{name}.json")
     write_json(path, result)
@@ -112,7 +121,7 @@ def main(argv=None) -> int:
     parser.add_argument("--points", default="0.2,0.5", help="fidelity: decision points (fractions of the run)")
     parser.add_argument("--mixtures", type=int, default=16, help="transfer: swarm mixtures (targets)")
     parser.add_argument("--rungs", help="transfer: name=preset:chinchilla_multiple,... (default: the issue's ladder)")
-    parser.add_argument("--store", help="finished units (default .mixbench/<kind>-<set>-<shape>.json)")
+    parser.add_argument("--store", help="finished units (default benchmarks/mixbench/stores/<kind>-<set>-<shape>.json)")
     parser.add_argument("--merge", nargs="*", default=[], help="folders of worker-*.json to add to the store first")
     parser.add_argument("--procs", type=int, default=1, help="worker processes (several share one GPU)")
     parser.add_argument("--budget-s", type=float, default=540.0, help="seconds the workers may run")
