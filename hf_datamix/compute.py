@@ -3,6 +3,7 @@
 Formula (Kaplan et al., 2020), stated once and used everywhere:
 
 * training a token (forward + backward):  ``6 * N`` FLOPs
+* training adapters on a frozen base (LoRA probes): ``4 * N`` FLOPs (no weight gradients of the base)
 * a forward-only token (evaluation, candidate scoring, generation, teacher passes): ``2 * N`` FLOPs
 
 where ``N`` is the model's *non-embedding* parameter count
@@ -31,7 +32,8 @@ from .constants import COMPUTE_FILE
 
 KINDS = ("train", "eval", "probe", "proxy", "branch", "generate", "teacher")
 FORMULA = (
-    "FLOPs = 6*N*tokens for training (forward+backward), 2*N*tokens for forward-only passes; "
+    "FLOPs = 6*N*tokens for training (forward+backward), 4*N*tokens for LoRA probes on a frozen base (no base "
+    "weight gradients), 2*N*tokens for forward-only passes; "
     "N = non-embedding parameters (model.num_parameters(exclude_embeddings=True)); "
     "attention's context-length term excluded (Kaplan et al. 2020)."
 )
@@ -80,6 +82,14 @@ class ComputeLedger:
     def add_training(self, kind: str, num_params: int, tokens: float) -> float:
         """Count ``tokens`` trained (forward + backward) on a model with ``num_params`` non-embedding params."""
         flops = 6.0 * num_params * tokens
+        self.add(kind, flops, tokens)
+        return flops
+
+    def add_frozen_training(self, kind: str, num_params: int, tokens: float) -> float:
+        """Count ``tokens`` trained through a frozen base (LoRA probes): ``4·N`` per token — the forward
+        pass and the backward pass through the activations, without the base's weight gradients (the
+        adapters' own are a fraction of a percent of ``N`` and are left out)."""
+        flops = 4.0 * num_params * tokens
         self.add(kind, flops, tokens)
         return flops
 

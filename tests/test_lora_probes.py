@@ -217,7 +217,7 @@ def test_ledger_counts_probe_and_candidate_tokens():
         simulator.train_probe("pa", batches(10, batch_size=batch_size))
         # Probe: every token of every trained batch, 6·N each (N without the LoRA parameters).
         assert ledger.tokens_by_kind["probe"] == steps * batch_size * BLOCK
-        assert ledger.by_kind["probe"] == 6 * n_params * steps * batch_size * BLOCK
+        assert ledger.by_kind["probe"] == 4 * n_params * steps * batch_size * BLOCK  # a frozen base: 4N
         eval_sets = {"x": blocks(3, seed=1), "y": blocks(2, seed=2)}
         simulator.evaluate_candidates([{"pa": 1.0}, {}], eval_sets, batch_size=2)
         # Candidates: every token of every block (block_len, not block_len - 1) per candidate, 2·N each.

@@ -60,7 +60,7 @@ def test_fidelity_and_baselines_pipeline_at_tiny_size(tmp_path):
     assert point["simulators"]["lora:spread"]["encoding_inconsistency"] is not None
     assert point["simulators"]["lora_annealed:spread"]["tokens"]["branch"] > 0  # the anneal is counted
     assert (tmp_path / "results" / "mixbench_fidelity_tiny.png").stat().st_size > 5000
-    assert result["commit"] == "test" and len(result["unit_calls"]["five"]) == 2
+    assert result["commits"] == ["test"] and len(result["unit_calls"]["five"]) == 2 and result["device"]
 
     mixbench("baselines", *common, "--seeds", "0,1", "--store", str(tmp_path / "store" / "baselines-five-tiny.json"),
              "--work", str(tmp_path / "w3"))

@@ -49,7 +49,7 @@ def test_pretraining_decision_after_warmup(tmp_path, tokenizer):
     assert set(decision["probes"]) == {"old", "d0", "d1", "d2"}
     by_kind = json.load(open(tmp_path / "compute.json"))["by_kind"]
     n = trainer.num_params
-    assert by_kind["probe"] == pytest.approx(6 * n * 4 * 4 * 2 * 32)  # 4 probes x 4 steps x batch 2 x 32 tokens
+    assert by_kind["probe"] == pytest.approx(4 * n * 4 * 4 * 2 * 32)  # 4 probes x 4 steps x batch 2 x 32 tokens, 4N
     assert by_kind["eval"] > 2 * n * 12 * 9 * 32 - 1  # at least the 12 candidates on 3x3 blocks
     assert trainer.interleaver.weights_at(3 * trainer.samples_per_step).allclose(decision["weights"], atol=1e-9)
     assert (tmp_path / "law_fit.png").stat().st_size > 5000

@@ -5,8 +5,8 @@
     python -m benchmarks.mixbench baselines --set five --seeds 0,1,2 # natural vs uniform end to end
     python -m benchmarks.mixbench transfer --set even                # Olmix proxy -> target transfer ladder
 
-``fidelity`` and ``baselines`` are resumable: finished units live in a store (``--store``, default
-``.mixbench/<kind>-<set>-<shape>.json``); a command runs what is pending within ``--budget-s`` seconds
+``fidelity``, ``baselines`` and ``transfer`` are resumable: finished units live in a store (``--store``,
+default ``benchmarks/mixbench/stores/<kind>-<set>-<shape>.json``, kept in git with the results); a command runs what is pending within ``--budget-s`` seconds
 and can be run again until everything is done.  Every command ends by rewriting the results file
 (``benchmarks/results/mixbench_<kind>.json`` + PNG, ``"complete": false`` until all units are in) from
 every store of that kind, so each results file comes from one command, repeated.  ``--shape tiny`` is
@@ -60,23 +60,46 @@ def _rung(text: str) -> tuple[str, str, float]:
 
 
 def _store_path(opts) -> str:
-    return opts.store or os.path.join(ROOT, ".mixbench", f"{opts.command}-{opts.set}-{opts.shape}.json")
+    return opts.store or os.path.join(HERE, "stores", f"{opts.command}-{opts.set}-{opts.shape}.json")
+
+
+def _stores(folder: str, kind: str, shape: str) -> tuple[list, dict]:
+    """``[(plan, units, replicates)]`` and the calls of every store of ``kind`` and ``shape`` in ``folder``."""
+    pairs, calls = [], {}
+    for path in sorted(glob.glob(os.path.join(folder, f"{kind}-*-{shape}.json"))):
+        data = read_json(path)
+        settings = {k: v for k, v in data["settings"].items() if k in PLAN_FIELDS[kind]}
+        settings["shape"] = Shape(**settings["shape"])
+        plan = PLANS[kind](**settings)
+        pairs.append((plan, data["units"], data.get("replicates", {})))
+        calls[plan.set_name] = data["calls"]
+    return pairs, calls
 
 
 def _write_results(opts, module) -> dict:
-    """The results file of this kind from every store of this kind and shape (sets side by side)."""
-    pairs, calls = [], {}
-    for path in sorted(glob.glob(os.path.join(os.path.dirname(_store_path(opts)), f"{opts.command}-*-{opts.shape}.json"))):
-        data = read_json(path)
-        settings = {k: v for k, v in data["settings"].items() if k in PLAN_FIELDS[opts.command]}
-        settings["shape"] = Shape(**settings["shape"])
-        plan = PLANS[opts.command](**settings)
-        pairs.append((plan, data["units"], data.get("replicates", {})))
-        calls[plan.set_name] = data["calls"]
+    """The results file of this kind from every store of this kind and shape (sets side by side), with the
+    pilot stores (``stores/pilot/``: earlier units kept when the benchmark changed) in a ``pilot`` section."""
+    folder = os.path.dirname(_store_path(opts))
+    pairs, calls = _stores(folder, opts.command, opts.shape)
     body = module.report(pairs)
+    pilot_pairs, pilot_calls = _stores(os.path.join(folder, "pilot"), opts.command, opts.shape)
+    if pilot_pairs:
+        notes = [read_json(p).get("note") for p in sorted(glob.glob(os.path.join(folder, "pilot", f"{opts.command}-*")))]
+        body["pilot"] = {**module.report(pilot_pairs), "why": notes, "unit_calls": pilot_calls}
     name = f"mixbench_{opts.command}" + ("" if opts.shape == "gpu" else f"_{opts.shape}")
-    result = {**provenance(f"mixbench {opts.command}", opts.commit), "status": "complete" if body["complete"] else
-              "partial", "protocol": "../shared/quality-protocol.md", "unit_calls": calls, **body}
+    header = provenance(f"mixbench {opts.command}", opts.commit)
+    # The numbers were measured where the units ran (each call's device and commit are in unit_calls);
+    # this command only assembled them.
+    every_call = [c for group in (calls, body.get("pilot", {}).get("unit_calls", {})) for runs in group.values()
+                  for c in runs]
+    measured_on = sorted({c["device"] for c in every_call})
+    header.update({"report_command": header.pop("command"), "report_device": header.pop("device"),
+                   "report_commit": header.pop("commit"), "device": measured_on or None,
+                   "commits": sorted({c["commit"] for c in every_call if c.get("commit")}),
+                   "command": "python -m benchmarks.mixbench " + opts.command + " --set <set> [--procs N], "
+                              "repeated until complete (see unit_calls)"})
+    result = {**header, "status": "complete" if body["complete"] else "partial",
+              "protocol": "../shared/quality-protocol.md", "unit_calls": calls, **body}
     os.makedirs(opts.results, exist_ok=True)
     path = os.path.join(opts.results, f"{name}.json")
     write_json(path, result)
@@ -112,7 +135,7 @@ def main(argv=None) -> int:
     parser.add_argument("--points", default="0.2,0.5", help="fidelity: decision points (fractions of the run)")
     parser.add_argument("--mixtures", type=int, default=16, help="transfer: swarm mixtures (targets)")
     parser.add_argument("--rungs", help="transfer: name=preset:chinchilla_multiple,... (default: the issue's ladder)")
-    parser.add_argument("--store", help="finished units (default .mixbench/<kind>-<set>-<shape>.json)")
+    parser.add_argument("--store", help="finished units (default benchmarks/mixbench/stores/<kind>-<set>-<shape>.json)")
     parser.add_argument("--merge", nargs="*", default=[], help="folders of worker-*.json to add to the store first")
     parser.add_argument("--procs", type=int, default=1, help="worker processes (several share one GPU)")
     parser.add_argument("--budget-s", type=float, default=540.0, help="seconds the workers may run")
@@ -132,7 +155,9 @@ def main(argv=None) -> int:
     if opts.command == "report":
         for command in KINDS:
             opts.command = command
-            if glob.glob(os.path.join(os.path.dirname(_store_path(opts)), f"{command}-*-{opts.shape}.json")):
+            folder = os.path.dirname(_store_path(opts))
+            if glob.glob(os.path.join(folder, f"{command}-*-{opts.shape}.json")) or \
+                    glob.glob(os.path.join(folder, "pilot", f"{command}-*-{opts.shape}.json")):
                 _write_results(opts, KINDS[command])
         return 0
     module, plan = KINDS[opts.command], _plan(opts)
@@ -155,6 +180,11 @@ def main(argv=None) -> int:
     if pending:
         counts = prepare(opts.set, plan.shape, opts.scratch, opts.data)  # data checked before any GPU work
         print(f"training tokens per domain: {counts}", flush=True)
+        earlier = [c["training_tokens"] for c in store.calls if c.get("training_tokens")]
+        if earlier and earlier[0] != counts:
+            raise SystemExit(f"the staged data differ from those of the store's earlier units ({earlier[0]} tokens per "
+                             f"domain, now {counts}): stage the set from the same corpus, or use another --store.")
+        call["training_tokens"] = counts
     if pending and opts.procs <= 1:  # one worker: this process
         out = WorkerFile(os.path.join(opts.work, "worker-0.json"), plan.settings(), call)
         module.run_worker(plan, shares[0], os.path.join(opts.scratch, "worker-0"), out, Budget(opts.budget_s),

@@ -23,10 +23,12 @@ class BaselinePlan:
     set_name: str
     seeds: tuple[int, ...] = (0, 1, 2)
     shape: Shape = field(default_factory=Shape)
+    domains: tuple[str, ...] = ()  # the set's domains when the units were run (default: SETS[set_name])
 
     def __post_init__(self):
         if self.set_name not in SETS:
             raise ValueError(f"unknown domain set {self.set_name!r}; known: {sorted(SETS)}.")
+        self.domains = tuple(self.domains or SETS[self.set_name])
         self.seeds = tuple(int(s) for s in self.seeds)
         if len(self.seeds) < 2:
             raise ValueError(f"seeds={self.seeds}: a paired difference needs >= 2 seeds (the protocol asks >= 3).")
@@ -75,7 +77,7 @@ def report(plans_and_units: list[tuple[BaselinePlan, dict[str, Any], dict[str, l
         complete = all(all(runs) for runs in arms.values())
         out["complete"] &= complete
         entry: dict[str, Any] = {"seeds": list(plan.seeds), "settings": plan.settings(), "complete": complete,
-                                 "domains": list(SETS[plan.set_name]), "arms": {}}
+                                 "domains": list(plan.domains), "arms": {}}
         for arm, runs in arms.items():
             done = [r for r in runs if r]
             entry["arms"][arm] = {

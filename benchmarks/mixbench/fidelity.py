@@ -45,17 +45,15 @@ class FidelityPlan:
     probe_fraction: float = 0.03  # each LoRA probe trains this share of the run's steps (at the run's batch)
     anneal_fraction: float = 0.03
     mixtures: int = 12
+    domains: tuple[str, ...] = ()  # the set's domains when the units were run (default: SETS[set_name])
 
     def __post_init__(self):
         if self.set_name not in SETS:
             raise ValueError(f"unknown domain set {self.set_name!r}; known: {sorted(SETS)}.")
+        self.domains = tuple(self.domains or SETS[self.set_name])
         self.points = tuple(float(p) for p in self.points)
         if not all(0 < p < 1 for p in self.points):
             raise ValueError(f"decision points {self.points} must be fractions of the run in (0, 1).")
-
-    @property
-    def domains(self) -> list[str]:
-        return list(SETS[self.set_name])
 
     @property
     def probe_steps(self) -> int:
@@ -279,8 +277,9 @@ def plot(result: dict[str, Any], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(s, p, r) for s, e in result["domain_sets"].items() for p, r in e["decision_points"].items()
-              if r.get("simulators")]
+    sets = list(result["domain_sets"].items()) + [
+        (f"{name} (pilot)", entry) for name, entry in result.get("pilot", {}).get("domain_sets", {}).items()]
+    panels = [(s, p, r) for s, e in sets for p, r in e["decision_points"].items() if r.get("simulators")]
     if not panels:
         return
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.4), squeeze=False)

@@ -49,10 +49,12 @@ class TransferPlan:
     mixtures: int = 16
     rungs: tuple[tuple[str, str, float], ...] = DEFAULT_RUNGS
     proxy_learning_rate: float = 3e-3
+    domains: tuple[str, ...] = ()  # the set's domains when the units were run (default: SETS[set_name])
 
     def __post_init__(self):
         if self.set_name not in SETS:
             raise ValueError(f"unknown domain set {self.set_name!r}; known: {sorted(SETS)}.")
+        self.domains = tuple(self.domains or SETS[self.set_name])
         self.rungs = tuple((str(n), str(p), float(m)) for n, p, m in self.rungs)
         if self.mixtures < 3:
             raise ValueError(f"mixtures={self.mixtures}: a rank correlation needs at least 3.")
@@ -80,7 +82,7 @@ def swarm_mixtures(plan: TransferPlan, token_counts: dict[str, int]) -> list[dic
     from hf_datamix import Mixture
     from hf_datamix.swarm import sample_swarm
 
-    names = list(SETS[plan.set_name])
+    names = list(plan.domains)
     target_tokens = plan.shape.steps * plan.shape.tokens_per_step
     caps = {n: plan.shape.max_repetitions * token_counts[n] / target_tokens for n in names}
     swarm = sample_swarm(names, prior=Mixture.proportional({n: token_counts[n] for n in names}), size=plan.mixtures,
@@ -153,9 +155,9 @@ def report(plans_and_units: list[tuple[TransferPlan, dict[str, Any], dict[str, l
                 agreement = stats.rank_agreement(simulated, true, seed=plan.seed)
                 per_domain = [stats.rank_agreement(np.array([p["scores"][j] for p in proxies]),
                                                    np.array([t["scores"][j] for t in targets]), seed=plan.seed)["spearman"]
-                              for j in range(len(SETS[plan.set_name]))]
+                              for j in range(len(plan.domains))]
                 rung.update(agreement)
-                rung["per_domain_spearman"] = dict(zip(SETS[plan.set_name], per_domain))
+                rung["per_domain_spearman"] = dict(zip(plan.domains, per_domain))
                 rung["spearman_per_domain_mean"] = float(np.nanmean([v for v in per_domain if v is not None]))
                 rung["compute_fraction"] = float(np.mean([p["train_flops"] for p in proxies])
                                                  / np.mean([t["train_flops"] for t in targets]))

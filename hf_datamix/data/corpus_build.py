@@ -47,6 +47,8 @@ class SourceDomain:
     description: str
     licence: str
     items: Callable[[int], list[sources.Item]]  # seed -> the domain's source documents
+    #: Built when no domains are named; False for a domain that overlaps another (asked for by name).
+    default: bool = True
 
 
 def _python_code(seed: int) -> list[sources.Item]:
@@ -57,6 +59,11 @@ def _python_code(seed: int) -> list[sources.Item]:
         if Path(folder).is_dir():
             items += sources.file_items(folder, ["*.py"], f"site:{folder}")
     return items
+
+
+def _python_stdlib(seed: int) -> list[sources.Item]:
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    return sources.file_items(stdlib, ["*.py"], "stdlib", exclude=["site-packages/*", "dist-packages/*"])
 
 
 def _python_docs(seed: int) -> list[sources.Item]:
@@ -80,8 +87,8 @@ def _man_pages(lang: str, seed: int) -> list[sources.Item]:
     return sources.man_page_items(paths, "en")
 
 
-def _domain(name, packages, description, licence, items) -> tuple[str, SourceDomain]:
-    return name, SourceDomain(name, tuple(packages), description, licence, items)
+def _domain(name, packages, description, licence, items, default=True) -> tuple[str, SourceDomain]:
+    return name, SourceDomain(name, tuple(packages), description, licence, items, default)
 
 
 DOMAINS: dict[str, SourceDomain] = dict([
@@ -89,6 +96,9 @@ DOMAINS: dict[str, SourceDomain] = dict([
             "and every installed site-packages .py file.",
             "per file: the standard library is PSF-2.0, other packages carry their own licences",
             _python_code),
+    _domain("python_stdlib", [], "Python source code of the running interpreter's standard library only: "
+            "the same text on every machine with the same Python (benchmarks need that).",
+            "PSF-2.0 (Python Software Foundation License Version 2)", _python_stdlib, default=False),
     _domain("c_headers", ["libc6-dev"], "C and C++ header files under /usr/include.",
             "per package: glibc LGPL-2.1+, Linux UAPI GPL-2 with syscall note, others per "
             "/usr/share/doc/<pkg>/copyright",
@@ -268,7 +278,7 @@ def write_domain(out_dir: str | Path, name: str, docs: list[tuple[str, list[str]
 
 def _resolve_domains(domains: str | Sequence[str] | None) -> list[SourceDomain]:
     if domains is None:
-        return list(DOMAINS.values())
+        return [d for d in DOMAINS.values() if d.default]
     names = [d.strip() for d in domains.split(",")] if isinstance(domains, str) else list(domains)
     unknown = [n for n in names if n not in DOMAINS]
     if unknown:
@@ -375,7 +385,8 @@ def _info() -> None:
     for name, domain in DOMAINS.items():
         state = f"missing {', '.join(missing[name])}" if name in missing else "ready"
         summary = domain.description.split(". ")[0].rstrip(".")
-        print(f"  {name:<12} {state:<24} {summary[:80]}")
+        by_name = "" if domain.default else " (only when named: overlaps python_code)"
+        print(f"  {name:<12} {state:<24} {summary[:80]}{by_name}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -173,7 +173,7 @@ class LoRAProbeSimulator:
                 self._delete(name)  # a half-trained probe must never become a candidate
                 raise
         if self.ledger is not None and tokens:
-            self.ledger.add_training("probe", self.num_parameters, tokens * self.world_size)
+            self.ledger.add_frozen_training("probe", self.num_parameters, tokens * self.world_size)
         final = float(np.mean(losses[-10:])) if losses else float("nan")
         result = self.results[name] = ProbeResult(name, len(losses), losses, final, bool(reason), reason)
         if reason:
