@@ -319,29 +319,48 @@ def fit_and_propose(
     caps: np.ndarray | None = None,
     seed: int = 0,
     law_options: Mapping[str, Any] | None = None,
+    prior_over_coordinates: bool = False,
+    trust_full_spearman: float | None = None,
 ) -> tuple[Any, dict]:
     """The step both ``op_mix`` and ``olmix_reuse`` end with: fit a law on simulated runs, propose, expand.
 
     ``X`` (runs × coordinates) are the runs' weights over collapsed ``coordinates`` (virtual domains
     named in ``groups`` = ``{virtual: internal ratios}``), ``Y`` (runs × targets) their losses on
     ``full_domains``.  ``law_starts`` are the log-linear law's random starts, ``law_options`` any other
-    settings of the law.  Returns the full-domain :class:`~hf_datamix.Mixture` and the decision record
-    (candidates, observations, the law's predictions and fit report, the proposal).
+    settings of the law.  ``prior`` is over ``full_domains``, or over ``coordinates`` with
+    ``prior_over_coordinates`` (the KL is then measured there, as in OP-Mix's reference code).
+    ``trust_full_spearman`` (None: off) scales the step from the feasible mixture closest to the prior
+    to the proposal by the law's cross-validated Spearman (:func:`trust_step`).  Returns the full-domain
+    :class:`~hf_datamix.Mixture` and the decision record (candidates, observations, the law's
+    predictions and fit report, the proposal, the trust region).
     """
     fitted = get_law(law, **law_settings(law, law_starts, law_options))
     fitted.fit(X, Y, seed=seed)
     report = fitted.fit_report(X, Y, seed=seed)
+    E = expansion_matrix(list(coordinates), groups, list(full_domains))
+    kl_expansion = None if prior_over_coordinates else E
     proposal = propose(
         fitted,
         prior,
         kl=kl,
         caps=caps,
-        expansion=expansion_matrix(list(coordinates), groups, list(full_domains)),
+        expansion=kl_expansion,
         domains=list(coordinates),
-        full_domains=list(full_domains),
+        full_domains=list(coordinates) if prior_over_coordinates else list(full_domains),
         fallback_candidates=(X, Y),
         seed=seed,
     )
+    if prior_over_coordinates:
+        proposal.x_full, proposal.full_domains = E @ proposal.x, list(full_domains)
+    trust = None
+    if trust_full_spearman is not None:
+        step, why = trust_step(report, trust_full_spearman)
+        anchor = closest_to_prior(prior, caps, kl_expansion, len(coordinates))
+        x = (1 - step) * anchor + step * proposal.x
+        trust = {"step": step, "why": why, "full_at_spearman": trust_full_spearman,
+                 "anchor": (E @ anchor).tolist(), "law_proposal": proposal.x_full.tolist(),
+                 "predicted": fitted.predict(x[None])[0].tolist()}
+        proposal.x, proposal.x_full = x, E @ x
     record = {
         "collapsed_domains": list(coordinates),
         "internals": {k: dict(v) for k, v in groups.items()},
@@ -352,8 +371,50 @@ def fit_and_propose(
         "law": fitted.to_dict(),
         "fit": report,
         "proposal": proposal.to_dict(),
+        "prior_space": "coordinates" if prior_over_coordinates else "domains",
     }
+    if trust is not None:
+        record["trust_region"] = trust
     return Mixture.from_array(list(full_domains), proposal.x_full), record
+
+
+def trust_step(report: Mapping[str, Any], full_at: float) -> tuple[float, str]:
+    """How far to move from the prior towards the law's proposal, in [0, 1], and why.
+
+    The step is the law's held-out Spearman between predicted and observed mean loss over the
+    candidates (``report["spearman_average_loss"]``, from :meth:`MixingLaw.fit_report`) divided by
+    ``full_at``, clipped to [0, 1]: a law that cannot rank the candidates it was fitted on is not
+    followed.  Without a cross-validated figure (too few candidates) the step is 0.
+    """
+    spearman = report.get("spearman_average_loss")
+    if spearman is None:
+        return 0.0, "no cross-validated Spearman (too few candidates for the law): stay at the prior"
+    step = float(np.clip(spearman / full_at, 0.0, 1.0))
+    return step, f"held-out Spearman {spearman:.3f} / {full_at:g}"
+
+
+def closest_to_prior(prior: np.ndarray, caps: np.ndarray | None, expansion: np.ndarray | None, m: int) -> np.ndarray:
+    """The mixture over ``m`` coordinates nearest the prior in KL(E·x ‖ q) that honours ``caps``.
+
+    It is the prior itself when the prior honours the caps; otherwise the caps bind and the rest is
+    spread as the prior spreads it.
+    """
+    import cvxpy as cp
+
+    E = np.eye(m) if expansion is None else np.asarray(expansion, dtype=np.float64)
+    q = np.asarray(prior, dtype=np.float64)
+    q = q / q.sum()
+    cap = np.ones(m) if caps is None else np.minimum(np.asarray(caps, dtype=np.float64), 1.0)
+    x = cp.Variable(m, nonneg=True)
+    keep = q > 0
+    constraints = [cp.sum(x) == 1, x <= cap]
+    if (~keep).any():
+        constraints.append(E[~keep] @ x == 0)
+    solved = _solve(cp.Problem(cp.Minimize(cp.sum(cp.rel_entr(E[keep] @ x, q[keep]))), constraints), x, None, {})
+    if solved is None:  # the caps' projection of the uniform point: feasible, if not the closest
+        return _project_capped_simplex(np.full((1, m), 1.0 / m), cap)[0]
+    value = np.clip(solved[0], 0.0, cap)
+    return value / value.sum()
 
 
 def law_settings(law: str, law_starts: int, law_options: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -362,6 +423,8 @@ def law_settings(law: str, law_starts: int, law_options: Mapping[str, Any] | Non
 
 
 PRIORS = ("uniform", "natural")
+PRIOR_SPACES = ("domains", "coordinates")
+LAW_SPACES = ("coordinates", "data")
 
 
 @dataclass
@@ -380,6 +443,19 @@ class ProposerConfig:
         "help": "Other settings of the law, as a JSON object (e.g. '{\"restarts\": 4}' for gaussian_process)."})
     kl: float = field(default=0.05, metadata={"help": "Weight of KL(E x || prior) in the proposal, >= 0."})
     prior: str = field(default="uniform", metadata={"help": "Prior of the KL term: uniform or natural (token shares)."})
+    prior_space: str = field(default="domains", metadata={
+        "help": "Where the KL term is measured: domains (the expanded data mixture) or coordinates (the simulator's "
+                "own, as OP-Mix's reference code: half on op_mix's 'old', 50/50 old/new at a continual stage; "
+                "then `prior` is not used)."})
+    law_space: str = field(default="coordinates", metadata={
+        "help": "Where the law is fitted and the mixture proposed: coordinates (the simulator's, as published) or "
+                "data (the candidates' data mixtures over the domains, whenever the coordinates do not identify a "
+                "mixture, e.g. op_mix's 'old' probe, itself a mixture of the domains)."})
+    trust_region: bool = field(default=False, metadata={
+        "help": "Move from the feasible mixture closest to the prior towards the proposal only as far as the law's "
+                "cross-validated Spearman allows (all the way at trust_full_spearman); recorded in mixtures.json."})
+    trust_full_spearman: float = field(default=0.8, metadata={
+        "help": "trust_region: the held-out Spearman at which the proposal is followed fully, in (0, 1]."})
     decision_seed: int = field(default=0, metadata={
         "help": "Seed of a decision: the simulator's draws (probe data, candidates, proxies) and the law fit."})
 
@@ -392,6 +468,12 @@ class ProposerConfig:
             "law_starts": (self.law_starts >= 1, ">= 1"),
             "kl": (self.kl >= 0, ">= 0"),
             "prior": (self.prior in PRIORS, " or ".join(PRIORS)),
+            "law_space": (self.law_space in LAW_SPACES, " or ".join(LAW_SPACES)),
+            "prior_space": (self.prior_space in PRIOR_SPACES and not (self.law_space == "data"
+                                                                       and self.prior_space == "coordinates"),
+                            "domains or coordinates; coordinates needs law_space=coordinates (with law_space=data "
+                            "the mixture is proposed over the domains)"),
+            "trust_full_spearman": (0 < self.trust_full_spearman <= 1, "in (0, 1]"),
         }
 
     def proposer(self) -> "ProposerConfig":
@@ -414,14 +496,28 @@ def decide(simulation: "Simulation", config: ProposerConfig, context: DecisionCo
 
     Caps are ``(k·N_j − D_j)/R`` per coordinate (a virtual coordinate: its tightest member), with k
     the run's ``max_repetitions``, ``R`` the tokens left to train and ``D_j`` those already drawn
-    (:func:`hf_datamix.horizon.decision_caps`).  The record holds the fit and proposal
-    (:func:`fit_and_propose`) and the simulation's own record.
+    (:func:`hf_datamix.horizon.decision_caps`).  With ``law_space="data"`` and coordinates that do not
+    identify a mixture (:meth:`Simulation.identifiable`), the law is fitted on the data each candidate
+    was simulated on and the mixture proposed over the domains.  The record holds the fit and
+    proposal (:func:`fit_and_propose`), the space used and the simulation's own record.
     """
     domains = list(simulation.domains)
+    X, coordinates, groups = simulation.X, list(simulation.coordinates), dict(simulation.groups)
+    space = "coordinates"
+    if config.law_space == "data" and not simulation.identifiable():
+        X, coordinates, groups, space = simulation.data_mixtures(), domains, {}, "data"
+        used = X.max(axis=0) > 0  # a domain no candidate gave weight cannot be fitted: left at 0
+        X, coordinates = X[:, used], [d for d, u in zip(domains, used) if u]
+    if config.prior_space == "coordinates":
+        prior = simulation.coordinate_prior()
+    else:
+        prior = prior_weights(config.prior, context, domains)
     mixture, record = fit_and_propose(
-        simulation.X, simulation.Y, simulation.coordinates, simulation.groups, domains,
-        prior_weights(config.prior, context, domains),
+        X, simulation.Y, coordinates, groups, domains, prior,
         law=config.law, law_starts=config.law_starts, law_options=config.law_options, kl=config.kl,
-        caps=decision_caps(simulation.coordinates, simulation.groups, context), seed=config.decision_seed,
+        caps=decision_caps(coordinates, groups, context), seed=config.decision_seed,
+        prior_over_coordinates=config.prior_space == "coordinates",
+        trust_full_spearman=config.trust_full_spearman if config.trust_region else None,
     )
+    record["law_space"] = space
     return Decision(mixture, {**record, **simulation.record})

@@ -41,6 +41,11 @@ class Simulation:
         Y: ``(C, T)`` scores of each candidate per target (lower is better), on the decision split.
         targets: the target names (columns of ``Y``).
         record: what to keep in ``mixtures.json`` (probes, branches, their costs ...).
+        data: ``(C, len(domains))`` the data mixture each candidate was actually simulated on, where it
+            differs from what ``X`` expands to (LoRA probe *d* trains on ``0.9·d + 0.1·old``, while
+            the published map reads its weight as a share of *d* alone); None: :meth:`mixtures`.
+        prior: the simulator's reference KL prior over ``coordinates`` (op_mix's reference code: half
+            on "old"), used by ``prior_space="coordinates"``; None: uniform over the coordinates.
     """
 
     coordinates: list[str]
@@ -50,6 +55,8 @@ class Simulation:
     Y: np.ndarray
     targets: list[str]
     record: dict[str, Any] = field(default_factory=dict)
+    data: np.ndarray | None = None
+    prior: dict[str, float] | None = None
 
     def __post_init__(self):
         self.X, self.Y = np.asarray(self.X, dtype=float), np.asarray(self.Y, dtype=float)
@@ -57,10 +64,36 @@ class Simulation:
             raise ValueError(f"Simulation.X has shape {self.X.shape}; expected (candidates, {len(self.coordinates)}).")
         if self.Y.shape != (len(self.X), len(self.targets)):
             raise ValueError(f"Simulation.Y has shape {self.Y.shape}; expected ({len(self.X)}, {len(self.targets)}).")
+        if self.data is not None:
+            self.data = np.asarray(self.data, dtype=float)
+            if self.data.shape != (len(self.X), len(self.domains)):
+                raise ValueError(f"Simulation.data has shape {self.data.shape}; expected "
+                                 f"({len(self.X)}, {len(self.domains)}).")
+        if self.prior is not None:
+            unknown = sorted(set(self.prior) - set(self.coordinates))
+            if unknown:
+                raise ValueError(f"Simulation.prior names {unknown}, which are not coordinates {self.coordinates}.")
 
     def mixtures(self) -> np.ndarray:
         """``(C, len(domains))``: the data mixture each candidate stands for (virtual coordinates expanded)."""
         return self.X @ expansion_matrix(self.coordinates, self.groups, self.domains).T
+
+    def data_mixtures(self) -> np.ndarray:
+        """``(C, len(domains))``: the data each candidate was simulated on (``data``, else :meth:`mixtures`)."""
+        return self.mixtures() if self.data is None else self.data
+
+    def identifiable(self) -> bool:
+        """True if every data mixture has one preimage in ``coordinates`` (the expansion has full column
+        rank).  op_mix's "old" probe is itself a mixture of the domains, so its coordinates are not."""
+        E = expansion_matrix(self.coordinates, self.groups, self.domains)
+        return int(np.linalg.matrix_rank(E)) == len(self.coordinates)
+
+    def coordinate_prior(self) -> np.ndarray:
+        """The prior over ``coordinates`` (``prior``, else uniform), normalised."""
+        if self.prior is None:
+            return np.full(len(self.coordinates), 1.0 / len(self.coordinates))
+        q = np.array([float(self.prior.get(c, 0.0)) for c in self.coordinates])
+        return q / q.sum()
 
     def mean_scores(self) -> np.ndarray:
         """The candidates' mean score over targets (what the proposer minimises with equal target weights)."""
@@ -139,6 +172,25 @@ class Simulator:
         around = context.mixture or Mixture.uniform(names)
         simulation = self.simulate(context, around, candidates=blends)
         return None if simulation is None else (simulation.Y, simulation.record)
+
+
+DESIGNS = ("dirichlet", "covering")
+
+
+def reference_mixtures(domains: Sequence[str], token_counts: Mapping[str, int | None]) -> dict[str, Mixture]:
+    """The mixtures a user gets for free, for a ``covering`` candidate design: ``uniform`` and, when every
+    domain's size is known, ``natural`` (token shares)."""
+    out = {"uniform": Mixture.uniform(domains)}
+    counts = {name: token_counts.get(name) for name in domains}
+    if all(counts.values()):
+        out["natural"] = Mixture.proportional(counts)
+    return out
+
+
+def covering_size(coordinates: int, requested: int) -> int:
+    """Candidates of a ``covering`` design: at least 5 per parameter of a law with one weight per
+    coordinate and a constant, ``5·(coordinates + 1)``, or ``requested`` if larger."""
+    return max(int(requested), 5 * (coordinates + 1))
 
 
 def data_mixtures(candidates: Sequence[Mapping[str, float]], domains: Sequence[str]) -> list[Mixture]:

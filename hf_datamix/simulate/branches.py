@@ -28,7 +28,7 @@ import torch
 
 from ..mixture import Mixture
 from ..settings import check_ranges
-from .base import Simulation, Simulator, SimulatorConfig, data_mixtures
+from .base import DESIGNS, Simulation, Simulator, SimulatorConfig, covering_size, data_mixtures, reference_mixtures
 
 
 @dataclass
@@ -220,6 +220,9 @@ class BranchesConfig(SimulatorConfig):
         default=12, metadata={"help": "Candidates when none are given: the mixture in force + Dirichlet draws, >= 2."}
     )
     dirichlet_alpha: float = field(default=1.0, metadata={"help": "Concentration of the candidate Dirichlet, > 0."})
+    candidate_design: str = field(default="dirichlet", metadata={
+        "help": "Candidates when none are given: dirichlet (the mixture in force + draws) or covering (also every "
+                "single domain, uniform and natural, and at least 5 x (domains + 1) in all)."})
     eval_blocks: int | None = field(default=64, metadata={"help": "Decision blocks per domain scoring a branch, >= 1."})
     eval_batch_size: int = field(default=16, metadata={"help": "Batch size of branch scoring, >= 1."})
 
@@ -227,6 +230,7 @@ class BranchesConfig(SimulatorConfig):
         check_ranges("branches", self, {
             "branch_steps": (self.branch_steps >= 1, ">= 1"), "num_candidates": (self.num_candidates >= 2, ">= 2"),
             "dirichlet_alpha": (self.dirichlet_alpha > 0, "> 0"), "eval_batch_size": (self.eval_batch_size >= 1, ">= 1"),
+            "candidate_design": (self.candidate_design in DESIGNS, " or ".join(DESIGNS)),
             "eval_blocks": (self.eval_blocks is None or self.eval_blocks >= 1, ">= 1, or null: all"),
         })
 
@@ -241,15 +245,27 @@ class Branches(Simulator):
     def runs_on_every_process(self, trainer) -> bool:
         return trainer.args.world_size > 1  # every process trains each branch on its share, as in training
 
+    def design(self, context, around: Mixture) -> list[Mixture]:
+        """The candidates of :attr:`BranchesConfig.candidate_design`: the mixture in force first, then (covering)
+        every single domain, uniform and natural, then Dirichlet draws up to the design's size."""
+        cfg, names = self.config, context.domains.names
+        fixed = [around]
+        count = cfg.num_candidates
+        if cfg.candidate_design == "covering":
+            fixed += [Mixture({n: float(n == name) for n in names}) for name in names]
+            fixed += list(reference_mixtures(names, context.token_counts).values())
+            count = covering_size(len(names), count)
+        rng = np.random.default_rng([self.seed, context.stage, context.step])
+        draws = rng.dirichlet(np.full(len(names), cfg.dirichlet_alpha), size=max(0, count - len(fixed)))
+        return fixed + [Mixture.from_array(names, row) for row in draws]
+
     def simulate(self, context, around: Mixture, candidates: Sequence[Mapping[str, float]] | None = None,
                  groups: Mapping[str, Mixture] | None = None) -> Simulation:
         if groups:
             raise ValueError("branches cannot hold reused domains together (groups); use simulator=proxy_swarm.")
         cfg, trainer, names = self.config, context.trainer, context.domains.names
         if candidates is None:
-            rng = np.random.default_rng([self.seed, context.stage, context.step])
-            draws = rng.dirichlet(np.full(len(names), cfg.dirichlet_alpha), size=cfg.num_candidates - 1)
-            candidates = [around] + [Mixture.from_array(names, row) for row in draws]
+            candidates = self.design(context, around)
         mixtures = data_mixtures(candidates, names)
         scorer = trainer.decision_scorer(limit=cfg.eval_blocks, batch_size=cfg.eval_batch_size,
                                          collective=trainer.args.world_size > 1)

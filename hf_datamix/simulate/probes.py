@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from ..mixture import Mixture
 from ..settings import check_ranges
-from .base import Simulation, Simulator, SimulatorConfig, data_mixtures
+from .base import DESIGNS, Simulation, Simulator, SimulatorConfig, covering_size, data_mixtures, reference_mixtures
 from .branches import TrainerBranches
 from .lora_probes import LoRAProbeSimulator, ProbeConfig
 
@@ -105,6 +105,9 @@ class LoRAProbesConfig(SimulatorConfig):
         "help": "Probe d trains on share*d + (1-share)*old, in (0, 1]."})
     num_candidates: int = field(default=12, metadata={"help": "Dirichlet candidates over {old, d1..dk}, >= 2."})
     dirichlet_alpha: float = field(default=1.0, metadata={"help": "Concentration of the candidate Dirichlet."})
+    candidate_design: str = field(default="dirichlet", metadata={
+        "help": "Own candidates: dirichlet (num_candidates draws over the probes, as published) or covering (also "
+                "every probe alone, uniform and natural, and at least 5 x (probes + 1) in all)."})
     eval_blocks: int | None = field(
         default=64, metadata={"help": "Decision blocks (SFT: decision examples) per domain used to score candidates."}
     )
@@ -128,6 +131,7 @@ class LoRAProbesConfig(SimulatorConfig):
             "probe_steps": (self.probe_steps is None or self.probe_steps >= 1, ">= 1, or null: scaled to the run"),
             "domain_probe_share": (0 < self.domain_probe_share <= 1, "in (0, 1]"),
             "num_candidates": (self.num_candidates >= 2, ">= 2"),
+            "candidate_design": (self.candidate_design in DESIGNS, " or ".join(DESIGNS)),
             "score": (self.score in ("auto", "loss", "task_error"), "auto, loss or task_error"),
             "encoding": (self.encoding in ENCODINGS, " or ".join(ENCODINGS)),
             "anneal_steps": (self.anneal_steps >= 0, ">= 0"),
@@ -257,13 +261,10 @@ class LoRAProbes(Simulator):
             coordinates = [OLD] + [names[int(p[1:])] for p in alive if p != "old"]
             record["probes"] = probe_info
             if given is None:
-                rng = np.random.default_rng([self.seed, context.stage, context.step])
-                # The log-linear law over len(alive) coordinates has len(alive) + 1 parameters per domain:
-                # with many domains, 12 candidates cannot determine it (the fit would refuse after all probes).
-                count = max(cfg.num_candidates, len(alive) + 1)
-                weights = rng.dirichlet(np.full(len(alive), cfg.dirichlet_alpha), size=count)
+                weights = self.design(context, around, alive)
                 Y = self.scores(context, simulator, [dict(zip(alive, row)) for row in weights])
                 X = weights[:, order]
+                record["candidate_design"] = cfg.candidate_design
             else:
                 if len(alive) < len(probes):
                     logger.warning("lora_probes: probes %s diverged; given candidates cannot be encoded.",
@@ -279,4 +280,39 @@ class LoRAProbes(Simulator):
                 # given data mixtures whichever encoding scored them.
                 domain_part = share * encoded[cfg.encoding][:, 1:]
                 X, Y = np.column_stack([1 - domain_part.sum(axis=1), domain_part]), ys[cfg.encoding]
-        return Simulation(coordinates, {OLD: around}, list(names), X, Y, list(names), record)
+        # The data each candidate was simulated on: probe d trained on share·d + (1 − share)·old.
+        old = around.to_array(names)
+        probe_data = np.array([old] + [share * np.eye(len(names))[names.index(c)] + (1 - share) * old
+                                       for c in coordinates[1:]])
+        data = X @ probe_data if given is None else np.array([m.to_array(names) for m in given])
+        # The reference code's KL prior over the probes: half on "old", the rest split equally.
+        prior = {OLD: 0.5, **{c: 0.5 / (len(coordinates) - 1) for c in coordinates[1:]}}
+        return Simulation(coordinates, {OLD: around}, list(names), X, Y, list(names), record, data=data, prior=prior)
+
+    def design(self, context, around: Mixture, alive: Sequence[str]) -> np.ndarray:
+        """Own candidates as probe weights over ``alive`` (rows on the simplex): ``num_candidates`` Dirichlet
+        draws, or (``candidate_design="covering"``) every probe alone, uniform and natural encoded as probe
+        weights (when every probe survived and the probes span them), then draws up to
+        :func:`~hf_datamix.simulate.base.covering_size`."""
+        cfg, names = self.config, context.domains.names
+        rng = np.random.default_rng([self.seed, context.stage, context.step])
+        # The log-linear law over len(alive) coordinates has len(alive) + 1 parameters per domain:
+        # with many domains, 12 candidates cannot determine it (the fit would refuse after all probes).
+        count = max(cfg.num_candidates, len(alive) + 1)
+        fixed = np.zeros((0, len(alive)))
+        if cfg.candidate_design == "covering":
+            count = covering_size(len(alive), cfg.num_candidates)
+            rows = list(np.eye(len(alive)))
+            probe_names = ["old"] + [f"d{i}" for i in range(len(names))]
+            if sorted(alive) == sorted(probe_names):
+                for mixture in reference_mixtures(names, context.token_counts).values():
+                    try:
+                        weights = encode(mixture.to_array(names), around.to_array(names), cfg.domain_probe_share,
+                                         cfg.encoding)
+                    except ValueError:  # a reference mixture outside what the probes span is left out
+                        continue
+                    by_name = dict(zip(probe_names, weights))
+                    rows.append(np.array([by_name[p] for p in alive]))
+            fixed = np.array(rows)
+        draws = rng.dirichlet(np.full(len(alive), cfg.dirichlet_alpha), size=max(0, count - len(fixed)))
+        return np.vstack([fixed, draws])

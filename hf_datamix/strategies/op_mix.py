@@ -134,7 +134,9 @@ class OpMixStrategy(ComposedStrategy):
         effective = low + (share - low) * alphas  # e = 0.1 + 0.8 alpha with the published shares
         X = np.stack([1 - effective, effective], axis=1)
         record = {**record, "alphas": alphas.tolist(), "new_domains": new}
-        return Simulation([OLD, NEW], {OLD: previous, NEW: fresh}, list(names), X, Y, list(names), record)
+        # The reference code's continual prior: half the previous mixture, half the new domains.
+        return Simulation([OLD, NEW], {OLD: previous, NEW: fresh}, list(names), X, Y, list(names), record,
+                          prior={OLD: 0.5, NEW: 0.5})
 
     @staticmethod
     def _expand_new_old(new_share: float, previous: Mixture, fresh: Mixture) -> Mixture:
