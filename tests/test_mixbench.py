@@ -61,6 +61,21 @@ def test_fidelity_and_baselines_pipeline_at_tiny_size(tmp_path):
     assert point["simulators"]["lora_annealed:spread"]["tokens"]["branch"] > 0  # the anneal is counted
     assert (tmp_path / "results" / "mixbench_fidelity_tiny.png").stat().st_size > 5000
     assert result["commits"] == ["test"] and len(result["unit_calls"]["five"]) == 2 and result["device"]
+    assert "planned" not in result["domain_sets"]["five"]["settings"]  # the settings of the stores measured before
+
+    # As the library trains by default: caps planned over the horizon, its own store and results file.
+    mixbench("fidelity", *common, "--planned", "--procs", "1", "--work", str(tmp_path / "w2"),
+             "--store", str(tmp_path / "store" / "fidelity_planned-five-tiny.json"))
+    planned = json.load(open(tmp_path / "results" / "mixbench_fidelity_planned_tiny.json"))
+    entry = planned["domain_sets"]["five"]
+    assert planned["status"] == "complete" and entry["settings"]["planned"] is True
+    for oracle in entry["decision_points"]["0.2"]["oracle"]:
+        trained, requested = oracle["weights"], oracle["requested"]
+        assert sum(trained.values()) == pytest.approx(1.0)
+        lowered = [d for d in trained if trained[d] < requested[d] - 1e-9]
+        assert all(trained[d] >= requested[d] - 1e-9 for d in trained if d not in lowered)
+    assert json.load(open(tmp_path / "results" / "mixbench_fidelity_tiny.json"))["domain_sets"]["five"] == \
+        result["domain_sets"]["five"]  # the plain results are not mixed with the planned ones
 
     mixbench("baselines", *common, "--seeds", "0,1", "--store", str(tmp_path / "store" / "baselines-five-tiny.json"),
              "--work", str(tmp_path / "w3"))

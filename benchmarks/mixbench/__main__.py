@@ -40,7 +40,7 @@ PLAN_FIELDS = {kind: {f.name for f in dataclasses.fields(plan)} for kind, plan i
 def _plan(opts):
     shape = SHAPES[opts.shape]
     if opts.command == "fidelity":
-        return fidelity.FidelityPlan(opts.set, seed=opts.seed, shape=shape,
+        return fidelity.FidelityPlan(opts.set, seed=opts.seed, shape=shape, planned=opts.planned,
                                      points=tuple(float(p) for p in opts.points.split(",")))
     if opts.command == "transfer":
         rungs = transfer.DEFAULT_RUNGS if not opts.rungs else tuple(_rung(r) for r in opts.rungs.split(","))
@@ -59,14 +59,20 @@ def _rung(text: str) -> tuple[str, str, float]:
     return name or f"{preset}_{value:g}x", preset, value
 
 
+def _variant(opts) -> str:
+    """The command's name in store and results file names: ``fidelity_planned`` with ``--planned``."""
+    return opts.command + ("_planned" if getattr(opts, "planned", False) else "")
+
+
 def _store_path(opts) -> str:
-    return opts.store or os.path.join(HERE, "stores", f"{opts.command}-{opts.set}-{opts.shape}.json")
+    return opts.store or os.path.join(HERE, "stores", f"{_variant(opts)}-{opts.set}-{opts.shape}.json")
 
 
-def _stores(folder: str, kind: str, shape: str) -> tuple[list, dict]:
-    """``[(plan, units, replicates)]`` and the calls of every store of ``kind`` and ``shape`` in ``folder``."""
+def _stores(folder: str, kind: str, shape: str, variant: str | None = None) -> tuple[list, dict]:
+    """``[(plan, units, replicates)]`` and the calls of every store of ``kind`` (named ``variant``, default
+    ``kind``) and ``shape`` in ``folder``."""
     pairs, calls = [], {}
-    for path in sorted(glob.glob(os.path.join(folder, f"{kind}-*-{shape}.json"))):
+    for path in sorted(glob.glob(os.path.join(folder, f"{variant or kind}-*-{shape}.json"))):
         data = read_json(path)
         settings = {k: v for k, v in data["settings"].items() if k in PLAN_FIELDS[kind]}
         settings["shape"] = Shape(**settings["shape"])
@@ -80,13 +86,13 @@ def _write_results(opts, module) -> dict:
     """The results file of this kind from every store of this kind and shape (sets side by side), with the
     pilot stores (``stores/pilot/``: earlier units kept when the benchmark changed) in a ``pilot`` section."""
     folder = os.path.dirname(_store_path(opts))
-    pairs, calls = _stores(folder, opts.command, opts.shape)
+    pairs, calls = _stores(folder, opts.command, opts.shape, _variant(opts))
     body = module.report(pairs)
-    pilot_pairs, pilot_calls = _stores(os.path.join(folder, "pilot"), opts.command, opts.shape)
+    pilot_pairs, pilot_calls = _stores(os.path.join(folder, "pilot"), opts.command, opts.shape, _variant(opts))
     if pilot_pairs:
-        notes = [read_json(p).get("note") for p in sorted(glob.glob(os.path.join(folder, "pilot", f"{opts.command}-*")))]
+        notes = [read_json(p).get("note") for p in sorted(glob.glob(os.path.join(folder, "pilot", f"{_variant(opts)}-*")))]
         body["pilot"] = {**module.report(pilot_pairs), "why": notes, "unit_calls": pilot_calls}
-    name = f"mixbench_{opts.command}" + ("" if opts.shape == "gpu" else f"_{opts.shape}")
+    name = f"mixbench_{_variant(opts)}" + ("" if opts.shape == "gpu" else f"_{opts.shape}")
     header = provenance(f"mixbench {opts.command}", opts.commit)
     # The numbers were measured where the units ran (each call's device and commit are in unit_calls);
     # this command only assembled them.
@@ -119,6 +125,7 @@ def _worker_argv(opts, store: str) -> list[str]:
             "--procs", str(opts.procs), "--budget-s", str(opts.budget_s), "--work", opts.work,
             "--scratch", opts.scratch, "--data", opts.data, "--mixtures", str(opts.mixtures)]
     argv += ["--rungs", opts.rungs] if opts.rungs else []
+    argv += ["--planned"] if opts.planned else []
     return argv + (["--commit", opts.commit] if opts.commit else [])
 
 
@@ -133,6 +140,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="fidelity: the seed of the prefix run")
     parser.add_argument("--seeds", default="0,1,2", help="baselines: paired seeds")
     parser.add_argument("--points", default="0.2,0.5", help="fidelity: decision points (fractions of the run)")
+    parser.add_argument("--planned", action="store_true",
+                        help="fidelity: caps planned over the horizon, as the library trains by default (own store "
+                             "and results file)")
     parser.add_argument("--mixtures", type=int, default=16, help="transfer: swarm mixtures (targets)")
     parser.add_argument("--rungs", help="transfer: name=preset:chinchilla_multiple,... (default: the issue's ladder)")
     parser.add_argument("--store", help="finished units (default benchmarks/mixbench/stores/<kind>-<set>-<shape>.json)")

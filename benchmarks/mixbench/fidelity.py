@@ -13,6 +13,13 @@ at each decision point D.  There, from θ_D with its optimizer state and LR sche
 The report ranks each simulator's mean score against the oracle's mean test loss (Spearman, Kendall,
 bootstrap intervals over mixtures, top-1 regret, per domain) and gives the headroom: the best of
 uniform/natural minus the best oracle mixture.
+
+``planned=True`` (``--planned``; its own store and ``mixbench_fidelity_planned.json``) runs the same
+sweep as the library trains by default, with repetition caps planned over the horizon
+(``DataMixArguments.plan_caps``): the prefix is planned, and every oracle mixture is fitted to the
+horizon at the decision point before it is trained and simulated (each unit records the mixture
+requested and the one trained).  Without it mixtures are trained as given and a capped domain runs
+dry part-way, as the first units were measured.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ class FidelityPlan:
     anneal_fraction: float = 0.03
     mixtures: int = 12
     domains: tuple[str, ...] = ()  # the set's domains when the units were run (default: SETS[set_name])
+    planned: bool = False  # caps planned over the horizon (module docstring)
 
     def __post_init__(self):
         if self.set_name not in SETS:
@@ -69,7 +77,10 @@ class FidelityPlan:
         return max(1, round(steps / 4 if quarter else steps))
 
     def settings(self) -> dict[str, Any]:
-        return {"kind": "fidelity", **asdict(self), "probe_steps": self.probe_steps, "anneal_steps": self.anneal_steps,
+        values = asdict(self)
+        if not self.planned:  # the settings of the stores measured before `planned` existed
+            del values["planned"]
+        return {"kind": "fidelity", **values, "probe_steps": self.probe_steps, "anneal_steps": self.anneal_steps,
                 "branch_steps": self.branch_steps(), "branch_steps_quarter": self.branch_steps(quarter=True)}
 
     def units(self) -> list[tuple[str, float]]:
@@ -117,6 +128,11 @@ def run_worker(plan: FidelityPlan, keys: list[str], work: str, out: WorkerFile, 
             trainer = context.trainer
             point = steps[context.step]
             mixtures = oracle_mixtures(trainer.domains.names, context.token_counts, plan.mixtures, plan.seed)
+            if plan.planned:  # what the run would train from here had it decided each mixture
+                start = context.step * trainer.samples_per_step
+                mixtures = [{**m, "requested": m["weights"],
+                             "weights": dict(trainer.mixing.plan_mixture(Mixture(m["weights"]), start)[0])}
+                            for m in mixtures]
             for key in list(pending[point]):
                 cost = dict(plan.units())[key]
                 if not budget.allows(cost):  # a smaller unit may still fit
@@ -145,11 +161,12 @@ def run_worker(plan: FidelityPlan, keys: list[str], work: str, out: WorkerFile, 
         with TrainerBranches(trainer) as branches:
             losses, tokens = branches.train(mixture["weights"], left)
             scores = branches.score({"test": test, "decision": decision})
-        uniform = {n: 1 / len(trainer.domains) for n in trainer.domains.names}
+        prefix = dict(trainer.interleaver.weights_at(0))
         return {"name": mixture["name"], "weights": mixture["weights"], "test": scores["test"],
+                **({"requested": mixture["requested"]} if "requested" in mixture else {}),
                 "decision": scores["decision"], "test_mean": float(np.mean(scores["test"])),
                 "final_train_loss": float(np.mean(losses[-10:])), "tokens": tokens,
-                "epochs": epochs_per_domain(trainer, [(0, uniform), (context.step, mixture["weights"])], shape.steps)}
+                "epochs": epochs_per_domain(trainer, [(0, prefix), (context.step, mixture["weights"])], shape.steps)}
 
     def simulator_unit(context, name, mixtures):
         trainer = context.trainer
@@ -191,7 +208,8 @@ def run_worker(plan: FidelityPlan, keys: list[str], work: str, out: WorkerFile, 
         return
     tok = tokenizer()
     trainer = DataMixTrainer(
-        model=new_model(tok, shape, plan.seed), args=run_args(shape, os.path.join(work, "run"), plan.seed),
+        model=new_model(tok, shape, plan.seed),
+        args=run_args(shape, os.path.join(work, "run"), plan.seed, plan_caps=plan.planned),
         domains=domain_set(plan.set_name, unpacked or work, data_dir), strategy=Harness(), processing_class=tok, callbacks=[StepClock()],
     )
     log(f"worker: {len(keys)} units: {keys}")
