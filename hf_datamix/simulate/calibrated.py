@@ -10,7 +10,8 @@ correct the many probe scores:
 1. the ``lora_probes`` simulation, with its own candidate design or the given candidates;
 2. ``calibration_branches`` (2–4) of those candidates, chosen to span the probes' mean score (the
    lowest, the highest and evenly in between), are trained as real branches on their data
-   mixtures and scored on the decision split;
+   mixtures from the current model (not the probes' annealed copy, with ``anneal_steps``) and
+   scored on the decision split;
 3. per target, the affine map ``branch ≈ a + b·lora`` is fitted by least squares over them
    (:func:`fit_affine`; exact with 2); when the fitted slope is not positive or the probe scores do
    not spread, the map is the mean offset alone (``b = 1``), and the record says why;
