@@ -427,7 +427,8 @@ def run_continual_bench(opts, files) -> dict:
         "arms": CONTINUAL_ARMS,
         "op_mix_strategy_args": op_args,
         "retrain": "at stage k restarts from the base and trains on all domains so far (uniform) for k x steps_per_stage",
-        "replay": "90% new domain, 10% earlier domains by the previous mixture",
+        "replay": "90% new domain, 10% split equally over the earlier domains (replay's default old_split=equal, "
+        "the reference code's)",
         "sequential": "100% new domain",
         "compute_note": "FLOPs from each arm's ledger (6N per trained token, 2N per forward-only token, N = "
         "non-embedding parameters); base pretraining is shared by all arms and not in the arms' totals "

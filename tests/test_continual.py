@@ -21,9 +21,10 @@ def stages():
     return plan_stages(make_domain_set(), ["alpha"], [["beta"], ["gamma"]], STEPS)
 
 
-def run(path, tokenizer, strategy, resume=None, **overrides):
+def run(path, tokenizer, strategy, resume=None, settings=None, **overrides):
     return run_continual(
-        tiny_llama(len(tokenizer)), tokenizer, args_for(path, **overrides), stages(), create_strategy(strategy),
+        tiny_llama(len(tokenizer)), tokenizer, args_for(path, **overrides), stages(),
+        create_strategy(strategy, **(settings or {})),
         resume=resume, report=lambda text: None,
     )
 
@@ -45,8 +46,8 @@ def test_sequential_and_replay_mixtures(tmp_path, tokenizer):
     rep = run(tmp_path / "rep", tokenizer, "replay")
     first, second = rep["stages"][0]["mixture"], rep["stages"][1]["mixture"]
     assert first == pytest.approx({"alpha": 0.1, "beta": 0.9})
-    # stage 2: 90% gamma, the old 10% split by stage 1's mixture (0.1 alpha, 0.9 beta)
-    assert second == pytest.approx({"alpha": 0.01, "beta": 0.09, "gamma": 0.9})
+    # stage 2: 90% gamma, the old 10% split equally over alpha and beta (the reference code's replay)
+    assert second == pytest.approx({"alpha": 0.05, "beta": 0.05, "gamma": 0.9})
     history = json.load(open(tmp_path / "rep" / "mixtures.json"))
     assert [r["stage"] for r in history if r["kind"] == "initial"] == [1, 2]
     assert [r["step"] for r in history if r["kind"] == "initial"] == [0, STEPS]
@@ -56,6 +57,16 @@ def test_sequential_and_replay_mixtures(tmp_path, tokenizer):
     from hf_datamix import Mixture
 
     assert Mixture.from_pretrained(tmp_path / "rep").allclose(second, atol=1e-12)
+
+
+def test_replay_can_split_the_old_share_by_the_previous_mixture(tmp_path, tokenizer):
+    rep = run(tmp_path, tokenizer, "replay", settings={"old_split": "previous"})
+    # stage 2: 90% gamma, the old 10% split by stage 1's mixture (0.1 alpha, 0.9 beta)
+    assert rep["stages"][1]["mixture"] == pytest.approx({"alpha": 0.01, "beta": 0.09, "gamma": 0.9})
+    with pytest.raises(ValueError, match="old_split='by_size'.*equal or previous"):
+        create_strategy("replay", old_split="by_size")
+    with pytest.raises(ValueError, match="new_share=1.5.*in \\[0, 1\\]"):
+        create_strategy("replay", new_share=1.5)
 
 
 def test_retrain_restarts_from_base_with_all_steps_so_far(tmp_path, tokenizer):

@@ -12,7 +12,7 @@ the simulator's own candidate design; benchmarks use it to compare simulators on
 internal ratios, as one virtual coordinate.
 
 Simulators are found by name in :data:`SIMULATORS`: the built-ins (``lora_probes``, ``proxy_swarm``,
-``branches``) and whatever other packages declare under the entry-point group ``hf_datamix.simulators``.
+``branches``, ``calibrated``) and whatever other packages declare under the entry-point group ``hf_datamix.simulators``.
 A strategy that decides through a simulator takes ``simulator=<name>`` and the simulator's settings.
 """
 
@@ -167,10 +167,8 @@ class Simulator:
         interpolate two probes' weight deltas).  None when the simulation failed.
         """
         names = context.domains.names
-        arrays = {e: mixture.to_array(names) for e, mixture in ends.items()}
-        blends = [dict(zip(names, sum(w.get(e, 0.0) * arrays[e] for e in ends))) for w in weights]
         around = context.mixture or Mixture.uniform(names)
-        simulation = self.simulate(context, around, candidates=blends)
+        simulation = self.simulate(context, around, candidates=blends(ends, weights, names))
         return None if simulation is None else (simulation.Y, simulation.record)
 
 
@@ -193,6 +191,13 @@ def covering_size(coordinates: int, requested: int) -> int:
     return max(int(requested), 5 * (coordinates + 1))
 
 
+def blends(ends: Mapping[str, Mixture], weights: Sequence[Mapping[str, float]], domains: Sequence[str]
+           ) -> list[dict[str, float]]:
+    """The data mixtures ``Σ_e w_e·ends[e]`` over ``domains``, one per ``w`` in ``weights``."""
+    arrays = {e: mixture.to_array(domains) for e, mixture in ends.items()}
+    return [dict(zip(domains, sum(w.get(e, 0.0) * arrays[e] for e in ends))) for w in weights]
+
+
 def data_mixtures(candidates: Sequence[Mapping[str, float]], domains: Sequence[str]) -> list[Mixture]:
     """Validated data mixtures over exactly ``domains`` (absent domains get 0)."""
     out = []
@@ -209,6 +214,7 @@ BUILTIN_SIMULATORS = {
     "lora_probes": "hf_datamix.simulate.probes:LoRAProbes",
     "proxy_swarm": "hf_datamix.simulate.proxy_swarm:ProxySwarm",
     "branches": "hf_datamix.simulate.branches:Branches",
+    "calibrated": "hf_datamix.simulate.calibrated:Calibrated",
 }
 SIMULATORS = Registry("simulator", Simulator, "hf_datamix.simulators", BUILTIN_SIMULATORS,
                       base_name="hf_datamix.simulate.base.Simulator")

@@ -45,6 +45,10 @@ class BranchResult:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def summary(self) -> dict[str, Any]:
+        """What a simulation records about the branch: everything but its scores (those are its ``Y``)."""
+        return {k: v for k, v in self.to_dict().items() if k != "scores"}
+
 
 class TrainerBranches:
     """Train copies of a running trainer's model on other mixtures and restore it exactly (see the module docstring).
@@ -263,16 +267,25 @@ class Branches(Simulator):
                  groups: Mapping[str, Mixture] | None = None) -> Simulation:
         if groups:
             raise ValueError("branches cannot hold reused domains together (groups); use simulator=proxy_swarm.")
-        cfg, trainer, names = self.config, context.trainer, context.domains.names
+        cfg, names = self.config, context.domains.names
         if candidates is None:
             candidates = self.design(context, around)
         mixtures = data_mixtures(candidates, names)
-        scorer = trainer.decision_scorer(limit=cfg.eval_blocks, batch_size=cfg.eval_batch_size,
-                                         collective=trainer.args.world_size > 1)
+        Y, targets, results = self.branch(context, mixtures)
+        X = np.array([m.to_array(names) for m in mixtures])
+        record = {"simulator": self.name, "settings": asdict(cfg), "branches": [r.summary() for r in results]}
+        return Simulation(list(names), {}, list(names), X, Y, targets, record)
+
+    def branch(self, context, mixtures: Sequence[Mapping[str, float]], metric: str | None = None
+               ) -> tuple[np.ndarray, list[str], list[BranchResult]]:
+        """One branch per mixture from the current state (restored after), scored on the decision split.
+
+        ``metric`` is the score (default: the trainer's ``default_score``).  Returns the ``(C, T)``
+        scores, the targets (their columns) and the branches.
+        """
+        cfg, trainer = self.config, context.trainer
+        scorer = trainer.decision_scorer(metric or trainer.default_score, limit=cfg.eval_blocks,
+                                         batch_size=cfg.eval_batch_size, collective=trainer.args.world_size > 1)
         with TrainerBranches(trainer) as branches:
             results = branches.run(mixtures, cfg.branch_steps, {"decision": scorer})
-        X = np.array([m.to_array(names) for m in mixtures])
-        Y = np.array([r.scores["decision"] for r in results])
-        record = {"simulator": self.name, "settings": asdict(cfg),
-                  "branches": [{k: v for k, v in r.to_dict().items() if k != "scores"} for r in results]}
-        return Simulation(list(names), {}, list(names), X, Y, list(scorer.targets), record)
+        return np.array([r.scores["decision"] for r in results]), list(scorer.targets), results

@@ -127,7 +127,11 @@ class LoRAProbesConfig(SimulatorConfig):
     anneal_to: float = field(default=0.1, metadata={"help": "The anneal's final learning-rate factor, in [0, 1]."})
 
     def __post_init__(self):
-        check_ranges("lora_probes", self, {
+        check_ranges("lora_probes", self, self.probe_checks())
+
+    def probe_checks(self) -> dict[str, tuple[bool, str]]:
+        """Range checks of these settings, ``{setting: (in range, the range)}``, for the owner's message."""
+        return {
             "probe_steps": (self.probe_steps is None or self.probe_steps >= 1, ">= 1, or null: scaled to the run"),
             "domain_probe_share": (0 < self.domain_probe_share <= 1, "in (0, 1]"),
             "num_candidates": (self.num_candidates >= 2, ">= 2"),
@@ -136,7 +140,7 @@ class LoRAProbesConfig(SimulatorConfig):
             "encoding": (self.encoding in ENCODINGS, " or ".join(ENCODINGS)),
             "anneal_steps": (self.anneal_steps >= 0, ">= 0"),
             "anneal_to": (0 <= self.anneal_to <= 1, "in [0, 1]"),
-        })
+        }
 
 
 class LoRAProbes(Simulator):
@@ -206,11 +210,14 @@ class LoRAProbes(Simulator):
                 results[name]["adapter"] = os.path.join(folder, name)
         return results
 
+    def metric(self, trainer) -> str:
+        """What candidates are scored by: ``score``, or the trainer's ``default_score`` for ``auto``."""
+        return trainer.default_score if self.config.score == "auto" else self.config.score
+
     def scores(self, context, simulator: LoRAProbeSimulator, candidates: Sequence[Mapping[str, float]]) -> np.ndarray:
         """``(C, D)`` decision-split scores of candidates given as probe weights, with the trainer's scorer."""
         trainer, cfg = context.trainer, self.config
-        metric = trainer.default_score if cfg.score == "auto" else cfg.score
-        scorer = trainer.decision_scorer(metric, cfg.eval_blocks, cfg.eval_batch_size,
+        scorer = trainer.decision_scorer(self.metric(trainer), cfg.eval_blocks, cfg.eval_batch_size,
                                          collective=simulator.collective, bf16=simulator.config.bf16)
         progress = not trainer.args.disable_tqdm and trainer.is_world_process_zero()
         return np.asarray(simulator.score_candidates(candidates, scorer, progress=progress))

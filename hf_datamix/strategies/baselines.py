@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..mixture import Mixture
+from ..settings import check_ranges
 from .base import DecisionContext, Strategy, StrategyConfig
 
 
@@ -20,20 +21,32 @@ class SequentialStrategy(Strategy):
         return Mixture({n: (1.0 if n in names else 0.0) for n in context.domains.names})
 
 
+OLD_SPLITS = ("equal", "previous")
+
+
 @dataclass
 class ReplayConfig(StrategyConfig):
     new_share: float = field(default=0.9, metadata={"help": "Share of the new domains (the rest replays old data)."})
+    old_split: str = field(default="equal", metadata={
+        "help": "How the old share is split over the old domains: equal (the reference code's) or previous (by the "
+                "previous stage's mixture)."})
 
     def __post_init__(self):
-        if not 0 <= self.new_share <= 1:
-            raise ValueError(f"replay new_share={self.new_share}; use a number in [0, 1].")
+        check_ranges("replay", self, {
+            "new_share": (0 <= self.new_share <= 1, "in [0, 1]"),
+            "old_split": (self.old_split in OLD_SPLITS, " or ".join(OLD_SPLITS)),
+        })
 
 
 class ReplayStrategy(Strategy):
-    """Fixed split: ``new_share`` on the new domains (equally), the rest on old data by the previous mixture."""
+    """Fixed split: ``new_share`` on the new domains (equally), the rest on the old domains.
+
+    The old share is split equally over the old domains (``old_split="equal"``, as the reference code's
+    replay baseline does) or by the previous stage's mixture (``old_split="previous"``).
+    """
 
     name = "replay"
-    description = "Continual baseline: fixed new/old split (default 90/10), old share by the previous mixture."
+    description = "Continual baseline: fixed new/old split (default 90/10), old share equally over the old domains."
     config_class = ReplayConfig
 
     def initial_mixture(self, context: DecisionContext) -> Mixture:
@@ -41,7 +54,8 @@ class ReplayStrategy(Strategy):
         if not new or not old:
             return Mixture.uniform(context.domains.names)
         collapsed = Mixture({"replay:new": self.config.new_share, "replay:old": 1 - self.config.new_share})
-        return collapsed.expand({"replay:new": Mixture.uniform(new), "replay:old": context.old_mixture(old)})
+        replayed = context.old_mixture(old) if self.config.old_split == "previous" else Mixture.uniform(old)
+        return collapsed.expand({"replay:new": Mixture.uniform(new), "replay:old": replayed})
 
 
 @dataclass

@@ -54,7 +54,8 @@ class OpMixConfig(ProposerConfig):
     redecide_every: int | None = field(default=None, metadata={
         "help": "Beyond the paper: re-decide every N steps, >= 1 (null: never)."})
     simulator: str = field(default="lora_probes", metadata={
-        "help": "Simulator of the candidates: lora_probes, branches, proxy_swarm, or a plugin's (hf_datamix.simulators)."})
+        "help": "Simulator of the candidates: lora_probes, branches, calibrated, proxy_swarm, or a plugin's "
+                "(hf_datamix.simulators)."})
 
     def __post_init__(self):
         check_ranges("op_mix", self, {
