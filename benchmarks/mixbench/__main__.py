@@ -9,7 +9,8 @@
 ``fidelity``, ``baselines``, ``quality`` and ``transfer`` are resumable: finished units live in a store (``--store``,
 default ``benchmarks/mixbench/stores/<kind>-<set>-<shape>.json``, kept in git with the results); a command runs what is pending within ``--budget-s`` seconds
 and can be run again until everything is done.  Every command ends by rewriting the results file
-(``benchmarks/results/mixbench_<kind>.json`` + PNG; quality: ``opmix_quality_pretrain.json``, ``"complete": false`` until all units are in) from
+(``benchmarks/results/mixbench_<kind>.json`` + PNG, quality's ``opmix_quality_pretrain.json``; ``"status":
+"partial"`` until all units are in) from
 every store of that kind, so each results file comes from one command, repeated.  ``--shape tiny`` is
 a CPU check of the whole pipeline.
 """
