@@ -1,4 +1,5 @@
-"""mixbench end to end at tiny size on the CPU: stage, oracle sweep + fidelity, baselines, resume, results files."""
+"""mixbench end to end at tiny size on the CPU: stage, oracle sweep + fidelity, baselines, quality arms, resume,
+results files."""
 
 from __future__ import annotations
 
@@ -36,12 +37,18 @@ def mixbench(*args, timeout=600):
     return done.stdout
 
 
-@pytest.mark.timeout(900)
-def test_fidelity_and_baselines_pipeline_at_tiny_size(tmp_path):
+def staged(tmp_path):
+    """Stage the tiny ``five`` set from a fake corpus; the arguments every command of a test shares."""
     fake_corpus(tmp_path / "corpus", "five")
     common = ["--set", "five", "--shape", "tiny", "--data", str(tmp_path / "data"), "--results", str(tmp_path / "results"),
               "--scratch", str(tmp_path / "scratch"), "--commit", "test", "--points", "0.2"]
     mixbench("stage", "--corpus", str(tmp_path / "corpus"), *common)
+    return common
+
+
+@pytest.mark.timeout(900)
+def test_fidelity_and_baselines_pipeline_at_tiny_size(tmp_path):
+    common = staged(tmp_path)
     manifest = json.load(open(tmp_path / "data" / "five" / "manifest.json"))
     assert set(manifest["domains"]) == set(SETS["five"])
     store = str(tmp_path / "store" / "fidelity-five-tiny.json")
@@ -92,6 +99,70 @@ def test_fidelity_and_baselines_pipeline_at_tiny_size(tmp_path):
     assert rungs[0]["compute_fraction"] < rungs[1]["compute_fraction"]  # half the steps
 
 
+@pytest.mark.timeout(900)
+def test_quality_arms_resume_and_report(tmp_path, monkeypatch, capsys):
+    common = staged(tmp_path)
+    store = tmp_path / "store" / "quality-five-tiny.json"
+    arms = ["--arms", "natural,uniform,op_mix,op_mix_late", "--seeds", "0,1", "--store", str(store)]
+    out = mixbench("quality", *common, *arms, "--procs", "2", "--work", str(tmp_path / "w1"))
+    assert "0 units done, 8 pending" in out
+    result = json.load(open(tmp_path / "results" / "opmix_quality_pretrain_tiny.json"))
+    assert result["status"] == "complete", out
+    entry = result["domain_sets"]["five"]
+    assert set(entry["arms"]) == {"natural", "uniform", "op_mix", "op_mix_late"}
+    for arm in entry["arms"].values():
+        assert arm["seeds"] == [0, 1] and len(arm["mean_test_loss"]) == 2 and len(arm["test_by_domain"]) == 5
+        assert all(total > 0 and flops["train"] > 0 for total, flops in zip(arm["total_flops"], arm["flops_by_kind"]))
+        assert arm["decisions"]["0"][0]["kind"] == "initial"
+    late = entry["arms"]["op_mix_late"]
+    assert late["decision_steps"] == [5] and all(f["probe"] > 0 for f in late["flops_by_kind"])
+    assert late["minus_natural"]["t_ci"] and late["minus_uniform"]["bootstrap_ci"]
+    assert late["headroom_fraction"]["fraction"] is None and late["headroom_fraction"]["why"]  # no fidelity run here
+    verdict = entry["verdicts"]["op_mix"]
+    assert verdict["vs_natural"]["verdict"] in ("better", "worse", "not distinguishable") and verdict["vs_natural"]["rule"]
+    assert verdict["protocol"]["verdict"] == "not judged"  # 2 seeds
+    assert (tmp_path / "results" / "opmix_quality_pretrain_tiny.png").stat().st_size > 5000
+    # Run again: nothing is retrained, the store is unchanged.
+    before = store.read_text()
+    again = mixbench("quality", *common, *arms, "--work", str(tmp_path / "w2"))
+    assert "8 units done, 0 pending" in again and "mean test loss" not in again
+    assert json.loads(store.read_text())["units"] == json.loads(before)["units"]
+
+    # An arm with a setting its strategy does not have fails before anything is trained or stored.
+    from mixbench import quality
+    from mixbench.__main__ import main
+
+    monkeypatch.setitem(quality.ARMS, "op_mix_bad", quality._arm("op_mix", no_such_setting=1))
+    scratch = tmp_path / "scratch2"
+    monkeypatch.setenv("HF_DATAMIX_CACHE", str(scratch / "packed"))  # main sets it otherwise, for the whole process
+    with pytest.raises(SystemExit):
+        main(["quality", *common, "--arms", "natural,op_mix_bad", "--store", str(tmp_path / "bad.json"),
+              "--scratch", str(scratch), "--work", str(tmp_path / "w3")])
+    message = capsys.readouterr().err
+    assert "'op_mix_bad'" in message and "no_such_setting" in message
+    assert not (tmp_path / "bad.json").exists() and not scratch.exists()
+
+
+def test_quality_verdicts_follow_the_protocol():
+    from mixbench.quality import _protocol, headroom_fraction, paired
+
+    def arms(**losses):
+        return {name: {"seeds": [0, 1, 2], "mean_test_loss": values} for name, values in losses.items()}
+
+    headroom = {"headroom": 0.2, "headroom_relative": 0.1, "best_baseline_loss": 2.0}
+    base = {"natural": [2.0, 2.01, 1.99], "uniform": [2.5, 2.6, 2.55]}
+    cases = {"supported": ([1.85, 1.86, 1.84], headroom), "refuted": ([2.001, 2.009, 1.992], headroom),
+             "untestable": ([1.85, 1.86, 1.84], {**headroom, "headroom_relative": 0.001}),
+             "undecided": ([1.95, 1.96, 1.94], headroom)}  # better, with 25 % of the headroom
+    for expected, (losses, room) in cases.items():
+        table = arms(**base, op_mix=losses)
+        verdict = _protocol(table, "op_mix", room, headroom_fraction(losses, room))
+        assert verdict["verdict"] == expected and verdict["best_baseline"] == "natural" and verdict["rule"].startswith(expected)
+    two = {name: {"seeds": [0, 1], "mean_test_loss": v[:2]} for name, v in {**base, "op_mix": [1.8] * 3}.items()}
+    assert _protocol(two, "op_mix", headroom, {"fraction": 1.0})["verdict"] == "not judged"
+    assert paired(arms(**base), "natural", "uniform")["mean"] < 0
+
+
 def test_store_keeps_finished_units_and_replicates(tmp_path):
     from mixbench.runner import Budget, Store, WorkerFile, assign
 
@@ -110,6 +181,12 @@ def test_store_keeps_finished_units_and_replicates(tmp_path):
         Store(str(tmp_path / "store.json"), {"kind": "x", "points": [0.5]})
     shares = assign([("big", 10), ("b", 4), ("c", 4), ("d", 3)], 2)
     assert shares == [["big"], ["b", "c", "d"]]
+    grown = Store(str(tmp_path / "grown.json"), {"kind": "q", "seeds": [0, 1], "arms": {"a": 1}}, ("seeds", "arms"))
+    grown.save()
+    wider = Store(grown.path, {"kind": "q", "seeds": [2], "arms": {"b": 2}}, ("seeds", "arms"))  # more arms, seeds
+    assert wider.settings == {"kind": "q", "seeds": [0, 1, 2], "arms": {"a": 1, "b": 2}}
+    with pytest.raises(ValueError, match="arms.a"):  # an arm whose definition changed
+        Store(grown.path, {"kind": "q", "seeds": [0], "arms": {"a": 3}}, ("seeds", "arms"))
     budget = Budget(10)
     budget.observe(cost=10, seconds=1.0)
     assert budget.allows(50) and not budget.allows(200)

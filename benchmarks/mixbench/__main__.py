@@ -3,12 +3,14 @@
     python -m benchmarks.mixbench stage --corpus DIR --set five      # stage a domain set (xz) from a corpus
     python -m benchmarks.mixbench fidelity --set five [--procs 2]    # oracle sweep + simulator fidelity
     python -m benchmarks.mixbench baselines --set five --seeds 0,1,2 # natural vs uniform end to end
+    python -m benchmarks.mixbench quality --set five --procs 2       # every arm (--arms a,b) end to end, paired
     python -m benchmarks.mixbench transfer --set even                # Olmix proxy -> target transfer ladder
 
-``fidelity``, ``baselines`` and ``transfer`` are resumable: finished units live in a store (``--store``,
+``fidelity``, ``baselines``, ``quality`` and ``transfer`` are resumable: finished units live in a store (``--store``,
 default ``benchmarks/mixbench/stores/<kind>-<set>-<shape>.json``, kept in git with the results); a command runs what is pending within ``--budget-s`` seconds
 and can be run again until everything is done.  Every command ends by rewriting the results file
-(``benchmarks/results/mixbench_<kind>.json`` + PNG, ``"complete": false`` until all units are in) from
+(``benchmarks/results/mixbench_<kind>.json`` + PNG, quality's ``opmix_quality_pretrain.json``; ``"status":
+"partial"`` until all units are in) from
 every store of that kind, so each results file comes from one command, repeated.  ``--shape tiny`` is
 a CPU check of the whole pipeline.
 """
@@ -28,12 +30,15 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from _common import RESULTS_DIR, provenance, read_json, write_json  # noqa: E402
 
-from . import baselines, fidelity, transfer  # noqa: E402
+from . import baselines, fidelity, quality, transfer  # noqa: E402
 from .common import DATA_DIR, SETS, SHAPES, Shape, prepare, stage  # noqa: E402
 from .runner import Budget, Store, WorkerFile, assign, launch_workers, worker_files  # noqa: E402
 
-KINDS = {"fidelity": fidelity, "baselines": baselines, "transfer": transfer}
-PLANS = {"fidelity": fidelity.FidelityPlan, "baselines": baselines.BaselinePlan, "transfer": transfer.TransferPlan}
+KINDS = {"fidelity": fidelity, "baselines": baselines, "quality": quality, "transfer": transfer}
+PLANS = {"fidelity": fidelity.FidelityPlan, "baselines": baselines.BaselinePlan, "quality": quality.QualityPlan,
+         "transfer": transfer.TransferPlan}
+#: results files not named mixbench_<kind>
+RESULTS_NAMES = {"quality": "opmix_quality_pretrain"}
 PLAN_FIELDS = {kind: {f.name for f in dataclasses.fields(plan)} for kind, plan in PLANS.items()}
 
 
@@ -45,7 +50,11 @@ def _plan(opts):
     if opts.command == "transfer":
         rungs = transfer.DEFAULT_RUNGS if not opts.rungs else tuple(_rung(r) for r in opts.rungs.split(","))
         return transfer.TransferPlan(opts.set, seed=opts.seed, shape=shape, mixtures=opts.mixtures, rungs=rungs)
-    return baselines.BaselinePlan(opts.set, seeds=tuple(int(s) for s in opts.seeds.split(",")), shape=shape)
+    seeds = tuple(int(s) for s in opts.seeds.split(","))
+    if opts.command == "quality":
+        return quality.QualityPlan(opts.set, seeds=seeds, shape=shape,
+                                   arms=tuple(a for a in (opts.arms or "").split(",") if a))
+    return baselines.BaselinePlan(opts.set, seeds=seeds, shape=shape)
 
 
 def _rung(text: str) -> tuple[str, str, float]:
@@ -87,12 +96,13 @@ def _write_results(opts, module) -> dict:
     pilot stores (``stores/pilot/``: earlier units kept when the benchmark changed) in a ``pilot`` section."""
     folder = os.path.dirname(_store_path(opts))
     pairs, calls = _stores(folder, opts.command, opts.shape, _variant(opts))
-    body = module.report(pairs)
+    inputs = module.report_inputs(opts.results, opts.shape) if hasattr(module, "report_inputs") else {}
+    body = module.report(pairs, **inputs)
     pilot_pairs, pilot_calls = _stores(os.path.join(folder, "pilot"), opts.command, opts.shape, _variant(opts))
     if pilot_pairs:
         notes = [read_json(p).get("note") for p in sorted(glob.glob(os.path.join(folder, "pilot", f"{_variant(opts)}-*")))]
-        body["pilot"] = {**module.report(pilot_pairs), "why": notes, "unit_calls": pilot_calls}
-    name = f"mixbench_{_variant(opts)}" + ("" if opts.shape == "gpu" else f"_{opts.shape}")
+        body["pilot"] = {**module.report(pilot_pairs, **inputs), "why": notes, "unit_calls": pilot_calls}
+    name = RESULTS_NAMES.get(opts.command, f"mixbench_{_variant(opts)}") + ("" if opts.shape == "gpu" else f"_{opts.shape}")
     header = provenance(f"mixbench {opts.command}", opts.commit)
     # The numbers were measured where the units ran (each call's device and commit are in unit_calls);
     # this command only assembled them.
@@ -126,19 +136,21 @@ def _worker_argv(opts, store: str) -> list[str]:
             "--scratch", opts.scratch, "--data", opts.data, "--mixtures", str(opts.mixtures)]
     argv += ["--rungs", opts.rungs] if opts.rungs else []
     argv += ["--planned"] if opts.planned else []
+    argv += ["--arms", opts.arms] if opts.arms else []
     return argv + (["--commit", opts.commit] if opts.commit else [])
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.mixbench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["stage", "fidelity", "baselines", "transfer", "report"])
+    parser.add_argument("command", choices=["stage", "fidelity", "baselines", "quality", "transfer", "report"])
     parser.add_argument("--set", required=True, choices=sorted(SETS))
     parser.add_argument("--shape", default="gpu", choices=sorted(SHAPES))
     parser.add_argument("--corpus", help="stage: a corpus written by hf-datamix corpus build")
     parser.add_argument("--data", default=DATA_DIR, help="staged data folder")
     parser.add_argument("--seed", type=int, default=0, help="fidelity: the seed of the prefix run")
-    parser.add_argument("--seeds", default="0,1,2", help="baselines: paired seeds")
+    parser.add_argument("--seeds", default="0,1,2", help="baselines, quality: paired seeds")
+    parser.add_argument("--arms", help=f"quality: arms to run, comma-separated (default: all of {list(quality.ARMS)})")
     parser.add_argument("--points", default="0.2,0.5", help="fidelity: decision points (fractions of the run)")
     parser.add_argument("--planned", action="store_true",
                         help="fidelity: caps planned over the horizon, as the library trains by default (own store "
@@ -170,8 +182,14 @@ def main(argv=None) -> int:
                     glob.glob(os.path.join(folder, "pilot", f"{command}-*-{opts.shape}.json")):
                 _write_results(opts, KINDS[command])
         return 0
-    module, plan = KINDS[opts.command], _plan(opts)
-    store = Store(_store_path(opts), plan.settings())
+    module = KINDS[opts.command]
+    try:  # every setting of every arm is checked here, before any data are packed or any step is trained
+        plan = _plan(opts)
+        if hasattr(plan, "check"):
+            plan.check()
+    except ValueError as error:
+        parser.error(str(error))
+    store = Store(_store_path(opts), plan.settings(), extensible=getattr(plan, "extensible", ()))
     pending = [(k, c) for k, c in plan.units() if k not in store.units]
     shares = assign(pending, max(1, opts.procs))
     call = {"command": " ".join(sys.argv), **{k: v for k, v in provenance("call", opts.commit).items() if k != "benchmark"}}

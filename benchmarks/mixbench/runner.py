@@ -23,17 +23,46 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from _common import read_json, write_json  # noqa: E402
 
 
-class Store:
-    """Finished units of one benchmark configuration (``settings`` must match to add to it)."""
+def _differences(a: dict[str, Any], b: dict[str, Any], extensible: tuple[str, ...]) -> list[str]:
+    """Settings in which ``a`` and ``b`` disagree; an ``extensible`` one (a list or a mapping that grows from
+    call to call) disagrees only in the entries both have (``key.entry`` for a mapping)."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if key in extensible and isinstance(x, dict) and isinstance(y, dict):
+            out += [f"{key}.{k}" for k in sorted(set(x) & set(y)) if x[k] != y[k]]
+        elif not (key in extensible and isinstance(x, list) and isinstance(y, list)) and x != y:
+            out.append(key)
+    return out
 
-    def __init__(self, path: str, settings: dict[str, Any]):
+
+def _union(a: dict[str, Any], b: dict[str, Any], extensible: tuple[str, ...]) -> dict[str, Any]:
+    """``a`` with the entries of ``b``'s extensible settings that ``a`` lacks (a list keeps ``a``'s order first)."""
+    out = dict(a)
+    for key in extensible:
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out[key] = {**x, **{k: v for k, v in y.items() if k not in x}}
+        elif isinstance(x, list) and isinstance(y, list):
+            out[key] = x + [v for v in y if v not in x]
+    return out
+
+
+class Store:
+    """Finished units of one benchmark configuration (``settings`` must match to add to it).
+
+    ``extensible`` settings may grow (more seeds, more arms): the store's settings are the union, and
+    only an entry both define differently (an arm whose definition changed) refuses the store.
+    """
+
+    def __init__(self, path: str, settings: dict[str, Any], extensible: tuple[str, ...] = ()):
         settings = json.loads(json.dumps(settings))  # as it reads back from the file (tuples -> lists)
-        self.path, self.settings = path, settings
+        self.path, self.extensible = path, tuple(extensible)
         data = read_json(path, default={"settings": settings, "units": {}, "calls": []})
-        if data["settings"] != settings:
-            changed = sorted(k for k in set(settings) | set(data["settings"])
-                             if settings.get(k) != data["settings"].get(k))
+        changed = _differences(settings, data["settings"], self.extensible)
+        if changed:
             raise ValueError(f"{path} holds units of other settings (differ: {changed}); use another --store.")
+        self.settings = _union(data["settings"], settings, self.extensible)
         self.units: dict[str, Any] = data["units"]
         self.calls: list[dict] = data["calls"]
         #: Units computed again by a later call (same settings, a fresh run): the first is kept in
@@ -45,7 +74,7 @@ class Store:
         added = 0
         for path in paths:
             data = read_json(path, default=None)
-            if not data or data.get("settings") != self.settings:
+            if not data or _differences(data.get("settings", {}), self.settings, self.extensible):
                 continue
             for key, value in data["units"].items():
                 if key not in self.units:

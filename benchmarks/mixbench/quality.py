@@ -1,0 +1,420 @@
+"""Mixing quality end to end (issue 18): arms trained from scratch over paired seeds, scored on the test split.
+
+Each unit ``arm/seed`` trains the shape's model from its seed's init for the whole run with
+DataMixTrainer under the arm's strategy and settings (:data:`ARMS`, the one table of arms), then scores
+the test split per domain, and records the compute by kind (the trainer's ledger), the mixtures in
+force over time (its ``mixtures.json`` history, compacted) and the seconds.  ``baselines`` is this
+runner restricted to natural and uniform as they first ran (:class:`~.baselines.BaselinePlan`).
+
+The store's settings hold the definition (strategy, settings, ``plan_caps``) of every arm run so far,
+resolved for the shape: an arm added later joins the store, but an arm whose definition changed in
+:data:`ARMS` is refused together with its old units (use another ``--store``, or rename the arm).
+Seeds added later join too.  Every arm's settings are checked (:meth:`QualityPlan.check`: the arm's
+strategy is built with the library's factory) before anything is trained.
+
+The report (``opmix_quality_pretrain.json``): per set and arm the per-seed mean test loss (one per seed,
+the plan's seed order), per-domain test losses, FLOPs by kind, decisions; every arm's paired difference
+(arm − natural, arm − uniform); the fraction of the oracle headroom (from ``mixbench_fidelity.json``)
+at an op_mix arm's decision point; and ``verdicts`` by the protocol's rules, each with its rule's text.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from . import stats
+from .common import DATA_DIR, SETS, Shape, domain_set, new_model, run_args, tokenizer
+from .runner import Budget, WorkerFile
+
+
+@dataclass(frozen=True)
+class RunFraction:
+    """A setting given as a fraction of the run's steps (resolved for the shape: ``round(fraction · steps)``, >= 1)."""
+
+    fraction: float
+
+    def resolve(self, shape: Shape) -> int:
+        return max(1, int(round(self.fraction * shape.steps)))
+
+
+def _arm(strategy: str, plan_caps: bool = True, **settings: Any) -> dict[str, Any]:
+    return {"strategy": strategy, "settings": settings, "plan_caps": plan_caps}
+
+
+#: The arms: strategy, its settings, and ``plan_caps`` (repetition caps planned over the horizon: the
+#: library default; ``False`` trains a mixture as given until a domain runs dry, as baselines first ran).
+ARMS: dict[str, dict[str, Any]] = {
+    "natural": _arm("natural"),
+    "uniform": _arm("uniform"),
+    "natural_unplanned": _arm("natural", plan_caps=False),
+    "uniform_unplanned": _arm("uniform", plan_caps=False),
+    "op_mix": _arm("op_mix"),  # as published: op_mix's defaults
+    "op_mix_prior": _arm("op_mix", prior_space="coordinates"),  # the reference's KL prior over the coordinates
+    "op_mix_design": _arm("op_mix", law_space="data", candidate_design="covering", trust_region=True),
+    "op_mix_branches": _arm("op_mix", simulator="branches"),
+    "op_mix_calibrated": _arm("op_mix", simulator="calibrated"),
+    "op_mix_late": _arm("op_mix", warmup_fraction=0.5),
+    "op_mix_redecide": _arm("op_mix", redecide_every=RunFraction(0.25)),
+}
+#: The references of the paired differences, and the baselines the protocol's "best baseline" is chosen from.
+REFERENCES = ("natural", "uniform")
+BASELINES = ("natural", "uniform", "natural_unplanned", "uniform_unplanned")
+#: A decision costs about this many training steps per step of the run (LoRA probes: (k + 1) probes of
+#: 10 % of the run, eager, ≈ 2.5× a compiled step); only orders and budgets the units.
+DECISION_COST = 1.5
+#: The protocol's thresholds (rule 9): relative headroom below which a set cannot tell methods apart, the
+#: headroom from which a null result refutes, the half-width of "no difference", the share of headroom to support.
+UNTESTABLE_BELOW, REFUTE_HEADROOM, REFUTE_WIDTH, SUPPORT_FRACTION = 0.005, 0.015, 0.005, 0.5
+
+
+def resolve(definition: Mapping[str, Any], shape: Shape) -> dict[str, Any]:
+    """An arm's definition with its run-relative settings resolved for ``shape`` (what the store records)."""
+    settings = {k: v.resolve(shape) if isinstance(v, RunFraction) else v for k, v in definition["settings"].items()}
+    return {"strategy": definition["strategy"], "settings": settings, "plan_caps": bool(definition["plan_caps"])}
+
+
+@dataclass
+class QualityPlan:
+    """Arms trained from scratch for the whole run on every seed (paired by seed: init and data order)."""
+
+    set_name: str
+    seeds: tuple[int, ...] = (0, 1, 2)
+    shape: Shape = field(default_factory=Shape)
+    domains: tuple[str, ...] = ()  # the set's domains when the units were run (default: SETS[set_name])
+    #: names from :data:`ARMS` (default: all), or ``{name: definition}`` as read back from a store
+    arms: Any = ()
+    kind: ClassVar[str] = "quality"
+    #: settings that may grow from call to call (the store checks the entries they share)
+    extensible: ClassVar[tuple[str, ...]] = ("seeds", "arms")
+
+    def __post_init__(self):
+        if self.set_name not in SETS:
+            raise ValueError(f"unknown domain set {self.set_name!r}; known: {sorted(SETS)}.")
+        self.domains = tuple(self.domains or SETS[self.set_name])
+        self.seeds = tuple(int(s) for s in self.seeds)
+        if len(self.seeds) < 2:
+            raise ValueError(f"seeds={self.seeds}: a paired difference needs >= 2 seeds (the protocol asks >= 3).")
+        if isinstance(self.arms, Mapping):
+            self.definitions = {name: dict(d) for name, d in self.arms.items()}
+        else:
+            names = tuple(self.arms) or tuple(ARMS)
+            unknown = [n for n in names if n not in ARMS]
+            if unknown:
+                raise ValueError(f"unknown arm(s) {unknown}; known arms: {list(ARMS)}.")
+            self.definitions = {name: resolve(ARMS[name], self.shape) for name in names}
+        self.arms = tuple(self.definitions)
+
+    def settings(self) -> dict[str, Any]:
+        return {"kind": self.kind, "set_name": self.set_name, "seeds": list(self.seeds), "shape": asdict(self.shape),
+                "domains": list(self.domains), "arms": self.definitions}
+
+    def strategy(self, arm: str):
+        """A fresh instance of ``arm``'s strategy with its settings."""
+        from hf_datamix.strategies.registry import create_strategy
+
+        definition = self.definitions[arm]
+        return create_strategy(definition["strategy"], dict(definition["settings"]))
+
+    def check(self) -> None:
+        """Build every arm's strategy (nothing is trained): a bad setting fails here, naming the arm."""
+        for arm, definition in self.definitions.items():
+            try:
+                self.strategy(arm)
+            except (ValueError, TypeError, KeyError) as error:
+                raise ValueError(f"arm {arm!r} ({definition['strategy']} with settings {definition['settings']}) "
+                                 f"cannot run: {error}") from None
+
+    def decision_steps(self, arm: str) -> list[int]:
+        """The steps at which ``arm``'s strategy plans to decide in a pretraining run of this shape."""
+        strategy, steps, found = self.strategy(arm), self.shape.steps, []
+        nxt = strategy.next_decision_step(0, steps)
+        while nxt is not None and nxt < steps:
+            found.append(int(nxt))
+            nxt = strategy.next_decision_step(nxt + 1, steps)
+        return found
+
+    def cost(self, arm: str) -> float:
+        """Estimated cost of one unit of ``arm`` in training steps (orders the units, paces the budget)."""
+        return self.shape.steps * (1 + DECISION_COST * len(self.decision_steps(arm)))
+
+    def unit_keys(self) -> list[str]:
+        return [f"{arm}/{seed}" for seed in self.seeds for arm in self.arms]
+
+    def units(self) -> list[tuple[str, float]]:
+        costs = {arm: self.cost(arm) for arm in self.arms}
+        return [(key, costs[key.rsplit("/", 1)[0]]) for key in self.unit_keys()]
+
+
+# ---------------------------------------------------------------------------------- one worker
+#: What a unit keeps of each ``mixtures.json`` record (the law fit and the candidates stay in the run's folder).
+_RECORD_KEYS = ("step", "kind", "weights", "seconds", "capped_for_horizon", "schedule", "domain", "sample", "epochs",
+                "action")
+
+
+def _decisions(history: list[dict]) -> list[dict]:
+    """The mixtures in force over time: each record of the run, compacted (the proposal's prediction kept)."""
+    out = []
+    for record in history:
+        entry = {k: record[k] for k in _RECORD_KEYS if k in record}
+        proposal = record.get("proposal")
+        if proposal:
+            entry["proposal"] = {k: proposal.get(k) for k in ("predicted", "status", "fallback_reason")}
+        out.append(entry)
+    return out
+
+
+def _epochs(trainer, steps: int) -> dict[str, float]:
+    """Epochs over each domain's training blocks drawn in ``steps`` steps (the run's own stream, caps included)."""
+    stream = trainer.interleaver
+    drawn = stream.drawn(steps * trainer.samples_per_step)
+    return {name: drawn[name] / (trainer.sources[name].num_blocks * stream.segments_per_block) for name in stream.domains}
+
+
+def run_worker(plan: QualityPlan, keys: list[str], work: str, out: WorkerFile, budget: Budget,
+               data_dir: str = DATA_DIR, unpacked: str | None = None) -> None:
+    """Train each ``arm/seed`` run in ``keys`` from its seed's init under the arm's strategy; score the test split."""
+    from hf_datamix import DataMixTrainer
+    from hf_datamix.simulate.scoring import BlockLossScorer
+
+    tok = tokenizer()
+    domains = domain_set(plan.set_name, unpacked or work, data_dir)
+    shape = plan.shape
+    for key in keys:
+        arm, seed = key.rsplit("/", 1)
+        cost = plan.cost(arm)
+        if not budget.allows(cost):
+            print(f"stop: {key} would not end before the deadline ({budget.left:.0f} s left)", flush=True)
+            return
+        started = time.perf_counter()
+        args = run_args(shape, os.path.join(work, "runs", key.replace("/", "-")), int(seed),
+                        plan_caps=plan.definitions[arm]["plan_caps"])
+        trainer = DataMixTrainer(model=new_model(tok, shape, int(seed)), domains=domains, strategy=plan.strategy(arm),
+                                 args=args, processing_class=tok)
+        trainer.train()
+        ledger = trainer.ledger.to_dict()  # before the test pass: scoring the benchmark is not the arm's compute
+        test = BlockLossScorer(trainer.eval_blocks, 32, trainer.args.device)(trainer.model)
+        seconds = time.perf_counter() - started
+        decisions = _decisions(trainer.history)
+        out.add(key, {"arm": arm, "seed": int(seed), "weights": trainer.interleaver.weights_at(0).to_dict(),
+                      "test": test.tolist(), "test_mean": float(np.mean(test)), "seconds": seconds,
+                      "final_train_loss": trainer.state.log_history[-1].get("train_loss"),
+                      "epochs": _epochs(trainer, shape.steps), "flops": ledger["by_kind"],
+                      "total_flops": ledger["total_flops"], "tokens": ledger["tokens_by_kind"], "decisions": decisions,
+                      "decision_seconds": sum(d.get("seconds") or 0.0 for d in decisions
+                                              if d["kind"] in ("decision", "kept"))})
+        budget.observe(cost, seconds)
+        print(f"{key}: mean test loss {np.mean(test):.4f} in {seconds:.0f} s", flush=True)
+
+
+# ---------------------------------------------------------------------------------- the report
+def arm_summary(plan: QualityPlan, arm: str, units: dict[str, Any]) -> dict[str, Any]:
+    """One arm's finished seeds (in the plan's seed order): test losses, weights, epochs, seconds, compute."""
+    done = [units[f"{arm}/{seed}"] for seed in plan.seeds if f"{arm}/{seed}" in units]
+    means = [r["test_mean"] for r in done]
+    entry = {
+        "mean_test_loss": means, "test": [r["test"] for r in done], "seeds": [r["seed"] for r in done],
+        "weights": done[0]["weights"] if done else None, "epochs": [r["epochs"] for r in done],
+        "seconds": [r["seconds"] for r in done], "seed_std": float(np.std(means, ddof=1)) if len(done) > 1 else None,
+        "definition": plan.definitions[arm],
+    }
+    if done and all("flops" in r for r in done):  # units of the first baselines runs have no compute record
+        entry.update({
+            "test_by_domain": {d: [r["test"][j] for r in done] for j, d in enumerate(plan.domains)},
+            "total_flops": [r["total_flops"] for r in done], "flops_by_kind": [r["flops"] for r in done],
+            "tokens_by_kind": [r["tokens"] for r in done], "decision_seconds": [r["decision_seconds"] for r in done],
+            "decisions": {str(r["seed"]): r["decisions"] for r in done},
+        })
+    return entry
+
+
+def paired(arms: dict[str, dict], a: str, b: str, seed: int = 0) -> dict[str, Any] | None:
+    """``a − b`` over the seeds both arms finished (None below 2)."""
+    if a not in arms or b not in arms:
+        return None
+    mine = dict(zip(arms[a]["seeds"], arms[a]["mean_test_loss"]))
+    theirs = dict(zip(arms[b]["seeds"], arms[b]["mean_test_loss"]))
+    common = [s for s in arms[a]["seeds"] if s in theirs]
+    if len(common) < 2:
+        return None
+    return {**stats.paired_difference([mine[s] for s in common], [theirs[s] for s in common], seed=seed),
+            "seed_values": common}
+
+
+def headroom_at(plan: QualityPlan, step: int | None, fidelity: dict | None) -> dict[str, Any]:
+    """The oracle headroom the fidelity results give at decision step ``step`` of this plan's set and shape."""
+    if step is None:
+        return {"headroom": None, "why": "the arm made no decision"}
+    if not fidelity:
+        return {"headroom": None, "why": "no mixbench_fidelity results file next to this one"}
+    entry = fidelity.get("domain_sets", {}).get(plan.set_name)
+    if not entry:
+        return {"headroom": None, "why": f"the fidelity results have no set {plan.set_name!r}"}
+    if entry.get("settings", {}).get("shape") != asdict(plan.shape):
+        return {"headroom": None, "why": "the fidelity results were measured at another run shape"}
+    for point, result in entry.get("decision_points", {}).items():
+        if result.get("step") == step:
+            if result.get("headroom") is None:
+                return {"headroom": None, "why": f"the oracle sweep at {point} is incomplete "
+                                                 f"({result.get('oracle_done')} of {result.get('oracle_planned')} mixtures)"}
+            by_name = {o["name"]: o["test_mean"] for o in result["oracle"]}
+            return {"headroom": result["headroom"], "headroom_relative": result["headroom_relative"], "point": float(point),
+                    "step": step, "fidelity_seed": entry.get("seed"), "best_baseline": result["best_baseline"],
+                    "best_baseline_loss": by_name[result["best_baseline"]], "best_mixture": result["best_mixture"]}
+    return {"headroom": None, "why": f"the fidelity results have no decision point at step {step}"}
+
+
+def headroom_fraction(arm_losses: list[float], headroom: dict[str, Any]) -> dict[str, Any]:
+    """The share of the headroom the arm gets: (oracle's best baseline − the arm's mean test loss) / headroom."""
+    if headroom.get("headroom") is None:
+        return {"fraction": None, "why": headroom["why"]}
+    if headroom["headroom_relative"] < UNTESTABLE_BELOW:
+        return {"fraction": None, "why": f"headroom {headroom['headroom']:.4f} nats ({headroom['headroom_relative']:.2%} "
+                                         f"of the best baseline) < {UNTESTABLE_BELOW:.1%}: the set cannot tell methods "
+                                         "apart at this decision point (protocol rule 4)"}
+    gain = headroom["best_baseline_loss"] - float(np.mean(arm_losses))
+    return {"fraction": gain / headroom["headroom"], "gain_over_oracle_baseline": gain,
+            "note": "the arm's mean over its seeds against the oracle's best baseline (one seed, a uniform prefix to "
+                    "the decision point with plan_caps off, then that mixture) at the same decision step"}
+
+
+RULES = {
+    "better": "better: the t-interval (95 %, df = seeds − 1) of the paired difference arm − reference excludes 0 "
+              "and is below it",
+    "worse": "worse: the t-interval of the paired difference arm − reference excludes 0 and is above it",
+    "not distinguishable": "not distinguishable: the t-interval of the paired difference arm − reference contains 0",
+    "better_than_both": "better than both natural and uniform: the t-interval of each paired difference (arm − natural, "
+                        "arm − uniform) excludes 0 and is below it",
+    "supported": "supported: the t-interval of arm − best baseline (the lowest mean test loss over the seeds of "
+                 f"{', '.join(BASELINES)}, those run) excludes 0 and is below it, and the arm gets >= "
+                 f"{SUPPORT_FRACTION:.0%} of the oracle headroom at its (first) decision point (protocol rule 9)",
+    "refuted": f"refuted: the t-interval of arm − best baseline lies within ±{REFUTE_WIDTH:.1%} of the best baseline's "
+               f"mean test loss while the headroom is >= {REFUTE_HEADROOM:.1%} (protocol rule 9)",
+    "untestable": f"untestable: the oracle headroom at the arm's decision point is < {UNTESTABLE_BELOW:.1%} of the best "
+                  "baseline (protocol rules 4 and 9)",
+    "undecided": "undecided: none of supported, refuted, untestable applies (e.g. a gain that excludes 0 with < "
+                 f"{SUPPORT_FRACTION:.0%} of the headroom, or an interval wider than ±{REFUTE_WIDTH:.1%})",
+    "not judged": "not judged: fewer than 3 paired seeds (protocol rule 1) or no oracle headroom measured at the "
+                  "arm's decision point",
+}
+
+
+def _compare(difference: dict | None) -> dict[str, Any]:
+    if difference is None:
+        return {"verdict": None, "rule": "needs >= 2 seeds finished by both arms"}
+    lo, hi = difference["t_ci"]
+    verdict = "better" if hi < 0 else "worse" if lo > 0 else "not distinguishable"
+    return {"verdict": verdict, "rule": RULES[verdict], "t_ci": [lo, hi]}
+
+
+def _protocol(arms: dict, arm: str, headroom: dict, fraction: dict) -> dict[str, Any]:
+    """Rule 9's verdict on ``arm`` against the best baseline run."""
+    runs = [b for b in BASELINES if b in arms and arms[b]["mean_test_loss"]]
+    if not runs:
+        return {"verdict": None, "rule": RULES["not judged"], "why": "no baseline arm run"}
+    best = min(runs, key=lambda b: np.mean(arms[b]["mean_test_loss"]))
+    difference = paired(arms, arm, best)
+    out: dict[str, Any] = {"best_baseline": best, "difference": difference}
+    if difference is None or difference["seeds"] < 3:
+        return {**out, "verdict": "not judged", "rule": RULES["not judged"], "why": "fewer than 3 paired seeds"}
+    if headroom.get("headroom") is None:
+        return {**out, "verdict": "not judged", "rule": RULES["not judged"], "why": headroom["why"]}
+    relative = headroom["headroom_relative"]
+    lo, hi = difference["t_ci"]
+    width = REFUTE_WIDTH * float(np.mean(arms[best]["mean_test_loss"]))
+    if relative < UNTESTABLE_BELOW:
+        verdict = "untestable"
+    elif hi < 0 and (fraction.get("fraction") or 0.0) >= SUPPORT_FRACTION:
+        verdict = "supported"
+    elif relative >= REFUTE_HEADROOM and -width <= lo and hi <= width:
+        verdict = "refuted"
+    else:
+        verdict = "undecided"
+    return {**out, "verdict": verdict, "rule": RULES[verdict], "headroom_relative": relative}
+
+
+def _verdicts(arms: dict, judged: dict[str, dict]) -> dict[str, Any]:
+    out = {}
+    for arm, info in judged.items():
+        vs = {ref: _compare(arms[arm].get(f"minus_{ref}")) for ref in REFERENCES if ref in arms}
+        both = len(vs) == len(REFERENCES) and all(v["verdict"] == "better" for v in vs.values())
+        decided = all(v["verdict"] for v in vs.values()) and len(vs) == len(REFERENCES)
+        out[arm] = {**{f"vs_{ref}": v for ref, v in vs.items()},
+                    "better_than_both": {"verdict": both if decided else None, "rule": RULES["better_than_both"]},
+                    "protocol": _protocol(arms, arm, info["headroom"], info["headroom_fraction"])}
+    return out
+
+
+def report(plans_and_units: list[tuple[QualityPlan, dict[str, Any], dict[str, list]]],
+           fidelity: dict | None = None) -> dict[str, Any]:
+    """The ``opmix_quality_pretrain.json`` body (module docstring); ``fidelity``: the fidelity results, for the headroom."""
+    out: dict[str, Any] = {"domain_sets": {}, "complete": bool(plans_and_units)}
+    for plan, units, _ in plans_and_units:
+        complete = all(key in units for key in plan.unit_keys())
+        out["complete"] &= complete
+        arms = {arm: arm_summary(plan, arm, units) for arm in plan.arms}
+        for arm, entry in arms.items():
+            for ref in REFERENCES:
+                if ref != arm and ref in arms:
+                    entry[f"minus_{ref}"] = paired(arms, arm, ref)
+        judged = {}
+        for arm in (a for a in plan.arms if plan.definitions[a]["strategy"] == "op_mix"):
+            steps = sorted({d["step"] for r in (units.get(f"{arm}/{s}") for s in plan.seeds) if r
+                            for d in r["decisions"] if d["kind"] in ("decision", "kept")})
+            headroom = headroom_at(plan, steps[0] if steps else None, fidelity)
+            fraction = headroom_fraction(arms[arm]["mean_test_loss"], headroom)
+            arms[arm].update({"decision_steps": steps, "headroom": headroom, "headroom_fraction": fraction})
+            judged[arm] = {"headroom": headroom, "headroom_fraction": fraction}
+        caps = {base: paired(arms, base, f"{base}_unplanned") for base in REFERENCES}
+        out["domain_sets"][plan.set_name] = {
+            "seeds": list(plan.seeds), "settings": plan.settings(), "complete": complete, "domains": list(plan.domains),
+            "arms": arms, "planned_minus_unplanned": caps, "verdicts": _verdicts(arms, judged), "rules": RULES,
+        }
+    return out
+
+
+def report_inputs(results_dir: str, shape: str) -> dict[str, Any]:
+    """What :func:`report` reads besides the stores: the fidelity results of the same shape (the headroom)."""
+    from _common import read_json  # benchmarks/ is on sys.path (runner puts it there)
+
+    name = "mixbench_fidelity" + ("" if shape == "gpu" else f"_{shape}")
+    return {"fidelity": read_json(os.path.join(results_dir, f"{name}.json"), default=None)}
+
+
+def plot(result: dict[str, Any], path: str) -> None:
+    """Per-seed paired gains (reference − arm: above 0, the arm is better) over natural and over uniform,
+    with the mean, its t-interval (thick) and bootstrap interval (thin), one row per set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = [(name, entry) for name, entry in result["domain_sets"].items()
+            if any(arm.get(f"minus_{ref}") for arm in entry["arms"].values() for ref in REFERENCES)]
+    if not sets:
+        return
+    fig, axes = plt.subplots(len(sets), len(REFERENCES), figsize=(6.5 * len(REFERENCES), 3.8 * len(sets)), squeeze=False)
+    for row, (set_name, entry) in zip(axes, sets):
+        for ax, ref in zip(row, REFERENCES):
+            names = [a for a, e in entry["arms"].items() if e.get(f"minus_{ref}")]
+            for x, name in enumerate(names):
+                d = entry["arms"][name][f"minus_{ref}"]
+                gains = -np.asarray(d["per_seed"])
+                ax.scatter(np.full(len(gains), x) + np.linspace(-0.12, 0.12, len(gains)), gains, s=14, color="grey")
+                lo, hi = -d["t_ci"][1], -d["t_ci"][0]
+                ax.errorbar(x, -d["mean"], yerr=[[-d["mean"] - lo], [hi + d["mean"]]], fmt="o", color="C0", lw=2.2,
+                            capsize=4)
+                if d["bootstrap_ci"][0] is not None:
+                    ax.vlines(x + 0.2, -d["bootstrap_ci"][1], -d["bootstrap_ci"][0], color="C1", lw=1)
+            ax.axhline(0, color="black", lw=0.7)
+            ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=7)
+            ax.set_ylabel(f"{ref} − arm, mean test loss (nats)")
+            ax.set_title(f"{set_name}: gain over {ref} (per seed; t CI blue, bootstrap orange)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
