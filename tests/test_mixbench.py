@@ -61,7 +61,8 @@ def test_fidelity_and_baselines_pipeline_at_tiny_size(tmp_path):
     assert len(point["oracle"]) == 12 and {o["name"] for o in point["oracle"]} >= {"uniform", "natural", "tilt:scripture"}
     assert point["headroom"] >= 0 and point["best_mixture"]
     assert set(point["simulators"]) == {"lora:spread", "lora:old", "lora_annealed:spread", "lora_annealed:old",
-                                        "branches", "branches_quarter"}
+                                        "branches", "branches_quarter", "calibrated"}
+    assert len(point["simulators"]["calibrated"]["calibration"]["candidates"]) == 3  # derived from lora + branches
     for sim in point["simulators"].values():
         assert -1 <= sim["spearman"] <= 1 and -1 <= sim["kendall"] <= 1 and sim["top1_regret"] >= 0 and sim["tokens"]
     assert point["simulators"]["lora:spread"]["encoding_inconsistency"] is not None

@@ -37,6 +37,8 @@ from .design import oracle_mixtures
 from .runner import Budget, WorkerFile
 
 SIMULATORS = ("lora", "lora_annealed", "branches", "branches_quarter")
+#: Branches of the derived ``calibrated`` simulator (its default, ``calibration_branches``).
+CALIBRATION_BRANCHES = 3
 #: LoRA probes train on the unwrapped (eager) model: this many times a compiled training step, per step.
 _PROBE_STEP_COST = 2.5
 
@@ -268,24 +270,51 @@ def _point_report(plan, point, oracle, sims, complete) -> dict[str, Any]:
         "best_baseline": "uniform" if by_name["uniform"] <= by_name["natural"] else "natural",
         "best_mixture": oracle[int(np.argmin(true))]["name"], "true_spread": spread,
     })
+    def agreement(Y, tokens, seconds):
+        out = stats.rank_agreement(Y.mean(axis=1), true, seed=plan.seed)
+        out["per_domain_spearman"] = {d: stats.rank_agreement(Y[:, j], per_domain[:, j], seed=plan.seed)["spearman"]
+                                      for j, d in enumerate(plan.domains)}
+        out.update(tokens=tokens, seconds=seconds, scores_mean=Y.mean(axis=1).tolist())
+        return out
+
     for name, unit in sims.items():
         if not unit or not unit.get("scores"):
             continue
         for variant, scores in unit["scores"].items():
             Y = np.asarray(scores, dtype=float)
             label = name if variant == "decision" else f"{name}:{variant}"
-            agreement = stats.rank_agreement(Y.mean(axis=1), true, seed=plan.seed)
-            agreement["per_domain_spearman"] = {
-                d: stats.rank_agreement(Y[:, j], per_domain[:, j], seed=plan.seed)["spearman"]
-                for j, d in enumerate(plan.domains)}
-            agreement["tokens"] = unit["tokens"]
-            agreement["seconds"] = unit.get("seconds")
-            agreement["scores_mean"] = Y.mean(axis=1).tolist()
+            result["simulators"][label] = found = agreement(Y, unit["tokens"], unit.get("seconds"))
             if name.startswith("lora"):
                 other = np.asarray(unit["scores"]["old" if variant == "spread" else "spread"], dtype=float)
-                agreement["encoding_inconsistency"] = float(abs(Y[0].mean() - other[0].mean()) / spread) if spread else None
-            result["simulators"][label] = agreement
+                found["encoding_inconsistency"] = float(abs(Y[0].mean() - other[0].mean()) / spread) if spread else None
+    lora, branches = sims.get("lora"), sims.get("branches")
+    if lora and branches and lora.get("scores") and branches.get("scores"):
+        result["simulators"]["calibrated"] = _derived_calibrated(plan, lora, branches, agreement)
     return result
+
+
+def _derived_calibrated(plan, lora, branches, agreement) -> dict[str, Any]:
+    """``calibrated`` (hf_datamix.simulate.calibrated) computed from the ``lora`` and ``branches`` units of the
+    same point: the spread-encoded probe scores corrected per target by the affine fit to the branch scores of
+    the candidates that span the probes' mean score; those candidates keep their branch scores."""
+    from hf_datamix.simulate.calibrated import fit_affine, spanning
+
+    L = np.asarray(lora["scores"]["spread"], dtype=float)
+    B = np.asarray(branches["scores"]["decision"], dtype=float)
+    chosen = spanning(L.mean(axis=1), CALIBRATION_BRANCHES)
+    fit = fit_affine(L[chosen], B[chosen])
+    Y = fit.apply(L)
+    Y[chosen] = B[chosen]
+    share = len(chosen) / len(B)
+    tokens = dict(lora["tokens"])
+    for kind, count in branches["tokens"].items():
+        tokens[kind] = tokens.get(kind, 0.0) + share * count
+    out = agreement(Y, tokens, (lora.get("seconds") or 0.0) + share * (branches.get("seconds") or 0.0))
+    out["derived"] = (f"from the lora (spread) and branches units of this point: {len(chosen)} of the branches "
+                      f"({plan.branch_steps()} steps each) calibrate the probes; no run of its own, tokens and "
+                      "seconds are the probes' plus those branches' share")
+    out["calibration"] = {"candidates": chosen, "fit": fit.to_dict(list(plan.domains))}
+    return out
 
 
 def plot(result: dict[str, Any], path: str) -> None:
