@@ -44,7 +44,7 @@ def test_quick_perf_run_records_every_part(tmp_path):
         assert isinstance(result[key], str) and result[key], key
     assert "benchmarks/perf" in result["command"] and "--quick" in result["command"]
     assert result["software"]["torch"] and result["software"]["transformers"]
-    assert "989.5e12" in result["formulas"]["mfu"]
+    assert "FlopCounterMode" in result["formulas"]["mfu"]
 
     assert list(result["parts"]) == PARTS
     for name, part in result["parts"].items():
@@ -66,7 +66,20 @@ def test_quick_perf_run_records_every_part(tmp_path):
     assert parts["laws"]["small_case"]["speedup"] > 0 and parts["laws"]["proposal_64_domains"]["caps_respected"]
     assert set(parts["candidates"]["by_candidates"]) == {"1", "4", "12"}
     assert parts["candidates"]["plain_forward"]["seconds"] > 0
-    assert parts["speed"]["runs"]["tiny_eager"]["tokens_per_s"] > 0
+    speed = parts["speed"]
+    tiny = speed["runs"]["tiny_eager"]
+    assert tiny["tokens_per_s"] > 0
+    # counted FLOPs with the formula beside them; on a CPU there is no peak: MFU None with the reason
+    assert tiny["flops_per_token"] > 0 and 0.97 < tiny["counted_over_formula"] < 1.05
+    for key in ("mfu", "mfu_from_formula", "mfu_6n_only"):
+        assert tiny[key] is None or tiny[key] > 0, key
+    if tiny["mfu"] is None:
+        assert speed["peak_flops"] is None and tiny["mfu_none_reason"] and speed["mfu_none_reason"]
+    for name in ("probe", "branch"):
+        ratio = speed[f"{name}_vs_train_tokens_per_s"]
+        assert (isinstance(ratio, float) and ratio > 0) or (ratio is None and speed[f"{name}_vs_train_tokens_per_s_reason"])
+        assert tiny["simulators"][name]["tokens_per_s"] > 0
+    assert tiny["simulators"]["branch"]["snapshot_on_device"] is True
     scaling = parts["scaling"]
     assert scaling["op_mix_runs"]["tiny"][0]["domains"] == 4
     assert scaling["olmix_reuse_runs"]["tiny"][0]["domains"] == 4
@@ -75,3 +88,61 @@ def test_quick_perf_run_records_every_part(tmp_path):
             assert record["seconds"] > 0 and record["ledger_flops"] > 0
     assert result["scaling_plot"] and (out / "perf_scaling.png").stat().st_size > 0
     assert {t["target"].split(" ")[0] for t in result["targets"]} >= {"interleaver", "datamix_uniform"}
+
+
+def test_counted_step_flops_match_the_formula_on_a_tiny_model():
+    """FlopCounterMode's count of one step is within a few % of 6(N + V d) + 12 L d T per token."""
+    from transformers import LlamaForCausalLM
+
+    from benchmarks.perf.flops import formula_flops_per_token, step_flops
+    from hf_datamix.models import llama_config
+
+    config = llama_config("tiny", vocab_size=512)
+    config._attn_implementation = "sdpa"
+    model = LlamaForCausalLM(config)
+    for block in (32, 128):
+        counted = step_flops(model, batch=2, block=block) / (2 * block)
+        formula, six_n = formula_flops_per_token(model, block)
+        assert 1.0 <= counted / formula < 1.04, (block, counted, formula)
+        assert counted > six_n
+    assert all(p.grad is None for p in model.parameters())  # counting leaves no gradients behind
+
+
+def test_peak_table_lookup_by_device_name():
+    from benchmarks.perf.flops import device_peak, mfu
+
+    assert device_peak("NVIDIA H200", "bf16")[0] == 989.5e12
+    assert device_peak("NVIDIA H100 80GB HBM3", "bf16")[0] == 989.5e12
+    assert device_peak("NVIDIA H100 PCIe", "bf16")[0] == 756.5e12
+    assert device_peak("NVIDIA H200 NVL", "bf16")[0] == 835.5e12
+    assert device_peak("NVIDIA A100-SXM4-80GB", "tf32")[0] == 156e12
+    assert device_peak("NVIDIA A100 80GB PCIe", "fp32")[0] == 19.5e12
+    assert device_peak("NVIDIA L40S", "bf16")[0] == 366.5e12  # not L4's
+    assert device_peak("NVIDIA L4", "bf16")[0] == 121e12
+    peak, reason = device_peak("Tesla T4", "bf16")
+    assert peak is None and "not in" in reason and "PEAKS" in reason
+    peak, reason = device_peak(None, "bf16")
+    assert peak is None and reason
+    assert mfu(1e6, 1e8, None) is None and mfu(1e6, 1e8, 1e15) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="precision"):
+        device_peak("NVIDIA H200", "fp8")
+
+
+def test_readme_performance_row_is_rendered_from_perf_json():
+    """The README's performance row is readme_row(benchmarks/results/perf.json): regenerate it, never edit it."""
+    from benchmarks.perf.readme import PERF_JSON, README, ROW_START, readme_row, replace_row
+
+    with open(PERF_JSON, encoding="utf-8") as handle:
+        row = readme_row(json.load(handle))
+    with open(README, encoding="utf-8") as handle:
+        text = handle.read()
+    assert [line for line in text.split("\n") if line.startswith(ROW_START)] == [row], (
+        "README performance row differs from perf.json: run python -m benchmarks.perf.readme")
+    assert replace_row(text, row) == text
+    quick = {"device": "CPU; torch", "commit": "abc", "status": "complete", "parts": {
+        "speed": {"runs": {"tiny_eager": {"tokens_per_s": 1e4, "mfu": None, "flops_per_step_counted": 1.0}},
+                  "peak_flops": None, "mfu_none_reason": "no accelerator", "probe_vs_train_tokens_per_s": 0.9,
+                  "branch_vs_train_tokens_per_s": None}}}
+    rendered = readme_row(quick)
+    assert "tiny_eager 0.01 M tok/s (n/a)" in rendered and "probe tokens/s vs training: **0.90×**" in rendered
+    assert "branch tokens/s vs training: not measured" in rendered

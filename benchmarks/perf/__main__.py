@@ -2,7 +2,7 @@
 
 One module per part (``interleaver.py`` ... ``scaling.py``); what they share is ``common.py``.
 
-    python -m benchmarks.perf                      # the GPU run (one H100: about 8 minutes)
+    python -m benchmarks.perf                      # the GPU run (one H100/H200: within --budget-s, 480 s)
     python -m benchmarks.perf --quick              # tiny sizes on CPU (< 3 minutes on 2 cores; the test)
     python -m benchmarks.perf --parts speed,scaling --out /tmp/perf
 
@@ -19,11 +19,14 @@ Parts (``--parts`` takes names or numbers, comma-separated; default all, run in 
 4. ``candidates``   ``LoRAProbeSimulator.evaluate_candidates`` with C = 1, 4, 12 candidates: time per
    candidate vs one plain forward pass over the same eval sets, and peak GPU memory.
 5. ``speed``        tokens/s and MFU of ``DataMixTrainer`` for presets 20m, 60m, 150m with the GPU
-   settings, with and without ``torch_compile``.
+   settings, with and without ``torch_compile``; MFU from counted FLOPs against the device's peak
+   (``flops.py``); on the first preset's runs also a LoRA probe and a branch on the same trainer
+   (``probe_vs_train_tokens_per_s``, ``branch_vs_train_tokens_per_s``; ``simulator_speed.py``).
 6. ``scaling``      seconds and ledger FLOPs of one op_mix decision and of one olmix reuse step for
    4..64 domains and two model sizes; plotted into ``perf_scaling.png``.
 
-Writes ``<out>/perf.json`` (rewritten after every part, ``"status": "partial"`` until the end) and
+Writes ``<out>/perf.json`` (rewritten after every part and inside parts 5 and 6 after every run, a running part
+marked ``"status": "in progress"``, the file ``"status": "partial"`` until the end) and
 ``<out>/perf_scaling.png``.  A part that fails records its error and the others still run.  The run
 keeps to ``--budget-s`` (default 480 s on a GPU): parts get shares of what is left, and the looping
 parts (5, 6) skip items they cannot finish in their share, saying so in the JSON.
@@ -100,9 +103,14 @@ def finish(result: dict) -> None:
                             "measured": f"{record['peak_over_single_plain_evaluation']:.3f}x",
                             "met": bool(record["peak_over_single_plain_evaluation"] <= 1.1)})
     for key in ("150m_compiled", "150m_eager"):
-        if "mfu" in speed.get(key, {}):
+        if speed.get(key, {}).get("mfu") is not None:
             targets.append({"target": f"MFU >= 40% at 150m ({key})", "measured": f"{speed[key]['mfu']:.1%}",
                             "met": bool(speed[key]["mfu"] >= 0.40)})
+    for name, bound in (("probe", 0.8), ("branch", 0.9)):
+        ratio = parts.get("speed", {}).get(f"{name}_vs_train_tokens_per_s")
+        if ratio is not None:
+            targets.append({"target": f"{name} tokens/s >= {bound}x main training", "measured": f"{ratio:.2f}x",
+                            "met": bool(ratio >= bound)})
     result["targets"] = targets
 
 
@@ -189,6 +197,13 @@ def main(argv: list[str] | None = None) -> dict:
             shares = sum(table[p] for p in opts.parts[index:])
             ctx.part_deadline = now + max(0.0, left) * table[name] / shares
             log(f"part {PARTS.index(name) + 1} {name}: start ({ctx.part_deadline - now:.0f}s of budget)")
+
+            def progress(record, name=name, now=now):
+                result["parts"][name] = {**record, "status": "in progress", "part_wall_s": time.perf_counter() - now}
+                result["wall_s"] = time.perf_counter() - T0
+                write(result, opts.out)
+
+            ctx.on_progress = progress
             try:
                 record = FUNCTIONS[name](ctx)
             except Exception as error:  # noqa: BLE001 - recorded; the other parts still run

@@ -24,23 +24,26 @@ if BENCHMARKS not in sys.path:
 import _common  # noqa: E402  (benchmarks/_common.py: provenance, timers)
 
 
-#: NVIDIA H100 SXM, dense bf16 tensor-core peak (the denominator of every MFU figure here).
-H100_BF16_PEAK = 989.5e12
 #: Reference consumption of a 20M Llama on one H100 with a plain bf16 loop (issue 7), used when part 5 did not run.
 GPU_20M_TOKENS_PER_S_REFERENCE = 0.86e6
 
 PARTS = ["interleaver", "overhead", "laws", "candidates", "speed", "scaling"]
 #: share of the time budget each part may use (of what is left when it starts, among the parts still to run).
 SHARES = {"interleaver": 0.04, "overhead": 0.17, "laws": 0.03, "candidates": 0.04, "speed": 0.42, "scaling": 0.30}
-SHARES_QUICK = {"interleaver": 0.05, "overhead": 0.15, "laws": 0.06, "candidates": 0.05, "speed": 0.05, "scaling": 0.64}
+SHARES_QUICK = {"interleaver": 0.05, "overhead": 0.15, "laws": 0.06, "candidates": 0.05, "speed": 0.08, "scaling": 0.61}
 
 MFU_FORMULA = (
-    "MFU = tokens_per_s * flops_per_token / 989.5e12 (H100 SXM dense bf16 peak); flops_per_token = "
-    "6*(N_nonembedding + V*d) + 12*L*d*T: N_nonembedding = model.num_parameters(exclude_embeddings=True), "
-    "V*d = the (tied) LM head's matmul, 12*L*d*T = attention scores and weighted values (QK^T, AV) forward + "
-    "backward over the full T x T matrix (PaLM, Chowdhery et al. 2022, appendix B; the causal mask's half is "
-    "not discounted), L layers, d hidden size, T = block_size.  mfu_6n_only uses 6*N_nonembedding alone "
-    "(the ledger's Kaplan convention)."
+    "MFU = tokens_per_s * flops_per_token / peak.  flops_per_token: counted, one training step (forward + "
+    "backward) of the run's model at its batch x block under torch.utils.flop_counter.FlopCounterMode "
+    "(matmuls and attention; the count of one sequence x batch, once per preset and block), divided by the "
+    "step's tokens.  peak: the device's dense tensor-core peak at the run's precision (bf16, else tf32/fp32) "
+    "from benchmarks/perf/flops.py PEAKS, keyed by substrings of torch.cuda.get_device_name(); MFU is None with "
+    "the reason when the device is not in the table (a CPU).  Cross-check kept beside it: flops_per_token_formula "
+    "= 6*(N_nonembedding + V*d) + 12*L*d*T (N_nonembedding = model.num_parameters(exclude_embeddings=True), V*d = "
+    "the tied LM head's matmul, 12*L*d*T = QK^T and AV forward + backward over the full T x T matrix, PaLM "
+    "appendix B; L layers, d hidden size, T = block_size) and mfu_from_formula against the same peak; torch counts "
+    "the attention backward with the recomputed QK^T of flash attention (14*L*d*T), hence counted slightly above "
+    "the formula.  mfu_6n_only: 6*N_nonembedding alone (the ledger's Kaplan convention)."
 )
 
 T0 = time.perf_counter()
@@ -126,6 +129,12 @@ class Context:
         self._tokenizer = None
         self._packed: dict[int, tuple] = {}
         self.part_deadline = self.deadline
+        self.on_progress: Callable[[dict], None] | None = None
+
+    def progress(self, record: dict) -> None:
+        """Write the running part's record so far into perf.json (a run cut inside a part keeps what it measured)."""
+        if self.on_progress is not None:
+            self.on_progress(record)
 
     @property
     def device(self) -> str:

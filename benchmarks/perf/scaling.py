@@ -213,6 +213,7 @@ def part_scaling(ctx: Context) -> dict:
                 record["num_candidates"] = run_settings["op_mix"]["num_candidates"]
             record["projected_wall_s"] = estimate or None
             out[f"{kind}_runs"][preset].append(record)
+            ctx.progress(out)
             log(f"scaling {kind} {preset} D={count}: decision {record['seconds']:.2f}s, {record['ledger_flops']:.3g} "
                 f"FLOPs (wall {record['wall_s']:.1f}s)")
     if not any(out["op_mix_runs"].values()) and not any(out["olmix_reuse_runs"].values()):

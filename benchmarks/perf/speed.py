@@ -6,8 +6,8 @@ import json
 import time
 from typing import Any
 
+from . import flops, simulator_speed
 from .common import (
-    H100_BF16_PEAK,
     MFU_FORMULA,
     Context,
     StepTimer,
@@ -22,14 +22,6 @@ from .common import (
     sync,
     train_settings,
 )
-
-
-def flops_per_token(model, block: int) -> tuple[float, float]:
-    config = model.config
-    n = model.num_parameters(exclude_embeddings=True)
-    head = config.vocab_size * config.hidden_size
-    attention = 12 * config.num_hidden_layers * config.hidden_size * block
-    return 6.0 * (n + head) + attention, 6.0 * n
 
 
 def part_speed(ctx: Context) -> dict:
@@ -60,14 +52,19 @@ def part_speed(ctx: Context) -> dict:
                   f"batch fetch), then {window} steps synchronised only at both ends (tokens_per_s: the GPU "
                   "runs ahead as in a real run; MFU is computed from it)",
         "mfu_formula": MFU_FORMULA,
-        "peak_flops": H100_BF16_PEAK,
         "runs": {},
     }
+    precision = flops.train_precision(bf16=gpu)
+    peak, peak_source = flops.device_peak(torch.cuda.get_device_name(0) if gpu else None, precision)
+    out.update({"precision": precision, "peak_flops": peak, "peak_source": peak_source})
+    if peak is None:
+        out["mfu_none_reason"] = peak_source
+    # probes and branches: on the first (smallest) preset's runs, against that run's own tokens/s
+    simulated = presets[0]
+    probe_warm, probe_steps = (2, 4) if quick else (5, 30)
     if not compile_variants:
         out["torch_compile"] = ("not run (--speed-compile off; the --quick default: inductor compilation takes "
                                 "minutes on 2 CPU cores)")
-    if gpu and "H100" not in torch.cuda.get_device_name(0):
-        out["peak_note"] = "MFU uses the H100 SXM peak although this GPU is not one"
     for index, (preset, compiled) in enumerate(plan):
         key = f"{preset}{'_compiled' if compiled else '_eager'}"
         need = 60 if compiled else (2 if quick else 8)
@@ -82,7 +79,8 @@ def part_speed(ctx: Context) -> dict:
         try:
             if compiled:
                 torch._dynamo.reset()  # a new model per run: keep dynamo's recompile limit out of the way
-            model = new_model(ctx, preset)
+            model = new_model(ctx, preset).to(ctx.device)
+            counted = flops.step_flops(model, batch, block, bf16=gpu, key=(preset, block))
             timer = StepTimer(sync_begin=lambda s, a=warm, b=first_window: a < s <= b,
                               sync_end=lambda s, a=warm, b=first_window, c=steps: a < s <= b or s == c)
             args = datamix_args(ctx.outdir("speed", key), "uniform", max_steps=steps, per_device_train_batch_size=batch,
@@ -99,7 +97,8 @@ def part_speed(ctx: Context) -> dict:
             step_s = median(timer.step_s(warm + 1, first_window))
             interval_s = median(timer.interval_s(warm + 1, first_window))
             window_s = (timer.end[steps] - timer.end[first_window]) / (steps - first_window)
-            fpt, fpt_6n = flops_per_token(model, block)
+            fpt = counted / tokens_per_step
+            fpt_formula, fpt_6n = flops.formula_flops_per_token(model, block)
             tps = tokens_per_step / window_s
             record = {
                 "preset": preset, "torch_compile": compiled, "per_device_train_batch_size": batch,
@@ -107,23 +106,76 @@ def part_speed(ctx: Context) -> dict:
                 "params_nonembedding": model.num_parameters(exclude_embeddings=True),
                 "median_step_s": step_s, "median_interval_s": interval_s, "window_step_s": window_s,
                 "tokens_per_s": tps, "tokens_per_s_from_median_interval": tokens_per_step / interval_s,
-                "flops_per_token": fpt, "mfu": tps * fpt / H100_BF16_PEAK, "mfu_6n_only": tps * fpt_6n / H100_BF16_PEAK,
+                "flops_per_step_counted": counted, "flops_per_token": fpt, "mfu": flops.mfu(tps, fpt, peak),
+                "flops_per_token_formula": fpt_formula, "counted_over_formula": fpt / fpt_formula,
+                "mfu_from_formula": flops.mfu(tps, fpt_formula, peak), "mfu_6n_only": flops.mfu(tps, fpt_6n, peak),
                 "first_steps_s": (timer.end.get(warm, built) - built),
                 "build_s": built - started, "wall_s": time.perf_counter() - started,
             }
             if gpu:
                 record["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+            if record["mfu"] is None:
+                record["mfu_none_reason"] = peak_source
             out["runs"][key] = record
-            log(f"speed {key}: {tps / 1e6:.3f}M tokens/s, MFU {record['mfu']:.1%} (step {step_s * 1e3:.1f} ms, "
+            shown = "n/a" if record["mfu"] is None else f"{record['mfu']:.1%}"
+            log(f"speed {key}: {tps / 1e6:.3f}M tokens/s, MFU {shown} (step {step_s * 1e3:.1f} ms, "
                 f"warm-up {record['first_steps_s']:.1f}s, wall {record['wall_s']:.1f}s)")
+            if preset == simulated:
+                record["simulators"] = simulators(ctx, trainer, batch, tps, probe_warm, probe_steps, gpu, compiled)
+            ctx.progress(out)
         except Exception as error:  # noqa: BLE001 - one failed run (OOM, compile error) must not lose the others
             out["runs"][key] = {"error": f"{type(error).__name__}: {str(error)[:500]}", "per_device_train_batch_size": batch}
             out.setdefault("errors", []).append(f"{key}: {type(error).__name__}: {str(error)[:300]}")
             log(f"speed {key}: ERROR {type(error).__name__}: {str(error)[:200]}")
         trainer = model = None
         free_memory()
+    summarise_simulators(out, simulated)
     for preset in presets:
         eager, comp = out["runs"].get(f"{preset}_eager", {}), out["runs"].get(f"{preset}_compiled", {})
         if "tokens_per_s" in eager and "tokens_per_s" in comp:
             out.setdefault("compile_speedup", {})[preset] = comp["tokens_per_s"] / eager["tokens_per_s"]
     return out
+
+
+def simulators(ctx: Context, trainer, batch: int, train_tps: float, warm: int, steps: int, gpu: bool,
+               compiled: bool) -> dict[str, Any]:
+    """A probe and a branch on the run's trainer (same model, block, batch), each against the run's tokens/s."""
+    out: dict[str, Any] = {}
+    for name, measure in (("probe", lambda: simulator_speed.probe_speed(trainer, batch, warm, steps, bf16=gpu,
+                                                                         compile_probe=compiled)),
+                          ("branch", lambda: simulator_speed.branch_speed(trainer, warm, steps))):
+        # a compiled probe compiles twice (the warm-up probe and the timed one: each probe is a new graph)
+        need = 1.5 if ctx.quick else (120 if compiled and name == "probe" else 40)
+        if ctx.remaining() < need:
+            out[name] = {"skipped": f"time budget ({ctx.remaining():.0f}s left of this part, needs ~{need}s)"}
+            continue
+        try:
+            with quiet(ctx):
+                record = measure()
+            record["vs_train_tokens_per_s"] = record["tokens_per_s"] / train_tps
+            out[name] = record
+            log(f"speed {name} on {'compiled' if compiled else 'eager'} run: {record['tokens_per_s'] / 1e6:.3f}M "
+                f"tokens/s = {record['vs_train_tokens_per_s']:.2f}x training")
+        except Exception as error:  # noqa: BLE001 - recorded; the training figures stand
+            out[name] = {"error": f"{type(error).__name__}: {str(error)[:500]}"}
+            log(f"speed {name}: ERROR {type(error).__name__}: {str(error)[:200]}")
+        free_memory()
+    return out
+
+
+def summarise_simulators(out: dict[str, Any], preset: str) -> None:
+    """``probe_vs_train_tokens_per_s`` / ``branch_vs_train_tokens_per_s``: the best of ``preset``'s runs (eager,
+    compiled) over that preset's fastest training, or None with the reason."""
+    runs = [out["runs"].get(f"{preset}_{kind}", {}) for kind in ("eager", "compiled")]
+    train = [r["tokens_per_s"] for r in runs if "tokens_per_s" in r]
+    for name in ("probe", "branch"):
+        measured = [r["simulators"][name]["tokens_per_s"] for r in runs
+                    if "tokens_per_s" in r.get("simulators", {}).get(name, {})]
+        key = f"{name}_vs_train_tokens_per_s"
+        if measured and train:
+            out[key] = max(measured) / max(train)
+            out[f"{key}_meaning"] = (f"the faster {name} of {preset}'s runs over {preset}'s faster training run (same "
+                                     "model, block and batch); each run's own ratio is in runs.<run>.simulators")
+        else:
+            out[key] = None
+            out[f"{key}_reason"] = f"no {name} or no training run of {preset} was measured (see runs)"

@@ -57,6 +57,9 @@ class ProbeConfig:
         default=3.0, metadata={"help": "Drop a probe whose running loss is NaN/inf or > its first loss x this (> 0)."}
     )
     bf16: bool = field(default=False, metadata={"help": "Train probes and score candidates under bf16 autocast."})
+    compile: bool = field(default=False, metadata={
+        "help": "torch.compile each probe's forward + backward (pays off for long probes on a GPU: every probe "
+                "recompiles in its first step)."})
     seed: int = field(default=0, metadata={"help": "Seed of probe init and dropout (the global RNG is untouched)."})
 
     def __post_init__(self):
@@ -270,7 +273,10 @@ class LoRAProbeSimulator:
         """AdamW on probe ``name``'s parameters; returns (losses, tokens forwarded, divergence reason or "")."""
         config, params = self.config, self._adapter_parameters(name)
         # No weight decay: it would pull the probe's delta towards 0, i.e. towards θ, not towards its data.
-        optimizer = torch.optim.AdamW(params, lr=self.base_learning_rate * config.lr_multiplier, weight_decay=0.0)
+        # Fused on CUDA: one kernel for all adapter tensors instead of several per tensor.
+        optimizer = torch.optim.AdamW(params, lr=self.base_learning_rate * config.lr_multiplier, weight_decay=0.0,
+                                      fused=True if self.device.type == "cuda" else None)
+        forward = self._loss_function()
         warmup = math.ceil(config.warmup_ratio * steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(warmup, 1)))
         watch = _DivergenceWatch(config.divergence_factor)
@@ -286,9 +292,8 @@ class LoRAProbeSimulator:
                     raise ValueError(
                         f"Probe {name!r}: batches need 'input_ids' and 'labels', got keys {sorted(batch)}."
                     )
-                inputs = {k: batch[k].to(self.device) for k in _MODEL_INPUTS if k in batch}
-                with self._autocast():
-                    loss = self.model(**inputs, use_cache=False).loss
+                inputs = {k: batch[k].to(self.device, non_blocking=True) for k in _MODEL_INPUTS if k in batch}
+                loss = forward(inputs)
                 tokens += inputs["input_ids"].numel()
                 loss.backward()
                 if self.collective:
@@ -311,6 +316,17 @@ class LoRAProbeSimulator:
             for param in params:  # trained probes are frozen: candidates only read them
                 param.requires_grad_(False)
                 param.grad = None
+
+    def _loss_function(self):
+        """``inputs -> loss`` of the model as it is (the probe active), under the probe's autocast; compiled
+        when ``config.compile`` (each new probe's adapters make dynamo recompile; past its recompile limit a
+        probe runs eager, with torch's warning)."""
+
+        def loss(inputs):
+            with self._autocast():
+                return self.model(**inputs, use_cache=False).loss
+
+        return torch.compile(loss, dynamic=False) if self.config.compile else loss
 
     def _average_gradients(self, params: list[torch.nn.Parameter]) -> None:
         """Average the probe's gradients over processes, in one all-reduce (collective mode)."""

@@ -100,7 +100,10 @@ class LoRAProbesConfig(SimulatorConfig):
     probe_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout of the probes."})
     probe_target_modules: list[str] | None = field(default=None, metadata={"help": "LoRA targets (default: attention+MLP)."})
     probe_lr_multiplier: float = field(default=2.0, metadata={"help": "Probe LR = base LR x this."})
-    probe_bf16: bool = field(default=False, metadata={"help": "Train/evaluate probes under bf16 autocast."})
+    probe_bf16: bool | None = field(default=None, metadata={
+        "help": "Train/evaluate probes under bf16 autocast; null: when the run trains in bf16 on a GPU."})
+    probe_compile: bool = field(default=False, metadata={
+        "help": "torch.compile each probe's forward + backward (GPU, long probes: each probe compiles anew)."})
     domain_probe_share: float = field(default=0.9, metadata={
         "help": "Probe d trains on share*d + (1-share)*old, in (0, 1]."})
     num_candidates: int = field(default=12, metadata={"help": "Dirichlet candidates over {old, d1..dk}, >= 2."})
@@ -172,13 +175,19 @@ class LoRAProbes(Simulator):
         probe_config = ProbeConfig(
             rank=cfg.probe_rank, alpha=cfg.probe_alpha, dropout=cfg.probe_dropout,
             target_modules=cfg.probe_target_modules, lr_multiplier=cfg.probe_lr_multiplier, steps=steps,
-            batch_size=self.batch_size(context), bf16=cfg.probe_bf16, seed=self.seed,
+            batch_size=self.batch_size(context), bf16=self.bf16(trainer), compile=cfg.probe_compile, seed=self.seed,
         )
         with LoRAProbeSimulator(
             trainer.accelerator.unwrap_model(trainer.model), probe_config, base_learning_rate=trainer.args.learning_rate,
             ledger=context.ledger, device=trainer.args.device, collective=probes_run_collectively(trainer),
         ) as simulator:
             yield simulator
+
+    def bf16(self, trainer) -> bool:
+        """``probe_bf16``, or (null) whether the run trains in bf16 on a GPU (CPU runs keep fp32 probes)."""
+        if self.config.probe_bf16 is not None:
+            return bool(self.config.probe_bf16)
+        return bool(trainer.args.bf16) and trainer.args.device.type == "cuda"
 
     def batch_size(self, context) -> int:
         return self.config.probe_batch_size or context.trainer.args.per_device_train_batch_size
