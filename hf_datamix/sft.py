@@ -48,7 +48,7 @@ DOMAIN_COLUMN = "domain"
 _PREPARED: dict[tuple, datasets.Dataset] = {}
 _PREPARED_MAX = 64
 # Columns a learner may need from the examples, kept by Trainer's unused-column removal.
-_EXTRA_COLUMNS = ("prompt_ids", "teacher_prompt_ids")
+_EXTRA_COLUMNS = ("prompt_ids", "teacher_prompt_ids", "gold_ids")
 # What op_mix may score candidates by under SFT (lower is better for each): greedy task error, completion loss
 # per token, and answer_logprob = the gold answer's NLL given the prompt, per answer.
 SCORES = ("task_error", "loss", "answer_logprob")
