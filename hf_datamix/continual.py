@@ -176,6 +176,9 @@ def run_continual(
         if f"eval_{stage.domains.names[0]}_error" in metrics:  # instruction tuning: task error from generation
             result["eval_error"] = {n: metrics[f"eval_{n}_error"] for n in stage.domains.names}
             result["eval_avg_error"] = metrics.get("eval_avg_error")
+        if f"eval_{stage.domains.names[0]}_answer_nll" in metrics:  # the gold answers' NLL, nats per answer
+            result["eval_answer_nll"] = {n: metrics[f"eval_{n}_answer_nll"] for n in stage.domains.names}
+            result["eval_avg_answer_nll"] = metrics.get("eval_avg_answer_nll")
         results.append(result)
         step_offset += stage_args.max_steps
         if trainer.is_world_process_zero():

@@ -15,7 +15,8 @@ Pieces:
 * :func:`reverse_kl_per_token`: TRL's SDFT full-vocabulary divergence with ``alpha=1.0``.
 * :class:`OnPolicyDistiller`: rollouts, teacher and student passes, the loss, the EMA teacher
   (TRL's ``SyncRefModelCallback.sync_target_model``), token counts for the compute ledger, and
-  teacher checkpoints (``distill_teacher.safetensors``).
+  teacher checkpoints (``distill_teacher.safetensors``); :meth:`~OnPolicyDistiller.demonstration_gain`
+  measures the method's premise, that the teacher shown the gold answer knows it better than the student.
 
 The trainer that uses this module owns the optimizer, gradient accumulation scaling, cross-process
 reduction of the token counts, and saving only on the main process.
@@ -56,8 +57,10 @@ from .compute import ComputeLedger
 
 TEACHER_FILE = "distill_teacher.safetensors"
 COUNT_KINDS = ("generate", "teacher", "train", "eval")
+# The demonstration stands on its own line, so it tokenizes as the answer does after the assistant header
+# ("answer: 42" gives the token " 42", the answer is "42"): a small model can only copy tokens it has seen.
 DEFAULT_TEACHER_PROMPT_TEMPLATE = (
-    "{prompt}\n\nAn example of a correct answer: {demonstration}\n\nNow answer the question yourself."
+    "{prompt}\n\nAn example of a correct answer:\n{demonstration}\n\nNow answer the question yourself."
 )
 
 
@@ -198,13 +201,25 @@ def _chat_ids(tokenizer, conversation: list[dict]) -> list[int]:
     return list(encoded["input_ids"])
 
 
+def _gold_ids(tokenizer, prompt: list[dict], completion, prompt_ids: list[int]) -> list[int]:
+    """The gold completion's tokens as the chat template renders them after the prompt, up to the first eos."""
+    if isinstance(completion, str):
+        completion = [{"role": "assistant", "content": completion}]
+    full = tokenizer.apply_chat_template(list(prompt) + list(completion), tokenize=True, return_dict=True)["input_ids"]
+    gold = list(full[len(prompt_ids):]) if list(full[: len(prompt_ids)]) == prompt_ids else list(full)
+    eos = tokenizer.eos_token_id
+    return gold[: gold.index(eos) + 1] if eos in gold else gold
+
+
 def add_distillation_columns(
     dataset: datasets.Dataset, tokenizer, template: str, num_proc: int | None = None
 ) -> datasets.Dataset:
-    """Add ``prompt_ids`` and ``teacher_prompt_ids`` to a TRL conversational prompt-completion dataset.
+    """Add ``prompt_ids``, ``teacher_prompt_ids`` and ``gold_ids`` to a TRL conversational prompt-completion dataset.
 
     ``prompt_ids`` is ``tokenizer.apply_chat_template(prompt, add_generation_prompt=True)``;
-    ``teacher_prompt_ids`` the same for :func:`teacher_prompt` ``(prompt, completion, template)``.
+    ``teacher_prompt_ids`` the same for :func:`teacher_prompt` ``(prompt, completion, template)``;
+    ``gold_ids`` the gold completion's tokens after the prompt, up to and including the first eos (what
+    :meth:`OnPolicyDistiller.demonstration_gain` scores; the loss never sees them).
     Every other column is kept.  An ``IterableDataset`` is mapped lazily (``num_proc`` ignored).
 
     Raises:
@@ -234,9 +249,11 @@ def add_distillation_columns(
 
     def tokenize(example):
         conversation = teacher_prompt(example["prompt"], example["completion"], template)
+        prompt_ids = _chat_ids(tokenizer, example["prompt"])
         return {
-            "prompt_ids": _chat_ids(tokenizer, example["prompt"]),
+            "prompt_ids": prompt_ids,
             "teacher_prompt_ids": _chat_ids(tokenizer, conversation),
+            "gold_ids": _gold_ids(tokenizer, example["prompt"], example["completion"], prompt_ids),
         }
 
     if isinstance(dataset, datasets.IterableDataset):
@@ -249,7 +266,8 @@ class DistillationCollator:
     """Batches ``prompt_ids`` and ``teacher_prompt_ids``, left-padded (generation continues at the right).
 
     Returns LongTensors ``prompt_ids``, ``prompt_mask``, ``teacher_prompt_ids`` and
-    ``teacher_prompt_mask`` (1 on tokens, 0 on padding); other keys of the examples are ignored.
+    ``teacher_prompt_mask`` (1 on tokens, 0 on padding), and when every example has them the
+    right-padded ``gold_ids`` / ``gold_mask``; other keys of the examples are ignored.
     """
 
     pad_token_id: int
@@ -272,6 +290,11 @@ class DistillationCollator:
             masks = [torch.ones_like(t) for t in ids]
             batch[key] = pad(ids, self.pad_token_id, "left", self.pad_to_multiple_of)
             batch[mask_key] = pad(masks, 0, "left", self.pad_to_multiple_of)
+        if all(example.get("gold_ids") is not None and len(example["gold_ids"]) for example in examples):
+            # Continuations of the prompts: padded on the right.
+            gold = [torch.as_tensor(example["gold_ids"], dtype=torch.long) for example in examples]
+            batch["gold_ids"] = pad(gold, self.pad_token_id, "right")
+            batch["gold_mask"] = pad([torch.ones_like(t) for t in gold], 0, "right")
         return batch
 
 
@@ -519,6 +542,41 @@ class OnPolicyDistiller:
         self.token_counts["teacher"] += int(teacher_mask.sum()) + generated
         self.token_counts["train" if torch.is_grad_enabled() else "eval"] += prompt_tokens + generated
         return loss
+
+    @torch.no_grad()
+    def demonstration_gain(self, model, inputs: Mapping[str, torch.Tensor]) -> dict[str, float]:
+        """What the teacher knows that the student does not, on a :class:`DistillationCollator` batch with gold ids.
+
+        Returns ``student_nll`` (the gold completion's NLL given the plain prompt, under ``model``),
+        ``teacher_nll`` (given the teacher's prompt with the demonstration, under the teacher), both in
+        nats per answer at the sampling temperature, and ``gain = student_nll - teacher_nll``.  The
+        distillation target carries information about the gold answer only through this gain: with a
+        gain near 0 (a model that cannot use the demonstration in its context) the reverse KL pulls the
+        student towards a teacher that does not know the answer either, and the loss falls to 0 as the
+        EMA teacher follows the student, with nothing learnt.  Forward passes count as ``eval`` and
+        ``teacher`` tokens.
+        """
+        teacher = self._require_teacher("demonstration_gain")
+        if "gold_ids" not in inputs:
+            raise ValueError("OnPolicyDistiller.demonstration_gain: the batch has no 'gold_ids'; build the dataset with "
+                             "add_distillation_columns and batch it with DistillationCollator.")
+        student = extract_model_from_parallel(model)
+        device = next(student.parameters()).device
+        gold, gold_mask = inputs["gold_ids"].to(device), inputs["gold_mask"].to(device)
+        nll = {}
+        for name, net, prefix in (("student_nll", student, "prompt"), ("teacher_nll", teacher, "teacher_prompt")):
+            ids, mask = inputs[f"{prefix}_ids"].to(device), inputs[f"{prefix}_mask"].to(device)
+            was_training = net.training
+            net.eval()
+            try:
+                logits = self._completion_logits(net, _forward_kwarg_names(net), torch.cat([ids, gold], dim=1),
+                                                 torch.cat([mask, gold_mask], dim=1), gold.size(1))
+            finally:
+                net.train(was_training)
+            logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, gold.unsqueeze(-1)).squeeze(-1)
+            nll[name] = float(-(logprobs * gold_mask).sum() / gold.size(0))
+            self.token_counts["eval" if name == "student_nll" else "teacher"] += int(mask.sum() + gold_mask.sum())
+        return {**nll, "gain": nll["student_nll"] - nll["teacher_nll"]}
 
     # ------------------------------------------------------------------ compute ledger
 

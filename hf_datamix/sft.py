@@ -9,9 +9,11 @@ logs, per-domain eval, resume, the compute ledger, Hub pushes) comes from the sh
   domains; every prepared row keeps a ``domain`` column;
 * the interleaver draws whole prepared examples (:class:`~hf_datamix.data.examples.ExampleSource`)
   and TRL's collator pads them (or, with packing, flattens them padding-free);
-* evaluation reports, per domain, the completion loss (``eval_<domain>_loss``) and the task error of
-  greedy generations against the gold answers (``eval_<domain>_error``, exact match), and op_mix
-  scores candidates by that task error by default;
+* evaluation reports, per domain, the completion loss (``eval_<domain>_loss``), the task error of
+  greedy generations against the gold answers (``eval_<domain>_error``, exact match) and the gold
+  answers' negative log-likelihood given the prompt (``eval_<domain>_answer_nll`` nats per answer,
+  ``eval_<domain>_answer_token_nll`` per token); op_mix scores candidates by the task error by
+  default, or by ``score="answer_logprob"`` (the answer NLL, which moves before exact match does);
 * a strategy may bring a *learner* that replaces the SFT loss (``on_policy_distill``).
 
 Packing across domains is not offered: with ``packing=False, padding_free=True`` TRL's collator puts
@@ -46,7 +48,10 @@ DOMAIN_COLUMN = "domain"
 _PREPARED: dict[tuple, datasets.Dataset] = {}
 _PREPARED_MAX = 64
 # Columns a learner may need from the examples, kept by Trainer's unused-column removal.
-_EXTRA_COLUMNS = ("prompt_ids", "teacher_prompt_ids")
+_EXTRA_COLUMNS = ("prompt_ids", "teacher_prompt_ids", "gold_ids")
+# What op_mix may score candidates by under SFT (lower is better for each): greedy task error, completion loss
+# per token, and answer_logprob = the gold answer's NLL given the prompt, per answer.
+SCORES = ("task_error", "loss", "answer_logprob")
 
 
 @dataclass
@@ -254,9 +259,28 @@ class DataMixSFTTrainer(DataMixMixin, SFTTrainer):
             errors = self.task_errors()
             scores = {f"{metric_key_prefix}_{name}_error": value for name, value in errors.items()}
             scores[f"{metric_key_prefix}_avg_error"] = float(np.mean(list(errors.values())))
+            nlls = self.answer_nlls(limit=self.args.task_eval_examples, split="eval")
+            for name, value in nlls.items():
+                scores[f"{metric_key_prefix}_{name}_answer_nll"] = value["nll_per_answer"]
+                scores[f"{metric_key_prefix}_{name}_answer_token_nll"] = value["nll_per_token"]
+            scores[f"{metric_key_prefix}_avg_answer_nll"] = float(np.mean([v["nll_per_answer"] for v in nlls.values()]))
             self.log(scores)
             metrics.update(scores)
         return metrics
+
+    def answer_nlls(self, model=None, limit: int | None = None, split: str = "eval", batch_size: int | None = None,
+                    batches: dict | None = None) -> dict[str, dict]:
+        """Per domain, the NLL of the gold answers given their prompts (``nll_per_answer``, nats per answer, and
+        ``nll_per_token``) on the first ``limit`` examples of ``split`` (``"eval"`` or ``"decision"``)."""
+        from .simulate.task_scoring import answer_nlls
+
+        if batches is None:
+            size = batch_size or self.args.per_device_eval_batch_size
+            batches = {name: self._eval_batches(name, limit, size, split) for name in self.domains.names}
+        return answer_nlls(
+            model if model is not None else self.accelerator.unwrap_model(self.model), batches,
+            eos_token_id=self.processing_class.eos_token_id, ledger=self.ledger, num_parameters=self.num_params,
+        )
 
     def task_errors(self, model=None, limit: int | None = None, split: str = "eval") -> dict[str, float]:
         """Task error (1 - exact match of greedy answers) per domain on the held-out prompts of ``split``
@@ -280,16 +304,17 @@ class DataMixSFTTrainer(DataMixMixin, SFTTrainer):
 
     def decision_scorer(self, metric: str = "task_error", limit: int | None = 64, batch_size: int = 16,
                         collective: bool = False, bf16: bool = False) -> "_DecisionScorer":
-        """Task error (greedy generation) or completion loss on the first ``limit`` decision examples per domain."""
-        if metric not in ("task_error", "loss"):
-            raise ValueError(f"score={metric!r}; DataMixSFTTrainer scores by 'task_error' or 'loss'.")
+        """Task error (greedy generation), completion loss (per token) or answer NLL (``answer_logprob``:
+        ``-log p(gold answer | prompt)`` per answer, averaged) on the first ``limit`` decision examples per domain."""
+        if metric not in SCORES:
+            raise ValueError(f"score={metric!r}; DataMixSFTTrainer scores by one of {list(SCORES)}.")
         if metric == "task_error" and not self.task_decision_sets:
             raise ValueError("score='task_error' needs task_eval_examples > 0 (held-out prompts to generate on).")
         # collective: every process scores every example itself (its copy of the model is whole).
         return _DecisionScorer(self, metric, limit, batch_size)
 
-    def _eval_batches(self, name: str, limit: int | None, batch_size: int) -> list[dict]:
-        dataset = self.decision_datasets[name]
+    def _eval_batches(self, name: str, limit: int | None, batch_size: int, split: str = "decision") -> list[dict]:
+        dataset = (self.decision_datasets if split == "decision" else self.eval_dataset)[name]
         rows = [dataset[i] for i in range(len(dataset) if limit is None else min(limit, len(dataset)))]
         keep = ("input_ids", "labels", "seq_lengths")
         rows = [{k: r[k] for k in keep if k in r} for r in rows]
@@ -305,13 +330,17 @@ class _DecisionScorer:
         self.targets = trainer.domains.names
         self._losses = completion_losses
         self._batches = (
-            {name: trainer._eval_batches(name, limit, batch_size) for name in self.targets} if metric == "loss" else None
+            {name: trainer._eval_batches(name, limit, batch_size) for name in self.targets}
+            if metric in ("loss", "answer_logprob") else None
         )
 
     def __call__(self, model) -> np.ndarray:
         trainer = self.trainer
         if self.metric == "task_error":
             scores = trainer.task_errors(model, limit=self.limit, split="decision")
+        elif self.metric == "answer_logprob":
+            scores = {name: value["nll_per_answer"]
+                      for name, value in trainer.answer_nlls(model, batches=self._batches).items()}
         else:
             scores = self._losses(model, self._batches, ledger=trainer.ledger, num_parameters=trainer.num_params)
         return np.array([scores[name] for name in self.targets], dtype=float)

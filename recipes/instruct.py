@@ -105,11 +105,16 @@ def summarise(name: str, results: dict) -> dict:
         for task in stage["domains"]:
             first_seen.setdefault(task, stage["stage"])
     earlier = [t for t in last["domains"] if first_seen[t] < last["stage"]]
+    by_stage = {s["stage"]: s for s in stages}
     return {
         "strategy": name,
         "final_error": last["eval_error"],
         "final_avg_error": last["eval_avg_error"],
         "earlier_tasks_avg_error": sum(last["eval_error"][t] for t in earlier) / len(earlier) if earlier else None,
+        # Forgetting: a task's error at the end minus its error at the end of the stage that brought it.
+        "forgetting": {t: last["eval_error"][t] - by_stage[first_seen[t]]["eval_error"][t] for t in last["domains"]},
+        "final_answer_nll": last.get("eval_answer_nll"),
+        "final_avg_answer_nll": last.get("eval_avg_answer_nll"),
         "error_by_stage": {s["stage"]: s["eval_error"] for s in stages},
         "total_flops": results["compute"]["total_flops"],
         "flops_by_kind": results["compute"]["by_kind"],

@@ -159,16 +159,21 @@ def test_teacher_prompt_rewrites_only_the_last_user_message():
 
 def test_add_distillation_columns_tokenizes_both_prompts(arith, chat_tokenizer):
     raw = build_task("arith")["train"].select(range(8))
-    assert set(arith.column_names) == set(raw.column_names) | {"prompt_ids", "teacher_prompt_ids"}
+    assert set(arith.column_names) == set(raw.column_names) | {"prompt_ids", "teacher_prompt_ids", "gold_ids"}
     for i in range(len(arith)):
         row = arith[i]
         expected = chat_tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, return_dict=True)
         assert row["prompt_ids"] == list(expected["input_ids"])
         text = chat_tokenizer.decode(row["teacher_prompt_ids"])
         assert row["prompt"][-1]["content"] in text
-        assert f"An example of a correct answer: {row['completion'][0]['content']}" in text
+        assert f"An example of a correct answer:\n{row['completion'][0]['content']}\n" in text
         assert text.endswith("<|assistant|>\n")
         assert len(row["teacher_prompt_ids"]) > len(row["prompt_ids"])
+        # The gold completion as the template renders it after the prompt, cut after eos ...
+        assert chat_tokenizer.decode(row["gold_ids"]) == row["completion"][0]["content"] + chat_tokenizer.eos_token
+        # ... and the demonstration in the teacher's prompt is the same tokens (a leading space would change them).
+        gold, teacher_ids = row["gold_ids"][:-1], row["teacher_prompt_ids"]
+        assert any(teacher_ids[i : i + len(gold)] == gold for i in range(len(teacher_ids)))
 
 
 def test_add_distillation_columns_errors(chat_tokenizer, tokenizer):
@@ -440,3 +445,66 @@ def test_ddp_wrapped_student(tmp_path, chat_tokenizer, batch):
             torch.testing.assert_close(new, 0.99 * before + 0.01 * student, rtol=1e-5, atol=1e-6)
     finally:
         dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------- the method's premise (issue 20)
+
+
+def _gold_nll(model, distiller, batch) -> float:
+    return distiller.demonstration_gain(model, batch)["student_nll"]
+
+
+def test_demonstration_gain_is_zero_when_the_model_cannot_read_the_demonstration(chat_tokenizer, arith, caplog):
+    """The GPU run's failure: a model that cannot use the demonstration gives a teacher that knows nothing more.
+
+    The learner measures this at the stage's start and says so, instead of distilling a loss to 0 for nothing.
+    """
+    from types import SimpleNamespace
+
+    from hf_datamix.strategies.on_policy_distill import DistillLearner
+
+    model = make_model(chat_tokenizer)
+    batch = DistillationCollator(chat_tokenizer.pad_token_id)([arith[i] for i in range(8)])
+    distiller = make_distiller(chat_tokenizer, model)
+    gain = distiller.demonstration_gain(model, batch)
+    assert gain["student_nll"] > 10 and abs(gain["gain"]) < 0.1  # random init: ~ln(4096) per token, no help
+    assert distiller.token_counts["teacher"] > 0 and distiller.token_counts["eval"] > 0
+    learner = DistillLearner(DistillConfig(max_new_tokens=4))
+    learner.distiller = distiller
+    trainer = SimpleNamespace(accelerator=SimpleNamespace(unwrap_model=lambda m: m), model=model)
+    with caplog.at_level("WARNING"):
+        learner.check_premise(trainer, batch)
+    assert "cannot use the demonstration" in caplog.text and learner.demonstration_gain == gain
+
+
+def test_distillation_teaches_the_student_what_an_informed_teacher_knows(chat_tokenizer, arith):
+    """With a teacher that knows the gold answers (trained on them, frozen: rate 0), on-policy reverse KL on the
+    student's own samples lowers the student's NLL of the gold answers. A wrong KL direction, mask or position
+    would not."""
+    rows = [arith[i] for i in range(8)]
+    batch = DistillationCollator(chat_tokenizer.pad_token_id)(rows)
+    student = make_model(chat_tokenizer, seed=1)
+    distiller = make_distiller(chat_tokenizer, student, teacher_update_rate=0.0, max_new_tokens=4, seed=0)
+    teacher = distiller.teacher.train().requires_grad_(True)
+    optimizer = torch.optim.Adam(teacher.parameters(), lr=1e-2)
+    ids = torch.cat([batch["teacher_prompt_ids"], batch["gold_ids"]], dim=1)
+    mask = torch.cat([batch["teacher_prompt_mask"], batch["gold_mask"]], dim=1)
+    labels = torch.where(torch.cat([torch.zeros_like(batch["teacher_prompt_mask"]), batch["gold_mask"]], 1) == 1,
+                         ids, torch.full_like(ids, -100))
+    for _ in range(40):  # the teacher learns the gold answers given its prompt
+        loss = teacher(input_ids=ids, attention_mask=mask, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    distiller.teacher = teacher.eval().requires_grad_(False)
+    gain = distiller.demonstration_gain(student, batch)
+    assert gain["gain"] > 5  # the premise holds by construction
+    before = gain["student_nll"]
+    optimizer = torch.optim.Adam(student.parameters(), lr=3e-3)
+    student.train()
+    for _ in range(25):
+        loss = distiller.compute_loss(student, batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert _gold_nll(student, distiller, batch) < before - 2.0

@@ -225,3 +225,27 @@ def test_each_strategy_runs_continual_instruction_tuning(tmp_path, chat_tokenize
     if name == "retrain":
         assert results["compute"]["tokens_by_kind"]["train"] > 0
         assert [r["stage_step"] for r in history if r["kind"] == "initial"] == [0, 0]
+
+
+def test_op_mix_scores_candidates_by_answer_logprob(tmp_path, chat_tokenizer):
+    domains = task_domains(("alpha", "beta"))
+    stages = [Stage(0, domains.select(["alpha"]), None, 2), *plan_stages(domains, ["alpha"], [["beta"]], 2)]
+    strategy = create_strategy("op_mix", {**STRATEGY_SETTINGS["op_mix"], "score": "answer_logprob"})
+    torch.manual_seed(0)
+    results = run_continual(
+        tiny_llama(len(chat_tokenizer)), chat_tokenizer, sft_args(tmp_path, max_steps=1, task_eval_examples=3),
+        stages, strategy, report=lambda text: None, trainer_class=DataMixSFTTrainer,
+    )
+    decision = [r for r in results["history"] if r["kind"] == "decision"]
+    assert len(decision) == 1
+    scores = np.asarray(decision[0]["observed"])
+    # Answer NLLs in nats per answer (an answer is a few tokens of a 4096-token vocabulary), not task errors.
+    assert scores.shape == (3, 2) and (scores > 1).all() and np.isfinite(scores).all()
+    last = results["stages"][-1]
+    assert set(last["eval_answer_nll"]) == {"alpha", "beta"} and last["eval_avg_answer_nll"] > 0
+
+
+def test_unknown_sft_score_names_the_choices(tmp_path, chat_tokenizer):
+    trainer = make_trainer(tmp_path, chat_tokenizer)
+    with pytest.raises(ValueError, match="answer_logprob"):
+        trainer.decision_scorer("perplexity")

@@ -116,7 +116,8 @@ class LoRAProbesConfig(SimulatorConfig):
     )
     score: str = field(
         default="auto",
-        metadata={"help": "Candidate score: loss, task_error (generation, SFT only) or auto (task_error under SFT)."},
+        metadata={"help": "Candidate score: loss, task_error (generation, SFT only), answer_logprob (the gold answer's "
+                  "NLL given the prompt, per answer, SFT only) or auto (task_error under SFT)."},
     )
     eval_batch_size: int = field(default=16, metadata={"help": "Batch size of candidate scoring."})
     save_probe_adapters: bool = field(
@@ -139,7 +140,8 @@ class LoRAProbesConfig(SimulatorConfig):
             "domain_probe_share": (0 < self.domain_probe_share <= 1, "in (0, 1]"),
             "num_candidates": (self.num_candidates >= 2, ">= 2"),
             "candidate_design": (self.candidate_design in DESIGNS, " or ".join(DESIGNS)),
-            "score": (self.score in ("auto", "loss", "task_error"), "auto, loss or task_error"),
+            "score": (self.score in ("auto", "loss", "task_error", "answer_logprob"),
+                      "auto, loss, task_error or answer_logprob"),
             "encoding": (self.encoding in ENCODINGS, " or ".join(ENCODINGS)),
             "anneal_steps": (self.anneal_steps >= 0, ">= 0"),
             "anneal_to": (0 <= self.anneal_to <= 1, "in [0, 1]"),

@@ -1,19 +1,23 @@
-"""Scoring models on instruction tasks: task error from greedy generation, and completion loss.
+"""Scoring models on instruction tasks: task error from greedy generation, completion loss, answer NLL.
 
-Two scores serve the mixers of instruction-tuned models (and OP-Mix candidates, scored inside
+Three scores serve the mixers of instruction-tuned models (and OP-Mix candidates, scored inside
 :meth:`~hf_datamix.simulate.lora_probes.LoRAProbeSimulator.interpolated`):
 
 * :func:`task_errors`: ``1 - exact-match rate`` of greedily generated answers
-  (:func:`hf_datamix.data.instruct_tasks.task_error`), one batched generation pass for all domains;
+  (:func:`hf_datamix.data.instruct_tasks.exact_match`), one batched generation pass for all domains;
 * :func:`completion_losses`: token-weighted next-token cross-entropy on the completion tokens of
-  batches made by TRL's ``DataCollatorForLanguageModeling`` (padded or padding-free).
+  batches made by TRL's ``DataCollatorForLanguageModeling`` (padded or padding-free);
+* :func:`answer_nlls`: the negative log-likelihood of each gold answer given its prompt (summed over
+  the answer's tokens, and per token), from :func:`answer_logprobs` on the same batches.
+
+Exact match and answer NLL are reduced by the ``evaluate`` metrics of :mod:`hf_datamix.metrics`.
 
 Compute is counted in a :class:`~hf_datamix.compute.ComputeLedger` with the library's formula,
 2·N FLOPs per token through a forward pass (N = non-embedding parameters):
 
 * generation with a KV cache: ``2*N*(prompt tokens + generated tokens up to and including eos)``
   per sequence; left padding and the padding of finished rows are not counted;
-* completion loss: ``2*N*(non-pad input tokens)``.
+* completion loss and answer NLL: ``2*N*(non-pad input tokens)``.
 """
 
 from __future__ import annotations
@@ -24,10 +28,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 
 from ..compute import ComputeLedger, non_embedding_parameters
-from ..data.instruct_tasks import task_error
+from ..metrics import load_metric
 
 if TYPE_CHECKING:
     import datasets
@@ -242,10 +245,11 @@ def task_errors(
     prompts = [p for s in eval_sets.values() for p in s.prompts]
     predictions = generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
                                    ledger=ledger, num_parameters=num_parameters, eos_token_id=eos_token_id)
+    metric = load_metric("exact_match")
     errors, start = {}, 0
     for name, eval_set in eval_sets.items():
         stop = start + len(eval_set.prompts)
-        errors[name] = task_error(predictions[start:stop], eval_set.answers)
+        errors[name] = metric.compute(predictions=predictions[start:stop], references=eval_set.answers)["task_error"]
         start = stop
     return errors
 
@@ -265,6 +269,34 @@ def _real_tokens(batch: Mapping[str, torch.Tensor]) -> int:
         nonzero = (row != 0).nonzero()
         total += int(nonzero[-1]) + 1 if len(nonzero) else 0
     return total
+
+
+def _labelled_logprobs(model, batch: Mapping[str, torch.Tensor], device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(log-probs, targets, example ids)`` of one batch's labelled positions (labels shifted by one).
+
+    An example is a row, or with ``position_ids`` (padding-free, packed) a run starting at position 0.
+    """
+    inputs = {k: batch[k].to(device) for k in _MODEL_INPUTS if batch.get(k) is not None}
+    logits = model(**inputs, use_cache=False).logits
+    targets = batch["labels"].to(device)[:, 1:]
+    mask = targets != _IGNORE_INDEX
+    rows = torch.arange(targets.shape[0], device=device).unsqueeze(1).expand_as(targets)
+    position_ids = batch.get("position_ids")
+    if position_ids is not None:
+        starts = (position_ids.to(device) == 0).long().cumsum(dim=1)[:, 1:]
+        example = rows * (position_ids.shape[1] + 1) + starts
+    else:
+        example = rows
+    # Only labelled positions are upcast: a (batch, length, vocab) float32 copy would dwarf the model.
+    picked = logits[:, :-1][mask].float()
+    logprobs = picked.gather(1, targets[mask].unsqueeze(1)).squeeze(1) - torch.logsumexp(picked, dim=-1)
+    return logprobs, targets[mask], example[mask]
+
+
+def _check_batch(batch, domain: str, caller: str) -> None:
+    if "input_ids" not in batch or "labels" not in batch:
+        raise ValueError(f"{caller}: batches of domain {domain!r} need 'input_ids' and 'labels', "
+                         f"got keys {sorted(batch)}.")
 
 
 def completion_losses(
@@ -294,16 +326,10 @@ def completion_losses(
         for domain, domain_batches in batches.items():
             total, count = 0.0, 0
             for batch in domain_batches:
-                if "input_ids" not in batch or "labels" not in batch:
-                    raise ValueError(f"completion_losses: batches of domain {domain!r} need 'input_ids' and "
-                                     f"'labels', got keys {sorted(batch)}.")
-                inputs = {k: batch[k].to(device) for k in _MODEL_INPUTS if batch.get(k) is not None}
-                logits = model(**inputs, use_cache=False).logits
-                targets = batch["labels"].to(device)[:, 1:]
-                mask = targets != _IGNORE_INDEX
-                # Only labelled positions are upcast: a (batch, length, vocab) float32 copy would dwarf the model.
-                total += float(F.cross_entropy(logits[:, :-1][mask].float(), targets[mask], reduction="sum"))
-                count += int(mask.sum())
+                _check_batch(batch, domain, "completion_losses")
+                logprobs, _, _ = _labelled_logprobs(model, batch, device)
+                total -= float(logprobs.double().sum())
+                count += int(logprobs.numel())
                 tokens += _real_tokens(batch)
             if count == 0:
                 raise ValueError(f"completion_losses: domain {domain!r} has no labelled token (all labels are "
@@ -313,3 +339,57 @@ def completion_losses(
         n_params = int(num_parameters) if num_parameters is not None else non_embedding_parameters(model)
         ledger.add_forward(kind, n_params, tokens)
     return losses
+
+
+def answer_logprobs(
+    model,
+    batches: Mapping[str, Iterable[Mapping[str, torch.Tensor]]],
+    *,
+    eos_token_id: int | Sequence[int] | None = None,
+    ledger: ComputeLedger | None = None,
+    num_parameters: int | None = None,
+    kind: str = "eval",
+) -> dict[str, list[list[float]]]:
+    """Per domain, per example, the log-probability of each gold-answer token given the prompt.
+
+    ``batches`` as for :func:`completion_losses`; an example's answer is its labelled tokens (the
+    completion as the chat template renders it) up to and including the first ``eos_token_id``, so
+    what comes after the end of the answer (a template's trailing newline) is left out.  With
+    ``eos_token_id=None`` every labelled token counts.  ``ledger`` as for :func:`completion_losses`.
+    """
+    device = _model_device(model)
+    eos = None if eos_token_id is None else torch.tensor(
+        [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id), device=device)
+    out: dict[str, list[list[float]]] = {}
+    tokens = 0
+    with _eval_mode(model), torch.no_grad():
+        for domain, domain_batches in batches.items():
+            answers: list[list[float]] = []
+            for batch in domain_batches:
+                _check_batch(batch, domain, "answer_logprobs")
+                logprobs, targets, example = _labelled_logprobs(model, batch, device)
+                tokens += _real_tokens(batch)
+                for ex in torch.unique_consecutive(example):
+                    picked = example == ex
+                    values, ids = logprobs[picked], targets[picked]
+                    if eos is not None and (ends := torch.isin(ids, eos).nonzero()).numel():
+                        values = values[: int(ends[0]) + 1]
+                    answers.append(values.double().tolist())
+            if not answers:
+                raise ValueError(f"answer_logprobs: domain {domain!r} has no labelled token (all labels are -100, "
+                                 "or no batches).")
+            out[domain] = answers
+    if ledger is not None:
+        n_params = int(num_parameters) if num_parameters is not None else non_embedding_parameters(model)
+        ledger.add_forward(kind, n_params, tokens)
+    return out
+
+
+def answer_nlls(model, batches: Mapping[str, Iterable[Mapping[str, torch.Tensor]]], **kwargs) -> dict[str, dict]:
+    """Per domain, the ``answer_nll`` metric (:mod:`hf_datamix.metrics`) of :func:`answer_logprobs`:
+    ``nll_per_answer`` (mean of ``-log p(answer | prompt)``, nats) and ``nll_per_token``, lower is better."""
+    from ..metrics import load_metric
+
+    metric = load_metric("answer_nll")
+    return {domain: metric.compute(predictions=values)
+            for domain, values in answer_logprobs(model, batches, **kwargs).items()}

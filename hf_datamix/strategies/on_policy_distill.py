@@ -4,7 +4,11 @@ Not a mixer (design.md): each stage trains on its new task domains only, as ``se
 the model learns by SDFT-style on-policy self-distillation instead of supervised fine-tuning
 (methods.md): the student samples a completion for the plain prompt; the teacher is the same model
 conditioned on the prompt plus the gold demonstration, kept as an EMA of the student; the loss is
-the per-token reverse KL(student ‖ teacher) over the vocabulary.  The mechanics live in
+the per-token reverse KL(student ‖ teacher) over the vocabulary.  The method presumes that the
+model can use the demonstration in its context; at the start of every stage the learner measures
+that (:meth:`~hf_datamix.distill.OnPolicyDistiller.demonstration_gain`, logged as
+``distill/gain``, ``distill/student_nll``, ``distill/teacher_nll``) and warns when the teacher
+knows no more than the student.  The mechanics live in
 :mod:`hf_datamix.distill` (built on TRL's self-distillation pieces); this module plugs them into
 :class:`~hf_datamix.sft.DataMixSFTTrainer` as the strategy's *learner*.  Generation and teacher
 passes are counted in the ledger (kinds ``generate`` and ``teacher``).
@@ -12,6 +16,7 @@ passes are counted in the ledger (kinds ``generate`` and ``teacher``).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +27,11 @@ from ..distill import (
 )
 from .base import StrategyConfig
 from .baselines import SequentialStrategy
+
+logger = logging.getLogger(__name__)
+# Below this many nats per answer the teacher hardly knows more than the student (see demonstration_gain).
+MIN_DEMONSTRATION_GAIN = 0.1
+GAIN_EXAMPLES = 16  # training examples per domain the gain is measured on, at the start of every stage
 
 
 @dataclass
@@ -67,6 +77,8 @@ class DistillLearner:
     def __init__(self, config: DistillConfig):
         self.config = config
         self.distiller: OnPolicyDistiller | None = None
+        self.gain_rows: list[dict] = []  # a few training rows per domain, for the demonstration gain
+        self.demonstration_gain: dict[str, float] | None = None
 
     def check_args(self, args) -> None:
         if args.packing:
@@ -77,7 +89,9 @@ class DistillLearner:
 
     def prepare_domain(self, dataset, tokenizer):
         """Add the student's and the teacher's tokenised prompts to a domain's raw examples."""
-        return add_distillation_columns(dataset, tokenizer, self.config.teacher_prompt_template)
+        prepared = add_distillation_columns(dataset, tokenizer, self.config.teacher_prompt_template)
+        self.gain_rows += [prepared[i] for i in range(min(GAIN_EXAMPLES, len(prepared)))]
+        return prepared
 
     def attach(self, trainer) -> None:
         """Start the EMA teacher from the current model and route training batches through the learner."""
@@ -85,8 +99,24 @@ class DistillLearner:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.distiller = OnPolicyDistiller(self.config, tokenizer, trainer.num_params)
         self.distiller.setup(trainer.accelerator.unwrap_model(trainer.model))
+        if self.gain_rows:
+            self.check_premise(trainer, DistillationCollator(pad_token_id=pad)(self.gain_rows))
         trainer.data_collator = _WithPrompts(trainer.data_collator, DistillationCollator(pad_token_id=pad))
         trainer.add_callback(_TeacherUpdate(self, trainer))
+
+    def check_premise(self, trainer, batch) -> None:
+        """Measure the demonstration gain at the stage's start; warn when the teacher knows no more than the student."""
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        self.demonstration_gain = gain = self.distiller.demonstration_gain(model, batch)
+        if gain["gain"] < MIN_DEMONSTRATION_GAIN:
+            logger.warning(
+                "on_policy_distill: the teacher (the model shown the gold answer) is barely better at the gold answers "
+                "than the student (NLL %.3f vs %.3f nats per answer, gain %.3f < %.1f): the model cannot use the "
+                "demonstration in its context, so self-distillation has nothing to learn (its loss will fall to 0 as "
+                "the EMA teacher follows the student). Start from a model that follows instructions and reads "
+                "in-context examples, or use a supervised strategy.",
+                gain["teacher_nll"], gain["student_nll"], gain["gain"], MIN_DEMONSTRATION_GAIN,
+            )
 
     def compute_loss(self, model, inputs) -> Any:
         return self.distiller.compute_loss(model, inputs)
@@ -122,3 +152,8 @@ class _TeacherUpdate(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.learner.distiller.update_teacher(self.trainer.accelerator.unwrap_model(self.trainer.model))
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        gain = self.learner.demonstration_gain
+        if logs is not None and gain is not None and "loss" in logs:
+            logs.update({f"distill/{key}": value for key, value in gain.items()})
