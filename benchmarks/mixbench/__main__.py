@@ -5,11 +5,13 @@
     python -m benchmarks.mixbench baselines --set five --seeds 0,1,2 # natural vs uniform end to end
     python -m benchmarks.mixbench quality --set five --procs 2       # every arm (--arms a,b) end to end, paired
     python -m benchmarks.mixbench transfer --set even                # Olmix proxy -> target transfer ladder
+    python -m benchmarks.mixbench reuse --set leaves --procs 2       # Olmix mixture reuse over 5 updates
 
-``fidelity``, ``baselines``, ``quality`` and ``transfer`` are resumable: finished units live in a store (``--store``,
+``fidelity``, ``baselines``, ``quality``, ``transfer`` and ``reuse`` are resumable: finished units live in a store (``--store``,
 default ``benchmarks/mixbench/stores/<kind>-<set>-<shape>.json``, kept in git with the results); a command runs what is pending within ``--budget-s`` seconds
 and can be run again until everything is done.  Every command ends by rewriting the results file
-(``benchmarks/results/mixbench_<kind>.json`` + PNG, quality's ``opmix_quality_pretrain.json``; ``"status":
+(``benchmarks/results/mixbench_<kind>.json`` + PNG, quality's ``opmix_quality_pretrain.json``, reuse's
+``olmix_reuse_scale.json``; ``"status":
 "partial"`` until all units are in) from
 every store of that kind, so each results file comes from one command, repeated.  ``--shape tiny`` is
 a CPU check of the whole pipeline.
@@ -30,15 +32,17 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from _common import RESULTS_DIR, provenance, read_json, write_json  # noqa: E402
 
-from . import baselines, fidelity, quality, transfer  # noqa: E402
+from . import baselines, fidelity, quality, reuse, transfer, updates  # noqa: E402
 from .common import DATA_DIR, SETS, SHAPES, Shape, prepare, stage  # noqa: E402
-from .runner import Budget, Store, WorkerFile, assign, launch_workers, worker_files  # noqa: E402
+from .runner import Board, Budget, Store, WorkerFile, assign, launch_workers, worker_files  # noqa: E402
 
-KINDS = {"fidelity": fidelity, "baselines": baselines, "quality": quality, "transfer": transfer}
+KINDS = {"fidelity": fidelity, "baselines": baselines, "quality": quality, "transfer": transfer, "reuse": reuse}
 PLANS = {"fidelity": fidelity.FidelityPlan, "baselines": baselines.BaselinePlan, "quality": quality.QualityPlan,
-         "transfer": transfer.TransferPlan}
+         "transfer": transfer.TransferPlan, "reuse": reuse.ReuseScalePlan}
 #: results files not named mixbench_<kind>
-RESULTS_NAMES = {"quality": "opmix_quality_pretrain"}
+RESULTS_NAMES = {"quality": "opmix_quality_pretrain", "reuse": "olmix_reuse_scale"}
+#: --seeds when not given
+DEFAULT_SEEDS = {"reuse": "0,1"}
 PLAN_FIELDS = {kind: {f.name for f in dataclasses.fields(plan)} for kind, plan in PLANS.items()}
 
 
@@ -50,7 +54,18 @@ def _plan(opts):
     if opts.command == "transfer":
         rungs = transfer.DEFAULT_RUNGS if not opts.rungs else tuple(_rung(r) for r in opts.rungs.split(","))
         return transfer.TransferPlan(opts.set, seed=opts.seed, shape=shape, mixtures=opts.mixtures, rungs=rungs)
-    seeds = tuple(int(s) for s in opts.seeds.split(","))
+    seeds = tuple(int(s) for s in (opts.seeds or DEFAULT_SEEDS.get(opts.command, "0,1,2")).split(","))
+    if opts.command == "reuse":
+        if opts.rung:
+            rung = _rung(opts.rung)
+        else:
+            inputs = reuse.report_inputs(opts.results, opts.shape)
+            rung, why = reuse.choose_rung(inputs["transfer"], opts.set, opts.shape)
+            print(f"proxy rung {rung[0]}: {why}", flush=True)
+            opts.rung = f"{rung[0]}={rung[1]}:{rung[2]:g}"  # the workers use the same
+        singles = tuple(d for d in (opts.single_reopens or "").split(",") if d)
+        return reuse.ReuseScalePlan(opts.set, seeds=seeds, shape=shape, rung=rung, single_reopens=singles,
+                                    swarm_size=opts.swarm_size)
     if opts.command == "quality":
         return quality.QualityPlan(opts.set, seeds=seeds, shape=shape,
                                    arms=tuple(a for a in (opts.arms or "").split(",") if a))
@@ -131,10 +146,14 @@ def _write_results(opts, module) -> dict:
 
 def _worker_argv(opts, store: str) -> list[str]:
     argv = [sys.executable, "-m", "benchmarks.mixbench", opts.command, "--set", opts.set, "--shape", opts.shape,
-            "--seed", str(opts.seed), "--seeds", opts.seeds, "--points", opts.points, "--store", store,
+            "--seed", str(opts.seed), "--points", opts.points, "--store", store, "--results", opts.results,
             "--procs", str(opts.procs), "--budget-s", str(opts.budget_s), "--work", opts.work,
             "--scratch", opts.scratch, "--data", opts.data, "--mixtures", str(opts.mixtures)]
+    argv += ["--seeds", opts.seeds] if opts.seeds else []
     argv += ["--rungs", opts.rungs] if opts.rungs else []
+    argv += ["--rung", opts.rung] if opts.rung else []
+    argv += ["--single-reopens", opts.single_reopens] if opts.single_reopens else []
+    argv += ["--swarm-size", str(opts.swarm_size)] if opts.swarm_size is not None else []
     argv += ["--planned"] if opts.planned else []
     argv += ["--arms", opts.arms] if opts.arms else []
     return argv + (["--commit", opts.commit] if opts.commit else [])
@@ -143,13 +162,14 @@ def _worker_argv(opts, store: str) -> list[str]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.mixbench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["stage", "fidelity", "baselines", "quality", "transfer", "report"])
+    parser.add_argument("command", choices=["stage", "fidelity", "baselines", "quality", "transfer", "reuse", "report"])
     parser.add_argument("--set", required=True, choices=sorted(SETS))
     parser.add_argument("--shape", default="gpu", choices=sorted(SHAPES))
     parser.add_argument("--corpus", help="stage: a corpus written by hf-datamix corpus build")
     parser.add_argument("--data", default=DATA_DIR, help="staged data folder")
     parser.add_argument("--seed", type=int, default=0, help="fidelity: the seed of the prefix run")
-    parser.add_argument("--seeds", default="0,1,2", help="baselines, quality: paired seeds")
+    parser.add_argument("--seeds", help="baselines, quality: paired seeds (default 0,1,2); reuse: the last update's "
+                                         "(default 0,1; the earlier updates train the first)")
     parser.add_argument("--arms", help=f"quality: arms to run, comma-separated (default: all of {list(quality.ARMS)})")
     parser.add_argument("--points", default="0.2,0.5", help="fidelity: decision points (fractions of the run)")
     parser.add_argument("--planned", action="store_true",
@@ -157,6 +177,13 @@ def main(argv=None) -> int:
                              "and results file)")
     parser.add_argument("--mixtures", type=int, default=16, help="transfer: swarm mixtures (targets)")
     parser.add_argument("--rungs", help="transfer: name=preset:chinchilla_multiple,... (default: the issue's ladder)")
+    parser.add_argument("--rung", help="reuse: the proxies' rung, name=preset:chinchilla_multiple (default: the cheapest "
+                                       "rung with Spearman >= 0.8 in mixbench_transfer.json, else 5m at 1x Chinchilla)")
+    parser.add_argument("--single-reopens", help="reuse: 'all' or domains: at the last update, partial reuse reopening "
+                                                 "each one alone, against auto's choice (costly: a swarm and targets each)")
+    parser.add_argument("--swarm-size", type=int, help="reuse: every swarm's size (default: Olmix's; 0: the fewest "
+                        "runs the law accepts; CPU checks only)")
+    parser.add_argument("--dry-run", action="store_true", help="print the pending units and their estimated cost; run none")
     parser.add_argument("--store", help="finished units (default benchmarks/mixbench/stores/<kind>-<set>-<shape>.json)")
     parser.add_argument("--merge", nargs="*", default=[], help="folders of worker-*.json to add to the store first")
     parser.add_argument("--procs", type=int, default=1, help="worker processes (several share one GPU)")
@@ -172,6 +199,8 @@ def main(argv=None) -> int:
         if not opts.corpus:
             parser.error("stage needs --corpus DIR (from `hf-datamix corpus build DIR`)")
         stage(opts.corpus, opts.set, SHAPES[opts.shape], opts.data)
+        if opts.set in updates.SEQUENCES:  # the derived domains of its update sequence, in the manifest
+            updates.describe(opts.set, opts.data)
         return 0
     os.environ.setdefault("HF_DATAMIX_CACHE", os.path.join(opts.scratch, "packed"))
     if opts.command == "report":
@@ -192,19 +221,28 @@ def main(argv=None) -> int:
     store = Store(_store_path(opts), plan.settings(), extensible=getattr(plan, "extensible", ()))
     pending = [(k, c) for k, c in plan.units() if k not in store.units]
     shares = assign(pending, max(1, opts.procs))
+    dependent = getattr(module, "DEPENDENT_UNITS", False)  # every worker takes ready units from all pending ones
+    extra = {"done": store.units} if dependent else {}
     call = {"command": " ".join(sys.argv), **{k: v for k, v in provenance("call", opts.commit).items() if k != "benchmark"}}
     if opts.worker is not None:  # a worker: its share of the pending units
         folder = os.path.join(opts.scratch, f"worker-{opts.worker}")
         out = WorkerFile(os.path.join(opts.work, f"worker-{opts.worker}.json"), plan.settings(), call)
-        module.run_worker(plan, shares[opts.worker], folder, out, Budget(opts.budget_s), data_dir=opts.data,
-                          unpacked=opts.scratch)
+        keys = [k for k, _ in pending] if dependent else shares[opts.worker]
+        module.run_worker(plan, keys, folder, out, Budget(opts.budget_s), data_dir=opts.data, unpacked=opts.scratch,
+                          **extra)
         return 0
     store.merge_files([p for folder in opts.merge for p in worker_files(folder)])
     os.makedirs(opts.work, exist_ok=True)
     for stale in worker_files(opts.work):
         os.remove(stale)
+    Board(opts.work).clear()
     pending = [(k, c) for k, c in plan.units() if k not in store.units]
     print(f"{len(store.units)} units done, {len(pending)} pending", flush=True)
+    if opts.dry_run:
+        print(f"estimated cost of the pending units: {sum(c for _, c in pending):.0f} target steps", flush=True)
+        if hasattr(plan, "estimate"):
+            print(plan.estimate(), flush=True)
+        return 0
     if pending:
         counts = prepare(opts.set, plan.shape, opts.scratch, opts.data)  # data checked before any GPU work
         print(f"training tokens per domain: {counts}", flush=True)
@@ -213,10 +251,13 @@ def main(argv=None) -> int:
             raise SystemExit(f"the staged data differ from those of the store's earlier units ({earlier[0]} tokens per "
                              f"domain, now {counts}): stage the set from the same corpus, or use another --store.")
         call["training_tokens"] = counts
+        if hasattr(module, "prepare"):
+            module.prepare(plan, opts.scratch, opts.data)
     if pending and opts.procs <= 1:  # one worker: this process
         out = WorkerFile(os.path.join(opts.work, "worker-0.json"), plan.settings(), call)
-        module.run_worker(plan, shares[0], os.path.join(opts.scratch, "worker-0"), out, Budget(opts.budget_s),
-                          data_dir=opts.data, unpacked=opts.scratch)
+        module.run_worker(plan, [k for k, _ in pending] if dependent else shares[0],
+                          os.path.join(opts.scratch, "worker-0"), out, Budget(opts.budget_s), data_dir=opts.data,
+                          unpacked=opts.scratch, **extra)
         store.merge_files(worker_files(opts.work))
     elif pending:
         store.save()  # the workers read the merged store

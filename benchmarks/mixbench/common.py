@@ -28,6 +28,13 @@ SETS: dict[str, dict[str, int | None]] = {
     "five": {"python_stdlib": 12_000_000, "python_docs": None, "scripture": None, "wordnet": None, "man_de": None},
     # Four domains of >= 10 M tokens each: no cap binds at any oracle mixture (largest share 0.5).
     "even": {"python_stdlib": 12_000_000, "gcide": 12_000_000, "wordnet": None, "arithmetic": 12_000_000},
+    # Olmix's setting at 16+ domains (issue 19): 20 leaves cut from real sources by document key
+    # (hf_datamix.data.corpus_build.LEAF_RULES), the update sequence over them in updates.SEQUENCES.
+    "leaves": {"stdlib_test": 6_000_000, "stdlib_modules": None, "stdlib_packages": None, "stdlib_tools": None,
+               "docs_library": None, "docs_guides": None, "docs_capi": None, "gcide": 6_000_000,
+               "wordnet": 6_000_000, "jargon": None, "foldoc": None, "man_en": None, "man_de": 6_000_000,
+               "man_fr": 6_000_000, "man_es": 6_000_000, "kjv_ot": None, "kjv_nt": None, "headers_glibc": None,
+               "headers_linux": None, "arithmetic": 6_000_000},
 }
 EVAL_MAX_SHARE = 0.15
 

@@ -137,6 +137,78 @@ def worker_files(folder: str) -> list[str]:
     return sorted(glob.glob(os.path.join(folder, "worker-*.json")))
 
 
+class Board:
+    """What the workers of one call share when units depend on each other: the finished units (the store's and
+    every worker file's in ``folder``) and which unit each worker has taken (a claim file per unit, holding the
+    claimer's pid, so a unit is trained once and a dead worker's claim is ignored)."""
+
+    def __init__(self, folder: str, done: dict[str, Any] | None = None):
+        self.folder, self.done = folder, dict(done or {})
+        self.claims = os.path.join(folder, "claims")
+        os.makedirs(self.claims, exist_ok=True)
+
+    def clear(self) -> None:
+        """Forget the claims of an earlier call (called before the workers start)."""
+        for path in glob.glob(os.path.join(self.claims, "*")):
+            os.remove(path)
+
+    def results(self) -> dict[str, Any]:
+        out = dict(self.done)
+        for path in worker_files(self.folder):
+            out.update((read_json(path, default=None) or {}).get("units", {}))
+        return out
+
+    def _path(self, key: str) -> str:
+        return os.path.join(self.claims, key.replace("/", "__"))
+
+    def claim(self, key: str) -> bool:
+        """Take ``key`` for this process; False if a live worker has it."""
+        path = self._path(key)
+        if self.busy(key):
+            return False
+        if os.path.exists(path):  # a dead worker's claim
+            os.remove(path)
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return False
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        return True
+
+    def any_busy(self) -> bool:
+        """True if a live worker other than this process holds a claim on a unit not yet finished."""
+        finished = self.results()
+        return any(self.busy(key) for key in (os.path.basename(p).replace("__", "/")
+                                              for p in glob.glob(os.path.join(self.claims, "*"))) if key not in finished)
+
+    def busy(self, key: str) -> bool:
+        """True if a live process (other than this one) holds ``key``'s claim."""
+        try:
+            with open(self._path(key), encoding="utf-8") as handle:
+                pid = int(handle.read() or 0)
+        except (FileNotFoundError, ValueError):
+            return False
+        if pid == os.getpid():
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # alive, another user's
+            return True
+        try:  # a worker that died before its parent reaped it is a zombie: not working
+            with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+                return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return True
+
+    def release(self, key: str) -> None:
+        """Give ``key`` back (its unit failed in this process)."""
+        if os.path.exists(self._path(key)) and not self.busy(key):
+            os.remove(self._path(key))
+
+
 class Budget:
     """A deadline, and a running estimate of seconds per unit of cost (e.g. per training step)."""
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from functools import lru_cache
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ DEFAULT_RUNGS = (("small_1x", "small", 1.0), ("small_5x", "small", 5.0), ("5m_0.
 CHINCHILLA = 20.0
 
 
+@lru_cache(maxsize=None)
 def non_embedding_parameters(preset: str) -> int:
     """N of a preset with the embedded tokenizer's vocabulary (built on the meta device: no memory)."""
     import torch
@@ -60,7 +62,7 @@ class TransferPlan:
             raise ValueError(f"mixtures={self.mixtures}: a rank correlation needs at least 3.")
 
     def proxy_steps(self, preset: str, multiple: float) -> int:
-        return max(1, round(multiple * CHINCHILLA * non_embedding_parameters(preset) / self.shape.tokens_per_step))
+        return proxy_shape(self.shape, preset, multiple).steps
 
     def settings(self) -> dict[str, Any]:
         steps = {name: self.proxy_steps(preset, multiple) for name, preset, multiple in self.rungs}
@@ -90,12 +92,37 @@ def swarm_mixtures(plan: TransferPlan, token_counts: dict[str, int]) -> list[dic
     return [m.to_dict() for m in swarm]
 
 
-def run_worker(plan: TransferPlan, keys: list[str], work: str, out: WorkerFile, budget: Budget,
-               data_dir: str = DATA_DIR, unpacked: str | None = None) -> None:
-    """Train each target or proxy in ``keys`` from scratch on its mixture and score it."""
+def proxy_shape(target: Shape, preset: str, multiple: float) -> Shape:
+    """The run shape of a proxy of ``preset`` trained ``multiple`` × Chinchilla, at the target's batch and block."""
+    steps = max(1, round(multiple * CHINCHILLA * non_embedding_parameters(preset) / target.tokens_per_step))
+    return Shape(**{**asdict(target), "preset": preset, "steps": steps, "warmup_steps": max(1, round(0.02 * steps))})
+
+
+def train_and_score(shape: Shape, learning_rate: float, seed: int, weights: dict[str, float], domains, tok,
+                    folder: str, split: str) -> dict[str, Any]:
+    """Train ``shape``'s model from ``seed``'s init on the fixed mixture ``weights`` over ``domains``; score it
+    per domain on the ``split`` (``test`` or ``decision``) blocks."""
     from hf_datamix import DataMixTrainer, create_strategy
     from hf_datamix.simulate.scoring import BlockLossScorer
 
+    started = time.perf_counter()
+    args = run_args(shape, folder, seed, learning_rate=learning_rate)
+    trainer = DataMixTrainer(model=new_model(tok, shape, seed), args=args, domains=domains,
+                             strategy=create_strategy("fixed", weights=weights), processing_class=tok)
+    trainer.train()
+    scorer = (BlockLossScorer(trainer.eval_blocks, 32, trainer.args.device) if split == "test"
+              else trainer.decision_scorer(batch_size=32))
+    scores = scorer(trainer.model)
+    seconds = time.perf_counter() - started
+    tokens = trainer.ledger.tokens_by_kind.get("train", 0.0)
+    return {"weights": dict(weights), "scores": scores.tolist(), "mean": float(np.mean(scores)), "split": split,
+            "preset": shape.preset, "steps": shape.steps, "train_flops": trainer.ledger.by_kind.get("train", 0.0),
+            "tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}
+
+
+def run_worker(plan: TransferPlan, keys: list[str], work: str, out: WorkerFile, budget: Budget,
+               data_dir: str = DATA_DIR, unpacked: str | None = None) -> None:
+    """Train each target or proxy in ``keys`` from scratch on its mixture and score it."""
     tok = tokenizer()
     domains = domain_set(plan.set_name, unpacked or work, data_dir)
     rungs = {name: (preset, multiple) for name, preset, multiple in plan.rungs}
@@ -110,31 +137,18 @@ def run_worker(plan: TransferPlan, keys: list[str], work: str, out: WorkerFile, 
         if parts[0] == "target":
             shape, lr = plan.shape, plan.shape.learning_rate
         else:
-            preset, multiple = rungs[parts[1]]
-            shape = Shape(**{**asdict(plan.shape), "preset": preset, "steps": plan.proxy_steps(preset, multiple),
-                             "warmup_steps": max(1, round(0.02 * plan.proxy_steps(preset, multiple)))})
-            lr = plan.proxy_learning_rate
-        started = time.perf_counter()
-        args = run_args(shape, os.path.join(work, "runs", key.replace("/", "-")), plan.seed, learning_rate=lr)
+            shape, lr = proxy_shape(plan.shape, *rungs[parts[1]]), plan.proxy_learning_rate
         if mixtures is None:  # the same swarm in every worker: from the packed token counts
             from hf_datamix.trainer import pack_domains
 
+            args = run_args(shape, os.path.join(work, "runs", "pack"), plan.seed)
             mixtures = swarm_mixtures(plan, pack_domains(domains, tok, args).token_counts)
-        trainer = DataMixTrainer(model=new_model(tok, shape, plan.seed), args=args, domains=domains,
-                                 strategy=create_strategy("fixed", weights=mixtures[index]), processing_class=tok)
-        trainer.train()
-        scorer = (BlockLossScorer(trainer.eval_blocks, 32, trainer.args.device) if parts[0] == "target"
-                  else trainer.decision_scorer(batch_size=32))
-        scores = scorer(trainer.model)
-        seconds = time.perf_counter() - started
-        tokens = trainer.ledger.tokens_by_kind.get("train", 0.0)
-        out.add(key, {"weights": mixtures[index], "scores": scores.tolist(), "mean": float(np.mean(scores)),
-                      "split": "test" if parts[0] == "target" else "decision", "preset": shape.preset,
-                      "steps": shape.steps, "train_flops": trainer.ledger.by_kind.get("train", 0.0),
-                      "tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds})
-        budget.observe(costs[key], seconds)
-        print(f"{key}: mean {'test' if parts[0] == 'target' else 'decision'} loss {np.mean(scores):.4f} "
-              f"in {seconds:.0f} s", flush=True)
+        split = "test" if parts[0] == "target" else "decision"
+        value = train_and_score(shape, lr, plan.seed, mixtures[index], domains, tok,
+                                os.path.join(work, "runs", key.replace("/", "-")), split)
+        out.add(key, value)
+        budget.observe(costs[key], value["seconds"])
+        print(f"{key}: mean {split} loss {value['mean']:.4f} in {value['seconds']:.0f} s", flush=True)
 
 
 def report(plans_and_units: list[tuple[TransferPlan, dict[str, Any], dict[str, list]]]) -> dict[str, Any]:

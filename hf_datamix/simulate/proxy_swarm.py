@@ -304,11 +304,16 @@ class ProxySwarm(Simulator):
                 min_weight=self.config.min_weight, caps=None if caps is None else dict(zip(coordinates, caps)),
                 seed=self.seed + 1000 * context.stage,
             )
+        result, record = self.train_members(context, [m.expand(groups) for m in swarm])
+        X = np.array([m.to_array(coordinates) for m in swarm])
+        return Simulation(coordinates, groups, list(names), X, result.metrics, list(result.targets), record)
+
+    def train_members(self, context, mixtures: Sequence[Mixture]) -> tuple[SwarmResult, dict]:
+        """Train and score one proxy per data mixture (:class:`ProxyRuns`, in the run's output folder); returns the
+        result and what to record (``proxy_runs``: members trained now).  A subclass may get the members elsewhere."""
         trainer = context.trainer
         folder = f"swarm-stage{context.stage}" + (f"-step{context.step}" if context.step else "")
         runs = ProxyRuns(context.domains, trainer.processing_class, self.proxy_config(),
                          os.path.join(trainer.args.output_dir, folder), base_args=trainer.args, ledger=context.ledger)
-        result = runs.run([m.expand(groups) for m in swarm])
-        X = np.array([m.to_array(coordinates) for m in swarm])
-        record = {"proxy_runs": result.trained, "proxy": asdict(runs.config)}
-        return Simulation(coordinates, groups, list(names), X, result.metrics, list(result.targets), record)
+        result = runs.run(mixtures)
+        return result, {"proxy_runs": result.trained, "proxy": asdict(runs.config)}
