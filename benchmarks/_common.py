@@ -36,8 +36,10 @@ def git_state(commit: str | None = None, env: str | None = None) -> tuple[str | 
     ``dirty`` whether tracked files differ from it (None when not read from git)."""
     if commit:
         return commit, None
+
     def git(*args):
         return subprocess.run(["git", *args], capture_output=True, text=True, cwd=HERE, check=False).stdout.strip()
+
     try:
         found = git("rev-parse", "HEAD")
         dirty = bool(git("status", "--porcelain", "--untracked-files=no")) if found else None
@@ -53,8 +55,14 @@ def command_line(argv: Iterable[str] | None = None) -> str:
     return " ".join(["python3", script, *argv[1:]])
 
 
-def provenance(name: str, commit: str | None = None, *, commit_env: str | None = None,
-               argv: Iterable[str] | None = None, software: Iterable[str] = ()) -> dict[str, Any]:
+def provenance(
+    name: str,
+    commit: str | None = None,
+    *,
+    commit_env: str | None = None,
+    argv: Iterable[str] | None = None,
+    software: Iterable[str] = (),
+) -> dict[str, Any]:
     """The header of a result file: benchmark, command, device, software, commit (and whether the tree was
     dirty) and date.
 
@@ -68,8 +76,11 @@ def provenance(name: str, commit: str | None = None, *, commit_env: str | None =
     import transformers
 
     commit, dirty = git_state(commit, commit_env)
-    versions = {"torch": torch.__version__, "transformers": transformers.__version__,
-                "python": platform.python_version()}
+    versions = {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
     for package in software:
         versions[package] = getattr(importlib.import_module(package), "__version__", "unknown")
     return {
@@ -83,16 +94,19 @@ def provenance(name: str, commit: str | None = None, *, commit_env: str | None =
     }
 
 
-def time_method(owner: Any, attr: str, key: str, times: dict[str, float],
-                sync: Callable[[], None] | None = None) -> Callable[[], None]:
+def time_method(
+    owner: Any, attr: str, key: str, times: dict[str, float], sync: Callable[[], None] | None = None
+) -> Callable[[], None]:
     """Wrap ``owner.attr`` to add its seconds to ``times[key]`` (``sync`` before and after); returns the undo.
 
     Raises AttributeError when ``owner`` has no ``attr``: a timer around a method the library moved
     would silently measure nothing.
     """
     if not hasattr(owner, attr):
-        raise AttributeError(f"cannot time {getattr(owner, '__name__', owner)}.{attr}: it does not exist "
-                             "(the library moved it; update the benchmark)")
+        raise AttributeError(
+            f"cannot time {getattr(owner, '__name__', owner)}.{attr}: it does not exist "
+            "(the library moved it; update the benchmark)"
+        )
     original = getattr(owner, attr)
 
     def timed(*args, **kwargs):
@@ -111,8 +125,9 @@ def time_method(owner: Any, attr: str, key: str, times: dict[str, float],
 
 
 @contextlib.contextmanager
-def timed_methods(targets: Iterable[tuple[Any, str, str]], times: dict[str, float],
-                  sync: Callable[[], None] | None = None):
+def timed_methods(
+    targets: Iterable[tuple[Any, str, str]], times: dict[str, float], sync: Callable[[], None] | None = None
+):
     """``(owner, attr, key)`` methods timed into ``times`` for the block (see :func:`time_method`); restored after."""
     undo = []
     try:

@@ -23,13 +23,17 @@ import sys
 import tempfile
 import time
 
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _common import provenance  # noqa: E402
 
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results", "bad_inputs.json")
-PRETRAIN, MIDTRAIN, INSTRUCT = (os.path.join(ROOT, "recipes", f"{name}.py") for name in ("pretrain", "midtrain", "instruct"))
+PRETRAIN, MIDTRAIN, INSTRUCT = (
+    os.path.join(ROOT, "recipes", f"{name}.py") for name in ("pretrain", "midtrain", "instruct")
+)
 SMALL = ["--max_steps", "2", "--block_size", "64", "--per_device_train_batch_size", "2", "--max_eval_blocks", "2"]
 
 
@@ -62,8 +66,11 @@ def files(work: str) -> dict[str, str]:
     with gzip.open(os.path.join(work, "empty.jsonl.gz"), "wt"):
         pass
     write("domains_empty_gz.yaml", f"code: {{train: {os.path.join(work, 'empty.jsonl.gz')}, eval: {one}}}\n")
-    write("domains_stages.yaml", f"a: {{train: {one}, eval: {one}}}\nb: {{train: {one}, eval: {one}}}\n"  # stage 2's
-          f"code: {{train: {paths['empty.jsonl']}, eval: {one}}}\n")  # domain is the empty one
+    write(
+        "domains_stages.yaml",
+        f"a: {{train: {one}, eval: {one}}}\nb: {{train: {one}, eval: {one}}}\n"  # stage 2's
+        f"code: {{train: {paths['empty.jsonl']}, eval: {one}}}\n",
+    )  # domain is the empty one
     return paths
 
 
@@ -75,16 +82,36 @@ def cases(f: dict[str, str], checkpoints: dict[str, str]) -> list[tuple[str, str
         ("unknown_strategy", "--strategy misspelt", [py, MIDTRAIN, "--strategy", "op_mx"]),
         ("unknown_strategy_setting", "a setting op_mix does not have", [py, MIDTRAIN, "--probe_stepz", "3"]),
         ("setting_of_wrong_type", "--probe_steps abc", [py, MIDTRAIN, "--probe_steps", "abc"]),
-        ("setting_out_of_range", "--warmup_fraction 2", [py, PRETRAIN, "--strategy", "op_mix", "--warmup_fraction", "2"]),
-        ("strategy_args_on_the_command_line", "--strategy_args probe_steps=5 (settings are flags)", [py, MIDTRAIN, "--strategy_args", "probe_steps=5"]),
+        (
+            "setting_out_of_range",
+            "--warmup_fraction 2",
+            [py, PRETRAIN, "--strategy", "op_mix", "--warmup_fraction", "2"],
+        ),
+        (
+            "strategy_args_on_the_command_line",
+            "--strategy_args probe_steps=5 (settings are flags)",
+            [py, MIDTRAIN, "--strategy_args", "probe_steps=5"],
+        ),
         ("fixed_without_weights", "--strategy fixed without weights", [py, PRETRAIN, "--strategy", "fixed"]),
-        ("fixed_unnamed_domains", "fixed weights that leave domains out", [py, MIDTRAIN, "--strategy", "fixed", "--weights", '{"scripture": 1}']),
+        (
+            "fixed_unnamed_domains",
+            "fixed weights that leave domains out",
+            [py, MIDTRAIN, "--strategy", "fixed", "--weights", '{"scripture": 1}'],
+        ),
         ("midtrain_max_steps_0", "midtrain --max_steps 0", [py, MIDTRAIN, "--max_steps", "0"]),
         ("midtrain_max_steps_below_stages", "midtrain --max_steps 2 for 3 stages", [py, MIDTRAIN, "--max_steps", "2"]),
         ("pretrain_max_steps_0", "pretrain --max_steps 0", [py, PRETRAIN, "--max_steps", "0"]),
-        ("unknown_added_domain", "--added_domains naming no domain", [py, MIDTRAIN, "--added_domains", "code;klingon"]),
+        (
+            "unknown_added_domain",
+            "--added_domains naming no domain",
+            [py, MIDTRAIN, "--added_domains", "code;klingon"],
+        ),
         ("block_size_1", "--block_size 1", [py, PRETRAIN, "--block_size", "1"]),
-        ("segments_not_dividing", "--segments_per_block 3 with block_size 128", [py, PRETRAIN, "--segments_per_block", "3"]),
+        (
+            "segments_not_dividing",
+            "--segments_per_block 3 with block_size 128",
+            [py, PRETRAIN, "--segments_per_block", "3"],
+        ),
         ("on_exhausted_unknown", "--on_exhausted explode", [py, PRETRAIN, "--on_exhausted", "explode"]),
         ("max_repetitions_negative", "--max_repetitions -1", [py, PRETRAIN, "--max_repetitions", "-1"]),
         ("max_eval_blocks_0", "--max_eval_blocks 0", [py, PRETRAIN, "--max_eval_blocks", "0"]),
@@ -95,31 +122,145 @@ def cases(f: dict[str, str], checkpoints: dict[str, str]) -> list[tuple[str, str
         ("config_not_mapping", "--config holding a list", [py, PRETRAIN, "--config", f["list.yaml"]]),
         ("domains_file_missing", "--domains FILE that does not exist", [py, PRETRAIN, "--domains", "nope.yaml"]),
         ("domain_file_empty", "a domain's .jsonl is empty", [py, PRETRAIN, "--domains", f["domains_empty.yaml"]]),
-        ("domain_file_empty_gz", "a domain's .jsonl.gz holds no rows", [py, PRETRAIN, "--domains", f["domains_empty_gz.yaml"], *SMALL]),
-        ("domain_file_missing", "a domain's local file does not exist", [py, PRETRAIN, "--domains", f["domains_missing.yaml"]]),
-        ("domain_no_text_column", "a domain's rows have no 'text'", [py, PRETRAIN, "--domains", f["domains_notext.yaml"], *SMALL]),
+        (
+            "domain_file_empty_gz",
+            "a domain's .jsonl.gz holds no rows",
+            [py, PRETRAIN, "--domains", f["domains_empty_gz.yaml"], *SMALL],
+        ),
+        (
+            "domain_file_missing",
+            "a domain's local file does not exist",
+            [py, PRETRAIN, "--domains", f["domains_missing.yaml"]],
+        ),
+        (
+            "domain_no_text_column",
+            "a domain's rows have no 'text'",
+            [py, PRETRAIN, "--domains", f["domains_notext.yaml"], *SMALL],
+        ),
         ("domain_eval_size_out_of_range", "eval_size: 1.5", [py, PRETRAIN, "--domains", f["domains_eval_size.yaml"]]),
         ("domain_not_a_mapping", "domains: {code: 5}", [py, PRETRAIN, "--domains", f["domains_not_mapping.yaml"]]),
-        ("domain_smaller_than_a_block", "a domain with fewer tokens than one block (known only once tokenised)",
-         [py, PRETRAIN, "--domains", f["domains_tiny.yaml"], *SMALL]),
-        ("later_stage_domain_file_empty", "midtrain: the file of a domain added in stage 2 is empty",
-         [py, MIDTRAIN, "--domains", f["domains_stages.yaml"], "--initial_domains", "a", "--added_domains", "b;code"]),
-        ("init_mixture_corrupt", "--init_mixture file is cut short", [py, PRETRAIN, "--init_mixture", f["corrupt_mixture.json"]]),
-        ("init_mixture_unknown_domains", "--init_mixture names a domain the run lacks", [py, PRETRAIN, "--init_mixture", f["unknown_mixture.json"]]),
+        (
+            "domain_smaller_than_a_block",
+            "a domain with fewer tokens than one block (known only once tokenised)",
+            [py, PRETRAIN, "--domains", f["domains_tiny.yaml"], *SMALL],
+        ),
+        (
+            "later_stage_domain_file_empty",
+            "midtrain: the file of a domain added in stage 2 is empty",
+            [
+                py,
+                MIDTRAIN,
+                "--domains",
+                f["domains_stages.yaml"],
+                "--initial_domains",
+                "a",
+                "--added_domains",
+                "b;code",
+            ],
+        ),
+        (
+            "init_mixture_corrupt",
+            "--init_mixture file is cut short",
+            [py, PRETRAIN, "--init_mixture", f["corrupt_mixture.json"]],
+        ),
+        (
+            "init_mixture_unknown_domains",
+            "--init_mixture names a domain the run lacks",
+            [py, PRETRAIN, "--init_mixture", f["unknown_mixture.json"]],
+        ),
         ("init_mixture_offline_hub", "--init_mixture me/x with no network", [py, PRETRAIN, "--init_mixture", "me/x"]),
-        ("resume_true_nothing", "--resume_from_checkpoint true in an empty folder", [py, PRETRAIN, "--resume_from_checkpoint", "true"]),
-        ("resume_missing_folder", "--resume_from_checkpoint a folder that does not exist", [py, PRETRAIN, "--resume_from_checkpoint", "{out}/checkpoint-99"]),
-        ("resume_cut_short", "--resume_from_checkpoint a checkpoint whose save was cut short", [py, PRETRAIN, *SMALL, "--resume_from_checkpoint", checkpoints["cut_short"]]),
-        ("resume_truncated_state", "a truncated datamix_state.json", [py, PRETRAIN, *SMALL, "--resume_from_checkpoint", checkpoints["truncated"]]),
-        ("resume_other_batch", "resume with another global batch", [py, PRETRAIN, *SMALL[:4], "--per_device_train_batch_size", "4", "--resume_from_checkpoint", checkpoints["good"]]),
-        ("resume_other_strategy", "resume with another strategy", [py, PRETRAIN, *SMALL, "--strategy", "uniform", "--resume_from_checkpoint", checkpoints["good"]]),
-        ("instruct_settings_bad_json", "instruct --strategy_settings '{op_mix: 1'", [py, INSTRUCT, "--strategy_settings", "{op_mix: 1"]),
-        ("instruct_unknown_strategy_settings", "instruct --strategy_settings for an unknown strategy", [py, INSTRUCT, "--strategy_settings", '{"op_mx": {}}']),
-        ("fit_law_options_bad_json", "hf-datamix fit --law-options '{starts: 5'", [py, "-m", "hf_datamix.cli", "fit", "--ratios", f["one"], "--metrics", f["one"], "--out", "{out}/m.json", "--law-options", "{starts: 5"]),
-        ("fit_ratios_missing", "hf-datamix fit --ratios that does not exist", [py, "-m", "hf_datamix.cli", "fit", "--ratios", "nope.csv", "--metrics", "nope.csv", "--out", "{out}/m.json"]),
-        ("mixture_from_pretrained_offline", "Mixture.from_pretrained('me/x') with no network",
-         api("from hf_datamix import Mixture; Mixture.from_pretrained('me/x')")),
-        ("mixture_negative_weight", "Mixture({'a': -1})", api("from hf_datamix import Mixture; Mixture({'a': -1, 'b': 1})")),
+        (
+            "resume_true_nothing",
+            "--resume_from_checkpoint true in an empty folder",
+            [py, PRETRAIN, "--resume_from_checkpoint", "true"],
+        ),
+        (
+            "resume_missing_folder",
+            "--resume_from_checkpoint a folder that does not exist",
+            [py, PRETRAIN, "--resume_from_checkpoint", "{out}/checkpoint-99"],
+        ),
+        (
+            "resume_cut_short",
+            "--resume_from_checkpoint a checkpoint whose save was cut short",
+            [py, PRETRAIN, *SMALL, "--resume_from_checkpoint", checkpoints["cut_short"]],
+        ),
+        (
+            "resume_truncated_state",
+            "a truncated datamix_state.json",
+            [py, PRETRAIN, *SMALL, "--resume_from_checkpoint", checkpoints["truncated"]],
+        ),
+        (
+            "resume_other_batch",
+            "resume with another global batch",
+            [
+                py,
+                PRETRAIN,
+                *SMALL[:4],
+                "--per_device_train_batch_size",
+                "4",
+                "--resume_from_checkpoint",
+                checkpoints["good"],
+            ],
+        ),
+        (
+            "resume_other_strategy",
+            "resume with another strategy",
+            [py, PRETRAIN, *SMALL, "--strategy", "uniform", "--resume_from_checkpoint", checkpoints["good"]],
+        ),
+        (
+            "instruct_settings_bad_json",
+            "instruct --strategy_settings '{op_mix: 1'",
+            [py, INSTRUCT, "--strategy_settings", "{op_mix: 1"],
+        ),
+        (
+            "instruct_unknown_strategy_settings",
+            "instruct --strategy_settings for an unknown strategy",
+            [py, INSTRUCT, "--strategy_settings", '{"op_mx": {}}'],
+        ),
+        (
+            "fit_law_options_bad_json",
+            "hf-datamix fit --law-options '{starts: 5'",
+            [
+                py,
+                "-m",
+                "hf_datamix.cli",
+                "fit",
+                "--ratios",
+                f["one"],
+                "--metrics",
+                f["one"],
+                "--out",
+                "{out}/m.json",
+                "--law-options",
+                "{starts: 5",
+            ],
+        ),
+        (
+            "fit_ratios_missing",
+            "hf-datamix fit --ratios that does not exist",
+            [
+                py,
+                "-m",
+                "hf_datamix.cli",
+                "fit",
+                "--ratios",
+                "nope.csv",
+                "--metrics",
+                "nope.csv",
+                "--out",
+                "{out}/m.json",
+            ],
+        ),
+        (
+            "mixture_from_pretrained_offline",
+            "Mixture.from_pretrained('me/x') with no network",
+            api("from hf_datamix import Mixture; Mixture.from_pretrained('me/x')"),
+        ),
+        (
+            "mixture_negative_weight",
+            "Mixture({'a': -1})",
+            api("from hf_datamix import Mixture; Mixture({'a': -1, 'b': 1})"),
+        ),
     ]
 
 
@@ -131,8 +272,9 @@ def run_case(case_id: str, command: list[str], work: str, env: dict) -> dict:
     if command[1:2] and command[1].endswith(".py") and "--output_dir" not in command:
         command += ["--output_dir", out]
     started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, cwd=out, timeout=900,
-                            env=dict(env, HF_DATAMIX_CACHE=cache))
+    result = subprocess.run(
+        command, capture_output=True, text=True, cwd=out, timeout=900, env=dict(env, HF_DATAMIX_CACHE=cache)
+    )
     stderr = result.stderr
     lines = [line for line in stderr.splitlines() if line.strip()]
     errors = [line for line in lines if ": error: " in line]
@@ -141,7 +283,9 @@ def run_case(case_id: str, command: list[str], work: str, env: dict) -> dict:
     trained = any(name.startswith("checkpoint-") or name in ("mixtures.json", "pretrain") for name in os.listdir(out))
     return {
         "id": case_id,
-        "command": " ".join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in command).replace(sys.executable, "python"),
+        "command": " ".join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in command).replace(
+            sys.executable, "python"
+        ),
         "exit_status": result.returncode,
         "seconds": round(time.perf_counter() - started, 1),
         "tokenised_data": bool(packed or "Tokenising" in stderr),
@@ -155,8 +299,12 @@ def run_case(case_id: str, command: list[str], work: str, env: dict) -> dict:
 def make_checkpoints(work: str, env: dict) -> dict[str, str]:
     """A complete checkpoint of a 2-step natural run, one cut short and one with a truncated mixing state."""
     run = os.path.join(work, "run")
-    subprocess.run([sys.executable, PRETRAIN, *SMALL, "--save_steps", "2", "--output_dir", run], check=True,
-                   capture_output=True, env=dict(env, HF_DATAMIX_CACHE=os.path.join(work, "setup-cache")))
+    subprocess.run(
+        [sys.executable, PRETRAIN, *SMALL, "--save_steps", "2", "--output_dir", run],
+        check=True,
+        capture_output=True,
+        env=dict(env, HF_DATAMIX_CACHE=os.path.join(work, "setup-cache")),
+    )
     good = os.path.join(run, "checkpoint-2")
     cut, truncated = os.path.join(work, "cut", "checkpoint-2"), os.path.join(work, "trunc", "checkpoint-2")
     shutil.copytree(good, cut)
@@ -173,8 +321,13 @@ def main() -> None:
     parser.add_argument("--out", default=RESULTS)
     parser.add_argument("--only", help="comma list of case ids (default: all)")
     opts = parser.parse_args()
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
-               PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+        TOKENIZERS_PARALLELISM="false",
+        PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])),
+    )
     records = []
     with tempfile.TemporaryDirectory() as work:
         paths = files(work)
@@ -193,7 +346,7 @@ def main() -> None:
     result = {
         **provenance("bad_inputs", opts.commit),
         "how": "each case ran its command once, offline, in a fresh folder and packed-block cache; "
-               "failed_before_compute: non-zero exit with no domain tokenised and no training step",
+        "failed_before_compute: non-zero exit with no domain tokenised and no training step",
         "cases": len(records),
         "failed_before_compute": sum(r["failed_before_compute"] for r in records),
         "cli_with_traceback": sum(r["traceback"] and r["interface"] == "cli" for r in records),
@@ -207,8 +360,10 @@ def main() -> None:
     os.makedirs(os.path.dirname(opts.out), exist_ok=True)
     with open(opts.out, "w") as handle:
         json.dump(result, handle, indent=1)
-    print(f"{result['failed_before_compute']}/{result['cases']} failed before compute, "
-          f"{result['cli_with_traceback']} commands with a traceback; wrote {opts.out}")
+    print(
+        f"{result['failed_before_compute']}/{result['cases']} failed before compute, "
+        f"{result['cli_with_traceback']} commands with a traceback; wrote {opts.out}"
+    )
 
 
 if __name__ == "__main__":

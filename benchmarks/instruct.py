@@ -19,9 +19,11 @@ import subprocess
 import sys
 import time
 
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from opmix import RESULTS_DIR, header, write  # noqa: E402
+
 
 RECIPE = os.path.join(os.path.dirname(HERE), "recipes", "instruct.py")
 DEFAULT_CONFIG = os.path.join(os.path.dirname(HERE), "recipes", "configs", "instruct_gpu.yaml")
@@ -54,8 +56,13 @@ def plot(runs: dict, path: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, run in runs.items():
         ax.scatter(run["total_flops"], 100 * run["final_avg_error"], s=40)
-        ax.annotate(name, (run["total_flops"], 100 * run["final_avg_error"]), fontsize=8, xytext=(4, 4),
-                    textcoords="offset points")
+        ax.annotate(
+            name,
+            (run["total_flops"], 100 * run["final_avg_error"]),
+            fontsize=8,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
     ax.set_xscale("log")
     ax.set_xlabel("overall FLOPs (ledger)")
     ax.set_ylabel("final average task error over all tasks (%)")

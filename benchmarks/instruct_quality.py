@@ -27,10 +27,12 @@ import time
 
 import numpy as np
 
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), HERE]
 from _common import RESULTS_DIR, provenance, read_json, write_json  # noqa: E402
 from mixbench.stats import paired_difference  # noqa: E402
+
 
 ROOT = os.path.dirname(HERE)
 RECIPE = os.path.join(ROOT, "recipes", "instruct.py")
@@ -40,9 +42,18 @@ DEFAULT_CONFIG = os.path.join(ROOT, "recipes", "configs", "instruct_quality_gpu.
 def collect(arms: dict, summary: dict) -> None:
     """Append one seed's recipe summary to ``arms`` (lists per seed)."""
     for run in summary["runs"]:
-        arm = arms.setdefault(run["strategy"], {
-            "mean_task_error": [], "total_flops": [], "mean_answer_nll": [], "earlier_tasks_error": [],
-            "forgetting": {}, "final_error": [], "flops_by_kind": []})
+        arm = arms.setdefault(
+            run["strategy"],
+            {
+                "mean_task_error": [],
+                "total_flops": [],
+                "mean_answer_nll": [],
+                "earlier_tasks_error": [],
+                "forgetting": {},
+                "final_error": [],
+                "flops_by_kind": [],
+            },
+        )
         arm["mean_task_error"].append(run["final_avg_error"])
         arm["total_flops"].append(run["total_flops"])
         arm["mean_answer_nll"].append(run.get("final_avg_answer_nll"))
@@ -55,9 +66,11 @@ def collect(arms: dict, summary: dict) -> None:
 
 def comparisons(arms: dict) -> dict:
     """Paired differences (a − b per seed) the targets read; empty below 2 seeds."""
-    pairs = {"on_policy_distill - sequential": ("on_policy_distill", "sequential"),
-             "op_mix - sequential": ("op_mix", "sequential"),
-             "op_mix - on_policy_distill": ("op_mix", "on_policy_distill")}
+    pairs = {
+        "on_policy_distill - sequential": ("on_policy_distill", "sequential"),
+        "op_mix - sequential": ("op_mix", "sequential"),
+        "op_mix - on_policy_distill": ("op_mix", "on_policy_distill"),
+    }
     out = {}
     for label, (a, b) in pairs.items():
         if a not in arms or b not in arms or len(arms[a]["mean_task_error"]) < 2:
@@ -75,19 +88,31 @@ def targets(arms: dict, diffs: dict) -> dict:
     retention = diffs.get("on_policy_distill - sequential", {}).get("earlier_tasks_error")
     if retention:
         out["on_policy_distill_retention_vs_sequential"] = {
-            "difference": retention["mean"], "t_ci": retention["t_ci"], "target": "< 0, interval excluding 0",
-            "met": retention["t_ci"][1] < 0}
+            "difference": retention["mean"],
+            "t_ci": retention["t_ci"],
+            "target": "< 0, interval excluding 0",
+            "met": retention["t_ci"][1] < 0,
+        }
     if "op_mix" in arms and "on_policy_distill" in arms:
-        gap = 100 * (np.mean(arms["op_mix"]["mean_task_error"]) - np.mean(arms["on_policy_distill"]["mean_task_error"]))
+        gap = 100 * (
+            np.mean(arms["op_mix"]["mean_task_error"]) - np.mean(arms["on_policy_distill"]["mean_task_error"])
+        )
         ratio = np.mean(arms["op_mix"]["total_flops"]) / np.mean(arms["on_policy_distill"]["total_flops"])
         out["op_mix_error_gap_points_vs_on_policy_distill"] = {"value": float(gap), "target": "<= 1", "met": gap <= 1}
-        out["op_mix_flops_ratio_vs_on_policy_distill"] = {"value": float(ratio), "target": "<= 0.1",
-                                                          "met": ratio <= 0.1}
+        out["op_mix_flops_ratio_vs_on_policy_distill"] = {
+            "value": float(ratio),
+            "target": "<= 0.1",
+            "met": ratio <= 0.1,
+        }
     for arm in ("op_mix", "on_policy_distill"):
         d = diffs.get(f"{arm} - sequential", {}).get("earlier_tasks_error")
         if d:
-            out[f"{arm}_earlier_tasks_vs_sequential"] = {"difference": d["mean"], "t_ci": d["t_ci"], "target": "< 0",
-                                                         "met": d["mean"] < 0}
+            out[f"{arm}_earlier_tasks_vs_sequential"] = {
+                "difference": d["mean"],
+                "t_ci": d["t_ci"],
+                "target": "< 0",
+                "met": d["mean"] < 0,
+            }
     return out
 
 
@@ -103,9 +128,12 @@ def plot(arms: dict, path: str) -> None:
         ax.scatter(x, y, s=18, alpha=0.5)
         ax.errorbar(x.mean(), y.mean(), yerr=y.std(ddof=1) if len(y) > 1 else None, fmt="o", capsize=3)
         ax.annotate(name, (x.mean(), y.mean()), fontsize=8, xytext=(4, 4), textcoords="offset points")
-    ax.set(xscale="log", xlabel="overall FLOPs (ledger: train, probes, eval, generate, teacher)",
-           ylabel="final mean task error over all tasks (%)",
-           title="Continual instruction tuning (each point a seed; mean ± sd)")
+    ax.set(
+        xscale="log",
+        xlabel="overall FLOPs (ledger: train, probes, eval, generate, teacher)",
+        ylabel="final mean task error over all tasks (%)",
+        title="Continual instruction tuning (each point a seed; mean ± sd)",
+    )
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
@@ -122,12 +150,22 @@ def main():
     path = os.path.join(opts.results, "instruct_quality.json")
     payload = provenance("instruct_quality", commit_env="OPMIX_COMMIT", software=("trl",))
     with open(opts.config, encoding="utf-8") as handle:
-        payload.update({"config": handle.read(), "recipe_flags": recipe_flags, "seeds": [], "arms": {},
-                        "status": "running"})
+        payload.update(
+            {"config": handle.read(), "recipe_flags": recipe_flags, "seeds": [], "arms": {}, "status": "running"}
+        )
     for seed in seeds:
         out = os.path.join(opts.out, f"seed{seed}")
-        command = [sys.executable, RECIPE, "--config", opts.config, "--output_dir", out, *recipe_flags,
-                   "--seed", str(seed)]
+        command = [
+            sys.executable,
+            RECIPE,
+            "--config",
+            opts.config,
+            "--output_dir",
+            out,
+            *recipe_flags,
+            "--seed",
+            str(seed),
+        ]
         started = time.time()
         # This checkout's hf_datamix, whatever is installed.
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])}
@@ -137,8 +175,14 @@ def main():
             payload["status"] = f"failed at seed {seed} (recipe exit code {done.returncode})"
             write_json(path, payload)
             sys.exit(1)
-        payload["seeds"].append({"seed": seed, "wall_seconds": time.time() - started, "tasks": summary["tasks"],
-                                 "command": " ".join(command[1:])})
+        payload["seeds"].append(
+            {
+                "seed": seed,
+                "wall_seconds": time.time() - started,
+                "tasks": summary["tasks"],
+                "command": " ".join(command[1:]),
+            }
+        )
         collect(payload["arms"], summary)
         payload["comparisons"] = comparisons(payload["arms"])
         payload["targets"] = targets(payload["arms"], payload["comparisons"])

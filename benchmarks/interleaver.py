@@ -26,9 +26,11 @@ from hf_datamix.data.embedded import embedded_corpus_files, load_embedded_tokeni
 from hf_datamix.data.packing import PackedBlocks
 from hf_datamix.models import llama_config
 
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _common import provenance  # noqa: E402
+
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "interleaver.json")
 
@@ -54,14 +56,19 @@ def bench_data(samples: int, block_size: int, num_domains: int = 6) -> dict:
     weights = Mixture({name: float(i + 1) for i, name in enumerate(sources)})
     ours = Interleaver(sources, weights, seed=0, max_repetitions=None)
     ours_s = time_iteration(ours, samples)
-    per_domain = [datasets.Dataset.from_dict({"input_ids": src.blocks.astype(np.int64).tolist()}) for src in sources.values()]
+    per_domain = [
+        datasets.Dataset.from_dict({"input_ids": src.blocks.astype(np.int64).tolist()}) for src in sources.values()
+    ]
     probabilities = weights.to_array(list(sources)).tolist()
     mapped = datasets.interleave_datasets(
         per_domain, probabilities=probabilities, seed=0, stopping_strategy="all_exhausted"
     ).with_format("torch")
     mapped_s = time_iteration(iter(mapped), samples)
     streamed = datasets.interleave_datasets(
-        [d.to_iterable_dataset() for d in per_domain], probabilities=probabilities, seed=0, stopping_strategy="all_exhausted"
+        [d.to_iterable_dataset() for d in per_domain],
+        probabilities=probabilities,
+        seed=0,
+        stopping_strategy="all_exhausted",
     ).with_format("torch")
     streamed_s = time_iteration(iter(streamed), samples)
     result = {
@@ -74,7 +81,9 @@ def bench_data(samples: int, block_size: int, num_domains: int = 6) -> dict:
         "interleave_datasets_iterable_blocks_per_s": samples / streamed_s,
     }
     result["speedup_vs_map"] = result["interleaver_blocks_per_s"] / result["interleave_datasets_map_blocks_per_s"]
-    result["speedup_vs_iterable"] = result["interleaver_blocks_per_s"] / result["interleave_datasets_iterable_blocks_per_s"]
+    result["speedup_vs_iterable"] = (
+        result["interleaver_blocks_per_s"] / result["interleave_datasets_iterable_blocks_per_s"]
+    )
     result["gpu_20m_tokens_per_s_reference"] = 0.86e6
     result["ratio_to_gpu_20m_consumption"] = result["interleaver_tokens_per_s"] / 0.86e6
     return result
@@ -115,7 +124,9 @@ def bench_trainer(steps: int, block_size: int, out: str) -> dict:
     timer = StepTimer()
     mix = DataMixTrainer(
         model=LlamaForCausalLM(model),
-        args=DataMixArguments(output_dir=os.path.join(out, "mix"), block_size=block_size, strategy="uniform", **common),
+        args=DataMixArguments(
+            output_dir=os.path.join(out, "mix"), block_size=block_size, strategy="uniform", **common
+        ),
         domains=domains,
         processing_class=tokenizer,
         callbacks=[timer],

@@ -190,8 +190,11 @@ def bench_preset(preset: str, settings: dict, device: torch.device) -> dict:
 
 def header(device: torch.device, settings: dict, argv: list[str]) -> dict:
     return {
-        **provenance("interpolation (issue 21): hook vs PEFT set_adapter+set_scale vs add_weighted_adapter('cat')",
-                     argv=[os.path.abspath(__file__), *argv], software=("peft",)),
+        **provenance(
+            "interpolation (issue 21): hook vs PEFT set_adapter+set_scale vs add_weighted_adapter('cat')",
+            argv=[os.path.abspath(__file__), *argv],
+            software=("peft",),
+        ),
         "settings": {
             **settings,
             "probe_rank": ProbeConfig().rank,

@@ -19,9 +19,11 @@ import numpy as np
 from hf_datamix.laws import LogLinearLaw, fit_loglinear_batched, fit_loglinear_per_start_reference
 from hf_datamix.proposer import propose
 
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _common import provenance  # noqa: E402
+
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "laws.json")
 
@@ -49,9 +51,14 @@ def main() -> None:
     (_, _, ref_loss), ref_s = timed(lambda: fit_loglinear_per_start_reference(X, Y, starts=starts, seed=0))
     (_, _, batch_loss), batch_s = timed(lambda: fit_loglinear_batched(X, Y, starts=starts, seed=0, screen_iter=None))
     result["small_case"] = {
-        "runs": 27, "domains": 6, "targets": 2, "starts": starts,
-        "reference_loop_s": ref_s, "reference_s_per_start_target": ref_s / (starts * 2),
-        "batched_s": batch_s, "speedup": ref_s / batch_s,
+        "runs": 27,
+        "domains": 6,
+        "targets": 2,
+        "starts": starts,
+        "reference_loop_s": ref_s,
+        "reference_s_per_start_target": ref_s / (starts * 2),
+        "batched_s": batch_s,
+        "speedup": ref_s / batch_s,
         "loss_ratio_batched_over_reference": (batch_loss / ref_loss).tolist(),
     }
     # The scale of the issue: 300 starts x 50 targets, ~30 runs, 8 domains.
@@ -59,7 +66,11 @@ def main() -> None:
     _, big_s = timed(lambda: LogLinearLaw(starts=300).fit(X, Y))
     reference_estimate = result["small_case"]["reference_s_per_start_target"] * 300 * 50
     result["large_case"] = {
-        "runs": 30, "domains": 8, "targets": 50, "starts": 300, "batched_fit_s": big_s,
+        "runs": 30,
+        "domains": 8,
+        "targets": 50,
+        "starts": 300,
+        "batched_fit_s": big_s,
         "reference_loop_estimate_s": reference_estimate,
         "estimate_note": "reference = its measured seconds per (start, target) problem x 15000 problems",
         "speedup_estimate": reference_estimate / big_s,
@@ -72,8 +83,11 @@ def main() -> None:
     propose(law, prior, kl=0.05, caps=caps)  # first call pays cvxpy's set-up
     proposal, solve_s = timed(lambda: propose(law, prior, kl=0.05, caps=caps))
     result["proposer_64_domains"] = {
-        "seconds": solve_s, "solver": proposal.solver, "status": proposal.status,
-        "max_weight": float(proposal.x.max()), "caps_respected": bool((proposal.x <= caps + 1e-6).all()),
+        "seconds": solve_s,
+        "solver": proposal.solver,
+        "status": proposal.status,
+        "max_weight": float(proposal.x.max()),
+        "caps_respected": bool((proposal.x <= caps + 1e-6).all()),
     }
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     with open(RESULTS, "w") as handle:

@@ -35,10 +35,13 @@ import sys
 import tempfile
 import time
 
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _common import provenance  # noqa: E402
+
 from hf_datamix.callbacks import DECISION_LOG  # noqa: E402
+
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -50,11 +53,23 @@ def log(message: str) -> None:
     print(f"[multigpu] {message}", flush=True)
 
 
-def launch(config: str, processes: int, script: str, args: list[str], timeout: float,
-           full_output: bool = False) -> tuple[int, float, str]:
+def launch(
+    config: str, processes: int, script: str, args: list[str], timeout: float, full_output: bool = False
+) -> tuple[int, float, str]:
     """``accelerate launch`` one run; returns (exit code, wall seconds, output tail or all of it)."""
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config,
-               "--num_processes", str(processes), "--main_process_port", str(29500 + processes), script, *args]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        config,
+        "--num_processes",
+        str(processes),
+        "--main_process_port",
+        str(29500 + processes),
+        script,
+        *args,
+    ]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     started = time.perf_counter()
     try:
@@ -75,20 +90,39 @@ class Runner:
         self.global_batch = 8 if self.cpu else 64
         self.counts = [n for n in ((1, 2) if self.cpu else (1, 2, 4)) if n <= opts.gpus]
 
-    def train(self, name: str, processes: int, per_device: int, config: str | None = None, extra=(),
-              reuse: bool = False) -> dict:
+    def train(
+        self, name: str, processes: int, per_device: int, config: str | None = None, extra=(), reuse: bool = False
+    ) -> dict:
         """Launch one worker run; with ``reuse``, an earlier call's finished run in the same --work is read back."""
         out = os.path.join(self.work, name)
         if reuse and all(os.path.isfile(os.path.join(out, f"rank{r}.json")) for r in range(processes)):
             log(f"{name}: reusing the finished run in {out}")
             ranks = [json.load(open(os.path.join(out, f"rank{r}.json"), encoding="utf-8")) for r in range(processes)]
             return {"exit_code": 0, "launch_wall_s": None, "ranks": ranks, "output_tail": None}
-        args = ["--out", out, "--preset", self.preset, "--per_device_batch", str(per_device), "--block_size",
-                str(self.block), "--max_steps", str(self.steps), "--probe_steps", str(self.probe_steps), *extra]
+        args = [
+            "--out",
+            out,
+            "--preset",
+            self.preset,
+            "--per_device_batch",
+            str(per_device),
+            "--block_size",
+            str(self.block),
+            "--max_steps",
+            str(self.steps),
+            "--probe_steps",
+            str(self.probe_steps),
+            *extra,
+        ]
         if self.cpu:
             args.append("--cpu")
-        code, wall, tail = launch(config or self.config_ddp, processes, os.path.join(HERE, "multigpu_worker.py"),
-                                  args, timeout=self.opts.run_timeout)
+        code, wall, tail = launch(
+            config or self.config_ddp,
+            processes,
+            os.path.join(HERE, "multigpu_worker.py"),
+            args,
+            timeout=self.opts.run_timeout,
+        )
         ranks = []
         for rank in range(processes):
             path = os.path.join(out, f"rank{rank}.json")
@@ -108,7 +142,7 @@ def global_batches(ranks: list[dict]) -> list[collections.Counter]:
         for step, start in enumerate(range(0, len(hashes), rows)):
             if step == len(steps):
                 steps.append(collections.Counter())
-            steps[step].update(hashes[start:start + rows])
+            steps[step].update(hashes[start : start + rows])
     return steps
 
 
@@ -117,7 +151,9 @@ def blocks_on_two_ranks_in_one_step(ranks: list[dict]) -> int:
     per_rank = []
     for record in ranks:
         rows = record["per_device_batch"] * record["grad_accum"]
-        per_rank.append([set(record["block_hashes"][i:i + rows]) for i in range(0, len(record["block_hashes"]), rows)])
+        per_rank.append(
+            [set(record["block_hashes"][i : i + rows]) for i in range(0, len(record["block_hashes"]), rows)]
+        )
     count = 0
     for step in range(min(len(p) for p in per_rank)):
         seen = collections.Counter(h for p in per_rank for h in p[step])
@@ -143,13 +179,20 @@ def summarise(run: dict, reference: dict | None, skip_until: int) -> dict:
     tokens_per_step = first["global_batch"] * first["block_size"]
     batches = global_batches(ranks)
     out = {
-        "ok": True, "world_size": first["world_size"], "distributed_type": first["distributed_type"],
-        "per_device_batch": first["per_device_batch"], "global_batch": first["global_batch"],
+        "ok": True,
+        "world_size": first["world_size"],
+        "distributed_type": first["distributed_type"],
+        "per_device_batch": first["per_device_batch"],
+        "global_batch": first["global_batch"],
         "every_rank_same_mixture_every_step": all(r["mixture_by_step"] == first["mixture_by_step"] for r in ranks),
-        "decisions": first["decisions"], "blocks_trained": sum(sum(b.values()) for b in batches),
+        "decisions": first["decisions"],
+        "blocks_trained": sum(sum(b.values()) for b in batches),
         "blocks_on_two_ranks_in_one_step": blocks_on_two_ranks_in_one_step(ranks),
-        "median_step_s_after_decision": step_s, "tokens_per_s": tokens_per_step / step_s if step_s else None,
-        "train_wall_s": max(r["train_wall_s"] for r in ranks), "eval": first["eval"], "device": first["device"],
+        "median_step_s_after_decision": step_s,
+        "tokens_per_s": tokens_per_step / step_s if step_s else None,
+        "train_wall_s": max(r["train_wall_s"] for r in ranks),
+        "eval": first["eval"],
+        "device": first["device"],
     }
     if reference and reference.get("ok") and reference["global_batch"] == first["global_batch"]:
         ref_rank = reference["_ranks"][0]
@@ -157,10 +200,12 @@ def summarise(run: dict, reference: dict | None, skip_until: int) -> dict:
         out["steps_with_same_blocks_as_1_process"] = sum(a == b for a, b in zip(batches, ref_batches))
         out["steps"] = len(ref_batches)
         out["same_mixtures_as_1_process"] = first["mixture_by_step"] == ref_rank["mixture_by_step"]
-        out["max_mixture_difference_vs_1_process"] = mixture_difference(first["mixture_by_step"],
-                                                                        ref_rank["mixture_by_step"])
-        out["eval_loss_minus_1_process"] = {k: v - reference["eval"].get(k, float("nan"))
-                                            for k, v in first["eval"].items()}
+        out["max_mixture_difference_vs_1_process"] = mixture_difference(
+            first["mixture_by_step"], ref_rank["mixture_by_step"]
+        )
+        out["eval_loss_minus_1_process"] = {
+            k: v - reference["eval"].get(k, float("nan")) for k, v in first["eval"].items()
+        }
     out["_ranks"] = ranks
     return out
 
@@ -168,8 +213,13 @@ def summarise(run: dict, reference: dict | None, skip_until: int) -> dict:
 def item_training(runner: Runner, kind: str, results: dict) -> dict:
     g, counts = runner.global_batch, runner.counts
     skip = int(0.2 * runner.steps) + 2  # the decision step and the one after it are not timed
-    out: dict = {"preset": runner.preset, "block_size": runner.block, "steps": runner.steps,
-                 "global_batch_equal": g, "probe_steps": runner.probe_steps}
+    out: dict = {
+        "preset": runner.preset,
+        "block_size": runner.block,
+        "steps": runner.steps,
+        "global_batch_equal": g,
+        "probe_steps": runner.probe_steps,
+    }
     reference = results.get("_reference")
     if reference is None:
         reference = summarise(runner.train("n1", 1, g, reuse=True), None, skip)
@@ -186,8 +236,12 @@ def item_training(runner: Runner, kind: str, results: dict) -> dict:
             # The 20M model at 256-token blocks is bound by per-step overheads; this is the scaling at
             # recipes/configs/midtrain_gpu.yaml's model and block (60M, 1024 tokens, 32 per device).
             shape = ["--preset", "60m", "--block_size", "1024"]
-            scale = {"preset": "60m", "block_size": 1024, "per_device_batch": 32,
-                     "n1": summarise(runner.train("gpucfg1", 1, 32, extra=shape), None, skip)}
+            scale = {
+                "preset": "60m",
+                "block_size": 1024,
+                "per_device_batch": 32,
+                "n1": summarise(runner.train("gpucfg1", 1, 32, extra=shape), None, skip),
+            }
             for n in counts[1:]:
                 scale[f"n{n}"] = summarise(runner.train(f"gpucfg{n}", n, 32, extra=shape), None, skip)
                 base, weak = scale["n1"].get("tokens_per_s"), scale[f"n{n}"].get("tokens_per_s")
@@ -215,14 +269,28 @@ def item_swarm(runner: Runner) -> dict:
     preset, steps = ("tiny", 10) if runner.cpu else ("20m", 200)
     for n in runner.counts:
         folder = os.path.join(runner.work, f"swarm{n}")
-        code, wall, tail = launch(runner.config_ddp, n, os.path.join(ROOT, "recipes", "swarm.py"),
-                                  ["--output_dir", folder, "--swarm_size", "16", "--proxy_preset", preset,
-                                   "--proxy_steps", str(steps), "--proxy_batch_size", "16"],
-                                  timeout=runner.opts.run_timeout)
+        code, wall, tail = launch(
+            runner.config_ddp,
+            n,
+            os.path.join(ROOT, "recipes", "swarm.py"),
+            [
+                "--output_dir",
+                folder,
+                "--swarm_size",
+                "16",
+                "--proxy_preset",
+                preset,
+                "--proxy_steps",
+                str(steps),
+                "--proxy_batch_size",
+                "16",
+            ],
+            timeout=runner.opts.run_timeout,
+        )
         out["by_processes"][str(n)] = {"exit_code": code, "wall_s": wall, "output_tail": tail if code else None}
         log(f"swarm on {n}: exit {code}, {wall:.0f}s")
     base = out["by_processes"].get("1", {}).get("wall_s")
-    for n, record in out["by_processes"].items():
+    for record in out["by_processes"].values():
         if base and record["exit_code"] == 0:
             record["speedup_vs_1"] = base / record["wall_s"]
     out["proxy"] = {"preset": preset, "steps": steps, "batch_size": 16}
@@ -240,13 +308,16 @@ def item_resume(runner: Runner) -> dict:
     for n in [1] + [c for c in runner.counts if c > 2]:
         resumed = summarise(runner.train(f"resume_{n}", n, g // n, extra=["--resume", checkpoint]), None, skip)
         if resumed.get("ok") and full.get("ok"):
-            resumed["same_mixtures_as_uninterrupted"] = (resumed["_ranks"][0]["mixture_by_step"]
-                                                         == full["_ranks"][0]["mixture_by_step"])
+            resumed["same_mixtures_as_uninterrupted"] = (
+                resumed["_ranks"][0]["mixture_by_step"] == full["_ranks"][0]["mixture_by_step"]
+            )
             # Every step after the checkpoint trains on the same global batch as the uninterrupted run.
             resumed["same_second_half_blocks_as_uninterrupted"] = (
-                global_batches(resumed["_ranks"]) == global_batches(full["_ranks"])[half:])
-            resumed["eval_loss_minus_uninterrupted"] = {k: v - full["eval"].get(k, float("nan"))
-                                                        for k, v in resumed["eval"].items()}
+                global_batches(resumed["_ranks"]) == global_batches(full["_ranks"])[half:]
+            )
+            resumed["eval_loss_minus_uninterrupted"] = {
+                k: v - full["eval"].get(k, float("nan")) for k, v in resumed["eval"].items()
+            }
         out[f"resumed_on_{n}"] = resumed
     return out
 
@@ -254,14 +325,55 @@ def item_resume(runner: Runner) -> dict:
 def item_recipe(runner: Runner) -> dict:
     """recipes/midtrain.py under accelerate DDP; the ranks' decisions are read back from their logs."""
     if runner.cpu:
-        shape = ["--model_preset", "tiny", "--pretrain_steps", "6", "--max_steps", "12", "--block_size", "64",
-                 "--per_device_train_batch_size", "4", "--save_steps", "100", "--use_cpu", "true",
-                 "--probe_steps", "3", "--eval_blocks", "4", "--max_repetitions", "0"]
+        shape = [
+            "--model_preset",
+            "tiny",
+            "--pretrain_steps",
+            "6",
+            "--max_steps",
+            "12",
+            "--block_size",
+            "64",
+            "--per_device_train_batch_size",
+            "4",
+            "--save_steps",
+            "100",
+            "--use_cpu",
+            "true",
+            "--probe_steps",
+            "3",
+            "--eval_blocks",
+            "4",
+            "--max_repetitions",
+            "0",
+        ]
     else:
-        shape = ["--config", os.path.join(ROOT, "recipes", "configs", "midtrain_gpu.yaml"), "--model_preset", "20m",
-                 "--pretrain_steps", "60", "--max_steps", "180", "--block_size", "512",
-                 "--per_device_train_batch_size", "16", "--torch_compile", "false", "--save_steps", "1000",
-                 "--probe_steps", "20", "--eval_blocks", "16", "--probe_bf16", "true", "--max_repetitions", "0"]
+        shape = [
+            "--config",
+            os.path.join(ROOT, "recipes", "configs", "midtrain_gpu.yaml"),
+            "--model_preset",
+            "20m",
+            "--pretrain_steps",
+            "60",
+            "--max_steps",
+            "180",
+            "--block_size",
+            "512",
+            "--per_device_train_batch_size",
+            "16",
+            "--torch_compile",
+            "false",
+            "--save_steps",
+            "1000",
+            "--probe_steps",
+            "20",
+            "--eval_blocks",
+            "16",
+            "--probe_bf16",
+            "true",
+            "--max_repetitions",
+            "0",
+        ]
     out: dict = {"by_processes": {}, "args": shape}
     runs = [("ddp", runner.config_ddp, n) for n in runner.counts if n >= 2]
     if not runner.cpu and 2 in runner.counts:  # a new trainer per stage re-prepares the same model
@@ -272,31 +384,50 @@ def item_recipe(runner: Runner) -> dict:
     for kind, config, n in runs:
         key = str(n) if kind == "ddp" else f"{kind}_{n}"
         folder = os.path.join(runner.work, f"recipe_{key}")
-        code, wall, output = launch(config, n, os.path.join(ROOT, "recipes", "midtrain.py"),
-                                    [*shape, "--output_dir", folder, "--log_level", "info", "--log_level_replica",
-                                     "info"], timeout=runner.opts.run_timeout, full_output=True)
+        code, wall, output = launch(
+            config,
+            n,
+            os.path.join(ROOT, "recipes", "midtrain.py"),
+            [*shape, "--output_dir", folder, "--log_level", "info", "--log_level_replica", "info"],
+            timeout=runner.opts.run_timeout,
+            full_output=True,
+        )
         by_rank: dict = collections.defaultdict(dict)
-        for rank, world, stage, step, mixture in DECISION_LOG.findall(output):
+        for rank, _world, stage, step, mixture in DECISION_LOG.findall(output):
             by_rank[int(rank)][f"stage {stage} step {step}"] = mixture
         history = os.path.join(folder, "mixtures.json")
-        decisions = [r for r in json.load(open(history, encoding="utf-8")) if r["kind"] == "decision"] \
-            if os.path.isfile(history) else []
+        decisions = (
+            [r for r in json.load(open(history, encoding="utf-8")) if r["kind"] == "decision"]
+            if os.path.isfile(history)
+            else []
+        )
         record = {
-            "exit_code": code, "wall_s": wall, "ranks_logging_decisions": sorted(by_rank),
+            "exit_code": code,
+            "wall_s": wall,
+            "ranks_logging_decisions": sorted(by_rank),
             "decisions_in_mixtures_json": len(decisions),
-            "every_rank_logged_every_decision": len(by_rank) == n and all(
-                len(d) == len(decisions) for d in by_rank.values()),
-            "every_rank_same_mixture_every_decision": len(by_rank) == n and all(
-                d == by_rank[0] for d in by_rank.values()),
+            "every_rank_logged_every_decision": len(by_rank) == n
+            and all(len(d) == len(decisions) for d in by_rank.values()),
+            "every_rank_same_mixture_every_decision": len(by_rank) == n
+            and all(d == by_rank[0] for d in by_rank.values()),
             "decisions_rank0_log": by_rank.get(0, {}),
             # Each continual stage's model, saved for from_pretrained (also under FSDP's sharded checkpoints).
-            "stage_models_saved": sorted(d for d in os.listdir(folder) if d.startswith("stage-") and os.path.isfile(
-                os.path.join(folder, d, "final", "model.safetensors"))) if os.path.isdir(folder) else [],
-            "final_line": next((line for line in output.splitlines()[::-1] if "final average eval loss" in line), None),
+            "stage_models_saved": sorted(
+                d
+                for d in os.listdir(folder)
+                if d.startswith("stage-") and os.path.isfile(os.path.join(folder, d, "final", "model.safetensors"))
+            )
+            if os.path.isdir(folder)
+            else [],
+            "final_line": next(
+                (line for line in output.splitlines()[::-1] if "final average eval loss" in line), None
+            ),
             "output_tail": output[-3000:] if code else None,
         }
         out["by_processes"][key] = record
-        log(f"recipe {kind} on {n}: exit {code}, {wall:.0f}s, ranks agree: {record['every_rank_same_mixture_every_decision']}")
+        log(
+            f"recipe {kind} on {n}: exit {code}, {wall:.0f}s, ranks agree: {record['every_rank_same_mixture_every_decision']}"
+        )
     return out
 
 
@@ -333,9 +464,17 @@ def main(argv=None) -> int:
     path = os.path.join(opts.out, "multigpu.json")
     result = json.load(open(path, encoding="utf-8")) if os.path.isfile(path) else {"items": {}, "runs": []}
     runner, state = Runner(opts), {}
-    call = {**provenance("multigpu", opts.commit, commit_env="MULTIGPU_COMMIT",
-                         argv=[sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
-            "processes_available": opts.gpus, "backend": "gloo (CPU)" if opts.cpu else "nccl", "items": items}
+    call = {
+        **provenance(
+            "multigpu",
+            opts.commit,
+            commit_env="MULTIGPU_COMMIT",
+            argv=[sys.argv[0], *(argv if argv is not None else sys.argv[1:])],
+        ),
+        "processes_available": opts.gpus,
+        "backend": "gloo (CPU)" if opts.cpu else "nccl",
+        "items": items,
+    }
     for item in items:
         log(f"item {item}")
         if item in ("ddp", "fsdp", "deepspeed"):

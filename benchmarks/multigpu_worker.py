@@ -73,16 +73,38 @@ def main(argv=None) -> None:
     tokenizer = load_tokenizer(run)
     domains = load_domains(run)
     args = DataMixArguments(
-        output_dir=opts.out, max_steps=opts.max_steps, per_device_train_batch_size=opts.per_device_batch,
-        gradient_accumulation_steps=opts.grad_accum, block_size=opts.block_size, learning_rate=1e-3,
-        lr_scheduler_type="constant_with_warmup", warmup_steps=10, bf16=gpu, use_cpu=not gpu,
-        optim="adamw_torch_fused" if gpu else "adamw_torch", max_grad_norm=1.0, max_repetitions=0,
+        output_dir=opts.out,
+        max_steps=opts.max_steps,
+        per_device_train_batch_size=opts.per_device_batch,
+        gradient_accumulation_steps=opts.grad_accum,
+        block_size=opts.block_size,
+        learning_rate=1e-3,
+        lr_scheduler_type="constant_with_warmup",
+        warmup_steps=10,
+        bf16=gpu,
+        use_cpu=not gpu,
+        optim="adamw_torch_fused" if gpu else "adamw_torch",
+        max_grad_norm=1.0,
+        max_repetitions=0,
         strategy="op_mix",
-        strategy_args={"warmup_fraction": opts.decision_fraction, "probe_steps": opts.probe_steps,
-                       "eval_blocks": 16, "probe_bf16": gpu, "law_starts": 100},
-        save_strategy="steps" if opts.save_steps else "no", save_steps=opts.save_steps or 500,
-        eval_strategy="no", max_eval_blocks=32, per_device_eval_batch_size=16, logging_steps=20,
-        report_to=[], disable_tqdm=True, seed=0, write_plots=False, ddp_timeout=3600,
+        strategy_args={
+            "warmup_fraction": opts.decision_fraction,
+            "probe_steps": opts.probe_steps,
+            "eval_blocks": 16,
+            "probe_bf16": gpu,
+            "law_starts": 100,
+        },
+        save_strategy="steps" if opts.save_steps else "no",
+        save_steps=opts.save_steps or 500,
+        eval_strategy="no",
+        max_eval_blocks=32,
+        per_device_eval_batch_size=16,
+        logging_steps=20,
+        report_to=[],
+        disable_tqdm=True,
+        seed=0,
+        write_plots=False,
+        ddp_timeout=3600,
     )
     model = load_model(run, tokenizer, seed=0)
     clock = StepClock()
@@ -93,15 +115,23 @@ def main(argv=None) -> None:
     metrics = trainer.evaluate()
     decisions = [r for r in trainer.history if r.get("kind") in ("decision", "kept")]
     record = {
-        "rank": trainer.args.process_index, "world_size": trainer.args.world_size,
+        "rank": trainer.args.process_index,
+        "world_size": trainer.args.world_size,
         "distributed_type": str(trainer.accelerator.distributed_type),
-        "per_device_batch": opts.per_device_batch, "grad_accum": opts.grad_accum,
-        "global_batch": trainer.samples_per_step, "block_size": opts.block_size,
-        "mixture_by_step": [trainer.interleaver.weights_at(s * trainer.samples_per_step).to_dict()
-                            for s in range(trainer.state.max_steps)],
-        "decisions": [{"stage_step": r["stage_step"], "kind": r["kind"], "weights": r["weights"],
-                       "seconds": r.get("seconds")} for r in decisions],
-        "block_hashes": trainer.block_hashes, "step_seconds": clock.seconds,
+        "per_device_batch": opts.per_device_batch,
+        "grad_accum": opts.grad_accum,
+        "global_batch": trainer.samples_per_step,
+        "block_size": opts.block_size,
+        "mixture_by_step": [
+            trainer.interleaver.weights_at(s * trainer.samples_per_step).to_dict()
+            for s in range(trainer.state.max_steps)
+        ],
+        "decisions": [
+            {"stage_step": r["stage_step"], "kind": r["kind"], "weights": r["weights"], "seconds": r.get("seconds")}
+            for r in decisions
+        ],
+        "block_hashes": trainer.block_hashes,
+        "step_seconds": clock.seconds,
         "train_wall_s": wall,
         "eval": {k: float(v) for k, v in metrics.items() if k.endswith("_loss")},
         "ledger": trainer.ledger.to_dict(),

@@ -39,9 +39,11 @@ import sys
 import time
 from typing import Any
 
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import opmix as common  # noqa: E402  (the op_mix benchmark's helpers: header, write, tokenizer, model)
+
 
 DATA_DIR = common.DATA_DIR
 RESULTS_DIR = common.RESULTS_DIR
@@ -253,8 +255,13 @@ def _parallel_swarm(workers: int):
         if world_size != 1:
             return original(self, mixtures, rank, world_size, poll_seconds)
         mixtures = list(mixtures)
-        jobs = pool.map_async(_swarm_worker, [(self.domains, self.tokenizer, self.config, self.output_dir,
-                                               self.base_args, mixtures, r, workers) for r in range(1, workers)])
+        jobs = pool.map_async(
+            _swarm_worker,
+            [
+                (self.domains, self.tokenizer, self.config, self.output_dir, self.base_args, mixtures, r, workers)
+                for r in range(1, workers)
+            ],
+        )
         result = original(self, mixtures, 0, workers, 0.25)
         for trained, flops, tokens in jobs.get():
             result.trained += trained
@@ -286,16 +293,26 @@ def run_arm(opts) -> None:
     strategy = create_strategy(strategy_name, args.strategy_args)
     path = os.path.join(opts.arm_dir, f"{arm}.json")
     marks: list[float] = []
-    arm_result: dict[str, Any] = {"arm": arm, "strategy": strategy_name, "strategy_args": strategy_args,
-                                  "status": "running", "per_stage": []}
+    arm_result: dict[str, Any] = {
+        "arm": arm,
+        "strategy": strategy_name,
+        "strategy_args": strategy_args,
+        "status": "running",
+        "per_stage": [],
+    }
 
     def report(text: str) -> None:
         marks.append(time.perf_counter())
         print(f"[{arm}] stage done after {marks[-1] - started:.1f}s\n{text}", flush=True)
         # per-stage partial result from the files run_continual has just written
-        results = json.load(open(os.path.join(work, "results.json"))) if os.path.isfile(os.path.join(work, "results.json")) else []
-        arm_result["per_stage_partial"] = [{"stage": r["stage"], "eval_ppl": r["eval_ppl"], "mixture": r["mixture"]}
-                                           for r in results]
+        results = (
+            json.load(open(os.path.join(work, "results.json")))
+            if os.path.isfile(os.path.join(work, "results.json"))
+            else []
+        )
+        arm_result["per_stage_partial"] = [
+            {"stage": r["stage"], "eval_ppl": r["eval_ppl"], "mixture": r["mixture"]} for r in results
+        ]
         common.write(path, arm_result)
 
     pool = _parallel_swarm(opts.swarm_workers) if arm != "natural" else None
@@ -311,46 +328,52 @@ def run_arm(opts) -> None:
         runs = sum(int(r.get("proxy_runs", 0) or 0) for r in records)
         reuse = records[-1].get("reuse") if records else None
         ppl = s["eval_ppl"]
-        per_stage.append({
-            "stage": s["stage"],
-            "update": s["update"],
-            "update_passed_to_strategy": None if stages[i].update is None else stages[i].update.to_dict(),
-            "domains": s["domains"],
-            "mixture": s["mixture"],
-            "proxy_runs": runs,
-            "reuse_plan": reuse,
-            "swarm_coordinates": records[-1].get("collapsed_domains") if records else None,
-            "law_fit_cv": (records[-1].get("fit") or {}).get("cv") if records else None,
-            "decision_seconds": sum(float(r.get("seconds", 0.0)) for r in records),
-            "eval_loss": s["eval_loss"],
-            "eval_ppl": ppl,
-            "avg_ppl": sum(ppl.values()) / len(ppl),
-            "total_flops_so_far": s["compute"]["total_flops"],
-            "flops_by_kind_so_far": s["compute"]["by_kind"],
-            "wall_s": edges[i + 1] - edges[i] if i + 1 < len(edges) else None,
-        })
+        per_stage.append(
+            {
+                "stage": s["stage"],
+                "update": s["update"],
+                "update_passed_to_strategy": None if stages[i].update is None else stages[i].update.to_dict(),
+                "domains": s["domains"],
+                "mixture": s["mixture"],
+                "proxy_runs": runs,
+                "reuse_plan": reuse,
+                "swarm_coordinates": records[-1].get("collapsed_domains") if records else None,
+                "law_fit_cv": (records[-1].get("fit") or {}).get("cv") if records else None,
+                "decision_seconds": sum(float(r.get("seconds", 0.0)) for r in records),
+                "eval_loss": s["eval_loss"],
+                "eval_ppl": ppl,
+                "avg_ppl": sum(ppl.values()) / len(ppl),
+                "total_flops_so_far": s["compute"]["total_flops"],
+                "flops_by_kind_so_far": s["compute"]["by_kind"],
+                "wall_s": edges[i + 1] - edges[i] if i + 1 < len(edges) else None,
+            }
+        )
     last = per_stage[-1]
-    arm_result.update({
-        "status": "complete",
-        "proxy_runs": int(getattr(strategy, "proxy_runs", 0)),
-        "proxy_runs_by_stage": [s["proxy_runs"] for s in per_stage],
-        "final_domains": last["domains"],
-        "final_eval_ppl": last["eval_ppl"],
-        "final_avg_ppl": last["avg_ppl"],
-        "final_avg_loss": out["stages"][-1]["eval_avg_loss"],
-        "compute": out["compute"],
-        "total_flops": out["compute"]["total_flops"],
-        "flops_by_kind": out["compute"]["by_kind"],
-        "per_stage": per_stage,
-        "wall_s": {"total": wall, **times,
-                   "decisions": sum(s["decision_seconds"] for s in per_stage)},
-        "history": common.decisions(history),
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-    })
+    arm_result.update(
+        {
+            "status": "complete",
+            "proxy_runs": int(getattr(strategy, "proxy_runs", 0)),
+            "proxy_runs_by_stage": [s["proxy_runs"] for s in per_stage],
+            "final_domains": last["domains"],
+            "final_eval_ppl": last["eval_ppl"],
+            "final_avg_ppl": last["avg_ppl"],
+            "final_avg_loss": out["stages"][-1]["eval_avg_loss"],
+            "compute": out["compute"],
+            "total_flops": out["compute"]["total_flops"],
+            "flops_by_kind": out["compute"]["by_kind"],
+            "per_stage": per_stage,
+            "wall_s": {"total": wall, **times, "decisions": sum(s["decision_seconds"] for s in per_stage)},
+            "history": common.decisions(history),
+            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        }
+    )
     arm_result.pop("per_stage_partial", None)
     common.write(path, arm_result)
-    print(f"[{arm}] done: final avg ppl {last['avg_ppl']:.3f}, proxy runs {arm_result['proxy_runs']} "
-          f"{arm_result['proxy_runs_by_stage']}, FLOPs {arm_result['total_flops']:.3e}, wall {wall:.1f}s", flush=True)
+    print(
+        f"[{arm}] done: final avg ppl {last['avg_ppl']:.3f}, proxy runs {arm_result['proxy_runs']} "
+        f"{arm_result['proxy_runs_by_stage']}, FLOPs {arm_result['total_flops']:.3e}, wall {wall:.1f}s",
+        flush=True,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,9 +383,14 @@ def figures(result: dict) -> None:
     arms = {k: v for k, v in result["arms"].items() if v.get("status") == "complete"}
     fig: dict[str, Any] = {}
     for name, a in arms.items():
-        fig[name] = {"final_avg_ppl": a["final_avg_ppl"], "proxy_runs": a["proxy_runs"],
-                     "proxy_runs_after_stage0": sum(a["proxy_runs_by_stage"][1:]), "total_flops": a["total_flops"],
-                     "proxy_flops": a["flops_by_kind"].get("proxy", 0.0), "wall_s": a["wall_s"]["total"]}
+        fig[name] = {
+            "final_avg_ppl": a["final_avg_ppl"],
+            "proxy_runs": a["proxy_runs"],
+            "proxy_runs_after_stage0": sum(a["proxy_runs_by_stage"][1:]),
+            "total_flops": a["total_flops"],
+            "proxy_flops": a["flops_by_kind"].get("proxy", 0.0),
+            "wall_s": a["wall_s"]["total"],
+        }
     targets = []
     if "natural" in arms:
         nat = arms["natural"]["final_avg_ppl"]
@@ -373,20 +401,33 @@ def figures(result: dict) -> None:
         frac = g_full / g_rec if g_rec != 0 else float("nan")
         fig["full_gain_fraction_of_recompute"] = frac
         note = "" if g_rec > 0 else " (recompute's gain is not positive: the fraction is not meaningful)"
-        targets.append({"target": "full reuse keeps >= 95% of recompute's gain over natural",
-                        "measured": f"{frac:.1%} (full {g_full:+.2%}, recompute {g_rec:+.2%}){note}",
-                        "fraction": frac, "met": bool(g_rec > 0 and frac >= 0.95)})
+        targets.append(
+            {
+                "target": "full reuse keeps >= 95% of recompute's gain over natural",
+                "measured": f"{frac:.1%} (full {g_full:+.2%}, recompute {g_rec:+.2%}){note}",
+                "fraction": frac,
+                "met": bool(g_rec > 0 and frac >= 0.95),
+            }
+        )
     if {"full", "recompute"} <= set(arms):
         ratio = arms["full"]["proxy_runs"] / max(1, arms["recompute"]["proxy_runs"])
         upd = fig["full"]["proxy_runs_after_stage0"] / max(1, fig["recompute"]["proxy_runs_after_stage0"])
         fig["full_over_recompute_proxy_runs"] = ratio
         fig["full_over_recompute_proxy_runs_updates_only"] = upd
-        targets.append({"target": "full reuse's proxy runs <= 26% of recompute's",
-                        "measured": f"{ratio:.1%} ({arms['full']['proxy_runs']} vs {arms['recompute']['proxy_runs']}); "
-                        f"updates only (stage 0 excluded): {upd:.1%}", "ratio": ratio, "met": bool(ratio <= 0.26)})
+        targets.append(
+            {
+                "target": "full reuse's proxy runs <= 26% of recompute's",
+                "measured": f"{ratio:.1%} ({arms['full']['proxy_runs']} vs {arms['recompute']['proxy_runs']}); "
+                f"updates only (stage 0 excluded): {upd:.1%}",
+                "ratio": ratio,
+                "met": bool(ratio <= 0.26),
+            }
+        )
         fig["full_over_recompute_proxy_flops"] = fig["full"]["proxy_flops"] / max(1.0, fig["recompute"]["proxy_flops"])
     if {"natural", "auto", "recompute"} <= set(arms) and fig["recompute"]["gain_over_natural"] != 0:
-        fig["auto_gain_fraction_of_recompute"] = fig["auto"]["gain_over_natural"] / fig["recompute"]["gain_over_natural"]
+        fig["auto_gain_fraction_of_recompute"] = (
+            fig["auto"]["gain_over_natural"] / fig["recompute"]["gain_over_natural"]
+        )
         fig["auto_over_recompute_proxy_runs"] = arms["auto"]["proxy_runs"] / max(1, arms["recompute"]["proxy_runs"])
     result["figures"] = fig
     result["targets"] = targets
@@ -406,7 +447,9 @@ def plot(result: dict, path: str) -> None:
         if gain is not None:
             left.scatter(a["proxy_runs"], 100 * gain, s=60)
             left.annotate(name, (a["proxy_runs"], 100 * gain), textcoords="offset points", xytext=(5, 5))
-        right.plot([s["stage"] for s in a["per_stage"]], [s["avg_ppl"] for s in a["per_stage"]], marker="o", label=name)
+        right.plot(
+            [s["stage"] for s in a["per_stage"]], [s["avg_ppl"] for s in a["per_stage"]], marker="o", label=name
+        )
     left.axhline(0, color="grey", lw=0.8)
     left.set_xlabel("proxy runs (all stages)")
     left.set_ylabel("gain over natural, % (avg per-domain ppl, final set)")
@@ -426,12 +469,21 @@ def settings(opts, files) -> dict:
         "stages": [
             {"stage": 0, "domains": INITIAL},
             {"stage": 1, "update": "add", "domain": ADDED},
-            {"stage": 2, "update": "partition", "domain": PARTITIONED, "parts": PARTS,
-             "rule": f"a document goes to {PARTS[1]} when its text contains any of {list(TEST_MARKERS)}, else to {PARTS[0]}; "
-             "train and eval files split by the same rule",
-             "docs": {p: {s: _docs(files[p][s]) for s in ("train", "eval")} for p in PARTS}},
-            {"stage": 3, "update": "revise", "domain": REVISED,
-             "rule": "train data replaced by a disjoint slice of the same source (wordnet_rev, see data); same eval file"},
+            {
+                "stage": 2,
+                "update": "partition",
+                "domain": PARTITIONED,
+                "parts": PARTS,
+                "rule": f"a document goes to {PARTS[1]} when its text contains any of {list(TEST_MARKERS)}, else to {PARTS[0]}; "
+                "train and eval files split by the same rule",
+                "docs": {p: {s: _docs(files[p][s]) for s in ("train", "eval")} for p in PARTS},
+            },
+            {
+                "stage": 3,
+                "update": "revise",
+                "domain": REVISED,
+                "rule": "train data replaced by a disjoint slice of the same source (wordnet_rev, see data); same eval file",
+            },
             {"stage": 4, "update": "remove", "domain": REMOVED},
         ],
         "data": {n: man.get(n) for n in INITIAL + [ADDED, "wordnet_rev"]},
@@ -468,7 +520,8 @@ def run_all(opts) -> None:
     result["settings"] = settings(opts, files)
     result["settings"]["swarm_workers"] = (
         f"each olmix arm trains a swarm's proxies in {opts.swarm_workers} processes (ProxyRuns.run's rank/world_size "
-        "split: member i in process i mod P; the benchmark starts the helpers, the library is unchanged)")
+        "split: member i in process i mod P; the benchmark starts the helpers, the library is unchanged)"
+    )
     result["arms"] = {}
     result["prepare_s"] = time.perf_counter() - started
     arm_dir = os.path.join(opts.out, "arms")
@@ -503,7 +556,10 @@ def run_all(opts) -> None:
             if data.get("status") != "complete":
                 data["status"] = "incomplete"
             result["arms"][arm] = data
-            print(f"arm {arm} ended (rc {rc}) after {time.perf_counter() - started:.1f}s: {data.get('status')}", flush=True)
+            print(
+                f"arm {arm} ended (rc {rc}) after {time.perf_counter() - started:.1f}s: {data.get('status')}",
+                flush=True,
+            )
             figures(result)
             result["elapsed_s"] = time.perf_counter() - started
             common.write(path, result)
@@ -537,7 +593,9 @@ def main() -> None:
     parser.add_argument("--proxy-batch-size", type=int, default=32)
     parser.add_argument("--proxy-learning-rate", type=float, default=3e-3)
     parser.add_argument("--proxy-eval-blocks", type=int, default=32)
-    parser.add_argument("--swarm-size", type=int, default=None, help="proxies per swarm (default 3(m+1); smaller only for a CPU check)")
+    parser.add_argument(
+        "--swarm-size", type=int, default=None, help="proxies per swarm (default 3(m+1); smaller only for a CPU check)"
+    )
     parser.add_argument("--swarm-workers", type=int, default=3, help="processes training one swarm's proxies")
     parser.add_argument("--law-starts", type=int, default=300)
     parser.add_argument("--max-eval-blocks", type=int, default=64)

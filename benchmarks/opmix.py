@@ -70,8 +70,13 @@ def _take(path: str, cap: int) -> tuple[list[str], int]:
 
 def stage(opts) -> None:
     os.makedirs(DATA_DIR, exist_ok=True)
-    manifest = {"corpus": os.path.abspath(opts.corpus), "train_cap_bytes": opts.train_cap, "eval_cap_bytes": opts.eval_cap,
-                "rule": "first documents of each split in file order, whole documents, up to the cap", "domains": {}}
+    manifest = {
+        "corpus": os.path.abspath(opts.corpus),
+        "train_cap_bytes": opts.train_cap,
+        "eval_cap_bytes": opts.eval_cap,
+        "rule": "first documents of each split in file order, whole documents, up to the cap",
+        "domains": {},
+    }
     for name in STAGED:
         entry = {}
         for split, cap in (("train", opts.train_cap), ("eval", opts.eval_cap)):
@@ -102,7 +107,10 @@ def unpack(work: str) -> dict[str, dict[str, str]]:
             target = os.path.join(work, "data", name, f"{split}.jsonl")
             if not os.path.isfile(target):
                 os.makedirs(os.path.dirname(target), exist_ok=True)
-                with lzma.open(os.path.join(DATA_DIR, f"{name}.{split}.jsonl.xz"), "rb") as src, open(target + ".tmp", "wb") as dst:
+                with (
+                    lzma.open(os.path.join(DATA_DIR, f"{name}.{split}.jsonl.xz"), "rb") as src,
+                    open(target + ".tmp", "wb") as dst,
+                ):
                     shutil.copyfileobj(src, dst)
                 os.replace(target + ".tmp", target)
             files[name][split] = target
@@ -133,7 +141,11 @@ def _instrument() -> None:
 
 
 def header(opts, name: str) -> dict[str, Any]:
-    return {**provenance(name, opts.commit, commit_env="OPMIX_COMMIT"), "status": "partial", "tree_note": opts.tree_note}
+    return {
+        **provenance(name, opts.commit, commit_env="OPMIX_COMMIT"),
+        "status": "partial",
+        "tree_note": opts.tree_note,
+    }
 
 
 def write(path: str, payload: dict) -> None:
@@ -284,8 +296,13 @@ def run_pretrain(opts, files) -> dict:
         TIMES.clear()
         started = time.perf_counter()
         model = new_model(tokenizer, init_state)
-        args = make_args(opts, os.path.join(opts.work, "pretrain", arm), arm, opts.pretrain_steps,
-                         op_args if arm == "op_mix" else None)
+        args = make_args(
+            opts,
+            os.path.join(opts.work, "pretrain", arm),
+            arm,
+            opts.pretrain_steps,
+            op_args if arm == "op_mix" else None,
+        )
         trainer = DataMixTrainer(model=model, args=args, domains=domains, processing_class=tokenizer)
         built = time.perf_counter()
         output = trainer.train()
@@ -315,7 +332,9 @@ def run_pretrain(opts, files) -> dict:
                 "final_eval": done - trained,
                 **dict(TIMES),
             },
-            "main_training_tokens_per_s": opts.pretrain_steps * trainer.samples_per_step * opts.block_size
+            "main_training_tokens_per_s": opts.pretrain_steps
+            * trainer.samples_per_step
+            * opts.block_size
             / max(1e-9, train_s - decision_s),
             "train_loss_log": [
                 {"step": r["step"], "loss": r["loss"]} for r in trainer.state.log_history if "loss" in r
@@ -324,8 +343,11 @@ def run_pretrain(opts, files) -> dict:
             "history": decisions(trainer.history),
         }
         result["arms"][arm] = arm_result
-        print(f"[pretrain] {arm}: avg ppl {arm_result['avg_ppl']:.3f}, avg loss {arm_result['avg_loss']:.4f}, "
-              f"wall {arm_result['wall_s']['total']:.1f}s, mixture {arm_result['final_mixture']}", flush=True)
+        print(
+            f"[pretrain] {arm}: avg ppl {arm_result['avg_ppl']:.3f}, avg loss {arm_result['avg_loss']:.4f}, "
+            f"wall {arm_result['wall_s']['total']:.1f}s, mixture {arm_result['final_mixture']}",
+            flush=True,
+        )
         figures_pretrain(result)
         write(path, result)
         del trainer, model
@@ -350,13 +372,24 @@ def figures_pretrain(result: dict) -> None:
     result["figures"] = figures
     if "op_mix_vs_natural_avg_ppl_relative_change" in figures:
         value = figures["op_mix_vs_natural_avg_ppl_relative_change"]
-        targets.append({"target": "op_mix average per-domain perplexity >= 6.3% lower than natural (paper's headline)",
-                        "measured": f"{-value:+.2%} lower" if value <= 0 else f"{value:+.2%} (higher)",
-                        "relative_change": value, "met": bool(value <= -0.063)})
+        targets.append(
+            {
+                "target": "op_mix average per-domain perplexity >= 6.3% lower than natural (paper's headline)",
+                "measured": f"{-value:+.2%} lower" if value <= 0 else f"{value:+.2%} (higher)",
+                "relative_change": value,
+                "met": bool(value <= -0.063),
+            }
+        )
     if "op_mix_vs_uniform_avg_ppl_relative_change" in figures:
         value = figures["op_mix_vs_uniform_avg_ppl_relative_change"]
-        targets.append({"target": "op_mix average per-domain perplexity lower than uniform",
-                        "measured": f"{value:+.2%} relative change", "relative_change": value, "met": bool(value < 0)})
+        targets.append(
+            {
+                "target": "op_mix average per-domain perplexity lower than uniform",
+                "measured": f"{value:+.2%} relative change",
+                "relative_change": value,
+                "met": bool(value < 0),
+            }
+        )
     result["targets"] = targets
 
 
@@ -438,8 +471,9 @@ def run_continual_bench(opts, files) -> dict:
     started = time.perf_counter()
     model = new_model(tokenizer, seed=opts.seed)
     base_args = make_args(opts, os.path.join(opts.work, "continual", "base"), "uniform", opts.base_steps)
-    base_trainer = DataMixTrainer(model=model, args=base_args, domains=all_domains.select(CONTINUAL_INITIAL),
-                                  processing_class=tokenizer)
+    base_trainer = DataMixTrainer(
+        model=model, args=base_args, domains=all_domains.select(CONTINUAL_INITIAL), processing_class=tokenizer
+    )
     base_trainer.train()
     base_metrics = base_trainer.evaluate()
     base_state = {k: v.detach().to("cpu").clone() for k, v in base_trainer.model.state_dict().items()}
@@ -461,8 +495,13 @@ def run_continual_bench(opts, files) -> dict:
             print(text, flush=True)
 
         model = new_model(tokenizer, base_state)
-        args = make_args(opts, os.path.join(opts.work, "continual", arm), arm, opts.stage_steps,
-                         op_args if arm == "op_mix" else None)
+        args = make_args(
+            opts,
+            os.path.join(opts.work, "continual", arm),
+            arm,
+            opts.stage_steps,
+            op_args if arm == "op_mix" else None,
+        )
         strategy = create_strategy(arm, args.strategy_args)
         out = run_continual(model, tokenizer, args, stages, strategy, report=report)
         wall = time.perf_counter() - started
@@ -488,12 +527,17 @@ def run_continual_bench(opts, files) -> dict:
             "compute": out["compute"],
             "total_flops": out["compute"]["total_flops"],
             "wall_s": {"total": wall, **dict(TIMES)},
-            "decision_seconds": sum(float(r.get("seconds", 0.0)) for r in out["history"] if r.get("kind") == "decision"),
+            "decision_seconds": sum(
+                float(r.get("seconds", 0.0)) for r in out["history"] if r.get("kind") == "decision"
+            ),
             "history": decisions(out["history"]),
         }
         result["arms"][arm] = arm_result
-        print(f"[continual] {arm}: final avg loss {arm_result['final_avg_loss']:.4f}, total FLOPs "
-              f"{arm_result['total_flops']:.3e}, wall {wall:.1f}s", flush=True)
+        print(
+            f"[continual] {arm}: final avg loss {arm_result['final_avg_loss']:.4f}, total FLOPs "
+            f"{arm_result['total_flops']:.3e}, wall {wall:.1f}s",
+            flush=True,
+        )
         figures_continual(result)
         write(path, result)
         del model, strategy, out
@@ -524,8 +568,9 @@ def retention(arm: dict) -> dict:
 
 def figures_continual(result: dict) -> None:
     arms = result["arms"]
-    figures: dict[str, Any] = {name: {"final_avg_loss": a["final_avg_loss"], "total_flops": a["total_flops"]}
-                               for name, a in arms.items()}
+    figures: dict[str, Any] = {
+        name: {"final_avg_loss": a["final_avg_loss"], "total_flops": a["total_flops"]} for name, a in arms.items()
+    }
     for name, a in arms.items():
         figures[name]["retention"] = retention(a)
     targets = []
@@ -538,22 +583,42 @@ def figures_continual(result: dict) -> None:
         figures["op_mix_over_retrain_flops"] = flops_ratio
         figures["op_mix_over_retrain_flops_incl_base"] = (op["total_flops"] + base) / (re_["total_flops"] + base)
         figures["op_mix_probe_flops_share"] = op["compute"]["by_kind"].get("probe", 0.0) / op["total_flops"]
-        targets.append({"target": "op_mix final average loss within 1% of retrain (not more than 1% higher)",
-                        "measured": f"{loss_change:+.2%}", "relative_change": loss_change,
-                        "met": bool(loss_change <= 0.01)})
-        targets.append({"target": "op_mix FLOPs <= 34% of retrain FLOPs", "measured": f"{flops_ratio:.1%}",
-                        "ratio": flops_ratio, "met": bool(flops_ratio <= 0.34)})
+        targets.append(
+            {
+                "target": "op_mix final average loss within 1% of retrain (not more than 1% higher)",
+                "measured": f"{loss_change:+.2%}",
+                "relative_change": loss_change,
+                "met": bool(loss_change <= 0.01),
+            }
+        )
+        targets.append(
+            {
+                "target": "op_mix FLOPs <= 34% of retrain FLOPs",
+                "measured": f"{flops_ratio:.1%}",
+                "ratio": flops_ratio,
+                "met": bool(flops_ratio <= 0.34),
+            }
+        )
     if "op_mix" in arms and "sequential" in arms:
         op, seq = retention(arms["op_mix"]), retention(arms["sequential"])
         figures["op_mix_vs_sequential_earlier_domains_final_loss"] = {
-            "op_mix": op["final_loss_earlier_mean"], "sequential": seq["final_loss_earlier_mean"],
-            "relative_change": (op["final_loss_earlier_mean"] - seq["final_loss_earlier_mean"]) / seq["final_loss_earlier_mean"],
+            "op_mix": op["final_loss_earlier_mean"],
+            "sequential": seq["final_loss_earlier_mean"],
+            "relative_change": (op["final_loss_earlier_mean"] - seq["final_loss_earlier_mean"])
+            / seq["final_loss_earlier_mean"],
         }
-        figures["op_mix_vs_sequential_forgetting"] = {"op_mix": op["forgetting_mean"], "sequential": seq["forgetting_mean"]}
-        targets.append({"target": "op_mix retains earlier domains better than sequential (lower mean final loss on "
-                        "the domains seen before the last stage)",
-                        "measured": f"{op['final_loss_earlier_mean']:.4f} vs {seq['final_loss_earlier_mean']:.4f}",
-                        "met": bool(op["final_loss_earlier_mean"] < seq["final_loss_earlier_mean"])})
+        figures["op_mix_vs_sequential_forgetting"] = {
+            "op_mix": op["forgetting_mean"],
+            "sequential": seq["forgetting_mean"],
+        }
+        targets.append(
+            {
+                "target": "op_mix retains earlier domains better than sequential (lower mean final loss on "
+                "the domains seen before the last stage)",
+                "measured": f"{op['final_loss_earlier_mean']:.4f} vs {seq['final_loss_earlier_mean']:.4f}",
+                "met": bool(op["final_loss_earlier_mean"] < seq["final_loss_earlier_mean"]),
+            }
+        )
     result["figures"] = figures
     result["targets"] = targets
 

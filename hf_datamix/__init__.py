@@ -16,6 +16,7 @@ The public API (imported lazily, so ``import hf_datamix`` stays cheap):
 
 from importlib import import_module
 
+
 __version__ = "0.1.0"
 
 _EXPORTS = {

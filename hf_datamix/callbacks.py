@@ -33,6 +33,7 @@ from .mixture import Mixture
 from .strategies.base import Decision, DecisionContext, Strategy
 from .tracking import decision_scalars
 
+
 if TYPE_CHECKING:  # pragma: no cover
     from .domains import DomainSet, DomainUpdate
 
@@ -57,10 +58,21 @@ class MixingController(TrainerCallback):
         save_total_limit: checkpoints kept; older ones are deleted once a new one is complete.
     """
 
-    def __init__(self, trainer, args, strategy: Strategy, *, stage: int = 0, update: "DomainUpdate | None" = None,
-                 previous_mixture: Mixture | None = None, history: list | None = None,
-                 ledger: ComputeLedger | None = None, step_offset: int = 0, init_mixture: Mixture | None = None,
-                 save_total_limit: int | None = None):
+    def __init__(
+        self,
+        trainer,
+        args,
+        strategy: Strategy,
+        *,
+        stage: int = 0,
+        update: DomainUpdate | None = None,
+        previous_mixture: Mixture | None = None,
+        history: list | None = None,
+        ledger: ComputeLedger | None = None,
+        step_offset: int = 0,
+        init_mixture: Mixture | None = None,
+        save_total_limit: int | None = None,
+    ):
         self.trainer, self.args, self.strategy = trainer, args, strategy
         self.stage, self.update, self.previous_mixture = stage, update, previous_mixture
         self.history = history if history is not None else []
@@ -72,20 +84,26 @@ class MixingController(TrainerCallback):
         self._reported_exhaustion = 0
 
     # -- the mixtures ------------------------------------------------------------------------------
-    def initial_mixture(self, domains: "DomainSet") -> Mixture:
+    def initial_mixture(self, domains: DomainSet) -> Mixture:
         """The mixture the stream starts from: the init mixture, else the strategy's."""
         context = self.context(step=0, max_steps=self.args.max_steps, mixture=None, horizon=False)
         return Mixture(self.init_mixture or self.strategy.initial_mixture(context), domains=domains.names)
 
-    def context(self, step: int, max_steps: int, mixture: Mixture | None, from_sample: int = 0,
-                horizon: bool = True) -> DecisionContext:
+    def context(
+        self, step: int, max_steps: int, mixture: Mixture | None, from_sample: int = 0, horizon: bool = True
+    ) -> DecisionContext:
         """What the strategy sees when deciding after ``step`` (``horizon``: the run's batch geometry is known)."""
         trainer = self.trainer
         stream = getattr(trainer, "interleaver", None)
         drawn = stream.drawn(from_sample) if stream is not None and from_sample else {}
-        per_unit = {name: source.num_tokens / max(1, source.num_blocks or 1) for name, source in trainer.sources.items()
-                    if source.num_tokens is not None}
-        remaining = (max(1, max_steps - step) * trainer.samples_per_step * trainer.tokens_per_sample) if horizon else None
+        per_unit = {
+            name: source.num_tokens / max(1, source.num_blocks or 1)
+            for name, source in trainer.sources.items()
+            if source.num_tokens is not None
+        }
+        remaining = (
+            (max(1, max_steps - step) * trainer.samples_per_step * trainer.tokens_per_sample) if horizon else None
+        )
         return DecisionContext(
             drawn_tokens={name: int(drawn.get(name, 0) * per_unit.get(name, 0)) for name in trainer.sources},
             step=step,
@@ -137,9 +155,12 @@ class MixingController(TrainerCallback):
             result = payload[0]
         decision = result if isinstance(result, Decision) or result is None else Decision(Mixture(result))
         seconds = time.perf_counter() - started
-        spent = {k: v - spent_before.get(k, 0.0) for k, v in self.ledger.by_kind.items() if v > spent_before.get(k, 0.0)}
+        spent = {
+            k: v - spent_before.get(k, 0.0) for k, v in self.ledger.by_kind.items() if v > spent_before.get(k, 0.0)
+        }
         cost = f"took {seconds:.1f} s, {sum(spent.values()):.3g} FLOPs" + (
-            f" ({', '.join(f'{k} {v:.3g}' for k, v in sorted(spent.items()))})" if spent else "")
+            f" ({', '.join(f'{k} {v:.3g}' for k, v in sorted(spent.items()))})" if spent else ""
+        )
         where = (trainer.args.process_index, trainer.args.world_size, self.stage, step)
         if decision is None:
             self.record_mixture(current, step, kind="kept", seconds=seconds)
@@ -197,7 +218,11 @@ class MixingController(TrainerCallback):
         for event in events[self._reported_exhaustion :]:
             logger.warning(
                 "Step %d: domain %r ran dry (%.2f epochs, its repetition cap) at sample %d; on_exhausted=%r.",
-                step, event.domain, event.epochs, event.sample, event.action,
+                step,
+                event.domain,
+                event.epochs,
+                event.sample,
+                event.action,
             )
             self.record_event("exhausted", step, **event.to_dict())
         self._reported_exhaustion = len(events)

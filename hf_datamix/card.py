@@ -21,6 +21,7 @@ from .mixture import Mixture
 from .plots import PLOT_TITLES
 from .report import average_loss, markdown_table, read_run
 
+
 ADAPTERS_DIR = "probe_adapters"
 CARD_FILE = "README.md"
 
@@ -66,7 +67,9 @@ or `--init_mixture {repo_id}` on a recipe.
 """
 
 
-def mixing_sections(run: Mapping[str, Any], repo_id: str, settings: Mapping[str, Any] | None = None, level: int = 2) -> str:
+def mixing_sections(
+    run: Mapping[str, Any], repo_id: str, settings: Mapping[str, Any] | None = None, level: int = 2
+) -> str:
     """Markdown of a run's mixing: final mixture, strategy and settings, per-domain eval, compute, plots.
 
     ``run`` is :func:`hf_datamix.report.read_run`'s summary; headings are of ``level`` (``##`` by default).
@@ -75,9 +78,15 @@ def mixing_sections(run: Mapping[str, Any], repo_id: str, settings: Mapping[str,
     if settings:
         settings_text = markdown_table(["setting", "value"], [[k, f"`{v!r}`"] for k, v in settings.items()])
     else:
-        settings_text = "Settings: not recorded in `mixtures.json`." if settings is None else "The strategy has no settings."
+        settings_text = (
+            "Settings: not recorded in `mixtures.json`." if settings is None else "The strategy has no settings."
+        )
     if run["eval_loss"]:
-        rows = [[d, f"{run['eval_loss'][d]:.4f}", f"{run['eval_ppl'][d]:.2f}"] for d in run["domains"] if d in run["eval_loss"]]
+        rows = [
+            [d, f"{run['eval_loss'][d]:.4f}", f"{run['eval_ppl'][d]:.2f}"]
+            for d in run["domains"]
+            if d in run["eval_loss"]
+        ]
         eval_table = markdown_table(["domain", "eval loss", "perplexity"], rows) + (
             f"\n\nAverage eval loss: {average_loss(run):.4f}."
         )
@@ -85,10 +94,16 @@ def mixing_sections(run: Mapping[str, Any], repo_id: str, settings: Mapping[str,
         eval_table = "No evaluation was recorded (set `eval_strategy` to get per-domain eval losses)."
     compute = run["compute"]
     if compute:
-        compute_table = markdown_table(
-            ["kind", "FLOPs", "share"],
-            [[k, f"{v:.4g}", f"{compute['share_by_kind'].get(k, 0.0):.1%}"] for k, v in compute["by_kind"].items()],
-        ) + f"\n\nTotal: {compute['total_flops']:.4g} FLOPs. {compute.get('formula', '')}"
+        compute_table = (
+            markdown_table(
+                ["kind", "FLOPs", "share"],
+                [
+                    [k, f"{v:.4g}", f"{compute['share_by_kind'].get(k, 0.0):.1%}"]
+                    for k, v in compute["by_kind"].items()
+                ],
+            )
+            + f"\n\nTotal: {compute['total_flops']:.4g} FLOPs. {compute.get('formula', '')}"
+        )
     else:
         compute_table = "No `compute.json` was written."
     h = "#" * level

@@ -15,6 +15,7 @@ import re
 
 from .constants import STATE_FILE, TRAINER_STATE_FILE
 
+
 logger = logging.getLogger(__name__)
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")

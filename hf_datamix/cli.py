@@ -1,12 +1,12 @@
 """The ``hf-datamix`` command: one entry point with subcommands.
 
-    hf-datamix strategies             list the registered strategies (also: simulators, laws)
-    hf-datamix corpus build OUT_DIR   build the large real-text corpus from Debian/Python packages
-    hf-datamix corpus info            the embedded corpus
-    hf-datamix fit --ratios R.csv --metrics M.csv --out MIX.json
-                                      fit a mixing law on swarm results and propose a mixture
-    hf-datamix push OUTPUT_DIR REPO_ID  push a run's mixtures, compute, plots, adapters and card to the Hub
-    hf-datamix report OUTPUT_DIR [...]  report.md for one run, a comparison for several
+hf-datamix strategies             list the registered strategies (also: simulators, laws)
+hf-datamix corpus build OUT_DIR   build the large real-text corpus from Debian/Python packages
+hf-datamix corpus info            the embedded corpus
+hf-datamix fit --ratios R.csv --metrics M.csv --out MIX.json
+                                  fit a mixing law on swarm results and propose a mixture
+hf-datamix push OUTPUT_DIR REPO_ID  push a run's mixtures, compute, plots, adapters and card to the Hub
+hf-datamix report OUTPUT_DIR [...]  report.md for one run, a comparison for several
 """
 
 from __future__ import annotations
@@ -54,8 +54,10 @@ def _fit(args: argparse.Namespace) -> int:
     print("weights:   " + ", ".join(f"{k}={v:.4f}" for k, v in result["weights"].items()))
     print("predicted: " + ", ".join(f"{k}={v:.4g}" for k, v in result["predicted"].items()))
     spearman = fit.get("spearman_mean")
-    print(f"law {fit['law']} on {fit['runs']} runs: held-out Spearman ({fit.get('cv')}) "
-          f"{'n/a' if spearman is None else f'{spearman:.3f}'}; proposal {result['proposal']['status']}")
+    print(
+        f"law {fit['law']} on {fit['runs']} runs: held-out Spearman ({fit.get('cv')}) "
+        f"{'n/a' if spearman is None else f'{spearman:.3f}'}; proposal {result['proposal']['status']}"
+    )
     return 0
 
 
@@ -82,17 +84,21 @@ def _add_fit_parser(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     fit.add_argument("--ratios", required=True, help="CSV: a 'run' column plus one weight column per domain")
-    fit.add_argument("--metrics", required=True, help="CSV: a 'run' column plus one loss column per target "
-                     "(lower is better)")
+    fit.add_argument(
+        "--metrics", required=True, help="CSV: a 'run' column plus one loss column per target (lower is better)"
+    )
     fit.add_argument("--out", required=True, help="output JSON (a directory gets mixture.json)")
     fit.add_argument("--prior", help="JSON {domain: weight} naming every domain (default: uniform)")
     fit.add_argument("--kl", type=float, default=0.05, help="weight of KL(mixture || prior) (default 0.05)")
     fit.add_argument("--tokens", help="JSON {domain: available tokens N_j}; with --target-tokens sets caps")
     fit.add_argument("--target-tokens", type=float, help="R, the tokens the target run trains on")
     fit.add_argument("--max-repetition", type=float, default=4.0, help="k, max epochs over a domain (default 4)")
-    fit.add_argument("--law", default="log_linear",
-                     help="mixing law: log_linear (default), linear, gaussian_process (needs scikit-learn), or one "
-                     "another package registers under the entry-point group hf_datamix.laws")
+    fit.add_argument(
+        "--law",
+        default="log_linear",
+        help="mixing law: log_linear (default), linear, gaussian_process (needs scikit-learn), or one "
+        "another package registers under the entry-point group hf_datamix.laws",
+    )
     fit.add_argument("--law-options", help="JSON object of law settings, e.g. '{\"starts\": 100}'")
     fit.add_argument("--target-weights", help="JSON {target: weight}; targets not named weigh 1")
     fit.add_argument("--folds", type=int, default=5, help="cross-validation folds for the fit report (default 5)")
@@ -105,8 +111,13 @@ def _push(args: argparse.Namespace) -> int:
     from .hub import HubError
 
     try:
-        info = push_run(args.output_dir, args.repo_id, token=args.token, private=args.private or None,
-                        include_probe_adapters=not args.no_adapters)
+        info = push_run(
+            args.output_dir,
+            args.repo_id,
+            token=args.token,
+            private=args.private or None,
+            include_probe_adapters=not args.no_adapters,
+        )
     except (HubError, FileNotFoundError, ValueError) as error:
         print(f"hf-datamix push: error: {error}", file=sys.stderr)
         return 2

@@ -30,6 +30,7 @@ import torch
 from .atomic import write_json_atomic  # noqa: F401  (imported from here by recipes and modules)
 from .constants import COMPUTE_FILE
 
+
 KINDS = ("train", "eval", "probe", "proxy", "branch", "generate", "teacher")
 FORMULA = (
     "FLOPs = 6*N*tokens for training (forward+backward), 4*N*tokens for LoRA probes on a frozen base (no base "
@@ -74,7 +75,9 @@ class ComputeLedger:
         if kind not in KINDS:
             raise ValueError(f"ComputeLedger kind {kind!r} is unknown; use one of {list(KINDS)}.")
         if not (math.isfinite(flops) and math.isfinite(tokens)) or flops < 0 or tokens < 0:
-            raise ValueError(f"ComputeLedger.add({kind!r}): flops and tokens must be finite and >= 0, got {flops}, {tokens}.")
+            raise ValueError(
+                f"ComputeLedger.add({kind!r}): flops and tokens must be finite and >= 0, got {flops}, {tokens}."
+            )
         with self._lock:
             self.by_kind[kind] = self.by_kind.get(kind, 0.0) + float(flops)
             self.tokens_by_kind[kind] = self.tokens_by_kind.get(kind, 0.0) + float(tokens)
@@ -103,7 +106,7 @@ class ComputeLedger:
     def total_flops(self) -> float:
         return float(sum(self.by_kind.values()))
 
-    def merge(self, other: "ComputeLedger") -> "ComputeLedger":
+    def merge(self, other: ComputeLedger) -> ComputeLedger:
         """A new ledger holding both ledgers' counts."""
         merged = ComputeLedger(self.by_kind, self.tokens_by_kind)
         for kind, flops in other.by_kind.items():
@@ -135,7 +138,7 @@ class ComputeLedger:
         return write_json_atomic(os.path.join(output_dir, COMPUTE_FILE), self.to_dict())
 
     @classmethod
-    def load(cls, path: str) -> "ComputeLedger":
+    def load(cls, path: str) -> ComputeLedger:
         """Read a ``compute.json`` file (or the one in a directory)."""
         if os.path.isdir(path):
             path = os.path.join(path, COMPUTE_FILE)

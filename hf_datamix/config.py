@@ -6,11 +6,12 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from transformers import TrainingArguments
 
 from .data.interleaver import EXHAUSTION_ACTIONS
+
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +28,11 @@ def one_job_problem(launched: int, world_size: int, use_cpu: bool) -> str | None
     """Why processes that were launched together would not train as one job (None when they do)."""
     if launched <= 1 or world_size == launched:
         return None
-    fix = ("add --use_cpu true (accelerate launch does not hand its config's use_cpu to the processes)" if not use_cpu
-           else "check that the launch's distributed_type suits this machine")
+    fix = (
+        "add --use_cpu true (accelerate launch does not hand its config's use_cpu to the processes)"
+        if not use_cpu
+        else "check that the launch's distributed_type suits this machine"
+    )
     return (
         f"the launcher started WORLD_SIZE={launched} processes, but this one trains alone (world_size={world_size}): "
         f"each process would run the whole job and write the same output_dir. To train them as one job, {fix}; "
@@ -73,16 +77,23 @@ class DataMixArguments(TrainingArguments):
         write_plots: draw ``weights.png``, ``law_fit.png`` and ``candidates.png`` at the end of training.
     """
 
-    strategy: str = field(default="uniform", metadata={"help": "Mixing strategy name (hf-datamix strategies lists them)."})
-    strategy_args: Optional[dict] = field(
+    strategy: str = field(
+        default="uniform", metadata={"help": "Mixing strategy name (hf-datamix strategies lists them)."}
+    )
+    strategy_args: dict | None = field(
         default=None,
-        metadata={"help": "The strategy's settings as a mapping, from Python only: on the command line and in "
-                  "--config files each setting is its own flag (see --strategy NAME --help)."},
+        metadata={
+            "help": "The strategy's settings as a mapping, from Python only: on the command line and in "
+            "--config files each setting is its own flag (see --strategy NAME --help)."
+        },
     )
     block_size: int = field(default=256, metadata={"help": "Tokens per packed training block."})
-    max_repetitions: Optional[float] = field(
-        default=4.0, metadata={"help": "Max epochs over each domain's tokens (repetition cap k), for the interleaver "
-                               "and the strategies' proposals both; 0: no cap."}
+    max_repetitions: float | None = field(
+        default=4.0,
+        metadata={
+            "help": "Max epochs over each domain's tokens (repetition cap k), for the interleaver "
+            "and the strategies' proposals both; 0: no cap."
+        },
     )
     on_exhausted: str = field(
         default="redistribute",
@@ -91,8 +102,8 @@ class DataMixArguments(TrainingArguments):
     segments_per_block: int = field(
         default=1, metadata={"help": "Domains drawn per block; 1 never mixes domains inside a block."}
     )
-    mixing_seed: Optional[int] = field(default=None, metadata={"help": "Seed of the domain draws (default: seed)."})
-    max_eval_blocks: Optional[int] = field(default=None, metadata={"help": "Cap on eval (test) blocks per domain."})
+    mixing_seed: int | None = field(default=None, metadata={"help": "Seed of the domain draws (default: seed)."})
+    max_eval_blocks: int | None = field(default=None, metadata={"help": "Cap on eval (test) blocks per domain."})
     decision_blocks: int = field(
         default=64,
         metadata={
@@ -111,10 +122,10 @@ class DataMixArguments(TrainingArguments):
             "a domain runs dry, then on_exhausted applies."
         },
     )
-    init_mixture: Optional[str] = field(
+    init_mixture: str | None = field(
         default=None, metadata={"help": "Start from this mixture (mixture.json file, folder, or Hub repo id)."}
     )
-    preprocessing_num_workers: Optional[int] = field(default=None, metadata={"help": "Processes for tokenising."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenising."})
     write_plots: bool = field(
         default=True, metadata={"help": "Draw the weights / law-fit / candidates PNGs at the end (needs matplotlib)."}
     )
@@ -141,7 +152,9 @@ class DataMixArguments(TrainingArguments):
         if self.on_exhausted not in EXHAUSTION_ACTIONS:
             raise ValueError(f"on_exhausted={self.on_exhausted!r}; use one of {list(EXHAUSTION_ACTIONS)}.")
         if self.max_repetitions is not None and not self.max_repetitions >= 0:
-            raise ValueError(f"max_repetitions={self.max_repetitions}; use a positive number of epochs, or 0 for no cap.")
+            raise ValueError(
+                f"max_repetitions={self.max_repetitions}; use a positive number of epochs, or 0 for no cap."
+            )
         if self.max_repetitions == 0:
             self.max_repetitions = None  # 0 on the command line means "no cap" (None cannot be typed there)
         if not isinstance(self.decision_blocks, int) or self.decision_blocks < 0:

@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from .checkpoints import check_resume, last_checkpoint, read_state, resolve_resume, samples_per_step, wants_last
 from .compute import ComputeLedger, write_json_atomic
 from .config import DataMixArguments
-from .domains import DomainSet, DomainUpdate
 from .constants import MIXTURE_FILE, MIXTURES_FILE, RESULTS_FILE
+from .domains import DomainSet, DomainUpdate
 from .mixture import Mixture
 from .strategies.base import Strategy
 from .trainer import DataMixTrainer
+
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +47,17 @@ def split_steps(total: int, stages: int) -> int:
             f"{stages} (one step per stage), e.g. --max_steps {100 * stages}."
         )
     if total % stages:
-        logger.warning("--max_steps %d over %d stages: %d steps each, the last %d are not trained.",
-                       total, stages, total // stages, total % stages)
+        logger.warning(
+            "--max_steps %d over %d stages: %d steps each, the last %d are not trained.",
+            total,
+            stages,
+            total // stages,
+            total % stages,
+        )
     return total // stages
 
 
-def check_plan(stages: Sequence["Stage"], strategy: Strategy, init_mixture: str | None = None) -> None:
+def check_plan(stages: Sequence[Stage], strategy: Strategy, init_mixture: str | None = None) -> None:
     """Fail now, naming the setting, if some stage cannot run: its domains' files, the strategy's settings,
     the ``init_mixture`` (no data are read, no step is run)."""
     for stage in stages:
@@ -61,7 +67,9 @@ def check_plan(stages: Sequence["Stage"], strategy: Strategy, init_mixture: str 
             DataMixTrainer.check_init_mixture(init_mixture, stage.domains)
 
 
-def plan_stages(all_domains: DomainSet, initial: Sequence[str], added: Sequence[Sequence[str]], steps: int) -> list[Stage]:
+def plan_stages(
+    all_domains: DomainSet, initial: Sequence[str], added: Sequence[Sequence[str]], steps: int
+) -> list[Stage]:
     """Stage ``k`` (1-based) trains on ``initial`` plus ``added[:k]``; without ``added``, one stage 0 on ``initial``."""
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"stage plan: steps={steps!r} per stage; give at least 1.")

@@ -45,6 +45,7 @@ from trl.data_utils import is_conversational
 from trl.trainer.callbacks import SyncRefModelCallback
 from trl.trainer.utils import pad
 
+
 with warnings.catch_warnings():
     # This module depends on the experimental SDFT loss on purpose (the divergence is the one the SDFT
     # trainer uses); the import-time "experimental API" notice would otherwise reach every user.
@@ -54,6 +55,7 @@ with warnings.catch_warnings():
     )
 
 from .compute import ComputeLedger
+
 
 TEACHER_FILE = "distill_teacher.safetensors"
 COUNT_KINDS = ("generate", "teacher", "train", "eval")
@@ -140,9 +142,7 @@ class DistillConfig:
             raise TypeError(f"DistillConfig.teacher_prompt_template must be a str, got {template!r}; {fix}")
         missing = [name for name in ("{prompt}", "{demonstration}") if name not in template]
         if missing:
-            raise ValueError(
-                f"DistillConfig.teacher_prompt_template must contain {missing} (got {template!r}); {fix}"
-            )
+            raise ValueError(f"DistillConfig.teacher_prompt_template must contain {missing} (got {template!r}); {fix}")
         try:
             template.format(prompt="", demonstration="")
         except (KeyError, IndexError, ValueError) as err:
@@ -206,7 +206,7 @@ def _gold_ids(tokenizer, prompt: list[dict], completion, prompt_ids: list[int]) 
     if isinstance(completion, str):
         completion = [{"role": "assistant", "content": completion}]
     full = tokenizer.apply_chat_template(list(prompt) + list(completion), tokenize=True, return_dict=True)["input_ids"]
-    gold = list(full[len(prompt_ids):]) if list(full[: len(prompt_ids)]) == prompt_ids else list(full)
+    gold = list(full[len(prompt_ids) :]) if list(full[: len(prompt_ids)]) == prompt_ids else list(full)
     eos = tokenizer.eos_token_id
     return gold[: gold.index(eos) + 1] if eos in gold else gold
 
@@ -447,7 +447,9 @@ class OnPolicyDistiller:
         rank = torch.distributed.get_rank() if distributed else 0
         return int(np.random.SeedSequence([self.config.seed, rank, self._calls]).generate_state(1)[0])
 
-    def generate(self, model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def generate(
+        self, model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample one completion per left-padded prompt with the (unwrapped) student, in eval mode.
 
         Returns ``completion_ids`` (B, C) and ``completion_mask`` (B, C): 1 up to and including the first
@@ -462,7 +464,7 @@ class OnPolicyDistiller:
         self._calls += 1
         student.eval()
         try:
-            with torch.no_grad(), (_isolated_rng(prompt_ids.device, seed) if seed is not None else nullcontext()):
+            with torch.no_grad(), _isolated_rng(prompt_ids.device, seed) if seed is not None else nullcontext():
                 sequences = student.generate(
                     input_ids=prompt_ids,
                     attention_mask=prompt_mask,
@@ -480,7 +482,7 @@ class OnPolicyDistiller:
                 )
         finally:
             student.train(was_training)
-        completion_ids = sequences[:, prompt_ids.size(1):]
+        completion_ids = sequences[:, prompt_ids.size(1) :]
         return completion_ids, _completion_mask(completion_ids, eos_ids)
 
     def _completion_logits(self, model, accepted: set[str], ids, mask, num_completion: int) -> torch.Tensor:
@@ -518,13 +520,17 @@ class OnPolicyDistiller:
 
         with torch.no_grad():
             teacher_logits = self._completion_logits(
-                teacher, _forward_kwarg_names(teacher),
-                torch.cat([teacher_ids, completion_ids], dim=1), torch.cat([teacher_mask, completion_mask], dim=1),
+                teacher,
+                _forward_kwarg_names(teacher),
+                torch.cat([teacher_ids, completion_ids], dim=1),
+                torch.cat([teacher_mask, completion_mask], dim=1),
                 num_completion,
             )
         student_logits = self._completion_logits(
-            model, accepted,
-            torch.cat([prompt_ids, completion_ids], dim=1), torch.cat([prompt_mask, completion_mask], dim=1),
+            model,
+            accepted,
+            torch.cat([prompt_ids, completion_ids], dim=1),
+            torch.cat([prompt_mask, completion_mask], dim=1),
             num_completion,
         )
 
@@ -558,8 +564,10 @@ class OnPolicyDistiller:
         """
         teacher = self._require_teacher("demonstration_gain")
         if "gold_ids" not in inputs:
-            raise ValueError("OnPolicyDistiller.demonstration_gain: the batch has no 'gold_ids'; build the dataset with "
-                             "add_distillation_columns and batch it with DistillationCollator.")
+            raise ValueError(
+                "OnPolicyDistiller.demonstration_gain: the batch has no 'gold_ids'; build the dataset with "
+                "add_distillation_columns and batch it with DistillationCollator."
+            )
         student = extract_model_from_parallel(model)
         device = next(student.parameters()).device
         gold, gold_mask = inputs["gold_ids"].to(device), inputs["gold_mask"].to(device)
@@ -569,8 +577,13 @@ class OnPolicyDistiller:
             was_training = net.training
             net.eval()
             try:
-                logits = self._completion_logits(net, _forward_kwarg_names(net), torch.cat([ids, gold], dim=1),
-                                                 torch.cat([mask, gold_mask], dim=1), gold.size(1))
+                logits = self._completion_logits(
+                    net,
+                    _forward_kwarg_names(net),
+                    torch.cat([ids, gold], dim=1),
+                    torch.cat([mask, gold_mask], dim=1),
+                    gold.size(1),
+                )
             finally:
                 net.train(was_training)
             logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, gold.unsqueeze(-1)).squeeze(-1)

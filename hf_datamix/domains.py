@@ -13,13 +13,14 @@ import glob
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Union
+from typing import Any
 
 import datasets
 
 from .mixture import check_domain_name
 
-Source = Union[datasets.Dataset, datasets.IterableDataset, str, Sequence[str]]
+
+Source = datasets.Dataset | datasets.IterableDataset | str | Sequence[str]
 
 _FILE_BUILDERS = {
     ".txt": "text",
@@ -88,7 +89,9 @@ class DomainSpec:
         Reads no data: recipes call it for every domain of every stage before anything is trained.
         """
         for field_name, source in (("train", self.train), ("eval", self.eval)):
-            if source is None or isinstance(source, (datasets.Dataset, datasets.IterableDataset, datasets.DatasetDict)):
+            if source is None or isinstance(
+                source, (datasets.Dataset, datasets.IterableDataset, datasets.DatasetDict)
+            ):
                 continue
             for path in [source] if isinstance(source, (str, os.PathLike)) else list(source):
                 problem = _local_problem(os.fspath(path))
@@ -127,7 +130,6 @@ class DomainSpec:
                     f"(columns: {columns}); set DomainSpec.text_field."
                 )
         return train, evaluation
-
 
     def load_decision(self) -> datasets.Dataset | datasets.IterableDataset | None:
         """The explicit decision split (``decision``), or None when it is carved from ``eval``."""
@@ -181,8 +183,12 @@ def _local_problem(path: str) -> str | None:
 
 def _looks_local(source: str) -> bool:
     # A Hub id is "name" or "owner/name"; a path has a data-file extension, several parts, or a path prefix.
-    return (source.startswith(("/", "./", "../", "~")) or os.sep in source.replace("/", "") or source.count("/") > 1
-            or _extension(source) in _FILE_BUILDERS)
+    return (
+        source.startswith(("/", "./", "../", "~"))
+        or os.sep in source.replace("/", "")
+        or source.count("/") > 1
+        or _extension(source) in _FILE_BUILDERS
+    )
 
 
 def _load_hub(spec: DomainSpec, source: str, split: str):
@@ -254,10 +260,10 @@ class DomainUpdate:
     """
 
     kind: str
-    domains: "DomainSet"
+    domains: DomainSet
     affected: tuple[str, ...]
     removed: tuple[str, ...] = ()
-    previous: "DomainSet | None" = None
+    previous: DomainSet | None = None
 
     @property
     def unaffected(self) -> tuple[str, ...]:
@@ -318,7 +324,7 @@ class DomainSet:
         for spec in self.specs:
             spec.check()
 
-    def select(self, names: Sequence[str]) -> "DomainSet":
+    def select(self, names: Sequence[str]) -> DomainSet:
         """A DomainSet with only ``names`` (in that order)."""
         return DomainSet([self[name] for name in names])
 

@@ -23,6 +23,7 @@ from .mixture import Mixture
 from .proposer import _check_caps, propose
 from .swarm import RunTable, _number, check_ratios, read_run_table
 
+
 logger = logging.getLogger(__name__)
 
 TableLike = Any  # a CSV path, a RunTable, a (column_names, array) pair or {run: {column: value}}
@@ -48,8 +49,10 @@ def as_run_table(value: TableLike, what: str) -> RunTable:
         except (TypeError, ValueError):
             raise ValueError(f"{what}: the array of the (columns, array) pair is not numeric.") from None
         if array.ndim != 2 or array.shape[1] != len(columns):
-            raise ValueError(f"{what}: array of shape {array.shape} does not match its {len(columns)} column names "
-                             "(need one row per run and one column per name).")
+            raise ValueError(
+                f"{what}: array of shape {array.shape} does not match its {len(columns)} column names "
+                "(need one row per run and one column per name)."
+            )
         runs = [str(i) for i in range(len(array))]
         for r, j in np.argwhere(~np.isfinite(array)):
             raise ValueError(f"{what}: run {runs[r]!r}, column {columns[j]!r} is {array[r, j]}, not a finite number.")
@@ -64,8 +67,10 @@ def as_run_table(value: TableLike, what: str) -> RunTable:
                     raise ValueError(f"{what}: run {run!r} has no value for column {column!r}.")
                 array[r, j] = _number(row[column], what, run, column)
         return RunTable(runs, columns, array)
-    raise TypeError(f"{what} must be a CSV path, a (column_names, array) pair or {{run: {{column: value}}}}, "
-                    f"got {type(value).__name__}.")
+    raise TypeError(
+        f"{what} must be a CSV path, a (column_names, array) pair or {{run: {{column: value}}}}, "
+        f"got {type(value).__name__}."
+    )
 
 
 def _json_mapping(value: Any, what: str, unwrap: str) -> dict[str, float] | None:
@@ -110,16 +115,29 @@ def _match_runs(ratios: RunTable, metrics: RunTable) -> np.ndarray:
     only_ratios = [run for run in ratios.runs if run not in set(metrics.runs)]
     only_metrics = [run for run in metrics.runs if run not in set(ratios.runs)]
     if only_ratios or only_metrics:
-        raise ValueError(f"The runs of ratios and metrics do not match: runs only in ratios {only_ratios[:20]}, "
-                         f"runs only in metrics {only_metrics[:20]}. Give every run one row in each file.")
+        raise ValueError(
+            f"The runs of ratios and metrics do not match: runs only in ratios {only_ratios[:20]}, "
+            f"runs only in metrics {only_metrics[:20]}. Give every run one row in each file."
+        )
     index = {run: i for i, run in enumerate(metrics.runs)}
     return metrics.values[[index[run] for run in ratios.runs]]
 
 
-def fit_mixture(ratios: TableLike, metrics: TableLike, *, prior: Any = None, kl: float = 0.05,
-                tokens: Any = None, target_tokens: float | None = None, max_repetition: float = 4.0,
-                law: str = "log_linear", target_weights: Any = None, seed: int = 0,
-                law_kwargs: Mapping[str, Any] | None = None, folds: int = 5) -> dict[str, Any]:
+def fit_mixture(
+    ratios: TableLike,
+    metrics: TableLike,
+    *,
+    prior: Any = None,
+    kl: float = 0.05,
+    tokens: Any = None,
+    target_tokens: float | None = None,
+    max_repetition: float = 4.0,
+    law: str = "log_linear",
+    target_weights: Any = None,
+    seed: int = 0,
+    law_kwargs: Mapping[str, Any] | None = None,
+    folds: int = 5,
+) -> dict[str, Any]:
     """Fit a mixing law on swarm runs and propose the next mixture.
 
     Args:
@@ -159,8 +177,10 @@ def fit_mixture(ratios: TableLike, metrics: TableLike, *, prior: Any = None, kl:
     caps = None
     token_counts = _json_mapping(tokens, "tokens", "tokens")
     if (token_counts is None) != (target_tokens is None):
-        raise ValueError("Caps need both tokens (domain -> available tokens) and target_tokens R; "
-                         f"got only {'tokens' if target_tokens is None else 'target_tokens'}.")
+        raise ValueError(
+            "Caps need both tokens (domain -> available tokens) and target_tokens R; "
+            f"got only {'tokens' if target_tokens is None else 'target_tokens'}."
+        )
     if token_counts is not None:
         missing = [d for d in domains if d not in token_counts]
         if missing:
@@ -173,13 +193,17 @@ def fit_mixture(ratios: TableLike, metrics: TableLike, *, prior: Any = None, kl:
         _check_caps(np.array(list(caps.values())), domains)  # infeasible caps fail now, not after the fit
     zero = [d for d in domains if q[d] == 0 and (caps is None or caps[d] > 0)]
     if zero and kl > 0:
-        raise ValueError(f"prior gives {zero} weight 0, so KL(mixture || prior) is infinite wherever they get "
-                         "weight: give them a positive prior, or use kl=0.")
+        raise ValueError(
+            f"prior gives {zero} weight 0, so KL(mixture || prior) is infinite wherever they get "
+            "weight: give them a positive prior, or use kl=0."
+        )
 
     if isinstance(target_weights, (list, tuple, np.ndarray)):  # one weight per metrics column, in order
         if len(target_weights) != len(targets):
-            raise ValueError(f"target_weights has {len(target_weights)} values but metrics has {len(targets)} "
-                             f"target columns {targets}.")
+            raise ValueError(
+                f"target_weights has {len(target_weights)} values but metrics has {len(targets)} "
+                f"target columns {targets}."
+            )
         target_weights = dict(zip(targets, target_weights))
     weights = _json_mapping(target_weights, "target_weights", "weights") or {}
     _check_names(weights, targets, "target_weights", "metrics", need_all=False)
@@ -190,13 +214,16 @@ def fit_mixture(ratios: TableLike, metrics: TableLike, *, prior: Any = None, kl:
     model = get_law(law, **dict(law_kwargs or {}))
     need = model.num_parameters(len(domains))
     if len(X) < need:
-        raise ValueError(f"{len(X)} runs are too few: the {law} law has {need} parameters per target for "
-                         f"{len(domains)} domains, so it needs at least {need} runs (Olmix recommends "
-                         f"3·(m+1) = {3 * (len(domains) + 1)}). Add runs or choose a law with fewer parameters.")
+        raise ValueError(
+            f"{len(X)} runs are too few: the {law} law has {need} parameters per target for "
+            f"{len(domains)} domains, so it needs at least {need} runs (Olmix recommends "
+            f"3·(m+1) = {3 * (len(domains) + 1)}). Add runs or choose a law with fewer parameters."
+        )
 
     report = model.fit_report(X, Y, folds=folds, seed=seed)  # fits on all runs, then cross-validates
-    proposal = propose(model, q, kl=float(kl), caps=caps, target_weights=w, domains=domains,
-                       fallback_candidates=(X, Y), seed=seed)
+    proposal = propose(
+        model, q, kl=float(kl), caps=caps, target_weights=w, domains=domains, fallback_candidates=(X, Y), seed=seed
+    )
     best = int(np.argmin(Y @ w / w.sum()))
     return {
         "weights": proposal.mixture().to_dict(),
@@ -205,13 +232,29 @@ def fit_mixture(ratios: TableLike, metrics: TableLike, *, prior: Any = None, kl:
         "fit": report,
         "law": model.to_dict(),
         "proposal": proposal.to_dict(),
-        "best_observed": {"run": ratio_table.runs[best], "weights": dict(zip(domains, map(float, X[best]))),
-                          "losses": dict(zip(targets, map(float, Y[best])))},
-        "settings": {"ratios": _describe(ratios), "metrics": _describe(metrics), "prior": q.to_dict(), "kl": kl,
-                     "tokens": token_counts, "target_tokens": target_tokens, "max_repetition": max_repetition,
-                     "caps": caps, "law": law, "law_kwargs": dict(law_kwargs or {}),
-                     "target_weights": dict(zip(targets, map(float, w))), "seed": seed, "folds": folds,
-                     "runs": len(X), "domains": list(domains), "targets": list(targets)},
+        "best_observed": {
+            "run": ratio_table.runs[best],
+            "weights": dict(zip(domains, map(float, X[best]))),
+            "losses": dict(zip(targets, map(float, Y[best]))),
+        },
+        "settings": {
+            "ratios": _describe(ratios),
+            "metrics": _describe(metrics),
+            "prior": q.to_dict(),
+            "kl": kl,
+            "tokens": token_counts,
+            "target_tokens": target_tokens,
+            "max_repetition": max_repetition,
+            "caps": caps,
+            "law": law,
+            "law_kwargs": dict(law_kwargs or {}),
+            "target_weights": dict(zip(targets, map(float, w))),
+            "seed": seed,
+            "folds": folds,
+            "runs": len(X),
+            "domains": list(domains),
+            "targets": list(targets),
+        },
     }
 
 
@@ -227,10 +270,20 @@ def run_fit_command(args: Any) -> dict[str, Any]:
             f"--law-options must be a JSON object, e.g. '{{\"starts\": 100}}' (keys in double quotes), got "
             f"{args.law_options!r}{why}."
         )
-    result = fit_mixture(args.ratios, args.metrics, prior=args.prior, kl=args.kl, tokens=args.tokens,
-                         target_tokens=args.target_tokens, max_repetition=args.max_repetition, law=args.law,
-                         target_weights=args.target_weights, seed=args.seed, law_kwargs=law_kwargs,
-                         folds=args.folds)
+    result = fit_mixture(
+        args.ratios,
+        args.metrics,
+        prior=args.prior,
+        kl=args.kl,
+        tokens=args.tokens,
+        target_tokens=args.target_tokens,
+        max_repetition=args.max_repetition,
+        law=args.law,
+        target_weights=args.target_weights,
+        seed=args.seed,
+        law_kwargs=law_kwargs,
+        folds=args.folds,
+    )
     rest = {key: value for key, value in result.items() if key != "weights"}
     Mixture(result["weights"]).save(args.out, **rest)  # the shared writer: Mixture.load reads it back
     return result

@@ -20,8 +20,9 @@ import numpy as np
 from .mixture import Mixture
 
 
-def fit_to_horizon(mixture: Mixture, blocks_left: Mapping[str, float | None], horizon: float
-                   ) -> tuple[Mixture, dict[str, float]]:
+def fit_to_horizon(
+    mixture: Mixture, blocks_left: Mapping[str, float | None], horizon: float
+) -> tuple[Mixture, dict[str, float]]:
     """``mixture`` with no domain drawn more than its ``blocks_left`` over ``horizon`` draws (in expectation).
 
     Returns the planned mixture and ``{domain: requested weight}`` for every domain whose weight was
@@ -33,8 +34,9 @@ def fit_to_horizon(mixture: Mixture, blocks_left: Mapping[str, float | None], ho
     if horizon <= 0:
         return mixture, {}
     weights = mixture.to_array(names).astype(float)
-    caps = np.array([np.inf if blocks_left.get(n) is None else max(0.0, float(blocks_left[n])) / horizon
-                     for n in names])
+    caps = np.array(
+        [np.inf if blocks_left.get(n) is None else max(0.0, float(blocks_left[n])) / horizon for n in names]
+    )
     lowered = np.zeros(len(names), dtype=bool)
     for _ in range(len(names)):
         over = (weights > caps + 1e-12) & ~lowered
@@ -53,13 +55,21 @@ def fit_to_horizon(mixture: Mixture, blocks_left: Mapping[str, float | None], ho
     return (planned, changed) if changed else (mixture, {})
 
 
-def virtual_cap(internals: Mapping[str, float], tokens: Mapping[str, float], target_tokens: float, k: float,
-                drawn: Mapping[str, float] | None = None) -> float:
+def virtual_cap(
+    internals: Mapping[str, float],
+    tokens: Mapping[str, float],
+    target_tokens: float,
+    k: float,
+    drawn: Mapping[str, float] | None = None,
+) -> float:
     """The virtual domain's repetition cap ``min_j (k·N_j − D_j) / (R·p̃_j)`` over members with p̃_j > 0,
     ``D_j`` the tokens already drawn from member j (none by default)."""
     drawn = drawn or {}
-    bounds = [max(0.0, k * tokens[n] - drawn.get(n, 0.0)) / (target_tokens * share)
-              for n, share in internals.items() if share > 0]
+    bounds = [
+        max(0.0, k * tokens[n] - drawn.get(n, 0.0)) / (target_tokens * share)
+        for n, share in internals.items()
+        if share > 0
+    ]
     return min(bounds) if bounds else float("inf")
 
 
@@ -92,5 +102,11 @@ def decision_caps(coordinates: Sequence[str], groups: Mapping[str, Mapping[str, 
     over the ``context.remaining_tokens``, less the tokens already drawn (None without a cap or a horizon)."""
     if context.max_repetitions is None or context.remaining_tokens is None:
         return None
-    return caps_for(coordinates, groups, context.token_counts, context.remaining_tokens, context.max_repetitions,
-                    drawn=context.drawn_tokens)
+    return caps_for(
+        coordinates,
+        groups,
+        context.token_counts,
+        context.remaining_tokens,
+        context.max_repetitions,
+        drawn=context.drawn_tokens,
+    )

@@ -23,13 +23,21 @@ from huggingface_hub.errors import (
 
 from .constants import MIXTURE_FILE
 
+
 try:  # huggingface_hub >= 1.0 talks HTTP through httpx, whose errors are not OSErrors
     from httpx import HTTPError as _HttpxError
 except ImportError:  # pragma: no cover - older huggingface_hub on requests
     _HttpxError = OSError
 
 #: Failures of the network or of authentication: reported as a HubError, never a traceback.
-NETWORK_ERRORS = (HfHubHTTPError, LocalTokenNotFoundError, RepositoryNotFoundError, OSError, ConnectionError, _HttpxError)
+NETWORK_ERRORS = (
+    HfHubHTTPError,
+    LocalTokenNotFoundError,
+    RepositoryNotFoundError,
+    OSError,
+    ConnectionError,
+    _HttpxError,
+)
 
 
 class HubError(RuntimeError):

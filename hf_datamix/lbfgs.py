@@ -12,8 +12,9 @@ import contextlib
 import torch
 
 
-def batched_lbfgs(fun, x0: torch.Tensor, max_iter: int = 500, history: int = 10, ftol: float = 1e-10,
-                  gtol: float = 1e-14) -> tuple[torch.Tensor, torch.Tensor]:
+def batched_lbfgs(
+    fun, x0: torch.Tensor, max_iter: int = 500, history: int = 10, ftol: float = 1e-10, gtol: float = 1e-14
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Minimise ``B`` independent smooth functions at once with L-BFGS; returns ``(x (B, d), f (B,))``.
 
     ``fun(x, ids)`` returns the values (b,) and gradients (b, d) of problems ``ids`` at ``x`` (b, d).

@@ -21,6 +21,7 @@ import numpy as np
 from .atomic import write_text_atomic
 from .constants import MIXTURE_FILE, SIMPLEX_TOLERANCE
 
+
 logger = logging.getLogger(__name__)
 
 #: Domain names appear in metric keys (``mix/<name>``, ``eval_<name>_loss``) and file names.
@@ -81,9 +82,7 @@ class Mixture(Mapping[str, float]):
             known = list(domains)
             unknown = [name for name in seen if name not in known]
             if unknown:
-                raise ValueError(
-                    f"Mixture names unknown domain(s) {unknown}; the known domains are {sorted(known)}."
-                )
+                raise ValueError(f"Mixture names unknown domain(s) {unknown}; the known domains are {sorted(known)}.")
             seen = {name: seen.get(name, 0.0) for name in known}
         # Scale by the largest weight first: finite weights near float max must not sum to inf.
         largest = max(seen.values())
@@ -101,17 +100,17 @@ class Mixture(Mapping[str, float]):
 
     # -- constructors ---------------------------------------------------------------------------
     @classmethod
-    def uniform(cls, domains: Sequence[str]) -> "Mixture":
+    def uniform(cls, domains: Sequence[str]) -> Mixture:
         """Equal weight on every domain."""
-        return cls({name: 1.0 for name in domains})
+        return cls(dict.fromkeys(domains, 1.0))
 
     @classmethod
-    def proportional(cls, sizes: Mapping[str, float]) -> "Mixture":
+    def proportional(cls, sizes: Mapping[str, float]) -> Mixture:
         """Weights proportional to ``sizes`` (e.g. token counts: the *natural* mixture)."""
         return cls(dict(sizes))
 
     @classmethod
-    def from_array(cls, domains: Sequence[str], values: Sequence[float] | np.ndarray) -> "Mixture":
+    def from_array(cls, domains: Sequence[str], values: Sequence[float] | np.ndarray) -> Mixture:
         """Build from parallel sequences of names and weights."""
         values = list(np.asarray(values, dtype=float).reshape(-1))
         if len(values) != len(domains):
@@ -155,7 +154,7 @@ class Mixture(Mapping[str, float]):
         """True if both name the same domains with weights equal within ``atol``."""
         return set(self) == set(other) and all(abs(self[k] - other[k]) <= atol for k in self)
 
-    def restrict(self, domains: Sequence[str]) -> "Mixture":
+    def restrict(self, domains: Sequence[str]) -> Mixture:
         """The mixture renormalised over ``domains`` (used when a domain is removed or runs dry)."""
         missing = [name for name in domains if name not in self._weights]
         if missing:
@@ -163,7 +162,7 @@ class Mixture(Mapping[str, float]):
         return Mixture({name: self._weights[name] for name in domains})
 
     # -- virtual domains ------------------------------------------------------------------------
-    def collapse(self, groups: Mapping[str, Sequence[str]]) -> tuple["Mixture", dict[str, "Mixture"]]:
+    def collapse(self, groups: Mapping[str, Sequence[str]]) -> tuple[Mixture, dict[str, Mixture]]:
         """Merge each group of domains into one virtual domain.
 
         Args:
@@ -184,8 +183,7 @@ class Mixture(Mapping[str, float]):
             for member in members:
                 if member not in self._weights:
                     raise ValueError(
-                        f"collapse: group {virtual!r} names {member!r}, which is not in this mixture "
-                        f"({self.domains})."
+                        f"collapse: group {virtual!r} names {member!r}, which is not in this mixture ({self.domains})."
                     )
                 if member in owner:
                     raise ValueError(f"collapse: {member!r} is in groups {owner[member]!r} and {virtual!r}.")
@@ -204,7 +202,7 @@ class Mixture(Mapping[str, float]):
             )
         return Mixture(collapsed), internals
 
-    def expand(self, internals: Mapping[str, Mapping[str, float]]) -> "Mixture":
+    def expand(self, internals: Mapping[str, Mapping[str, float]]) -> Mixture:
         """Split each virtual domain back into its members.
 
         ``internals[v]`` gives the members' internal ratios p̃ (normalised here); member ``j`` of
@@ -234,13 +232,13 @@ class Mixture(Mapping[str, float]):
         return json.dumps({"weights": self.to_dict(), **extra}, indent=2)
 
     @classmethod
-    def from_json(cls, text: str) -> "Mixture":
+    def from_json(cls, text: str) -> Mixture:
         """Parse JSON written by :meth:`to_json` (or a bare ``{domain: weight}`` object)."""
         data = json.loads(text)
         if isinstance(data, Mapping) and "weights" in data:
             data = data["weights"]
         if not isinstance(data, Mapping):
-            raise ValueError("Mixture JSON must be an object {domain: weight} or {\"weights\": {...}}.")
+            raise ValueError('Mixture JSON must be an object {domain: weight} or {"weights": {...}}.')
         return cls(data)
 
     def save(self, path: str | os.PathLike, **extra: Any) -> None:
@@ -251,7 +249,7 @@ class Mixture(Mapping[str, float]):
         write_text_atomic(path, self.to_json(**extra))
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Mixture":
+    def load(cls, path: str | os.PathLike) -> Mixture:
         """Read a mixture from a JSON file, or from ``mixture.json`` in a directory."""
         path = os.fspath(path)
         if os.path.isdir(path):
@@ -262,7 +260,7 @@ class Mixture(Mapping[str, float]):
             return cls.from_json(text)
         except ValueError as error:  # JSONDecodeError included: say which file, and what it should hold
             raise ValueError(
-                f"{path} is not a mixture file ({error}); it should hold {{\"weights\": {{domain: weight}}}}, "
+                f'{path} is not a mixture file ({error}); it should hold {{"weights": {{domain: weight}}}}, '
                 "as Mixture.save and every run's mixture.json do."
             ) from None
 
@@ -277,13 +275,14 @@ class Mixture(Mapping[str, float]):
         """Upload this mixture as ``mixture.json`` to the Hub repo ``repo_id`` (one commit)."""
         from .hub import push_mixture  # huggingface_hub is only needed when talking to the Hub
 
-        return push_mixture(self.to_json(), repo_id, token=token, private=private, commit_message=commit_message,
-                            api=api)
+        return push_mixture(
+            self.to_json(), repo_id, token=token, private=private, commit_message=commit_message, api=api
+        )
 
     @classmethod
     def from_pretrained(
         cls, repo_id_or_path: str | os.PathLike, revision: str | None = None, token: str | None = None
-    ) -> "Mixture":
+    ) -> Mixture:
         """Load a mixture from a Hub repo id, a folder holding ``mixture.json`` or a JSON file."""
         from .hub import mixture_file
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from transformers import LlamaConfig
 
+
 #: name -> (hidden, layers, heads, intermediate).  Sizes are total parameters with a 4096-token vocabulary.
 PRESETS = {
     "tiny": (64, 2, 4, 192),  # ~0.6M: CPU tests and the out-of-the-box recipes
@@ -15,7 +16,9 @@ PRESETS = {
 }
 
 
-def llama_config(preset: str = "tiny", vocab_size: int = 4096, max_position_embeddings: int = 2048, **overrides) -> LlamaConfig:
+def llama_config(
+    preset: str = "tiny", vocab_size: int = 4096, max_position_embeddings: int = 2048, **overrides
+) -> LlamaConfig:
     """A LlamaConfig for one of :data:`PRESETS` (``overrides`` set any config field)."""
     if preset not in PRESETS:
         raise ValueError(f"model preset {preset!r} is unknown; use one of {sorted(PRESETS)}.")

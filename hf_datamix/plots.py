@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+
 #: The plots a run's folder may hold, in the order reports and model cards show them, with their titles.
 PLOT_TITLES = {
     "weights.png": "Mixture over training",
@@ -56,13 +57,19 @@ def weights_over_steps(history: Sequence[dict]) -> tuple[list[int], list[str], l
     return steps, domains, rows
 
 
-def plot_weights(history: Sequence[dict], path: str, title: str | None = None, end_step: int | None = None) -> str | None:
+def plot_weights(
+    history: Sequence[dict], path: str, title: str | None = None, end_step: int | None = None
+) -> str | None:
     """Stacked area of the domain weights over steps (to ``end_step``), stage boundaries marked; returns the path."""
     steps, domains, rows = weights_over_steps(history)
     if not steps:
         return None
     plt = _pyplot()
-    end = end_step if end_step is not None and end_step > max(steps) else max(steps) + max(1, int(0.05 * (max(steps) or 1)))
+    end = (
+        end_step
+        if end_step is not None and end_step > max(steps)
+        else max(steps) + max(1, int(0.05 * (max(steps) or 1)))
+    )
     xs, ys = [], []
     for i, step in enumerate(steps):
         nxt = steps[i + 1] if i + 1 < len(steps) else end
@@ -80,8 +87,15 @@ def plot_weights(history: Sequence[dict], path: str, title: str | None = None, e
             ax.axvline(start, color="black", linestyle="--", linewidth=1)
         # Above the axes, centred on the stage's span: a label inside would hide the weights under it.
         stop = starts[i + 1][1] if i + 1 < len(starts) else end
-        ax.text((max(start, min(steps)) + stop) / 2, 1.01, f"stage {stage}", transform=ax.get_xaxis_transform(),
-                fontsize=8, ha="center", va="bottom")
+        ax.text(
+            (max(start, min(steps)) + stop) / 2,
+            1.01,
+            f"stage {stage}",
+            transform=ax.get_xaxis_transform(),
+            fontsize=8,
+            ha="center",
+            va="bottom",
+        )
     ax.set_xlim(min(steps), end)
     ax.set_ylim(0, 1)
     ax.set_xlabel("optimizer step")
@@ -110,11 +124,13 @@ def plot_law_fit(history: Sequence[dict], path: str) -> str | None:
         values = [v for row in observed + predicted for v in row]
         lo, hi = min(values), max(values)
         ax.plot([lo, hi], [lo, hi], color="gray", linewidth=0.8)
-        ax.set_title(f"stage {record.get('stage', 0)}, step {record['step']} ({record.get('strategy', '')})", fontsize=9)
+        ax.set_title(
+            f"stage {record.get('stage', 0)}, step {record['step']} ({record.get('strategy', '')})", fontsize=9
+        )
         ax.set_xlabel("observed loss")
         ax.set_ylabel("law's prediction")
         ax.legend(fontsize=6, title="held-out Spearman", title_fontsize=6)
-    for ax in list(axes.flat)[len(fits):]:
+    for ax in list(axes.flat)[len(fits) :]:
         ax.axis("off")
     return save_figure(fig, path)
 
@@ -130,7 +146,9 @@ def plot_candidates(history: Sequence[dict], path: str) -> str | None:
         share = [row[1] for row in record["candidates"]]  # effective new share of each candidate
         for j, name in enumerate(record["targets"]):
             line = ax.plot(share, [row[j] for row in record["observed"]], marker="o", markersize=3, label=name)[0]
-            ax.plot(share, [row[j] for row in record["predicted"]], linestyle="--", color=line.get_color(), linewidth=0.8)
+            ax.plot(
+                share, [row[j] for row in record["predicted"]], linestyle="--", color=line.get_color(), linewidth=0.8
+            )
         chosen = record["proposal"]["x"][1]
         ax.axvline(chosen, color="black", linewidth=1)
         ax.set_title(f"stage {record.get('stage', 0)}: new share chosen {chosen:.2f}", fontsize=9)

@@ -27,6 +27,7 @@ from .laws import MixingLaw, check_mixtures, get_law
 from .mixture import Mixture, expansion_matrix
 from .strategies.base import Decision, DecisionContext
 
+
 if TYPE_CHECKING:  # pragma: no cover
     from .simulate.base import Simulation
 
@@ -73,14 +74,22 @@ class Proposal:
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable record for ``mixtures.json``."""
         return {
-            "x": self.x.tolist(), "x_full": self.x_full.tolist(), "domains": self.domains,
-            "full_domains": self.full_domains, "objective": float(self.objective),
-            "predicted": self.predicted.tolist(), "solver": self.solver, "status": self.status,
-            "fallback_reason": self.fallback_reason, "solver_errors": dict(self.solver_errors),
+            "x": self.x.tolist(),
+            "x_full": self.x_full.tolist(),
+            "domains": self.domains,
+            "full_domains": self.full_domains,
+            "objective": float(self.objective),
+            "predicted": self.predicted.tolist(),
+            "solver": self.solver,
+            "status": self.status,
+            "fallback_reason": self.fallback_reason,
+            "solver_errors": dict(self.solver_errors),
         }
 
 
-def _vector(value: Any, names: Sequence[str] | None, size: int, field_name: str, missing: float = np.nan) -> np.ndarray:
+def _vector(
+    value: Any, names: Sequence[str] | None, size: int, field_name: str, missing: float = np.nan
+) -> np.ndarray:
     """A float vector of ``size`` from an array or a ``{name: value}`` mapping (needs ``names``).
 
     Names absent from a mapping get ``missing``.
@@ -190,8 +199,10 @@ def _check_inputs(law, prior, kl, caps, expansion, target_weights, domains, full
         raise ValueError(f"expansion must be a finite, non-negative (full domains × {m}) matrix; got shape {E.shape}.")
     off = np.flatnonzero(np.abs(E.sum(axis=0) - 1.0) > 1e-6)
     if len(off):
-        raise ValueError(f"expansion column {names[off[0]]!r} sums to {E[:, off[0]].sum():.6g}, not 1: each column "
-                         "holds a coordinate's internal ratios (use hf_datamix.mixture.expansion_matrix).")
+        raise ValueError(
+            f"expansion column {names[off[0]]!r} sums to {E[:, off[0]].sum():.6g}, not 1: each column "
+            "holds a coordinate's internal ratios (use hf_datamix.mixture.expansion_matrix)."
+        )
     n_full = E.shape[0]
     if full_domains is None and expansion is None and domains is not None:
         full_domains = domains  # no virtual domains: the full domains are the coordinates
@@ -209,18 +220,31 @@ def _check_inputs(law, prior, kl, caps, expansion, target_weights, domains, full
     reachable = (E[:, cap > 0] > 0).any(axis=1)
     starved = np.flatnonzero(reachable & (q <= 0))
     if len(starved) and kl > 0:
-        raise ValueError(f"prior of {full_names[starved[0]]!r} is 0 but the mixture can give it weight, so the "
-                         "KL term is infinite there: give it a positive prior or cap its coordinate(s) at 0.")
+        raise ValueError(
+            f"prior of {full_names[starved[0]]!r} is 0 but the mixture can give it weight, so the "
+            "KL term is infinite there: give it a positive prior or cap its coordinate(s) at 0."
+        )
     w = np.ones(T) if target_weights is None else _vector(target_weights, None, T, "target_weights")
     if w.sum() <= 0:
         raise ValueError("target_weights are all 0: give at least one target a positive weight.")
     return E, q, cap, w, domains, full_domains
 
 
-def propose(law: MixingLaw, prior: Any, *, kl: float = 0.05, caps: Any = None, expansion: np.ndarray | None = None,
-            target_weights: Any = None, domains: Sequence[str] | None = None,
-            full_domains: Sequence[str] | None = None, solvers: Sequence[str] | None = None,
-            fallback_candidates: Any = None, samples: int = 20000, seed: int = 0) -> Proposal:
+def propose(
+    law: MixingLaw,
+    prior: Any,
+    *,
+    kl: float = 0.05,
+    caps: Any = None,
+    expansion: np.ndarray | None = None,
+    target_weights: Any = None,
+    domains: Sequence[str] | None = None,
+    full_domains: Sequence[str] | None = None,
+    solvers: Sequence[str] | None = None,
+    fallback_candidates: Any = None,
+    samples: int = 20000,
+    seed: int = 0,
+) -> Proposal:
     """Propose the mixture minimising the law's weighted mean prediction plus ``kl``·KL to the prior.
 
     Args:
@@ -243,8 +267,9 @@ def propose(law: MixingLaw, prior: Any, *, kl: float = 0.05, caps: Any = None, e
     """
     if not law.is_fitted:
         raise ValueError(f"The {law.name} law is not fitted yet: call law.fit(X, Y) before propose().")
-    E, q, cap, w, domains, full_domains = _check_inputs(law, prior, kl, caps, expansion, target_weights, domains,
-                                                        full_domains)
+    E, q, cap, w, domains, full_domains = _check_inputs(
+        law, prior, kl, caps, expansion, target_weights, domains, full_domains
+    )
     m, T = law.m, law.T
     objective = _Objective(law, w, kl, E, q)
 
@@ -276,10 +301,18 @@ def propose(law: MixingLaw, prior: Any, *, kl: float = 0.05, caps: Any = None, e
             logger.warning("propose: %s", fallback_reason)
     x_val = np.clip(np.nan_to_num(x_val), 0.0, cap)  # solvers leave -1e-12 at active bounds
     x_val = x_val / x_val.sum()
-    return Proposal(x=x_val, x_full=E @ x_val, objective=float(objective(x_val[None])[0]),
-                    predicted=law.predict(x_val[None])[0], solver=solver, status=status,
-                    fallback_reason=fallback_reason, domains=list(domains) if domains is not None else None,
-                    full_domains=list(full_domains) if full_domains is not None else None, solver_errors=errors)
+    return Proposal(
+        x=x_val,
+        x_full=E @ x_val,
+        objective=float(objective(x_val[None])[0]),
+        predicted=law.predict(x_val[None])[0],
+        solver=solver,
+        status=status,
+        fallback_reason=fallback_reason,
+        domains=list(domains) if domains is not None else None,
+        full_domains=list(full_domains) if full_domains is not None else None,
+        solver_errors=errors,
+    )
 
 
 def _fallback(objective, law, cap, w, candidates, samples, seed):
@@ -295,14 +328,21 @@ def _fallback(objective, law, cap, w, candidates, samples, seed):
         if len(ok):
             best = ok[np.argmin(mean[ok])]
             source = "predicted" if Y is None else "observed"
-            how = (f"using fallback candidate row {best} (lowest {source} mean loss {mean[best]:.6g} "
-                   f"among the {len(ok)} of {len(X)} candidates that honour the caps)")
+            how = (
+                f"using fallback candidate row {best} (lowest {source} mean loss {mean[best]:.6g} "
+                f"among the {len(ok)} of {len(X)} candidates that honour the caps)"
+            )
             return X[best], "fallback", "fallback_candidate", how
         how = f"none of the {len(X)} fallback candidates honours the caps; "
     else:
         how = "no fallback candidates given; "
     x_val = _sample_search(objective, cap, samples, seed)
-    return x_val, "random_search", "fallback_sampled", how + f"using the best of {samples} random capped-simplex points"
+    return (
+        x_val,
+        "random_search",
+        "fallback_sampled",
+        how + f"using the best of {samples} random capped-simplex points",
+    )
 
 
 def fit_and_propose(
@@ -357,9 +397,14 @@ def fit_and_propose(
         step, why = trust_step(report, trust_full_spearman)
         anchor = closest_to_prior(prior, caps, kl_expansion, len(coordinates))
         x = (1 - step) * anchor + step * proposal.x
-        trust = {"step": step, "why": why, "full_at_spearman": trust_full_spearman,
-                 "anchor": (E @ anchor).tolist(), "law_proposal": proposal.x_full.tolist(),
-                 "predicted": fitted.predict(x[None])[0].tolist()}
+        trust = {
+            "step": step,
+            "why": why,
+            "full_at_spearman": trust_full_spearman,
+            "anchor": (E @ anchor).tolist(),
+            "law_proposal": proposal.x_full.tolist(),
+            "predicted": fitted.predict(x[None])[0].tolist(),
+        }
         proposal.x, proposal.x_full = x, E @ x
     record = {
         "collapsed_domains": list(coordinates),
@@ -436,28 +481,57 @@ class ProposerConfig:
     the run, for the interleaver and the proposer both.
     """
 
-    law: str = field(default="log_linear", metadata={"help": "Mixing law fitted on the candidates: log_linear, linear, "
-                                                        "gaussian_process, or a plugin's (hf_datamix.laws)."})
+    law: str = field(
+        default="log_linear",
+        metadata={
+            "help": "Mixing law fitted on the candidates: log_linear, linear, "
+            "gaussian_process, or a plugin's (hf_datamix.laws)."
+        },
+    )
     law_starts: int = field(default=300, metadata={"help": "Random starts of the log-linear law's fit, >= 1."})
-    law_options: dict = field(default_factory=dict, metadata={
-        "help": "Other settings of the law, as a JSON object (e.g. '{\"restarts\": 4}' for gaussian_process)."})
+    law_options: dict = field(
+        default_factory=dict,
+        metadata={
+            "help": "Other settings of the law, as a JSON object (e.g. '{\"restarts\": 4}' for gaussian_process)."
+        },
+    )
     kl: float = field(default=0.05, metadata={"help": "Weight of KL(E x || prior) in the proposal, >= 0."})
-    prior: str = field(default="uniform", metadata={"help": "Prior of the KL term: uniform or natural (token shares)."})
-    prior_space: str = field(default="domains", metadata={
-        "help": "Where the KL term is measured: domains (the expanded data mixture) or coordinates (the simulator's "
-                "own, as OP-Mix's reference code: half on op_mix's 'old', 50/50 old/new at a continual stage; "
-                "then `prior` is not used)."})
-    law_space: str = field(default="coordinates", metadata={
-        "help": "Where the law is fitted and the mixture proposed: coordinates (the simulator's, as published) or "
-                "data (the candidates' data mixtures over the domains, whenever the coordinates do not identify a "
-                "mixture, e.g. op_mix's 'old' probe, itself a mixture of the domains)."})
-    trust_region: bool = field(default=False, metadata={
-        "help": "Move from the feasible mixture closest to the prior towards the proposal only as far as the law's "
-                "cross-validated Spearman allows (all the way at trust_full_spearman); recorded in mixtures.json."})
-    trust_full_spearman: float = field(default=0.8, metadata={
-        "help": "trust_region: the held-out Spearman at which the proposal is followed fully, in (0, 1]."})
-    decision_seed: int = field(default=0, metadata={
-        "help": "Seed of a decision: the simulator's draws (probe data, candidates, proxies) and the law fit."})
+    prior: str = field(
+        default="uniform", metadata={"help": "Prior of the KL term: uniform or natural (token shares)."}
+    )
+    prior_space: str = field(
+        default="domains",
+        metadata={
+            "help": "Where the KL term is measured: domains (the expanded data mixture) or coordinates (the simulator's "
+            "own, as OP-Mix's reference code: half on op_mix's 'old', 50/50 old/new at a continual stage; "
+            "then `prior` is not used)."
+        },
+    )
+    law_space: str = field(
+        default="coordinates",
+        metadata={
+            "help": "Where the law is fitted and the mixture proposed: coordinates (the simulator's, as published) or "
+            "data (the candidates' data mixtures over the domains, whenever the coordinates do not identify a "
+            "mixture, e.g. op_mix's 'old' probe, itself a mixture of the domains)."
+        },
+    )
+    trust_region: bool = field(
+        default=False,
+        metadata={
+            "help": "Move from the feasible mixture closest to the prior towards the proposal only as far as the law's "
+            "cross-validated Spearman allows (all the way at trust_full_spearman); recorded in mixtures.json."
+        },
+    )
+    trust_full_spearman: float = field(
+        default=0.8,
+        metadata={"help": "trust_region: the held-out Spearman at which the proposal is followed fully, in (0, 1]."},
+    )
+    decision_seed: int = field(
+        default=0,
+        metadata={
+            "help": "Seed of a decision: the simulator's draws (probe data, candidates, proxies) and the law fit."
+        },
+    )
 
     def proposer_checks(self) -> dict[str, tuple[bool, str]]:
         """Range checks of these settings, ``{setting: (in range, the range)}``, for the owner's message."""
@@ -469,14 +543,16 @@ class ProposerConfig:
             "kl": (self.kl >= 0, ">= 0"),
             "prior": (self.prior in PRIORS, " or ".join(PRIORS)),
             "law_space": (self.law_space in LAW_SPACES, " or ".join(LAW_SPACES)),
-            "prior_space": (self.prior_space in PRIOR_SPACES and not (self.law_space == "data"
-                                                                       and self.prior_space == "coordinates"),
-                            "domains or coordinates; coordinates needs law_space=coordinates (with law_space=data "
-                            "the mixture is proposed over the domains)"),
+            "prior_space": (
+                self.prior_space in PRIOR_SPACES
+                and not (self.law_space == "data" and self.prior_space == "coordinates"),
+                "domains or coordinates; coordinates needs law_space=coordinates (with law_space=data "
+                "the mixture is proposed over the domains)",
+            ),
             "trust_full_spearman": (0 < self.trust_full_spearman <= 1, "in (0, 1]"),
         }
 
-    def proposer(self) -> "ProposerConfig":
+    def proposer(self) -> ProposerConfig:
         """These settings as a plain :class:`ProposerConfig`."""
         return ProposerConfig(**{name: getattr(self, name) for name in ProposerConfig.__dataclass_fields__})
 
@@ -491,7 +567,7 @@ def prior_weights(prior: str, context: DecisionContext, domains: Sequence[str]) 
     return Mixture.proportional(counts).to_array(domains)
 
 
-def decide(simulation: "Simulation", config: ProposerConfig, context: DecisionContext) -> Decision:
+def decide(simulation: Simulation, config: ProposerConfig, context: DecisionContext) -> Decision:
     """The decision step: caps over the remaining horizon, prior, law fit, proposal, expansion, record.
 
     Caps are ``(k·N_j − D_j)/R`` per coordinate (a virtual coordinate: its tightest member), with k
@@ -513,9 +589,18 @@ def decide(simulation: "Simulation", config: ProposerConfig, context: DecisionCo
     else:
         prior = prior_weights(config.prior, context, domains)
     mixture, record = fit_and_propose(
-        X, simulation.Y, coordinates, groups, domains, prior,
-        law=config.law, law_starts=config.law_starts, law_options=config.law_options, kl=config.kl,
-        caps=decision_caps(coordinates, groups, context), seed=config.decision_seed,
+        X,
+        simulation.Y,
+        coordinates,
+        groups,
+        domains,
+        prior,
+        law=config.law,
+        law_starts=config.law_starts,
+        law_options=config.law_options,
+        kl=config.kl,
+        caps=decision_caps(coordinates, groups, context),
+        seed=config.decision_seed,
         prior_over_coordinates=config.prior_space == "coordinates",
         trust_full_spearman=config.trust_full_spearman if config.trust_region else None,
     )

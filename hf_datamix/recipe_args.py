@@ -17,7 +17,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Optional, Union
+from typing import Any
 
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
@@ -41,16 +41,19 @@ class RunArguments:
         pretrain_steps: when no model is given, steps to pretrain it on ``initial_domains`` first.
     """
 
-    model_name_or_path: Optional[str] = field(default=None, metadata={"help": "Hub id or folder of a causal LM."})
+    model_name_or_path: str | None = field(default=None, metadata={"help": "Hub id or folder of a causal LM."})
     model_preset: str = field(default="tiny", metadata={"help": f"Random-init Llama size: {sorted(PRESETS)}."})
-    tokenizer_name_or_path: Optional[str] = field(default=None, metadata={"help": "Tokenizer (default: model's/embedded)."})
-    domains: Optional[Union[dict, str]] = field(
-        default=None, metadata={"help": "Domains as {name: {train:..., eval:...}} (YAML) or a YAML file; default embedded."}
+    tokenizer_name_or_path: str | None = field(
+        default=None, metadata={"help": "Tokenizer (default: model's/embedded)."}
     )
-    initial_domains: Optional[str] = field(default=None, metadata={"help": "Comma list of first-stage domains."})
-    added_domains: Optional[str] = field(default=None, metadata={"help": "Domains added per stage: 'a,b;c'."})
+    domains: dict | str | None = field(
+        default=None,
+        metadata={"help": "Domains as {name: {train:..., eval:...}} (YAML) or a YAML file; default embedded."},
+    )
+    initial_domains: str | None = field(default=None, metadata={"help": "Comma list of first-stage domains."})
+    added_domains: str | None = field(default=None, metadata={"help": "Domains added per stage: 'a,b;c'."})
     pretrain_steps: int = field(default=0, metadata={"help": "Pretraining steps when no model is given."})
-    pretrain_learning_rate: Optional[float] = field(default=None, metadata={"help": "LR of that pretraining."})
+    pretrain_learning_rate: float | None = field(default=None, metadata={"help": "LR of that pretraining."})
 
 
 class RecipeParser(TrlParser):
@@ -107,7 +110,8 @@ def _json_object(text: str) -> dict:
 def _refuse_strategy_args(text: str):
     raise argparse.ArgumentTypeError(
         f"{text!r}: the strategy's settings are flags of their own now (e.g. --probe_steps 25 instead of "
-        "--strategy_args probe_steps=25); --strategy NAME --help lists them")
+        "--strategy_args probe_steps=25); --strategy NAME --help lists them"
+    )
 
 
 def _flag(argv: Sequence[str], name: str) -> str | None:
@@ -133,8 +137,10 @@ def read_config(path: str) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ValueError(f"--config {path}: holds a {type(values).__name__}; it must map settings to values.")
     if "strategy_args" in values:
-        raise ValueError(f"{path}: strategy_args: put the strategy's settings at the top level of the file "
-                         "(probe_steps: 25), as on the command line (--probe_steps 25).")
+        raise ValueError(
+            f"{path}: strategy_args: put the strategy's settings at the top level of the file "
+            "(probe_steps: 25), as on the command line (--probe_steps 25)."
+        )
     return values
 
 
@@ -190,20 +196,29 @@ def parse_args(dataclass_types: Sequence[type], default_config: str | None = Non
     known = sorted(action.dest for action in parser._actions if action.dest != "help")
     unknown = sorted(set(values) - set(known))
     if unknown:
-        hints = "; ".join(f"{k}: did you mean {c[0]}?" for k in unknown if (c := difflib.get_close_matches(k, known, n=1)))
-        raise ValueError(f"{config_path}: unknown setting(s) {unknown}{' (' + hints + ')' if hints else ''}; "
-                         "the settings are the recipe's flags without the leading -- (--help lists them).")
+        hints = "; ".join(
+            f"{k}: did you mean {c[0]}?" for k in unknown if (c := difflib.get_close_matches(k, known, n=1))
+        )
+        raise ValueError(
+            f"{config_path}: unknown setting(s) {unknown}{' (' + hints + ')' if hints else ''}; "
+            "the settings are the recipe's flags without the leading -- (--help lists them)."
+        )
     parser.set_defaults_with_config(**values)
     *outputs, remaining = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     if remaining:
         flags = [item for item in remaining if item.startswith("--")] or remaining
-        hints = "; ".join(f"{f}: did you mean --{c[0]}?" for f in flags
-                          if (c := difflib.get_close_matches(f.lstrip("-").split("=")[0], known, n=1)))
-        raise ValueError(f"unknown flag(s) {flags}{' (' + hints + ')' if hints else ''}; --help lists the flags "
-                         "(with --strategy NAME, that strategy's settings too).")
+        hints = "; ".join(
+            f"{f}: did you mean --{c[0]}?"
+            for f in flags
+            if (c := difflib.get_close_matches(f.lstrip("-").split("=")[0], known, n=1))
+        )
+        raise ValueError(
+            f"unknown flag(s) {flags}{' (' + hints + ')' if hints else ''}; --help lists the flags "
+            "(with --strategy NAME, that strategy's settings too)."
+        )
     base = outputs[: len(dataclass_types)]
     if mixing:
-        settings = {k: v for obj in outputs[len(dataclass_types):] for k, v in dataclasses.asdict(obj).items()}
+        settings = {k: v for obj in outputs[len(dataclass_types) :] for k, v in dataclasses.asdict(obj).items()}
         base[mixing[0]].strategy_args = settings
     return base
 
@@ -214,9 +229,11 @@ def _check_clashes(dataclass_types: Sequence[type], extra: Sequence[type]) -> No
     for cls in extra:
         clash = sorted(set(cls.__dataclass_fields__) & set(taken))
         if clash:
-            raise ValueError(f"{cls.__name__}'s setting(s) {clash} are named like flags of "
-                             f"{sorted({taken[n] for n in clash})}; rename them (settings are flags of the recipes).")
-        taken.update({name: cls.__name__ for name in cls.__dataclass_fields__})
+            raise ValueError(
+                f"{cls.__name__}'s setting(s) {clash} are named like flags of "
+                f"{sorted({taken[n] for n in clash})}; rename them (settings are flags of the recipes)."
+            )
+        taken.update(dict.fromkeys(cls.__dataclass_fields__, cls.__name__))
 
 
 def setup_logging() -> None:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from typing import Any
 
+
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -47,8 +48,14 @@ class Registry:
         base_name: how messages name ``base`` (default: ``hf_datamix.<base.__name__>``).
     """
 
-    def __init__(self, kind: str, base: type, group: str, builtins: Mapping[str, str] | None = None,
-                 base_name: str | None = None):
+    def __init__(
+        self,
+        kind: str,
+        base: type,
+        group: str,
+        builtins: Mapping[str, str] | None = None,
+        base_name: str | None = None,
+    ):
         self.kind, self.base, self.group = kind, base, group
         self.base_name = base_name or f"hf_datamix.{base.__name__}"
         self._builtins = dict(builtins or {})
@@ -126,9 +133,12 @@ class Registry:
         known = self.names()
         close = difflib.get_close_matches(str(name), known, n=3)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        extra = ("" if known else
-                 f" No {self.plural} are registered at all: install the package (pip install -e .) so its entry "
-                 "points exist.")
+        extra = (
+            ""
+            if known
+            else f" No {self.plural} are registered at all: install the package (pip install -e .) so its entry "
+            "points exist."
+        )
         return f"Unknown {self.kind} {name!r}.{hint} Known {self.plural}: {known}.{extra}"
 
     @property
@@ -146,12 +156,16 @@ class Registry:
             return entry.load() if hasattr(entry, "load") else load_reference(entry)
         except Exception as error:  # a broken plugin must not hide behind a vague error
             where = source if source.startswith("entry point") else f"{source} {entry!r}"
-            raise ImportError(f"{self.kind} {name!r} ({where}) failed to load: {type(error).__name__}: {error}") from error
+            raise ImportError(
+                f"{self.kind} {name!r} ({where}) failed to load: {type(error).__name__}: {error}"
+            ) from error
 
     def _check(self, name: str, cls: Any) -> None:
         if not (isinstance(cls, type) and issubclass(cls, self.base)):
-            raise TypeError(f"{self.kind} {name!r} must be a subclass of {self.base_name} (or a 'module:attr' string "
-                            f"naming one), got {cls!r}.")
+            raise TypeError(
+                f"{self.kind} {name!r} must be a subclass of {self.base_name} (or a 'module:attr' string "
+                f"naming one), got {cls!r}."
+            )
 
 
 def registrar(registry: Registry) -> Callable:
@@ -160,5 +174,7 @@ def registrar(registry: Registry) -> Callable:
     def register(name: str, cls: type | str | None = None, overwrite: bool = False):
         return registry.register(name, cls, overwrite)
 
-    register.__doc__ = f"Register a {registry.kind} class in this process; usable as a decorator ``@register(\"name\")``."
+    register.__doc__ = (
+        f'Register a {registry.kind} class in this process; usable as a decorator ``@register("name")``.'
+    )
     return register

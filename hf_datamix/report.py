@@ -16,8 +16,13 @@ from typing import Any
 
 from .constants import COMPUTE_FILE, MIXTURES_FILE, RESULTS_FILE, TRAINER_STATE_FILE
 from .mixture import Mixture
-from .plots import PLOT_TITLES, _pyplot, legend_outside, plot_weights, save_figure  # matplotlib itself is imported only when a plot is drawn
-
+from .plots import (  # matplotlib itself is imported only when a plot is drawn
+    PLOT_TITLES,
+    _pyplot,
+    legend_outside,
+    plot_weights,
+    save_figure,
+)
 
 
 def _read_json(path: str) -> Any:
@@ -161,7 +166,9 @@ def plot_loss_vs_flops(runs: Sequence[Mapping[str, Any]], path: str) -> str | No
     for run, loss in points:
         flops = float(run["compute"]["total_flops"])
         ax.scatter([flops], [loss], s=30)
-        ax.annotate(f"{run['name']} ({run['strategy']})", (flops, loss), fontsize=8, xytext=(4, 4), textcoords="offset points")
+        ax.annotate(
+            f"{run['name']} ({run['strategy']})", (flops, loss), fontsize=8, xytext=(4, 4), textcoords="offset points"
+        )
     ax.set_xlabel("total FLOPs")
     ax.set_ylabel("average per-domain eval loss")
     ax.set_title("loss vs compute")
@@ -196,16 +203,38 @@ def write_report(output_dir: str) -> dict[str, Any]:
     plot_eval_curves(run, os.path.join(output_dir, "eval_loss.png"))
     plot_compute([run], os.path.join(output_dir, "compute.png"))
     lines = [f"# Run {run['name']}", "", f"Strategy: {run['strategy']}", ""]
-    lines += ["## Final mixture", "", markdown_table(
-        ["domain", "weight", "eval loss", "eval ppl"],
-        [[d, f"{run['final_mixture'].get(d, 0.0):.4f}", _fmt(run["eval_loss"].get(d)), _fmt(run["eval_ppl"].get(d))]
-         for d in run["domains"]],
-    ), ""]
+    lines += [
+        "## Final mixture",
+        "",
+        markdown_table(
+            ["domain", "weight", "eval loss", "eval ppl"],
+            [
+                [
+                    d,
+                    f"{run['final_mixture'].get(d, 0.0):.4f}",
+                    _fmt(run["eval_loss"].get(d)),
+                    _fmt(run["eval_ppl"].get(d)),
+                ]
+                for d in run["domains"]
+            ],
+        ),
+        "",
+    ]
     if run["compute"]:
-        lines += ["## Compute", "", markdown_table(
-            ["kind", "FLOPs", "share"],
-            [[k, f"{v:.4g}", f"{run['compute']['share_by_kind'].get(k, 0.0):.1%}"] for k, v in run["compute"]["by_kind"].items()],
-        ), "", f"Total: {run['compute']['total_flops']:.4g} FLOPs.", ""]
+        lines += [
+            "## Compute",
+            "",
+            markdown_table(
+                ["kind", "FLOPs", "share"],
+                [
+                    [k, f"{v:.4g}", f"{run['compute']['share_by_kind'].get(k, 0.0):.1%}"]
+                    for k, v in run["compute"]["by_kind"].items()
+                ],
+            ),
+            "",
+            f"Total: {run['compute']['total_flops']:.4g} FLOPs.",
+            "",
+        ]
     images = [name for name in PLOT_TITLES if os.path.isfile(os.path.join(output_dir, name))]
     for name in images:
         lines += [f"## {PLOT_TITLES[name]}", "", f"![{PLOT_TITLES[name]}]({name})", ""]
@@ -227,19 +256,33 @@ def compare_runs(output_dirs: Sequence[str], out_dir: str | None = None) -> dict
         if names.count(run["name"]) > 1:
             run["name"] = f"{run['name']}#{i + 1}"
     kinds = sorted({k for r in runs if r["compute"] for k in r["compute"]["by_kind"]})
-    header = ["run", "strategy", "final mixture", "avg eval loss", "avg eval ppl", "total FLOPs"] + [f"{k} FLOPs" for k in kinds]
+    header = ["run", "strategy", "final mixture", "avg eval loss", "avg eval ppl", "total FLOPs"] + [
+        f"{k} FLOPs" for k in kinds
+    ]
     rows = []
     for run in runs:
         loss = average_loss(run)
         ppl = sum(run["eval_ppl"].values()) / len(run["eval_ppl"]) if run["eval_ppl"] else None
         compute = run["compute"] or {"total_flops": None, "by_kind": {}}
-        rows.append([
-            run["name"], run["strategy"],
-            ", ".join(f"{d}={w:.3f}" for d, w in run["final_mixture"].items()),
-            _fmt(loss), _fmt(ppl), _fmt(compute["total_flops"]),
-        ] + [_fmt(compute["by_kind"].get(k)) for k in kinds])
-    figures = [p for p in (plot_loss_vs_flops(runs, os.path.join(out_dir, "loss_vs_flops.png")),
-                           plot_compute(runs, os.path.join(out_dir, "compute.png"))) if p]
+        rows.append(
+            [
+                run["name"],
+                run["strategy"],
+                ", ".join(f"{d}={w:.3f}" for d, w in run["final_mixture"].items()),
+                _fmt(loss),
+                _fmt(ppl),
+                _fmt(compute["total_flops"]),
+            ]
+            + [_fmt(compute["by_kind"].get(k)) for k in kinds]
+        )
+    figures = [
+        p
+        for p in (
+            plot_loss_vs_flops(runs, os.path.join(out_dir, "loss_vs_flops.png")),
+            plot_compute(runs, os.path.join(out_dir, "compute.png")),
+        )
+        if p
+    ]
     lines = ["# Run comparison", "", markdown_table(header, rows), ""]
     lines += ["Runs: " + "; ".join(f"{r['name']} = {r['output_dir']}" for r in runs), ""]
     for path in figures:

@@ -22,6 +22,7 @@ import numpy as np
 from .domains import DomainUpdate
 from .mixture import Mixture
 
+
 VIRTUAL = "reuse:fixed"
 REUSE_MODES = ("full", "partial", "auto", "recompute")
 
@@ -106,7 +107,7 @@ def plan_reuse(
         if bad:
             raise ValueError(f"partial reuse: reopen names {bad}, which are not unaffected domains ({unaffected}).")
         chosen = list(reopen)
-        reasons = {n: "chosen by the user" for n in chosen}
+        reasons = dict.fromkeys(chosen, "chosen by the user")
     elif mode == "auto":
         chosen, reasons = _auto_reopen(update, unaffected, law, law_domains, max_reopen, min_share)
     else:

@@ -15,9 +15,16 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
+
 _EXAMPLES = {int: 100, float: 0.5, bool: True}
-_KINDS = {int: "a whole number", float: "a number", bool: "true or false", str: "a string", list: "a list",
-          dict: "a mapping"}
+_KINDS = {
+    int: "a whole number",
+    float: "a number",
+    bool: "true or false",
+    str: "a string",
+    list: "a list",
+    dict: "a mapping",
+}
 
 
 def field_names(config_class: type) -> list[str]:
@@ -67,8 +74,11 @@ def typed(config_class: type, values: Mapping[str, Any], owner: str) -> dict:
     defaults = {f.name: f.default for f in dataclasses.fields(config_class)}
     out = dict(values)
     for name, value in values.items():
-        allowed = (typing.get_args(hints[name]) if typing.get_origin(hints[name]) in (typing.Union, types.UnionType)
-                   else (hints[name],))
+        allowed = (
+            typing.get_args(hints[name])
+            if typing.get_origin(hints[name]) in (typing.Union, types.UnionType)
+            else (hints[name],)
+        )
         kinds = [typing.get_origin(t) or t for t in allowed]
         if value is None and type(None) in kinds:
             continue
@@ -89,8 +99,11 @@ def typed(config_class: type, values: Mapping[str, Any], owner: str) -> dict:
             example = defaults[name] if defaults[name] not in (dataclasses.MISSING, None) else _EXAMPLES.get(kinds[0])
             hint = f"; e.g. --{name} {json.dumps(example)}" if example is not None else ""
             about = help_of(config_class, name)
-            raise ValueError(f"{owner}: {name}={values[name]!r} is not {expected}{hint}" +
-                             (f" ({name}: {about})" if about else "") + ".")
+            raise ValueError(
+                f"{owner}: {name}={values[name]!r} is not {expected}{hint}"
+                + (f" ({name}: {about})" if about else "")
+                + "."
+            )
     return out
 
 

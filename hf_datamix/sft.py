@@ -39,6 +39,7 @@ from .mixture import Mixture
 from .strategies.base import Strategy
 from .trainer import DataMixMixin
 
+
 logger = logging.getLogger(__name__)
 
 DOMAIN_COLUMN = "domain"
@@ -124,8 +125,18 @@ class DataMixSFTTrainer(DataMixMixin, SFTTrainer):
         **kwargs: Any,
     ):
         self._setup_mixing(
-            model, args, domains, strategy, processing_class, stage, update, previous_mixture, history, ledger,
-            step_offset, kwargs,
+            model,
+            args,
+            domains,
+            strategy,
+            processing_class,
+            stage,
+            update,
+            previous_mixture,
+            history,
+            ledger,
+            step_offset,
+            kwargs,
         )
         raw = {spec.name: spec.load() for spec in domains}
         for name, (train, _) in raw.items():
@@ -176,8 +187,14 @@ class DataMixSFTTrainer(DataMixMixin, SFTTrainer):
         if dataset_name in getattr(self, "_raw_eval", {}):
             prepared = _with_domain(prepared, dataset_name)
             # The domain's decision examples, prepared exactly as its eval set (candidates score on them).
-            decision = self._prepare_cached(self._raw_decision[dataset_name], processing_class, args, packing,
-                                            formatting_func, f"{dataset_name} decision")
+            decision = self._prepare_cached(
+                self._raw_decision[dataset_name],
+                processing_class,
+                args,
+                packing,
+                formatting_func,
+                f"{dataset_name} decision",
+            )
             self.decision_datasets[dataset_name] = _with_domain(decision, dataset_name)
         return prepared
 
@@ -199,9 +216,19 @@ class DataMixSFTTrainer(DataMixMixin, SFTTrainer):
         if fingerprint is None or formatting_func is not None:
             return super()._prepare_dataset(dataset, processing_class, args, packing, formatting_func, dataset_name)
         key = (
-            fingerprint, id(processing_class), processing_class.chat_template, self.chat_template,
-            self.completion_only_loss, packing, args.packing_strategy, args.max_length, args.truncation_mode,
-            args.assistant_only_loss, args.dataset_text_field, args.shuffle_dataset, args.seed,
+            fingerprint,
+            id(processing_class),
+            processing_class.chat_template,
+            self.chat_template,
+            self.completion_only_loss,
+            packing,
+            args.packing_strategy,
+            args.max_length,
+            args.truncation_mode,
+            args.assistant_only_loss,
+            args.dataset_text_field,
+            args.shuffle_dataset,
+            args.seed,
         )
         if key not in _PREPARED:
             if len(_PREPARED) >= _PREPARED_MAX:
@@ -234,7 +261,9 @@ class DataMixSFTTrainer(DataMixMixin, SFTTrainer):
         if model.training:
             mask = inputs.get("attention_mask")
             self._step_tokens += int(mask.sum()) if mask is not None else int(inputs["input_ids"].numel())
-        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        return super().compute_loss(
+            model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+        )
 
     def step_train_tokens(self) -> int:
         """Tokens of the last optimizer step summed over ranks (a learner adds its own passes to the ledger)."""
@@ -263,13 +292,21 @@ class DataMixSFTTrainer(DataMixMixin, SFTTrainer):
             for name, value in nlls.items():
                 scores[f"{metric_key_prefix}_{name}_answer_nll"] = value["nll_per_answer"]
                 scores[f"{metric_key_prefix}_{name}_answer_token_nll"] = value["nll_per_token"]
-            scores[f"{metric_key_prefix}_avg_answer_nll"] = float(np.mean([v["nll_per_answer"] for v in nlls.values()]))
+            scores[f"{metric_key_prefix}_avg_answer_nll"] = float(
+                np.mean([v["nll_per_answer"] for v in nlls.values()])
+            )
             self.log(scores)
             metrics.update(scores)
         return metrics
 
-    def answer_nlls(self, model=None, limit: int | None = None, split: str = "eval", batch_size: int | None = None,
-                    batches: dict | None = None) -> dict[str, dict]:
+    def answer_nlls(
+        self,
+        model=None,
+        limit: int | None = None,
+        split: str = "eval",
+        batch_size: int | None = None,
+        batches: dict | None = None,
+    ) -> dict[str, dict]:
         """Per domain, the NLL of the gold answers given their prompts (``nll_per_answer``, nats per answer, and
         ``nll_per_token``) on the first ``limit`` examples of ``split`` (``"eval"`` or ``"decision"``)."""
         from .simulate.task_scoring import answer_nlls
@@ -278,8 +315,11 @@ class DataMixSFTTrainer(DataMixMixin, SFTTrainer):
             size = batch_size or self.args.per_device_eval_batch_size
             batches = {name: self._eval_batches(name, limit, size, split) for name in self.domains.names}
         return answer_nlls(
-            model if model is not None else self.accelerator.unwrap_model(self.model), batches,
-            eos_token_id=self.processing_class.eos_token_id, ledger=self.ledger, num_parameters=self.num_params,
+            model if model is not None else self.accelerator.unwrap_model(self.model),
+            batches,
+            eos_token_id=self.processing_class.eos_token_id,
+            ledger=self.ledger,
+            num_parameters=self.num_params,
         )
 
     def task_errors(self, model=None, limit: int | None = None, split: str = "eval") -> dict[str, float]:
@@ -289,8 +329,7 @@ class DataMixSFTTrainer(DataMixMixin, SFTTrainer):
 
         held_out = {"eval": self.task_eval_sets, "decision": self.task_decision_sets}[split]
         sets = {
-            name: TaskEvalSet(s.prompts[:limit], s.answers[:limit]) if limit else s
-            for name, s in held_out.items()
+            name: TaskEvalSet(s.prompts[:limit], s.answers[:limit]) if limit else s for name, s in held_out.items()
         }
         return task_errors(
             model if model is not None else self.accelerator.unwrap_model(self.model),
@@ -302,8 +341,14 @@ class DataMixSFTTrainer(DataMixMixin, SFTTrainer):
             num_parameters=self.num_params,
         )
 
-    def decision_scorer(self, metric: str = "task_error", limit: int | None = 64, batch_size: int = 16,
-                        collective: bool = False, bf16: bool = False) -> "_DecisionScorer":
+    def decision_scorer(
+        self,
+        metric: str = "task_error",
+        limit: int | None = 64,
+        batch_size: int = 16,
+        collective: bool = False,
+        bf16: bool = False,
+    ) -> _DecisionScorer:
         """Task error (greedy generation), completion loss (per token) or answer NLL (``answer_logprob``:
         ``-log p(gold answer | prompt)`` per answer, averaged) on the first ``limit`` decision examples per domain."""
         if metric not in SCORES:
@@ -320,6 +365,7 @@ class DataMixSFTTrainer(DataMixMixin, SFTTrainer):
         rows = [{k: r[k] for k in keep if k in r} for r in rows]
         return [self.data_collator(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
 
+
 class _DecisionScorer:
     """``model -> score per domain`` on the decision examples (see :meth:`DataMixSFTTrainer.decision_scorer`)."""
 
@@ -331,7 +377,8 @@ class _DecisionScorer:
         self._losses = completion_losses
         self._batches = (
             {name: trainer._eval_batches(name, limit, batch_size) for name in self.targets}
-            if metric in ("loss", "answer_logprob") else None
+            if metric in ("loss", "answer_logprob")
+            else None
         )
 
     def __call__(self, model) -> np.ndarray:
@@ -339,8 +386,10 @@ class _DecisionScorer:
         if self.metric == "task_error":
             scores = trainer.task_errors(model, limit=self.limit, split="decision")
         elif self.metric == "answer_logprob":
-            scores = {name: value["nll_per_answer"]
-                      for name, value in trainer.answer_nlls(model, batches=self._batches).items()}
+            scores = {
+                name: value["nll_per_answer"]
+                for name, value in trainer.answer_nlls(model, batches=self._batches).items()
+            }
         else:
             scores = self._losses(model, self._batches, ledger=trainer.ledger, num_parameters=trainer.num_params)
         return np.array([scores[name] for name in self.targets], dtype=float)

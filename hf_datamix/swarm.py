@@ -21,6 +21,7 @@ from .constants import CAP_TOLERANCE
 from .mixture import Mixture, check_domain_name
 from .proposer import _check_caps
 
+
 logger = logging.getLogger(__name__)
 
 #: Olmix draws each sample's concentration from 15 log-spaced values in [0.1, 5].
@@ -91,7 +92,7 @@ def _draw(rng, q, conc, groups, min_weight):
         X = np.zeros((len(conc), len(q)))
         for g, idx in enumerate(groups):
             if shares[g] > 0:
-                X[:, idx] = top[:, g:g + 1] * _dirichlet_rows(rng, q[idx] / shares[g], conc)
+                X[:, idx] = top[:, g : g + 1] * _dirichlet_rows(rng, q[idx] / shares[g], conc)
     largest = np.argmax(np.nan_to_num(X, nan=-1.0), axis=1)
     X[X < min_weight] = 0.0  # sparsify (NaN rows stay NaN and are rejected)
     empty = X.sum(axis=1) <= 0
@@ -100,10 +101,18 @@ def _draw(rng, q, conc, groups, min_weight):
     return X / X.sum(axis=1, keepdims=True)
 
 
-def sample_swarm(domains: Sequence[str], prior: Mixture | Mapping[str, float] | None = None, size: int | None = None,
-                 *, concentrations: Sequence[float] | None = None, min_weight: float = 0.002,
-                 caps: Mapping[str, float] | None = None, hierarchical: bool = False, seed: int = 0,
-                 max_tries: int = 100_000) -> list[Mixture]:
+def sample_swarm(
+    domains: Sequence[str],
+    prior: Mixture | Mapping[str, float] | None = None,
+    size: int | None = None,
+    *,
+    concentrations: Sequence[float] | None = None,
+    min_weight: float = 0.002,
+    caps: Mapping[str, float] | None = None,
+    hierarchical: bool = False,
+    seed: int = 0,
+    max_tries: int = 100_000,
+) -> list[Mixture]:
     """Sample ``size`` distinct swarm mixtures over ``domains`` (Olmix's swarm).
 
     Each sample draws a strength ``c`` uniformly from ``concentrations`` (default: Olmix's 15
@@ -194,13 +203,18 @@ def _shortfall_message(names, cap, violations, duplicates, tries, got, size) -> 
     text = f"sample_swarm: only {got} of {size} distinct mixtures after {tries} tries (max_tries)."
     if violations.any():
         worst = np.argsort(-violations)[:5]
-        listing = ", ".join(f"{names[i]} (cap {cap[i]:.4g}, broken {violations[i]} times)"
-                            for i in worst if violations[i])
-        text += (f" Caps that rejected samples (too tight for this prior): {listing}. Raise those caps (more tokens N_j, fewer "
-                 "target tokens R or a larger max repetition k), move the prior below them, or raise max_tries.")
+        listing = ", ".join(
+            f"{names[i]} (cap {cap[i]:.4g}, broken {violations[i]} times)" for i in worst if violations[i]
+        )
+        text += (
+            f" Caps that rejected samples (too tight for this prior): {listing}. Raise those caps (more tokens N_j, fewer "
+            "target tokens R or a larger max repetition k), move the prior below them, or raise max_tries."
+        )
     if duplicates:
-        text += (f" {duplicates} samples were duplicates (rounded to {DEDUP_DECIMALS} decimals): with few "
-                 "domains or a large min_weight there are few distinct mixtures; ask for a smaller size.")
+        text += (
+            f" {duplicates} samples were duplicates (rounded to {DEDUP_DECIMALS} decimals): with few "
+            "domains or a large min_weight there are few distinct mixtures; ask for a smaller size."
+        )
     return text
 
 
@@ -213,16 +227,19 @@ class RunTable(NamedTuple):
     values: np.ndarray
 
 
-def swarm_to_csv(mixtures: Sequence[Mapping[str, float]], path: str | os.PathLike,
-                 runs: Sequence[str] | None = None) -> None:
+def swarm_to_csv(
+    mixtures: Sequence[Mapping[str, float]], path: str | os.PathLike, runs: Sequence[str] | None = None
+) -> None:
     """Write mixtures as ``ratios.csv``: a ``run`` column (default ``run0000``, ...) plus one per domain."""
     if not mixtures:
         raise ValueError("swarm_to_csv: no mixtures to write.")
     names = list(mixtures[0])
     for i, mixture in enumerate(mixtures):
         if set(mixture) != set(names):
-            raise ValueError(f"swarm_to_csv: mixture {i} has domains {sorted(mixture)}, mixture 0 has {sorted(names)}; "
-                             "every mixture must name the same domains (zero weights included).")
+            raise ValueError(
+                f"swarm_to_csv: mixture {i} has domains {sorted(mixture)}, mixture 0 has {sorted(names)}; "
+                "every mixture must name the same domains (zero weights included)."
+            )
     runs = [f"run{i:04d}" for i in range(len(mixtures))] if runs is None else [str(r) for r in runs]
     if len(runs) != len(mixtures):
         raise ValueError(f"swarm_to_csv: {len(runs)} run ids for {len(mixtures)} mixtures.")
@@ -246,12 +263,16 @@ def read_run_table(path: str | os.PathLike, what: str = "table") -> RunTable:
         raise ValueError(f"{label} is empty: it needs a header 'run,<column>,...' and one row per run.")
     header = [cell.strip() for cell in rows[0]]
     if RUN_COLUMN not in header:
-        raise ValueError(f"{label} has no {RUN_COLUMN!r} column (header: {header}); the first row must name a "
-                         f"{RUN_COLUMN!r} column plus one column per domain or target.")
+        raise ValueError(
+            f"{label} has no {RUN_COLUMN!r} column (header: {header}); the first row must name a "
+            f"{RUN_COLUMN!r} column plus one column per domain or target."
+        )
     duplicated = sorted({c for c in header if header.count(c) > 1})
     if duplicated or "" in header:
-        raise ValueError(f"{label}: columns {duplicated or ['(empty name)']} appear twice or are unnamed; "
-                         "give every column one distinct name.")
+        raise ValueError(
+            f"{label}: columns {duplicated or ['(empty name)']} appear twice or are unnamed; "
+            "give every column one distinct name."
+        )
     run_at = header.index(RUN_COLUMN)
     columns = [c for c in header if c != RUN_COLUMN]
     if not columns:
@@ -299,8 +320,10 @@ def check_ratios(table: RunTable, what: str = "ratios", tolerance: float = 1e-3)
             raise ValueError(f"{what}: run {run!r}, column {column!r} is {row[negative[0]]}: weights must be >= 0.")
         total = float(row.sum())
         if abs(total - 1.0) > tolerance:
-            raise ValueError(f"{what}: the weights of run {run!r} sum to {total:.6g}, not 1 (tolerance {tolerance}); "
-                             "each row must be that run's mixture over the domain columns.")
+            raise ValueError(
+                f"{what}: the weights of run {run!r} sum to {total:.6g}, not 1 (tolerance {tolerance}); "
+                "each row must be that run's mixture over the domain columns."
+            )
     return RunTable(list(table.runs), list(table.columns), table.values / table.values.sum(axis=1, keepdims=True))
 
 

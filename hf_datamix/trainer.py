@@ -37,6 +37,7 @@ from .simulate.scoring import BlockLossScorer
 from .strategies.base import Strategy
 from .strategies.registry import create_strategy
 
+
 logger = logging.getLogger(__name__)
 
 
@@ -160,8 +161,17 @@ class DataMixMixin:
         self.domains = domains
         self.num_params = non_embedding_parameters(model) if model is not None else 0
         self.mixing = MixingController(
-            self, args, strategy, stage=stage, update=update, previous_mixture=previous_mixture, history=history,
-            ledger=ledger, step_offset=step_offset, init_mixture=init_mixture, save_total_limit=self.save_total_limit,
+            self,
+            args,
+            strategy,
+            stage=stage,
+            update=update,
+            previous_mixture=previous_mixture,
+            history=history,
+            ledger=ledger,
+            step_offset=step_offset,
+            init_mixture=init_mixture,
+            save_total_limit=self.save_total_limit,
         )
 
     # The mixing state lives in the controller; these are the trainer's views of it.
@@ -282,8 +292,13 @@ class DataMixMixin:
         # Changes already scheduled past the branch point do not belong to the branch's stream.
         state["schedule"] = [entry for entry in state["schedule"] if entry[0] <= start * main.segments_per_block]
         stream = Interleaver(
-            self.sources, main.weights_at(start), seed=main.seed, max_repetitions=main.max_repetitions,
-            on_exhausted=main.on_exhausted, segments_per_block=main.segments_per_block, shuffle=main.shuffle,
+            self.sources,
+            main.weights_at(start),
+            seed=main.seed,
+            max_repetitions=main.max_repetitions,
+            on_exhausted=main.on_exhausted,
+            segments_per_block=main.segments_per_block,
+            shuffle=main.shuffle,
         )
         stream.load_state_dict(state)
         stream.set_weights(Mixture(mixture, domains=self.domains.names), from_sample=start)
@@ -374,8 +389,12 @@ class DataMixMixin:
 
         self.state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE_FILE))
         self._load_from_checkpoint(checkpoint)
-        logger.warning("%s was saved at step %d of max_steps=%d: nothing is left to train; its model is loaded.",
-                       checkpoint, self.state.global_step, self.args.max_steps)
+        logger.warning(
+            "%s was saved at step %d of max_steps=%d: nothing is left to train; its model is loaded.",
+            checkpoint,
+            self.state.global_step,
+            self.args.max_steps,
+        )
         if self.is_world_process_zero():
             self.mixing.write_outputs(final=True)
         losses = [log["loss"] for log in self.state.log_history if "loss" in log]
@@ -423,8 +442,11 @@ class DataMixMixin:
 
             repo_id = self.hub_model_id or os.path.basename(os.path.normpath(self.args.output_dir))
             if add_mixing_to_card(self.args.output_dir, repo_id, settings=self.strategy.settings()) is None:
-                logger.warning("%s holds no %s yet (train first): the model card has no mixing section.",
-                               self.args.output_dir, MIXTURES_FILE)
+                logger.warning(
+                    "%s holds no %s yet (train first): the model card has no mixing section.",
+                    self.args.output_dir,
+                    MIXTURES_FILE,
+                )
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if "loss" in logs or "learning_rate" in logs:
@@ -465,8 +487,18 @@ class DataMixTrainer(DataMixMixin, Trainer):
         **kwargs: Any,
     ):
         self._setup_mixing(
-            model, args, domains, strategy, processing_class, stage, update, previous_mixture, history, ledger,
-            step_offset, kwargs,
+            model,
+            args,
+            domains,
+            strategy,
+            processing_class,
+            stage,
+            update,
+            previous_mixture,
+            history,
+            ledger,
+            step_offset,
+            kwargs,
         )
         if self.strategy.learner(self) is not None:
             raise ValueError(
@@ -498,8 +530,14 @@ class DataMixTrainer(DataMixMixin, Trainer):
         """Every sample is one full block."""
         return self.samples_per_step * self.block_size
 
-    def decision_scorer(self, metric: str = "loss", limit: int | None = None, batch_size: int = 16,
-                        collective: bool = False, bf16: bool = False) -> BlockLossScorer:
+    def decision_scorer(
+        self,
+        metric: str = "loss",
+        limit: int | None = None,
+        batch_size: int = 16,
+        collective: bool = False,
+        bf16: bool = False,
+    ) -> BlockLossScorer:
         """The held-out loss of the first ``limit`` decision blocks per domain (never the eval blocks).
 
         ``collective``: every process calls it together on a shared or sharded model.  Counted in the ledger.
@@ -507,5 +545,12 @@ class DataMixTrainer(DataMixMixin, Trainer):
         if metric != "loss":
             raise ValueError(f"DataMixTrainer scores decisions by 'loss' only, got score={metric!r}.")
         blocks = {name: self.decision_blocks[name][:limit] for name in self.domains.names}
-        return BlockLossScorer(blocks, batch_size, self.args.device, bf16=bf16, collective=collective,
-                               ledger=self.ledger, num_parameters=self.num_params)
+        return BlockLossScorer(
+            blocks,
+            batch_size,
+            self.args.device,
+            bf16=bf16,
+            collective=collective,
+            ledger=self.ledger,
+            num_parameters=self.num_params,
+        )

@@ -19,16 +19,24 @@ import copy
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Optional, Union
 
 from hf_datamix import DataMixArguments, DataMixTrainer, DomainSet, available_strategies, create_strategy
 from hf_datamix.compute import write_json_atomic
 from hf_datamix.continual import Stage, check_plan, plan_stages, run_continual
 from hf_datamix.data.instruct_tasks import TASK_NAMES, task_domain_set
 from hf_datamix.recipe_args import (
-    RunArguments, load_domains, load_model, load_tokenizer, parse_args, run_recipe, setup_logging, split_list, stage_groups,
+    RunArguments,
+    load_domains,
+    load_model,
+    load_tokenizer,
+    parse_args,
+    run_recipe,
+    setup_logging,
+    split_list,
+    stage_groups,
 )
 from hf_datamix.sft import DataMixSFTConfig, DataMixSFTTrainer
+
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "instruct.yaml")
 
@@ -47,7 +55,7 @@ class InstructArguments:
 
     strategies: str = field(default="op_mix,on_policy_distill,sequential,replay,retrain")
     tasks: str = field(default="arith,define,book", metadata={"help": f"Embedded tasks in stage order: {TASK_NAMES}."})
-    strategy_settings: Optional[Union[dict, str]] = field(default=None, metadata={"help": "{strategy: {k: v}} (YAML)."})
+    strategy_settings: dict | str | None = field(default=None, metadata={"help": "{strategy: {k: v}} (YAML)."})
     steps_per_stage: int = field(default=60, metadata={"help": "Optimizer steps per stage."})
     pretrain_block_size: int = field(default=128, metadata={"help": "Block size of the base pretraining."})
 
@@ -122,15 +130,19 @@ def summarise(name: str, results: dict) -> dict:
 
 
 def main():
-    run, instruct, args = parse_args((RunArguments, InstructArguments, DataMixSFTConfig), default_config=DEFAULT_CONFIG)
+    run, instruct, args = parse_args(
+        (RunArguments, InstructArguments, DataMixSFTConfig), default_config=DEFAULT_CONFIG
+    )
     setup_logging()
     settings = instruct.strategy_settings or {}
     if isinstance(settings, str):
         try:
             settings = json.loads(settings)
         except json.JSONDecodeError as error:
-            raise ValueError(f"--strategy_settings is not a JSON object ({error}): {settings!r}; e.g. "
-                             '\'{"op_mix": {"probe_steps": 10}}\'.') from None
+            raise ValueError(
+                f"--strategy_settings is not a JSON object ({error}): {settings!r}; e.g. "
+                '\'{"op_mix": {"probe_steps": 10}}\'.'
+            ) from None
     strategies = split_list(instruct.strategies)
     unknown = sorted(set(settings) - set(available_strategies()))
     if unknown:
@@ -152,8 +164,13 @@ def main():
         stage_args.strategy = name
         print(f"\n######## {name} ########")
         results = run_continual(
-            copy.deepcopy(base), tokenizer, stage_args, stages, strategy,
-            resume=args.resume_from_checkpoint, trainer_class=DataMixSFTTrainer,
+            copy.deepcopy(base),
+            tokenizer,
+            stage_args,
+            stages,
+            strategy,
+            resume=args.resume_from_checkpoint,
+            trainer_class=DataMixSFTTrainer,
         )
         summary.append(summarise(name, results))
     if args.process_index == 0:

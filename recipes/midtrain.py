@@ -14,8 +14,17 @@ import os
 from hf_datamix import DataMixArguments, DataMixTrainer, create_strategy
 from hf_datamix.continual import check_plan, plan_stages, run_continual, split_steps
 from hf_datamix.recipe_args import (
-    RunArguments, load_domains, load_model, load_tokenizer, parse_args, run_recipe, setup_logging, split_list, stage_groups,
+    RunArguments,
+    load_domains,
+    load_model,
+    load_tokenizer,
+    parse_args,
+    run_recipe,
+    setup_logging,
+    split_list,
+    stage_groups,
 )
+
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "midtrain.yaml")
 
@@ -36,7 +45,9 @@ def pretrain_base(model, tokenizer, run, args, domains):
     pre_args.eval_strategy = "no"
     if run.pretrain_learning_rate:
         pre_args.learning_rate = run.pretrain_learning_rate
-    trainer = DataMixTrainer(model=model, args=pre_args, domains=domains, strategy="uniform", processing_class=tokenizer)
+    trainer = DataMixTrainer(
+        model=model, args=pre_args, domains=domains, strategy="uniform", processing_class=tokenizer
+    )
     trainer.train()
     return trainer.model_for_next_trainer(final)  # every process: collective under FSDP / DeepSpeed
 

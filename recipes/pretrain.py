@@ -14,8 +14,16 @@ from hf_datamix import DataMixArguments, DataMixTrainer
 from hf_datamix.checkpoints import check_resume, read_state, resolve_resume, samples_per_step
 from hf_datamix.continual import format_stage
 from hf_datamix.recipe_args import (
-    RunArguments, load_domains, load_model, load_tokenizer, parse_args, run_recipe, setup_logging, split_list,
+    RunArguments,
+    load_domains,
+    load_model,
+    load_tokenizer,
+    parse_args,
+    run_recipe,
+    setup_logging,
+    split_list,
 )
+
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "pretrain.yaml")
 

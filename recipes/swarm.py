@@ -12,6 +12,7 @@ the output folder; an interrupted swarm resumes without retraining finished memb
 
 import os
 
+
 # Each process is an independent job: drop the launcher's process-group variables before torch or
 # transformers read them, and give the process its own GPU.
 RANK, WORLD = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
@@ -20,8 +21,18 @@ if WORLD > 1:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     devices = visible.split(",") if visible else None
     os.environ["CUDA_VISIBLE_DEVICES"] = devices[local] if devices and local < len(devices) else str(local)
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK",
-                "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID"):
+    for key in (
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "LOCAL_WORLD_SIZE",
+        "GROUP_RANK",
+        "ROLE_RANK",
+        "ROLE_WORLD_SIZE",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "TORCHELASTIC_RUN_ID",
+    ):
         os.environ.pop(key, None)
 
 from dataclasses import dataclass, field  # noqa: E402
@@ -30,10 +41,16 @@ from hf_datamix import ComputeLedger, DataMixArguments, Mixture  # noqa: E402
 from hf_datamix.constants import MIXTURE_FILE  # noqa: E402
 from hf_datamix.fit import fit_mixture  # noqa: E402
 from hf_datamix.recipe_args import (  # noqa: E402
-    RunArguments, load_domains, load_tokenizer, parse_args, run_recipe, split_list,
+    RunArguments,
+    load_domains,
+    load_tokenizer,
+    parse_args,
+    run_recipe,
+    split_list,
 )
 from hf_datamix.simulate.proxy_swarm import ProxyConfig, ProxyRuns  # noqa: E402
 from hf_datamix.swarm import sample_swarm, swarm_to_csv  # noqa: E402
+
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "swarm.yaml")
 
@@ -64,8 +81,14 @@ def main():
     swarm = ProxyRuns(
         domains,
         tokenizer,
-        ProxyConfig(swarm_args.proxy_preset, swarm_args.proxy_steps, swarm_args.proxy_batch_size,
-                    swarm_args.proxy_learning_rate, swarm_args.proxy_eval_blocks, args.seed),
+        ProxyConfig(
+            swarm_args.proxy_preset,
+            swarm_args.proxy_steps,
+            swarm_args.proxy_batch_size,
+            swarm_args.proxy_learning_rate,
+            swarm_args.proxy_eval_blocks,
+            args.seed,
+        ),
         args.output_dir,
         base_args=args,
         ledger=ledger,
@@ -75,8 +98,14 @@ def main():
 
     tokens = pack_domains(domains, tokenizer, args).token_counts
     prior = Mixture.proportional(tokens)
-    mixtures = sample_swarm(domains.names, prior=prior, size=swarm_args.swarm_size or None,
-                            min_weight=swarm_args.min_weight, hierarchical=swarm_args.hierarchical, seed=args.seed)
+    mixtures = sample_swarm(
+        domains.names,
+        prior=prior,
+        size=swarm_args.swarm_size or None,
+        min_weight=swarm_args.min_weight,
+        hierarchical=swarm_args.hierarchical,
+        seed=args.seed,
+    )
     result = swarm.run(mixtures, rank=RANK, world_size=WORLD)
     ledger.save(os.path.join(args.output_dir, f"compute-rank{RANK}"))
     if RANK != 0:

@@ -13,6 +13,7 @@ import sys
 
 from hf_datamix import DataMixTrainer, MixingController
 
+
 point, recipe, *sys.argv[1:] = sys.argv[1:]
 kind, *where = point.split(":")
 stage = int(where[0])

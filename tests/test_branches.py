@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import datamix_args, make_domain_set, tiny_llama
+
 from hf_datamix import DataMixTrainer, Mixture, Strategy
 from hf_datamix.simulate.branches import Branches, TrainerBranches
+
 
 P = {"alpha": 0.6, "beta": 0.3, "gamma": 0.1}
 
@@ -34,10 +35,22 @@ class BranchAt(Strategy):
 
 
 def run(tmp_path, tokenizer, strategy, **overrides):
-    args = datamix_args(tmp_path, max_steps=8, lr_scheduler_type="cosine", warmup_steps=2, max_grad_norm=1.0,
-                        gradient_accumulation_steps=2, **overrides)
-    trainer = DataMixTrainer(model=tiny_llama(len(tokenizer)), args=args, domains=make_domain_set(),
-                             strategy=strategy, processing_class=tokenizer)
+    args = datamix_args(
+        tmp_path,
+        max_steps=8,
+        lr_scheduler_type="cosine",
+        warmup_steps=2,
+        max_grad_norm=1.0,
+        gradient_accumulation_steps=2,
+        **overrides,
+    )
+    trainer = DataMixTrainer(
+        model=tiny_llama(len(tokenizer)),
+        args=args,
+        domains=make_domain_set(),
+        strategy=strategy,
+        processing_class=tokenizer,
+    )
     trainer.train()
     return trainer
 
@@ -54,8 +67,11 @@ def test_branching_restores_the_run_exactly(tmp_path, tokenizer):
         trainer = context.trainer
         before = [p.detach().clone() for p in trainer.model.parameters()]
         with TrainerBranches(trainer) as branches:
-            results = branches.run([P, {"alpha": 0.0, "beta": 0.0, "gamma": 1.0}], steps=3,
-                                   scorers={"decision": trainer.decision_scorer(limit=2)})
+            results = branches.run(
+                [P, {"alpha": 0.0, "beta": 0.0, "gamma": 1.0}],
+                steps=3,
+                scorers={"decision": trainer.decision_scorer(limit=2)},
+            )
             seen["moved"] = any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
         seen["results"] = results
         seen["restored"] = all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
@@ -103,7 +119,10 @@ def test_branches_simulator_scores_given_mixtures_on_the_decision_split(tmp_path
     np.testing.assert_allclose(sim.mixtures()[0], [0.6, 0.3, 0.1])
     assert len(sim.record["branches"]) == 2 and sim.record["branches"][0]["steps"] == 2
     for name in trainer.domains.names:  # decision blocks and test blocks are disjoint
-        decision, test = {b.tobytes() for b in trainer.decision_blocks[name]}, {b.tobytes() for b in found["test_blocks"][name]}
+        decision, test = (
+            {b.tobytes() for b in trainer.decision_blocks[name]},
+            {b.tobytes() for b in found["test_blocks"][name]},
+        )
         assert decision and test and not decision & test
     with pytest.raises(ValueError, match="branch_steps=0"):
         Branches(branch_steps=0)

@@ -8,13 +8,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-
 from conftest import datamix_args, make_domain_set, tiny_llama
+from test_branches import BranchAt, losses, run
+
 from hf_datamix import DataMixTrainer, create_strategy
 from hf_datamix.continual import plan_stages, run_continual
 from hf_datamix.simulate.base import create_simulator
 from hf_datamix.simulate.calibrated import Calibrated, fit_affine, spanning
-from test_branches import BranchAt, losses, run
+
 
 FAST = dict(probe_steps=2, probe_batch_size=2, eval_blocks=2, branch_steps=2)
 
@@ -51,8 +52,13 @@ def test_calibration_candidates_span_the_probe_scores():
 
 def test_op_mix_decides_through_calibrated_probes(tmp_path, tokenizer):
     strategy = create_strategy("op_mix", simulator="calibrated", law_starts=20, **FAST)
-    trainer = DataMixTrainer(model=tiny_llama(len(tokenizer)), args=datamix_args(tmp_path, max_eval_blocks=3),
-                             domains=make_domain_set(), strategy=strategy, processing_class=tokenizer)
+    trainer = DataMixTrainer(
+        model=tiny_llama(len(tokenizer)),
+        args=datamix_args(tmp_path, max_eval_blocks=3),
+        domains=make_domain_set(),
+        strategy=strategy,
+        processing_class=tokenizer,
+    )
     trainer.train()
     decision = [r for r in json.load(open(tmp_path / "mixtures.json")) if r["kind"] == "decision"][0]
     calibration = decision["calibration"]
@@ -85,11 +91,18 @@ def test_calibrated_restores_the_run_and_puts_branch_scores_in_y(tmp_path, token
         params = [p.detach().clone() for p in trainer.model.parameters()]
         state = {id(p): {k: v.clone() for k, v in s.items() if torch.is_tensor(v)} for p, s in optimizer.state.items()}
         found["sim"] = Calibrated(calibration_branches=2, **FAST).simulate(
-            context, context.mixture, candidates=[context.mixture, {"alpha": 0.6, "beta": 0.3, "gamma": 0.1},
-                                                  {"alpha": 0.1, "beta": 0.2, "gamma": 0.7}])
+            context,
+            context.mixture,
+            candidates=[
+                context.mixture,
+                {"alpha": 0.6, "beta": 0.3, "gamma": 0.1},
+                {"alpha": 0.1, "beta": 0.2, "gamma": 0.7},
+            ],
+        )
         found["params"] = all(torch.equal(a, b) for a, b in zip(params, trainer.model.parameters()))
         found["state"] = state and all(
-            torch.equal(v, optimizer.state[p][k]) for p in optimizer.state for k, v in state[id(p)].items())
+            torch.equal(v, optimizer.state[p][k]) for p in optimizer.state for k, v in state[id(p)].items()
+        )
 
     branched = run(tmp_path / "calibrated", tokenizer, BranchAt(3, simulate))
     assert found["params"] and found["state"]
@@ -125,8 +138,9 @@ def test_continual_stage_calibrates_the_interpolation(tmp_path, tokenizer):
 
 @pytest.mark.parametrize("count", [1, 5])
 def test_calibration_branches_out_of_range_are_refused_by_name(count):
-    with pytest.raises(ValueError, match=f"calibrated settings out of range: calibration_branches={count} "
-                                         "\\(must be in 2..4\\)"):
+    with pytest.raises(
+        ValueError, match=f"calibrated settings out of range: calibration_branches={count} \\(must be in 2..4\\)"
+    ):
         create_simulator("calibrated", calibration_branches=count)
     with pytest.raises(ValueError, match=f"calibration_branches={count}"):
         create_strategy("op_mix", simulator="calibrated", calibration_branches=count)

@@ -7,16 +7,21 @@ import logging
 import os
 
 import pytest
-
 from conftest import datamix_args, make_domain_set, tiny_llama
+
 from hf_datamix import DataMixTrainer, MixingController
 from hf_datamix.checkpoints import last_checkpoint, read_state, resolve_resume
 
 
 def train(path, tokenizer, resume=None, **overrides):
     args = datamix_args(path, **{"max_steps": 4, "save_steps": 2, **overrides})
-    trainer = DataMixTrainer(model=tiny_llama(len(tokenizer)), args=args, domains=make_domain_set(), strategy="uniform",
-                             processing_class=tokenizer)
+    trainer = DataMixTrainer(
+        model=tiny_llama(len(tokenizer)),
+        args=args,
+        domains=make_domain_set(),
+        strategy="uniform",
+        processing_class=tokenizer,
+    )
     trainer.train(resume_from_checkpoint=resume)
     return trainer
 
@@ -32,7 +37,9 @@ def test_a_checkpoint_cut_short_is_skipped_for_the_one_before(tmp_path, tokenize
         assert resolve_resume(str(tmp_path), "true") == str(tmp_path / "checkpoint-4")
     assert "checkpoint-8: its datamix_state.json is truncated or corrupt" in caplog.text
     assert "checkpoint-6: it has no trainer_state.json" in caplog.text
-    with pytest.raises(ValueError, match=r"checkpoint-8'.*truncated or corrupt.*complete checkpoints next to it: \[.*checkpoint-2"):
+    with pytest.raises(
+        ValueError, match=r"checkpoint-8'.*truncated or corrupt.*complete checkpoints next to it: \[.*checkpoint-2"
+    ):
         resolve_resume(str(tmp_path), str(tmp_path / "checkpoint-8"))
     with pytest.raises(ValueError, match=r"checkpoint-99'.*it does not exist"):
         resolve_resume(str(tmp_path), str(tmp_path / "checkpoint-99"))

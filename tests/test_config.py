@@ -39,7 +39,9 @@ def test_block_size_two_is_fine(tmp_path):
 
 @pytest.mark.parametrize("block_size, segments", [(256, 3), (256, 0), (256, -1), (10, 4), (8, 16)])
 def test_segments_per_block_must_divide(tmp_path, block_size, segments):
-    with pytest.raises(ValueError, match=rf"segments_per_block={segments} must be >= 1 and divide block_size={block_size}"):
+    with pytest.raises(
+        ValueError, match=rf"segments_per_block={segments} must be >= 1 and divide block_size={block_size}"
+    ):
         make_args(tmp_path, block_size=block_size, segments_per_block=segments)
 
 
@@ -100,8 +102,22 @@ def test_hf_argument_parser(tmp_path):
 
     parser = HfArgumentParser(DataMixArguments)
     (args,) = parser.parse_args_into_dataclasses(
-        ["--output_dir", str(tmp_path), "--report_to", "none", "--strategy", "natural", "--block_size", "64",
-         "--segments_per_block", "2", "--max_repetitions", "2", "--on_exhausted", "stop"]
+        [
+            "--output_dir",
+            str(tmp_path),
+            "--report_to",
+            "none",
+            "--strategy",
+            "natural",
+            "--block_size",
+            "64",
+            "--segments_per_block",
+            "2",
+            "--max_repetitions",
+            "2",
+            "--on_exhausted",
+            "stop",
+        ]
     )
     assert args.strategy == "natural" and args.strategy_args == {}
     assert (args.block_size, args.segments_per_block, args.max_repetitions, args.on_exhausted) == (64, 2, 2.0, "stop")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import datamix_args, make_domain_set, tiny_llama
+
 from hf_datamix import create_strategy
 from hf_datamix.continual import find_resume_point, plan_stages, run_continual
+
 
 STEPS = 3
 
@@ -23,9 +24,13 @@ def stages():
 
 def run(path, tokenizer, strategy, resume=None, settings=None, **overrides):
     return run_continual(
-        tiny_llama(len(tokenizer)), tokenizer, args_for(path, **overrides), stages(),
+        tiny_llama(len(tokenizer)),
+        tokenizer,
+        args_for(path, **overrides),
+        stages(),
         create_strategy(strategy, **(settings or {})),
-        resume=resume, report=lambda text: None,
+        resume=resume,
+        report=lambda text: None,
     )
 
 
@@ -90,4 +95,6 @@ def test_resume_inside_a_later_stage_matches_the_uninterrupted_run(tmp_path, tok
     resumed = run(tmp_path / "again", tokenizer, "replay", resume=str(tmp_path / "again" / "stage-2" / "checkpoint-2"))
     assert resumed["stages"][-1]["eval_loss"] == pytest.approx(full["stages"][-1]["eval_loss"], abs=1e-6)
     assert [r["stage"] for r in resumed["stages"]] == [1, 2]
-    assert json.load(open(tmp_path / "again" / "mixtures.json")) == json.load(open(tmp_path / "full" / "mixtures.json"))
+    assert json.load(open(tmp_path / "again" / "mixtures.json")) == json.load(
+        open(tmp_path / "full" / "mixtures.json")
+    )

@@ -13,9 +13,10 @@ import json
 
 import pytest
 import torch
-
 from conftest import datamix_args, make_domain_set, tiny_llama
+
 from hf_datamix import DataMixTrainer, Strategy, available_strategies, create_strategy, get_strategy_class
+
 
 #: Small settings of the built-ins that need some (plugins run with their defaults).
 SETTINGS = {
@@ -39,14 +40,25 @@ def run(name, path, tokenizer, chat_tokenizer, resume=None):
 
         from hf_datamix.sft import DataMixSFTTrainer
 
-        args = sft_args(path, max_steps=3, save_strategy="steps", save_steps=1, task_eval_examples=0,
-                        per_device_train_batch_size=2)
-        trainer = DataMixSFTTrainer(model=tiny_llama(len(chat_tokenizer)), args=args, domains=task_domains(),
-                                    strategy=strategy, processing_class=chat_tokenizer)
+        args = sft_args(
+            path, max_steps=3, save_strategy="steps", save_steps=1, task_eval_examples=0, per_device_train_batch_size=2
+        )
+        trainer = DataMixSFTTrainer(
+            model=tiny_llama(len(chat_tokenizer)),
+            args=args,
+            domains=task_domains(),
+            strategy=strategy,
+            processing_class=chat_tokenizer,
+        )
     else:
         args = datamix_args(path, max_steps=3, save_steps=1, max_eval_blocks=2, decision_blocks=2)
-        trainer = DataMixTrainer(model=tiny_llama(len(tokenizer)), args=args, domains=make_domain_set(),
-                                 strategy=strategy, processing_class=tokenizer)
+        trainer = DataMixTrainer(
+            model=tiny_llama(len(tokenizer)),
+            args=args,
+            domains=make_domain_set(),
+            strategy=strategy,
+            processing_class=tokenizer,
+        )
     trainer.train(resume_from_checkpoint=resume)
     return trainer
 

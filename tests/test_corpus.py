@@ -28,8 +28,9 @@ def _texts(path: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def embedded_texts() -> dict[str, dict[str, list[str]]]:
-    return {name: {split: _texts(path) for split, path in files.items()}
-            for name, files in embedded_corpus_files().items()}
+    return {
+        name: {split: _texts(path) for split, path in files.items()} for name, files in embedded_corpus_files().items()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -66,16 +67,17 @@ def test_embedded_corpus_loads_with_datasets(tmp_path):
 
     files = embedded_corpus_files()
     data = datasets.load_dataset(
-        "json", cache_dir=str(tmp_path),
-        data_files={"train": [f["train"] for f in files.values()],
-                    "eval": [f["eval"] for f in files.values()]})
+        "json",
+        cache_dir=str(tmp_path),
+        data_files={"train": [f["train"] for f in files.values()], "eval": [f["eval"] for f in files.values()]},
+    )
     assert data["train"].column_names == ["text"]
     assert data["train"].num_rows > 10 * len(files) and data["eval"].num_rows >= len(files)
 
 
 def _bigram_distribution(texts: list[str]) -> Counter:
     text = "".join(texts)[:80_000]
-    return Counter(text[i:i + 2] for i in range(len(text) - 1))
+    return Counter(text[i : i + 2] for i in range(len(text) - 1))
 
 
 def _js_divergence(p: Counter, q: Counter) -> float:
@@ -90,8 +92,7 @@ def _js_divergence(p: Counter, q: Counter) -> float:
 
 def test_embedded_domains_differ(embedded_texts):
     dists = {n: _bigram_distribution(s["train"]) for n, s in embedded_texts.items()}
-    divergences = {(a, b): _js_divergence(dists[a], dists[b])
-                   for a, b in itertools.combinations(sorted(dists), 2)}
+    divergences = {(a, b): _js_divergence(dists[a], dists[b]) for a, b in itertools.combinations(sorted(dists), 2)}
     # the two English dictionaries of wit (jargon, satire) are the closest pair, at about 0.06
     assert min(divergences.values()) > 0.04, divergences
     assert sum(divergences.values()) / len(divergences) > 0.2
@@ -121,16 +122,16 @@ def test_tokenizer_special_tokens_and_round_trip(embedded_tokenizer, embedded_te
 
 def test_tokenizer_chat_template_marks_assistant_tokens(embedded_tokenizer):
     tokenizer = embedded_tokenizer
-    messages = [{"role": "system", "content": "Be brief."},
-                {"role": "user", "content": "What is 2 + 2?"},
-                {"role": "assistant", "content": "4"}]
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What is 2 + 2?"},
+        {"role": "assistant", "content": "4"},
+    ]
     text = tokenizer.apply_chat_template(messages, tokenize=False)
-    assert text == ("<|system|>\nBe brief.\n<|user|>\nWhat is 2 + 2?\n<|assistant|>\n4"
-                    "<|endoftext|>\n")
+    assert text == ("<|system|>\nBe brief.\n<|user|>\nWhat is 2 + 2?\n<|assistant|>\n4<|endoftext|>\n")
     prompt = tokenizer.apply_chat_template(messages[:2], tokenize=False, add_generation_prompt=True)
     assert prompt.endswith("<|assistant|>\n")
-    out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
-                                        return_assistant_tokens_mask=True)
+    out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
     marked = [i for i, m in zip(out["input_ids"], out["assistant_masks"]) if m]
     assert tokenizer.decode(marked) == "4<|endoftext|>"
     with pytest.raises(Exception, match="chat roles"):
@@ -146,10 +147,12 @@ def test_chunk_text_respects_limit_and_keeps_text():
 
 
 def test_html_to_text_keeps_main_content_only():
-    page = ("<html><head><title>t</title><style>p{}</style></head><body>"
-            "<div class='related'>NAV</div><div role='main'><h1>Title<a>\u00b6</a></h1>"
-            "<p>Some   <code>code</code>\n text.</p><ul><li><p>one</p></li><li>two</li></ul>"
-            "<pre>x = 1\n    y = 2</pre></div><div class='footer'>FOOT</div></body></html>")
+    page = (
+        "<html><head><title>t</title><style>p{}</style></head><body>"
+        "<div class='related'>NAV</div><div role='main'><h1>Title<a>\u00b6</a></h1>"
+        "<p>Some   <code>code</code>\n text.</p><ul><li><p>one</p></li><li>two</li></ul>"
+        "<pre>x = 1\n    y = 2</pre></div><div class='footer'>FOOT</div></body></html>"
+    )
     text = sources.html_to_text(page, main_role="main")
     assert text == "Title\n\nSome code text.\n\n- one\n\n- two\n\nx = 1\n    y = 2"
 
@@ -180,15 +183,15 @@ def test_arithmetic_answers_are_right():
 def test_build_corpus_names_missing_packages(monkeypatch, tmp_path):
     monkeypatch.setattr(corpus_build, "installed_packages", lambda names: set())
     with pytest.raises(corpus_build.MissingPackagesError) as err:
-        corpus_build.build_corpus(tmp_path / "out", min_total_mb=0.01,
-                                  domains=["scripture", "man_de", "arithmetic"])
+        corpus_build.build_corpus(tmp_path / "out", min_total_mb=0.01, domains=["scripture", "man_de", "arithmetic"])
     message = str(err.value)
     assert "scripture: needs bible-kjv, bible-kjv-text" in message
     assert "apt-get install -y bible-kjv bible-kjv-text groff-base manpages-de" in message
     assert "--allow-missing" in message and not (tmp_path / "out").exists()
 
-    summary = corpus_build.build_corpus(tmp_path / "out", min_total_mb=0.01,
-                                        domains="scripture,arithmetic", allow_missing=True)
+    summary = corpus_build.build_corpus(
+        tmp_path / "out", min_total_mb=0.01, domains="scripture,arithmetic", allow_missing=True
+    )
     assert list(summary["domains"]) == ["arithmetic"]
     assert summary["skipped_domains"] == ["scripture"]
 
@@ -202,8 +205,7 @@ def test_build_corpus_rejects_bad_arguments(tmp_path):
 
 
 def test_build_corpus_writes_layout_and_data_card(tmp_path):
-    summary = corpus_build.build_corpus(tmp_path, min_total_mb=0.05, domains=["python_code"],
-                                        eval_fraction=0.1)
+    summary = corpus_build.build_corpus(tmp_path, min_total_mb=0.05, domains=["python_code"], eval_fraction=0.1)
     stats = summary["domains"]["python_code"]
     assert stats["bytes"] >= 50_000 and stats["eval"]["bytes"] > 0
     for split in ("train", "eval"):

@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import make_domain_set
+
 from hf_datamix import Mixture, create_strategy
 from hf_datamix.proposer import ProposerConfig, closest_to_prior, decide, trust_step
 from hf_datamix.simulate.base import Simulation, covering_size
@@ -16,13 +16,19 @@ from hf_datamix.simulate.branches import Branches
 from hf_datamix.simulate.probes import OLD, LoRAProbes, encode
 from hf_datamix.strategies.base import DecisionContext
 
+
 NAMES = ["a", "b", "c"]
 SHARE = 0.9
 
 
 def context(**overrides):
-    values = dict(step=5, max_steps=20, stage=0, domains=make_domain_set(), token_counts={"alpha": 600, "beta": 300,
-                                                                                            "gamma": 100})
+    values = dict(
+        step=5,
+        max_steps=20,
+        stage=0,
+        domains=make_domain_set(),
+        token_counts={"alpha": 600, "beta": 300, "gamma": 100},
+    )
     values.update(overrides)
     return DecisionContext(**values)
 
@@ -42,12 +48,20 @@ def probe_simulation(data, encoding, around=None):
     w = np.array([encode(p, around, SHARE, encoding) for p in data])
     part = SHARE * w[:, 1:]
     X = np.column_stack([1 - part.sum(axis=1), part])
-    return Simulation([OLD, *NAMES], {OLD: Mixture.from_array(NAMES, around)}, NAMES, X, true_loss(data), NAMES,
-                      data=data, prior={OLD: 0.5, "a": 0.5 / 3, "b": 0.5 / 3, "c": 0.5 / 3})
+    return Simulation(
+        [OLD, *NAMES],
+        {OLD: Mixture.from_array(NAMES, around)},
+        NAMES,
+        X,
+        true_loss(data),
+        NAMES,
+        data=data,
+        prior={OLD: 0.5, "a": 0.5 / 3, "b": 0.5 / 3, "c": 0.5 / 3},
+    )
 
 
 def decision_context():
-    return DecisionContext(step=5, max_steps=20, stage=0, domains=None, token_counts={n: 100 for n in NAMES})
+    return DecisionContext(step=5, max_steps=20, stage=0, domains=None, token_counts=dict.fromkeys(NAMES, 100))
 
 
 DATA = np.random.default_rng(0).dirichlet(np.ones(3), size=40) * 0.9 + 0.1 / 3
@@ -57,8 +71,14 @@ def test_identifiable_coordinates():
     assert not probe_simulation(DATA[:4], "spread").identifiable()
     plain = Simulation(NAMES, {}, NAMES, DATA[:4], true_loss(DATA[:4]), NAMES)
     assert plain.identifiable()
-    continual = Simulation([OLD, "new"], {OLD: Mixture({"a": 0.5, "b": 0.5}), "new": Mixture({"c": 1.0})}, NAMES,
-                           np.array([[0.9, 0.1], [0.5, 0.5], [0.1, 0.9]]), np.ones((3, 3)), NAMES)
+    continual = Simulation(
+        [OLD, "new"],
+        {OLD: Mixture({"a": 0.5, "b": 0.5}), "new": Mixture({"c": 1.0})},
+        NAMES,
+        np.array([[0.9, 0.1], [0.5, 0.5], [0.1, 0.9]]),
+        np.ones((3, 3)),
+        NAMES,
+    )
     assert continual.identifiable()
 
 
@@ -79,8 +99,15 @@ def test_data_space_decision_depends_on_the_data_mixture_only():
 
 def test_the_reference_prior_is_measured_over_the_coordinates():
     X = np.vstack([np.eye(4), np.random.default_rng(2).dirichlet(np.ones(4), size=12)])
-    flat = Simulation([OLD, *NAMES], {OLD: Mixture.uniform(NAMES)}, NAMES, X, np.full((16, 3), 3.0), NAMES,
-                      prior={OLD: 0.5, "a": 0.5 / 3, "b": 0.5 / 3, "c": 0.5 / 3})  # flat: the KL term decides
+    flat = Simulation(
+        [OLD, *NAMES],
+        {OLD: Mixture.uniform(NAMES)},
+        NAMES,
+        X,
+        np.full((16, 3), 3.0),
+        NAMES,
+        prior={OLD: 0.5, "a": 0.5 / 3, "b": 0.5 / 3, "c": 0.5 / 3},
+    )  # flat: the KL term decides
     coordinates = decide(flat, ProposerConfig(law="linear", prior_space="coordinates"), decision_context())
     assert coordinates.details["prior_space"] == "coordinates"
     # half on "old" (the uniform mixture) and 1/6 on each domain probe: still uniform data ...
@@ -150,8 +177,9 @@ def test_covering_designs():
 def test_op_mix_with_every_mode_end_to_end(tmp_path, tokenizer):
     from test_op_mix import FAST, train
 
-    train(tmp_path, tokenizer, strategy_args={"law_space": "data", "candidate_design": "covering",
-                                              "trust_region": True})
+    train(
+        tmp_path, tokenizer, strategy_args={"law_space": "data", "candidate_design": "covering", "trust_region": True}
+    )
     decision = json.load(open(tmp_path / "mixtures.json"))[1]
     assert decision["law_space"] == "data" and decision["collapsed_domains"] == ["alpha", "beta", "gamma"]
     assert len(decision["candidates"]) == covering_size(4, FAST.get("num_candidates", 12))
@@ -166,4 +194,3 @@ def test_op_mix_reference_prior_end_to_end(tmp_path, tokenizer):
     train(tmp_path, tokenizer, strategy_args={"prior_space": "coordinates"})
     decision = json.load(open(tmp_path / "mixtures.json"))[1]
     assert decision["prior_space"] == "coordinates" and decision["collapsed_domains"][0] == OLD
-

@@ -6,10 +6,11 @@ import datasets
 import numpy as np
 import pytest
 import torch
-
 from conftest import datamix_args, make_docs, make_domain_set, tiny_llama
+
 from hf_datamix import DataMixTrainer, DomainSet, DomainSpec, create_strategy
 from hf_datamix.data.blocks import pack_domains
+
 
 STRATEGIES = {
     "op_mix": dict(probe_steps=2, law_starts=10, eval_blocks=3, probe_batch_size=2),
@@ -40,8 +41,13 @@ def test_no_test_block_reaches_a_decision(name, tmp_path, tokenizer, monkeypatch
 
     monkeypatch.setattr(torch.nn.Embedding, "forward", recording)
     monkeypatch.setattr(type(strategy), "decide", watched)
-    trainer = DataMixTrainer(model=tiny_llama(len(tokenizer)), args=datamix_args(tmp_path, max_steps=5, max_eval_blocks=4),
-                             domains=make_domain_set(), strategy=strategy, processing_class=tokenizer)
+    trainer = DataMixTrainer(
+        model=tiny_llama(len(tokenizer)),
+        args=datamix_args(tmp_path, max_steps=5, max_eval_blocks=4),
+        domains=make_domain_set(),
+        strategy=strategy,
+        processing_class=tokenizer,
+    )
     trainer.train()
     assert seen, "the decision forwarded nothing"
     rows = {row.numpy().astype(np.int64).tobytes() for batch in seen for row in batch if row.shape[0] == 32}
@@ -52,8 +58,12 @@ def test_no_test_block_reaches_a_decision(name, tmp_path, tokenizer, monkeypatch
 
 
 def _domain(name, eval_docs, **extra):
-    return DomainSpec(name, train=datasets.Dataset.from_dict({"text": make_docs(name, 30, seed=1)}),
-                      eval=datasets.Dataset.from_dict({"text": make_docs(name, eval_docs, seed=2)}), **extra)
+    return DomainSpec(
+        name,
+        train=datasets.Dataset.from_dict({"text": make_docs(name, 30, seed=1)}),
+        eval=datasets.Dataset.from_dict({"text": make_docs(name, eval_docs, seed=2)}),
+        **extra,
+    )
 
 
 def test_decision_blocks_are_carved_from_eval_at_most_half(tmp_path, tokenizer):
@@ -75,12 +85,17 @@ def test_explicit_decision_data_leave_eval_whole(tmp_path, tokenizer):
     packed = pack_domains(with_explicit, tokenizer, datamix_args(tmp_path))
     whole = pack_domains(DomainSet([_domain("alpha", 8)]), tokenizer, datamix_args(tmp_path, decision_blocks=0))
     np.testing.assert_array_equal(packed.eval_blocks["alpha"], whole.eval_blocks["alpha"])
-    assert not {b.tobytes() for b in packed.decision_blocks["alpha"]} & {b.tobytes() for b in whole.eval_blocks["alpha"]}
+    assert not {b.tobytes() for b in packed.decision_blocks["alpha"]} & {
+        b.tobytes() for b in whole.eval_blocks["alpha"]
+    }
 
 
 def test_too_little_eval_data_and_bad_settings_are_named(tmp_path, tokenizer):
-    tiny_eval = DomainSpec("alpha", train=datasets.Dataset.from_dict({"text": make_docs("alpha", 30)}),
-                           eval=datasets.Dataset.from_dict({"text": ["apple " * 20]}))
+    tiny_eval = DomainSpec(
+        "alpha",
+        train=datasets.Dataset.from_dict({"text": make_docs("alpha", 30)}),
+        eval=datasets.Dataset.from_dict({"text": ["apple " * 20]}),
+    )
     with pytest.raises(ValueError, match="'alpha'.*too few to keep decision blocks apart.*decision_blocks=0"):
         pack_domains(DomainSet([tiny_eval]), tokenizer, datamix_args(tmp_path))
     with pytest.raises(ValueError, match="decision_blocks=-1"):

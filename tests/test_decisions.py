@@ -15,10 +15,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import datamix_args, make_domain_set, tiny_llama
+
 from hf_datamix import DataMixTrainer, create_strategy
 from hf_datamix.continual import plan_stages, run_continual
+
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "decisions.json").read_text())
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,8 +28,10 @@ OLMIX = dict(swarm_size=5, proxy_steps=2, proxy_batch_size=2, proxy_eval_blocks=
 
 
 def records(path, *keys):
-    return [[r[k] if k != "observed" else r.get("observed") for k in keys]
-            for r in json.loads((Path(path) / "mixtures.json").read_text())]
+    return [
+        [r[k] if k != "observed" else r.get("observed") for k in keys]
+        for r in json.loads((Path(path) / "mixtures.json").read_text())
+    ]
 
 
 def same(actual, expected, where="records"):
@@ -47,31 +50,62 @@ def same(actual, expected, where="records"):
         assert actual == expected, where
 
 
-@pytest.mark.parametrize("case, steps, settings", [("op_mix_pretrain", 10, {}), ("op_mix_redecide", 8, {"redecide_every": 3})])
+@pytest.mark.parametrize(
+    "case, steps, settings", [("op_mix_pretrain", 10, {}), ("op_mix_redecide", 8, {"redecide_every": 3})]
+)
 def test_op_mix_in_one_run(case, steps, settings, tmp_path, tokenizer):
-    trainer = DataMixTrainer(model=tiny_llama(len(tokenizer)),
-                             args=datamix_args(tmp_path, save_steps=3, max_eval_blocks=3, max_steps=steps, decision_blocks=0),
-                             domains=make_domain_set(), strategy=create_strategy("op_mix", **OP_MIX, **settings),
-                             processing_class=tokenizer)
+    trainer = DataMixTrainer(
+        model=tiny_llama(len(tokenizer)),
+        args=datamix_args(tmp_path, save_steps=3, max_eval_blocks=3, max_steps=steps, decision_blocks=0),
+        domains=make_domain_set(),
+        strategy=create_strategy("op_mix", **OP_MIX, **settings),
+        processing_class=tokenizer,
+    )
     trainer.train()
     same(records(tmp_path, "kind", "weights", "observed"), GOLDEN[case])
 
 
-@pytest.mark.parametrize("case, name, settings, decision_blocks", [
-    ("op_mix_continual", "op_mix", OP_MIX, 0), ("olmix_reuse_full", "olmix_reuse", OLMIX, 64)])
+@pytest.mark.parametrize(
+    "case, name, settings, decision_blocks",
+    [("op_mix_continual", "op_mix", OP_MIX, 0), ("olmix_reuse_full", "olmix_reuse", OLMIX, 64)],
+)
 def test_continual_stages(case, name, settings, decision_blocks, tmp_path, tokenizer):
     eval_blocks = 3 if name == "op_mix" else 2
-    args = datamix_args(tmp_path, max_steps=3, save_steps=3, max_eval_blocks=eval_blocks, decision_blocks=decision_blocks)
+    args = datamix_args(
+        tmp_path, max_steps=3, save_steps=3, max_eval_blocks=eval_blocks, decision_blocks=decision_blocks
+    )
     stages = plan_stages(make_domain_set(), ["alpha"], [["beta"], ["gamma"]], 3)
-    run_continual(tiny_llama(len(tokenizer)), tokenizer, args, stages, create_strategy(name, **settings),
-                  report=lambda text: None)
+    run_continual(
+        tiny_llama(len(tokenizer)),
+        tokenizer,
+        args,
+        stages,
+        create_strategy(name, **settings),
+        report=lambda text: None,
+    )
     same(records(tmp_path, "kind", "weights", "observed"), GOLDEN[case])
 
 
-@pytest.mark.skipif(os.environ.get("HF_DATAMIX_MAIN_JOB") != "1", reason="the CPU main job takes minutes: HF_DATAMIX_MAIN_JOB=1")
+@pytest.mark.skipif(
+    os.environ.get("HF_DATAMIX_MAIN_JOB") != "1", reason="the CPU main job takes minutes: HF_DATAMIX_MAIN_JOB=1"
+)
 def test_the_cpu_main_job(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1",
-                           str(ROOT / "recipes" / "midtrain.py"), "--output_dir", str(tmp_path)],
-                          check=False, capture_output=True, text=True, timeout=1800, cwd=ROOT)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--num_processes",
+            "1",
+            str(ROOT / "recipes" / "midtrain.py"),
+            "--output_dir",
+            str(tmp_path),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     same(records(tmp_path, "kind", "stage", "step", "weights", "observed"), GOLDEN["midtrain"])

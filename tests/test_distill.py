@@ -22,6 +22,7 @@ from hf_datamix.distill import (
     teacher_prompt,
 )
 
+
 TEMPLATE = DistillConfig().teacher_prompt_template
 
 
@@ -52,11 +53,20 @@ def make_model(tokenizer, seed=0, arch="llama"):
         from transformers import GPT2Config, GPT2LMHeadModel
 
         torch.manual_seed(seed)
-        model = GPT2LMHeadModel(GPT2Config(
-            vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=256,
-            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,  # deterministic train-mode passes, as Llama's
-            bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
-        ))
+        model = GPT2LMHeadModel(
+            GPT2Config(
+                vocab_size=len(tokenizer),
+                n_embd=32,
+                n_layer=2,
+                n_head=2,
+                n_positions=256,
+                resid_pdrop=0.0,
+                embd_pdrop=0.0,
+                attn_pdrop=0.0,  # deterministic train-mode passes, as Llama's
+                bos_token_id=tokenizer.eos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+        )
     else:
         model = tiny_llama(len(tokenizer), seed=seed)
     for name in ("eos_token_id", "pad_token_id", "bos_token_id"):
@@ -188,10 +198,12 @@ def test_add_distillation_columns_errors(chat_tokenizer, tokenizer):
 
 def test_collator_left_pads_and_ignores_extra_keys():
     collate = DistillationCollator(pad_token_id=9)
-    out = collate([
-        {"prompt_ids": [1, 2], "teacher_prompt_ids": [5, 6, 7], "answer": "x"},
-        {"prompt_ids": [3, 4, 5, 6], "teacher_prompt_ids": [8], "answer": "y"},
-    ])
+    out = collate(
+        [
+            {"prompt_ids": [1, 2], "teacher_prompt_ids": [5, 6, 7], "answer": "x"},
+            {"prompt_ids": [3, 4, 5, 6], "teacher_prompt_ids": [8], "answer": "y"},
+        ]
+    )
     assert set(out) == {"prompt_ids", "prompt_mask", "teacher_prompt_ids", "teacher_prompt_mask"}
     assert all(t.dtype == torch.long for t in out.values())
     assert out["prompt_ids"].tolist() == [[9, 9, 1, 2], [3, 4, 5, 6]]
@@ -489,8 +501,11 @@ def test_distillation_teaches_the_student_what_an_informed_teacher_knows(chat_to
     optimizer = torch.optim.Adam(teacher.parameters(), lr=1e-2)
     ids = torch.cat([batch["teacher_prompt_ids"], batch["gold_ids"]], dim=1)
     mask = torch.cat([batch["teacher_prompt_mask"], batch["gold_mask"]], dim=1)
-    labels = torch.where(torch.cat([torch.zeros_like(batch["teacher_prompt_mask"]), batch["gold_mask"]], 1) == 1,
-                         ids, torch.full_like(ids, -100))
+    labels = torch.where(
+        torch.cat([torch.zeros_like(batch["teacher_prompt_mask"]), batch["gold_mask"]], 1) == 1,
+        ids,
+        torch.full_like(ids, -100),
+    )
     for _ in range(40):  # the teacher learns the gold answers given its prompt
         loss = teacher(input_ids=ids, attention_mask=mask, labels=labels).loss
         optimizer.zero_grad()

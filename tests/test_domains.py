@@ -105,7 +105,9 @@ def test_missing_text_column_names_the_column():
     s = DomainSpec("a", train=ds(4, column="content"), eval=ds(2, column="content"))
     with pytest.raises(ValueError, match=r"Domain 'a' train data has no column 'text' \(columns: \['content'\]\)"):
         s.load()
-    train, _ = DomainSpec("a", train=ds(4, column="content"), eval=ds(2, column="content"), text_field="content").load()
+    train, _ = DomainSpec(
+        "a", train=ds(4, column="content"), eval=ds(2, column="content"), text_field="content"
+    ).load()
     assert train.column_names == ["content"]
     # the eval split is checked too
     with pytest.raises(ValueError, match=r"'a' eval data has no column 'text'"):
@@ -280,8 +282,6 @@ def test_hub_folder_fixture_is_a_valid_hub_layout(hub_folder):
     # Sanity check of the fixture itself: datasets loads it as a Hub repo with both splits.
     assert len(datasets.load_dataset(str(hub_folder), split="train")) == 7
     assert len(datasets.load_dataset(str(hub_folder), split="validation")) == 2
-
-
 
 
 def test_hub_layout_folder_through_hub_id_path(hub_folder):

@@ -9,11 +9,12 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import datamix_args, make_domain_set, tiny_llama
+
 from hf_datamix import DataMixTrainer, DomainSet, DomainSpec, Mixture, create_strategy
 from hf_datamix.continual import split_steps
 from hf_datamix.recipe_args import RunArguments, load_domains
+
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,23 +32,34 @@ def no_packing(monkeypatch):
 
 def trainer(tmp_path, tokenizer, domains=None, **overrides):
     args = datamix_args(tmp_path, **overrides)
-    return DataMixTrainer(model=tiny_llama(len(tokenizer)), args=args, domains=domains or make_domain_set(),
-                          processing_class=tokenizer)
+    return DataMixTrainer(
+        model=tiny_llama(len(tokenizer)), args=args, domains=domains or make_domain_set(), processing_class=tokenizer
+    )
 
 
 def test_fixed_weights_must_name_every_domain(tmp_path, tokenizer, no_packing):
-    with pytest.raises(ValueError, match=r"strategy 'fixed': weights=\{'alpha': 1.0\} give no weight to domains "
-                                         r"\['beta', 'gamma'\].*a weight of 0 leaves a domain out"):
+    with pytest.raises(
+        ValueError,
+        match=r"strategy 'fixed': weights=\{'alpha': 1.0\} give no weight to domains "
+        r"\['beta', 'gamma'\].*a weight of 0 leaves a domain out",
+    ):
         trainer(tmp_path, tokenizer, strategy="fixed", strategy_args={"weights": {"alpha": 1.0}})
     with pytest.raises(ValueError, match=r"strategy 'fixed': weights=.*unknown domain\(s\) \['zeta'\]"):
-        trainer(tmp_path, tokenizer, strategy="fixed",
-                strategy_args={"weights": {"alpha": 1, "beta": 0, "gamma": 0, "zeta": 1}})
+        trainer(
+            tmp_path,
+            tokenizer,
+            strategy="fixed",
+            strategy_args={"weights": {"alpha": 1, "beta": 0, "gamma": 0, "zeta": 1}},
+        )
 
 
 def test_strategy_settings_of_the_wrong_type_are_named(no_packing):
-    with pytest.raises(ValueError, match=r"simulator 'lora_probes': probe_steps='abc' is not a whole number; "
-                                         r"e.g. --probe_steps 100 "
-                                         r"\(probe_steps: Optimizer steps per probe, >= 1"):
+    with pytest.raises(
+        ValueError,
+        match=r"simulator 'lora_probes': probe_steps='abc' is not a whole number; "
+        r"e.g. --probe_steps 100 "
+        r"\(probe_steps: Optimizer steps per probe, >= 1",
+    ):
         create_strategy("op_mix", {"probe_steps": "abc"})
     with pytest.raises(ValueError, match=r"probe_bf16='yes' is not true or false"):
         create_strategy("op_mix", {"probe_bf16": "yes"})
@@ -92,7 +104,9 @@ def test_domain_files_that_are_missing_or_empty_are_named(tmp_path, tokenizer, n
     evaluation.write_text(json.dumps({"text": "a b c"}) + "\n")
     with pytest.raises(ValueError, match=r"Domain 'e': train='.*empty.jsonl' is an empty file"):
         trainer(tmp_path, tokenizer, domains=DomainSet([DomainSpec("e", train=str(empty), eval=str(evaluation))]))
-    with pytest.raises(ValueError, match=r"Domain 'm': train='data/code.jsonl' is no file or folder \(paths are relative"):
+    with pytest.raises(
+        ValueError, match=r"Domain 'm': train='data/code.jsonl' is no file or folder \(paths are relative"
+    ):
         DomainSpec("m", train="data/code.jsonl", eval=str(evaluation)).load()  # never tried as a Hub dataset
 
 
@@ -106,7 +120,9 @@ def test_offline_hub_mixture_says_the_hub_was_not_reached(monkeypatch):
 def test_law_options_that_are_not_json_name_the_flag(capsys):
     from hf_datamix.cli import main
 
-    assert main(["fit", "--ratios", "r.csv", "--metrics", "m.csv", "--out", "o.json", "--law-options", "{starts: 5"]) == 2
+    assert (
+        main(["fit", "--ratios", "r.csv", "--metrics", "m.csv", "--out", "o.json", "--law-options", "{starts: 5"]) == 2
+    )
     assert "--law-options must be a JSON object" in capsys.readouterr().err
 
 
@@ -119,9 +135,21 @@ def test_domains_file_with_a_top_level_domains_key(tmp_path):
 def test_a_recipe_prints_an_input_error_once_before_any_work(tmp_path):
     # midtrain.py checked the strategy only after pretraining its base model; errors came in two tracebacks.
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "recipes", "midtrain.py"), "--output_dir", str(tmp_path),
-                             "--probe_stepz", "3"], capture_output=True, text=True, timeout=300, cwd=ROOT,
-                            env=env)
+    result = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "recipes", "midtrain.py"),
+            "--output_dir",
+            str(tmp_path),
+            "--probe_stepz",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=env,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert result.stderr.count("unknown flag(s) ['--probe_stepz'] (--probe_stepz: did you mean --probe_steps?)") == 1
     assert result.stderr.startswith("midtrain.py: error: ") and not os.path.exists(tmp_path / "pretrain")

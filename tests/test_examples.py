@@ -9,9 +9,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
 from conftest import pip_available, pip_installed
+
 from hf_datamix import Mixture
+
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "custom_strategy"
 
@@ -38,15 +39,22 @@ def test_focus_strategy_behaves_as_documented(monkeypatch):
         module.FocusStrategy().initial_mixture(context)
 
 
-@pytest.mark.skipif(not pip_available(), reason="pip is not available in this Python, so the example cannot be installed")
+@pytest.mark.skipif(
+    not pip_available(), reason="pip is not available in this Python, so the example cannot be installed"
+)
 def test_example_package_installs_and_is_listed(tmp_path):
     with pip_installed(EXAMPLE, tmp_path) as env:
         # Entry points are read per process: list them from a fresh one, as a user would.
         listed = subprocess.run(
             [sys.executable, "-m", "hf_datamix.cli", "strategies"],
-            check=False, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=tmp_path,
+            env=env,
         )
         assert listed.returncode == 0, listed.stderr
-        line = next((l for l in listed.stdout.splitlines() if l.split()[:1] == ["focus"]), None)
+        line = next((row for row in listed.stdout.splitlines() if row.split()[:1] == ["focus"]), None)
         assert line is not None, listed.stdout
         assert "Give one domain a fixed share, the rest equally." in line

@@ -14,6 +14,7 @@ from hf_datamix.laws import LinearLaw, LogLinearLaw
 from hf_datamix.mixture import Mixture
 from hf_datamix.swarm import sample_swarm, swarm_to_csv
 
+
 # A known log-linear law over 4 domains and 3 targets: L_i(x) = exp(c_i) + exp(t_iᵀx).
 DOMAINS = ["web", "code", "books", "math"]
 TARGETS = ["t_web", "t_code", "t_math"]
@@ -32,8 +33,13 @@ def true_law(X):
 
 def brute_force(kl=0.05, caps=None, step=0.01):
     k = round(1 / step)
-    grid = np.array([(i, j, l, k - i - j - l) for i in range(k + 1) for j in range(k + 1 - i)
-                     for l in range(k + 1 - i - j)], dtype=float) / k
+    grid = (
+        np.array(
+            [(i, j, h, k - i - j - h) for i in range(k + 1) for j in range(k + 1 - i) for h in range(k + 1 - i - j)],
+            dtype=float,
+        )
+        / k
+    )
     if caps is not None:
         grid = grid[(grid <= caps + 1e-12).all(axis=1)]
     values = true_law(grid).mean(axis=1) + kl * rel_entr(grid, Q).sum(axis=1)
@@ -62,8 +68,17 @@ def swarm_dir(tmp_path_factory):
 
 
 def base_args(folder, out):
-    return ["fit", "--ratios", str(folder / "ratios.csv"), "--metrics", str(folder / "metrics.csv"),
-            "--out", str(out), "--prior", str(folder / "prior.json")]
+    return [
+        "fit",
+        "--ratios",
+        str(folder / "ratios.csv"),
+        "--metrics",
+        str(folder / "metrics.csv"),
+        "--out",
+        str(out),
+        "--prior",
+        str(folder / "prior.json"),
+    ]
 
 
 def check_output(out, expected, caps=None):
@@ -85,8 +100,10 @@ def test_cli_recovers_known_optimum_with_caps(swarm_dir, tmp_path, capsys):
     expected = brute_force(caps=CAPS)
     assert expected[1] == pytest.approx(0.25)  # the cap binds, so this case differs from the uncapped one
     out = tmp_path / "capped.json"
-    rc = cli.main(base_args(swarm_dir, out) + ["--tokens", str(swarm_dir / "tokens.json"), "--target-tokens", "100",
-                                               "--max-repetition", "4"])
+    rc = cli.main(
+        base_args(swarm_dir, out)
+        + ["--tokens", str(swarm_dir / "tokens.json"), "--target-tokens", "100", "--max-repetition", "4"]
+    )
     assert rc == 0, capsys.readouterr().err
     data = check_output(out, expected, CAPS)
     assert data["settings"]["caps"]["code"] == pytest.approx(0.25)
@@ -100,8 +117,9 @@ def test_console_script_recovers_known_optimum(swarm_dir, tmp_path):
     command = [script] if script else [sys.executable, "-m", "hf_datamix.cli"]
     out = tmp_path / "free.json"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    done = subprocess.run(command + base_args(swarm_dir, out), capture_output=True, text=True, env=env, timeout=300,
-                          check=False)
+    done = subprocess.run(
+        command + base_args(swarm_dir, out), capture_output=True, text=True, env=env, timeout=300, check=False
+    )
     assert done.returncode == 0, done.stderr
     check_output(out, expected)
 
@@ -111,8 +129,10 @@ def test_python_api_accepts_arrays_and_dicts():
     X = rng.dirichlet(np.ones(3), size=12)
     Y = X @ np.array([[1.0, 2.0, 3.0], [2.0, 0.5, 1.0]]).T
     from_arrays = fit_mixture((["a", "b", "c"], X), (["l1", "l2"], Y), law="linear", kl=0.1)
-    as_dicts = ({str(i): dict(zip("abc", row)) for i, row in enumerate(X)},
-                {str(i): {"l1": y[0], "l2": y[1]} for i, y in reversed(list(enumerate(Y)))})  # order differs
+    as_dicts = (
+        {str(i): dict(zip("abc", row)) for i, row in enumerate(X)},
+        {str(i): {"l1": y[0], "l2": y[1]} for i, y in reversed(list(enumerate(Y)))},
+    )  # order differs
     from_dicts = fit_mixture(*as_dicts, law="linear", kl=0.1)
     assert from_arrays["weights"] == pytest.approx(from_dicts["weights"])
     assert from_arrays["law"]["name"] == "linear" and from_arrays["settings"]["ratios"] is None
@@ -123,8 +143,9 @@ def _table(rows):
     return "\n".join(",".join(map(str, row)) for row in rows) + "\n"
 
 
-RATIOS = [["run", "a", "b", "c"]] + [[f"r{i}", *np.round(w, 6)] for i, w in
-                                      enumerate(np.random.default_rng(2).dirichlet(np.ones(3), size=8))]
+RATIOS = [["run", "a", "b", "c"]] + [
+    [f"r{i}", *np.round(w, 6)] for i, w in enumerate(np.random.default_rng(2).dirichlet(np.ones(3), size=8))
+]
 RATIOS[1][1:] = [0.2, 0.3, 0.5]  # exact sums on the rows the cases below edit
 METRICS = [["run", "l1", "l2"]] + [[f"r{i}", 1.0 + i / 10, 2.0 - i / 10] for i in range(8)]
 
@@ -137,9 +158,18 @@ def _edit(table, row, col, value):
 
 BAD_INPUTS = {
     "missing run column": (_edit(RATIOS, 0, 0, "id"), METRICS, [], "no 'run' column"),
-    "missing target cell": ([r for r in RATIOS], [r if i != 3 else r[:2] for i, r in enumerate(METRICS)], [],
-                            "run 'r2' has 2 cells but the header has 3"),
-    "runs do not match": (_edit(RATIOS, 4, 0, "r99"), METRICS, [], "only in ratios ['r99'], runs only in metrics ['r3']"),
+    "missing target cell": (
+        list(RATIOS),
+        [r if i != 3 else r[:2] for i, r in enumerate(METRICS)],
+        [],
+        "run 'r2' has 2 cells but the header has 3",
+    ),
+    "runs do not match": (
+        _edit(RATIOS, 4, 0, "r99"),
+        METRICS,
+        [],
+        "only in ratios ['r99'], runs only in metrics ['r3']",
+    ),
     "nan cell": (RATIOS, _edit(METRICS, 2, 2, "nan"), [], "run 'r1', column 'l2' is 'nan'"),
     "non-numeric cell": (RATIOS, _edit(METRICS, 5, 1, "n/a"), [], "run 'r4', column 'l1' is 'n/a'"),
     "empty cell": (_edit(RATIOS, 1, 3, ""), METRICS, [], "run 'r0', column 'c' is empty"),
@@ -148,10 +178,18 @@ BAD_INPUTS = {
     "too few runs": (RATIOS[:3], METRICS[:3], [], "2 runs are too few: the linear law has 3 parameters"),
     "prior unknown domain": (RATIOS, METRICS, ["--prior", {"a": 0.5, "zz": 0.5}], "['zz'], which have no column"),
     "prior missing domain": (RATIOS, METRICS, ["--prior", {"a": 0.5, "b": 0.5}], "prior lacks ['c']"),
-    "tokens missing domain": (RATIOS, METRICS, ["--tokens", {"a": 5, "b": 5}, "--target-tokens", "10"],
-                              "tokens lacks domains ['c']"),
-    "infeasible caps": (RATIOS, METRICS, ["--tokens", {"a": 1, "b": 1, "c": 1}, "--target-tokens", "40"],
-                        "caps sum to 0.3 < 1"),
+    "tokens missing domain": (
+        RATIOS,
+        METRICS,
+        ["--tokens", {"a": 5, "b": 5}, "--target-tokens", "10"],
+        "tokens lacks domains ['c']",
+    ),
+    "infeasible caps": (
+        RATIOS,
+        METRICS,
+        ["--tokens", {"a": 1, "b": 1, "c": 1}, "--target-tokens", "40"],
+        "caps sum to 0.3 < 1",
+    ),
     "zero prior": (RATIOS, METRICS, ["--prior", {"a": 0.5, "b": 0.5, "c": 0}], "prior gives ['c'] weight 0"),
     "tokens without R": (RATIOS, METRICS, ["--tokens", {"a": 5, "b": 5, "c": 5}], "target_tokens"),
     "target weight unknown": (RATIOS, METRICS, ["--target-weights", {"l9": 2.0}], "['l9'], which have no column"),
@@ -169,8 +207,17 @@ def test_bad_inputs_fail_before_fitting_with_named_cause(case, tmp_path, capsys,
     ratios, metrics, extra, message = BAD_INPUTS[case]
     (tmp_path / "r.csv").write_text(_table(ratios))
     (tmp_path / "m.csv").write_text(_table(metrics))
-    args = ["fit", "--ratios", str(tmp_path / "r.csv"), "--metrics", str(tmp_path / "m.csv"),
-            "--out", str(tmp_path / "out.json"), "--law", "linear"]
+    args = [
+        "fit",
+        "--ratios",
+        str(tmp_path / "r.csv"),
+        "--metrics",
+        str(tmp_path / "m.csv"),
+        "--out",
+        str(tmp_path / "out.json"),
+        "--law",
+        "linear",
+    ]
     for i, value in enumerate(extra):
         if isinstance(value, dict):
             (tmp_path / f"{i}.json").write_text(json.dumps(value))

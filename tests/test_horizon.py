@@ -7,8 +7,8 @@ import json
 import datasets
 import numpy as np
 import pytest
-
 from conftest import datamix_args, make_docs, tiny_llama
+
 from hf_datamix import DataMixTrainer, DomainSet, DomainSpec, Mixture
 from hf_datamix.horizon import caps_for, fit_to_horizon
 
@@ -39,17 +39,24 @@ def test_caps_count_what_was_already_drawn():
 
 def _domains():
     def spec(name, docs):
-        return DomainSpec(name, train=datasets.Dataset.from_dict({"text": make_docs(name, docs, seed=1)}),
-                          eval=datasets.Dataset.from_dict({"text": make_docs(name, 8, seed=2)}))
+        return DomainSpec(
+            name,
+            train=datasets.Dataset.from_dict({"text": make_docs(name, docs, seed=1)}),
+            eval=datasets.Dataset.from_dict({"text": make_docs(name, 8, seed=2)}),
+        )
 
     return DomainSet([spec("alpha", 80), spec("beta", 80), spec("gamma", 3)])  # gamma: a few blocks only
 
 
 @pytest.mark.parametrize("plan", [True, False])
 def test_uniform_spreads_a_small_domain_over_the_run_instead_of_running_it_dry(plan, tmp_path, tokenizer):
-    trainer = DataMixTrainer(model=tiny_llama(len(tokenizer)), domains=_domains(), strategy="uniform",
-                             args=datamix_args(tmp_path, max_steps=40, max_repetitions=1.0, plan_caps=plan),
-                             processing_class=tokenizer)
+    trainer = DataMixTrainer(
+        model=tiny_llama(len(tokenizer)),
+        domains=_domains(),
+        strategy="uniform",
+        args=datamix_args(tmp_path, max_steps=40, max_repetitions=1.0, plan_caps=plan),
+        processing_class=tokenizer,
+    )
     trainer.train()
     history = json.load(open(tmp_path / "mixtures.json"))
     exhausted = [r for r in history if r["kind"] == "exhausted"]

@@ -18,8 +18,12 @@ from huggingface_hub.utils import filter_repo_objects
 from hf_datamix import DataMixTrainer, Mixture, card, hub
 from hf_datamix.cli import main as cli_main
 
+
 REPO = "someone/tiny-mix"
-ADAPTER_FILES = {"probe_adapters/old/adapter_config.json": b'{"r": 16}', "probe_adapters/old/adapter_model.safetensors": b"\x00\x01weights"}
+ADAPTER_FILES = {
+    "probe_adapters/old/adapter_config.json": b'{"r": 16}',
+    "probe_adapters/old/adapter_model.safetensors": b"\x00\x01weights",
+}
 
 
 class FakeApi:
@@ -60,7 +64,10 @@ def snapshot(directory) -> dict[str, tuple[str, float]]:
         for name in files:
             path = os.path.join(root, name)
             with open(path, "rb") as handle:
-                out[os.path.relpath(path, directory)] = (hashlib.sha256(handle.read()).hexdigest(), os.path.getmtime(path))
+                out[os.path.relpath(path, directory)] = (
+                    hashlib.sha256(handle.read()).hexdigest(),
+                    os.path.getmtime(path),
+                )
     return out
 
 
@@ -69,7 +76,9 @@ def tiny_run(tmp_path_factory, tokenizer):
     """A real 3-step uniform run with one evaluation, plus a probe_adapters/ folder."""
     out = tmp_path_factory.mktemp("run")
     args = datamix_args(out, max_steps=3, strategy="uniform", eval_strategy="steps", eval_steps=3, max_eval_blocks=2)
-    trainer = DataMixTrainer(model=tiny_llama(len(tokenizer)), args=args, domains=make_domain_set(), processing_class=tokenizer)
+    trainer = DataMixTrainer(
+        model=tiny_llama(len(tokenizer)), args=args, domains=make_domain_set(), processing_class=tokenizer
+    )
     trainer.train()
     for path, data in ADAPTER_FILES.items():
         os.makedirs(os.path.dirname(out / path), exist_ok=True)
@@ -84,10 +93,17 @@ def test_push_run_sends_one_commit_with_exact_operations(tiny_run):
     assert info.commit_url.endswith("/commit/abc")
     assert [c[0] for c in api.calls] == ["create_repo", "create_commit"]
     assert api.named("create_repo")[0][2]["exist_ok"] is True
-    (_, args, _kwargs), = api.named("create_commit")
+    ((_, args, _kwargs),) = api.named("create_commit")
     assert args[0] == REPO
     operations = {op.path_in_repo: content(op) for op in args[1]}
-    assert set(operations) == {"mixtures.json", "compute.json", "weights.png", "mixture.json", "README.md", *ADAPTER_FILES}
+    assert set(operations) == {
+        "mixtures.json",
+        "compute.json",
+        "weights.png",
+        "mixture.json",
+        "README.md",
+        *ADAPTER_FILES,
+    }
     for path in ("mixtures.json", "compute.json", "weights.png", *ADAPTER_FILES):
         assert operations[path] == (out / path).read_bytes(), path
     history = json.loads((out / "mixtures.json").read_text())
@@ -108,7 +124,12 @@ def test_model_card_states_the_real_run(tiny_run):
     pushed = ModelCard(ops["README.md"].decode())
     assert pushed.data.library_name == "hf_datamix" and "uniform" in pushed.data.tags
     text = pushed.text
-    evals = {k: v for entry in trainer.state.log_history for k, v in entry.items() if k.startswith("eval_") and k.endswith("_loss")}
+    evals = {
+        k: v
+        for entry in trainer.state.log_history
+        for k, v in entry.items()
+        if k.startswith("eval_") and k.endswith("_loss")
+    }
     compute = json.loads((out / "compute.json").read_text())
     for name in ("alpha", "beta", "gamma"):
         assert f"| {name} | 0.3333 |" in text
@@ -158,7 +179,9 @@ def test_init_mixture_accepts_a_hub_repo(tmp_path, monkeypatch, tokenizer):
     Mixture({"alpha": 0.5, "beta": 0.5, "gamma": 0.0}).save(seed)  # not yet a folder: writes the file "seed"
     monkeypatch.setattr(hub, "hf_hub_download", lambda repo_id, filename, **kw: str(seed))
     args = datamix_args(tmp_path / "out", max_steps=2, init_mixture=REPO)
-    trainer = DataMixTrainer(model=tiny_llama(len(tokenizer)), args=args, domains=make_domain_set(), processing_class=tokenizer)
+    trainer = DataMixTrainer(
+        model=tiny_llama(len(tokenizer)), args=args, domains=make_domain_set(), processing_class=tokenizer
+    )
     assert trainer.interleaver.weights_at(0).to_dict() == {"alpha": 0.5, "beta": 0.5, "gamma": 0.0}
 
 
@@ -167,7 +190,7 @@ def test_mixture_push_to_hub_one_file():
     mixture = Mixture({"alpha": 0.25, "beta": 0.75})
     mixture.push_to_hub(REPO, private=True, api=api)
     assert api.named("create_repo")[0][2]["private"] is True
-    (_, args, _kwargs), = api.named("create_commit")
+    ((_, args, _kwargs),) = api.named("create_commit")
     assert [op.path_in_repo for op in args[1]] == ["mixture.json"]
     assert Mixture.from_json(content(args[1][0]).decode()) == mixture
 
@@ -175,7 +198,12 @@ def test_mixture_push_to_hub_one_file():
 @pytest.mark.parametrize(
     "failure",
     [
-        {"create_commit": HfHubHTTPError("401 Client Error: Unauthorized", response=httpx.Response(401, request=httpx.Request("POST", "https://huggingface.co")))},
+        {
+            "create_commit": HfHubHTTPError(
+                "401 Client Error: Unauthorized",
+                response=httpx.Response(401, request=httpx.Request("POST", "https://huggingface.co")),
+            )
+        },
         {"create_repo": LocalTokenNotFoundError("Token is required but no token found")},
         {"create_commit": ConnectionError("network unreachable")},
     ],

@@ -7,19 +7,52 @@ import os
 import subprocess
 import sys
 
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--config", os.path.join(ROOT, "recipes", "configs", "instruct.yaml"), "--strategies",
-        "on_policy_distill,sequential", "--tasks", "arith,book", "--steps_per_stage", "2", "--pretrain_steps", "2",
-        "--task_eval_examples", "2", "--max_eval_blocks", "4", "--strategy_settings",
-        '{"on_policy_distill": {"max_new_tokens": 2}}', "--disable_tqdm", "true"]
+TINY = [
+    "--config",
+    os.path.join(ROOT, "recipes", "configs", "instruct.yaml"),
+    "--strategies",
+    "on_policy_distill,sequential",
+    "--tasks",
+    "arith,book",
+    "--steps_per_stage",
+    "2",
+    "--pretrain_steps",
+    "2",
+    "--task_eval_examples",
+    "2",
+    "--max_eval_blocks",
+    "4",
+    "--strategy_settings",
+    '{"on_policy_distill": {"max_new_tokens": 2}}',
+    "--disable_tqdm",
+    "true",
+]
 
 
 def test_instruct_quality_runs_seeds_and_writes_the_arms(tmp_path):
     results = tmp_path / "results"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "instruct_quality.py"), "--out",
-                           str(tmp_path / "run"), "--seeds", "0,1", "--results", str(results), *TINY],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=600, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "benchmarks", "instruct_quality.py"),
+            "--out",
+            str(tmp_path / "run"),
+            "--seeds",
+            "0,1",
+            "--results",
+            str(results),
+            *TINY,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     payload = json.loads((results / "instruct_quality.json").read_text())
     assert payload["status"] == "complete" and [s["seed"] for s in payload["seeds"]] == [0, 1]

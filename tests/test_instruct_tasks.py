@@ -16,9 +16,16 @@ from hf_datamix.data.instruct_tasks import (
     task_error,
 )
 
+
 # (train, eval) floors per task; the data card reports the exact counts (seed 0)
-MIN_COUNTS = {"define": (1400, 150), "term": (700, 60), "arith": (2000, 200),
-              "pyname": (250, 25), "book": (2300, 250), "devil": (700, 60)}
+MIN_COUNTS = {
+    "define": (1400, 150),
+    "term": (700, 60),
+    "arith": (2000, 200),
+    "pyname": (250, 25),
+    "book": (2300, 250),
+    "devil": (700, 60),
+}
 
 
 @pytest.fixture(scope="module")
@@ -101,17 +108,35 @@ def test_task_domain_set():
     assert task_domain_set().names == list(TASK_NAMES)
 
 
-@pytest.mark.parametrize("prediction,answer", [
-    (" 42.", "42"), ("Foo", "foo"), ("3.0", "3"), ("  great   circle ", "Great Circle"),
-    ('"luser"', "luser"), ("-7", "-7"), ("1,247", "1247"), ("done!", "done"), ("0.50", "1/2"),
-])
+@pytest.mark.parametrize(
+    "prediction,answer",
+    [
+        (" 42.", "42"),
+        ("Foo", "foo"),
+        ("3.0", "3"),
+        ("  great   circle ", "Great Circle"),
+        ('"luser"', "luser"),
+        ("-7", "-7"),
+        ("1,247", "1247"),
+        ("done!", "done"),
+        ("0.50", "1/2"),
+    ],
+)
 def test_exact_match_normalises(prediction, answer):
     assert exact_match(prediction, answer)
 
 
-@pytest.mark.parametrize("prediction,answer", [
-    ("43", "42"), ("foo bar", "foo"), ("", "3"), ("-7", "7"), ("4 2", "42"), ("greatcircle", "great circle"),
-])
+@pytest.mark.parametrize(
+    "prediction,answer",
+    [
+        ("43", "42"),
+        ("foo bar", "foo"),
+        ("", "3"),
+        ("-7", "7"),
+        ("4 2", "42"),
+        ("greatcircle", "great circle"),
+    ],
+)
 def test_exact_match_rejects(prediction, answer):
     assert not exact_match(prediction, answer)
 

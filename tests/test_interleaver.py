@@ -118,9 +118,7 @@ def test_main_process_past_the_horizon_is_an_error():
 
 
 def test_repetition_cap_redistributes_and_logs(caplog):
-    inter = Interleaver(
-        sources((5, 400, 400)), Mixture({"d0": 0.8, "d1": 0.1, "d2": 0.1}), seed=0, max_repetitions=2
-    )
+    inter = Interleaver(sources((5, 400, 400)), Mixture({"d0": 0.8, "d1": 0.1, "d2": 0.1}), seed=0, max_repetitions=2)
     with caplog.at_level("WARNING"):
         seq = keys(take(inter, 200))
     d0 = [b for d, b in seq if d == 0]

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from scipy.special import rel_entr
 
+
 pytest.importorskip("sklearn")
 
 from hf_datamix import cli
@@ -79,11 +80,28 @@ def test_cli_fit_with_gaussian_process(data, tmp_path, capsys):
     X, Y = data
     runs = [f"r{i}" for i in range(len(X))]
     swarm_to_csv([Mixture.from_array(["a", "b", "c"], row) for row in X], tmp_path / "ratios.csv", runs)
-    (tmp_path / "metrics.csv").write_text("run,l1,l2\n" + "".join(f"{r},{float(y[0])!r},{float(y[1])!r}\n" for r, y in zip(runs, Y)))
-    rc = cli.main(["fit", "--ratios", str(tmp_path / "ratios.csv"), "--metrics", str(tmp_path / "metrics.csv"),
-                   "--out", str(tmp_path / "out.json"), "--law", "gaussian_process", "--law-options",
-                   '{"restarts": 0}', "--tokens", json_file(tmp_path, {"a": 3, "b": 5, "c": 6}),
-                   "--target-tokens", "40"])
+    (tmp_path / "metrics.csv").write_text(
+        "run,l1,l2\n" + "".join(f"{r},{float(y[0])!r},{float(y[1])!r}\n" for r, y in zip(runs, Y))
+    )
+    rc = cli.main(
+        [
+            "fit",
+            "--ratios",
+            str(tmp_path / "ratios.csv"),
+            "--metrics",
+            str(tmp_path / "metrics.csv"),
+            "--out",
+            str(tmp_path / "out.json"),
+            "--law",
+            "gaussian_process",
+            "--law-options",
+            '{"restarts": 0}',
+            "--tokens",
+            json_file(tmp_path, {"a": 3, "b": 5, "c": 6}),
+            "--target-tokens",
+            "40",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     mixture = Mixture.load(tmp_path / "out.json")
     assert (mixture.to_array() <= np.array([0.3, 0.5, 0.6]) + 1e-9).all()

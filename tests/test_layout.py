@@ -19,6 +19,7 @@ from hf_datamix.simulate.base import BUILTIN_SIMULATORS, SIMULATORS, available_s
 from hf_datamix.strategies.composed import ComposedStrategy
 from hf_datamix.strategies.registry import BUILTIN_STRATEGIES, STRATEGIES, available_strategies, get_strategy_class
 
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "hf_datamix"
 
@@ -41,8 +42,11 @@ def module_imports() -> dict[str, set[str]]:
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom):
-                base = ".".join(here[: len(here) - node.level + 1] + ([node.module] if node.module else [])) \
-                    if node.level else node.module
+                base = (
+                    ".".join(here[: len(here) - node.level + 1] + ([node.module] if node.module else []))
+                    if node.level
+                    else node.module
+                )
                 targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
             found.update(t for t in targets if t in modules and t != name)
         graph[name] = found
@@ -57,7 +61,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open":
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         state[node] = "done"
@@ -81,11 +85,14 @@ def test_a_cycle_would_be_found():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
 
 
-@pytest.mark.parametrize("group, builtins, registry", [
-    ("hf_datamix.strategies", BUILTIN_STRATEGIES, STRATEGIES),
-    ("hf_datamix.laws", BUILTIN_LAWS, LAWS),
-    ("hf_datamix.simulators", BUILTIN_SIMULATORS, SIMULATORS),
-])
+@pytest.mark.parametrize(
+    "group, builtins, registry",
+    [
+        ("hf_datamix.strategies", BUILTIN_STRATEGIES, STRATEGIES),
+        ("hf_datamix.laws", BUILTIN_LAWS, LAWS),
+        ("hf_datamix.simulators", BUILTIN_SIMULATORS, SIMULATORS),
+    ],
+)
 def test_setup_cfg_declares_every_builtin_under_its_entry_point_group(group, builtins, registry):
     config = configparser.ConfigParser()
     config.read(ROOT / "setup.cfg")

@@ -12,6 +12,7 @@ import transformers
 from hf_datamix.compute import ComputeLedger, non_embedding_parameters
 from hf_datamix.simulate.lora_probes import LoRAProbeSimulator, ProbeConfig, default_target_modules
 
+
 VOCAB, BLOCK = 101, 16
 RANK, ALPHA = 4, 8.0  # alpha/rank = 2, so a missing scaling factor would show
 # Overflows the weights to inf/NaN on any torch version; a merely large rate (1e4) sometimes only

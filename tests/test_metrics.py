@@ -17,9 +17,20 @@ from hf_datamix.simulate.task_scoring import answer_logprobs, answer_nlls
 
 
 CASES = [  # (prediction, gold)
-    ("3.0", "3"), ("3", "3.0"), ("1,200", "1200"), ("-4", "-4.00"), ("0.5", "1/2"), ("3.1", "3"),
-    ("Paris.", "paris"), ('"Genesis"', "Genesis"), ("  foo   bar ", "foo bar"), ("foo", "bar"), ("", "x"),
-    ("x", ""), ("1e3", "1000"), ("12", "1,2"),
+    ("3.0", "3"),
+    ("3", "3.0"),
+    ("1,200", "1200"),
+    ("-4", "-4.00"),
+    ("0.5", "1/2"),
+    ("3.1", "3"),
+    ("Paris.", "paris"),
+    ('"Genesis"', "Genesis"),
+    ("  foo   bar ", "foo bar"),
+    ("foo", "bar"),
+    ("", "x"),
+    ("x", ""),
+    ("1e3", "1000"),
+    ("12", "1,2"),
 ]
 
 
@@ -97,7 +108,9 @@ def test_answer_nll_ranks_a_model_trained_on_the_answers_above_an_untrained_one(
     trained = tiny_llama(len(tokenizer), seed=3)
     optimizer = torch.optim.Adam(trained.parameters(), lr=1e-2)
     for _ in range(30):
-        loss = trained(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+        loss = trained(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
+        ).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

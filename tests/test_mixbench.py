@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
@@ -26,13 +27,21 @@ def fake_corpus(folder, set_name):
         for split, n in (("train", 120), ("eval", 8)):
             with open(folder / name / f"{split}.jsonl", "w") as handle:
                 for _ in range(n):
-                    handle.write(json.dumps({"text": " ".join(rng.choice(words) for _ in range(rng.randint(15, 60)))}) + "\n")
+                    handle.write(
+                        json.dumps({"text": " ".join(rng.choice(words) for _ in range(rng.randint(15, 60)))}) + "\n"
+                    )
 
 
 def mixbench(*args, timeout=600):
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, "-m", "benchmarks.mixbench", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.mixbench", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
 
@@ -40,8 +49,22 @@ def mixbench(*args, timeout=600):
 def staged(tmp_path):
     """Stage the tiny ``five`` set from a fake corpus; the arguments every command of a test shares."""
     fake_corpus(tmp_path / "corpus", "five")
-    common = ["--set", "five", "--shape", "tiny", "--data", str(tmp_path / "data"), "--results", str(tmp_path / "results"),
-              "--scratch", str(tmp_path / "scratch"), "--commit", "test", "--points", "0.2"]
+    common = [
+        "--set",
+        "five",
+        "--shape",
+        "tiny",
+        "--data",
+        str(tmp_path / "data"),
+        "--results",
+        str(tmp_path / "results"),
+        "--scratch",
+        str(tmp_path / "scratch"),
+        "--commit",
+        "test",
+        "--points",
+        "0.2",
+    ]
     mixbench("stage", "--corpus", str(tmp_path / "corpus"), *common)
     return common
 
@@ -58,10 +81,21 @@ def test_fidelity_and_baselines_pipeline_at_tiny_size(tmp_path):
     result = json.load(open(tmp_path / "results" / "mixbench_fidelity_tiny.json"))
     assert result["status"] == "complete", out
     point = result["domain_sets"]["five"]["decision_points"]["0.2"]
-    assert len(point["oracle"]) == 12 and {o["name"] for o in point["oracle"]} >= {"uniform", "natural", "tilt:scripture"}
+    assert len(point["oracle"]) == 12 and {o["name"] for o in point["oracle"]} >= {
+        "uniform",
+        "natural",
+        "tilt:scripture",
+    }
     assert point["headroom"] >= 0 and point["best_mixture"]
-    assert set(point["simulators"]) == {"lora:spread", "lora:old", "lora_annealed:spread", "lora_annealed:old",
-                                        "branches", "branches_quarter", "calibrated"}
+    assert set(point["simulators"]) == {
+        "lora:spread",
+        "lora:old",
+        "lora_annealed:spread",
+        "lora_annealed:old",
+        "branches",
+        "branches_quarter",
+        "calibrated",
+    }
     assert len(point["simulators"]["calibrated"]["calibration"]["candidates"]) == 3  # derived from lora + branches
     for sim in point["simulators"].values():
         assert -1 <= sim["spearman"] <= 1 and -1 <= sim["kendall"] <= 1 and sim["top1_regret"] >= 0 and sim["tokens"]
@@ -72,8 +106,17 @@ def test_fidelity_and_baselines_pipeline_at_tiny_size(tmp_path):
     assert "planned" not in result["domain_sets"]["five"]["settings"]  # the settings of the stores measured before
 
     # As the library trains by default: caps planned over the horizon, its own store and results file.
-    mixbench("fidelity", *common, "--planned", "--procs", "1", "--work", str(tmp_path / "w2"),
-             "--store", str(tmp_path / "store" / "fidelity_planned-five-tiny.json"))
+    mixbench(
+        "fidelity",
+        *common,
+        "--planned",
+        "--procs",
+        "1",
+        "--work",
+        str(tmp_path / "w2"),
+        "--store",
+        str(tmp_path / "store" / "fidelity_planned-five-tiny.json"),
+    )
     planned = json.load(open(tmp_path / "results" / "mixbench_fidelity_planned_tiny.json"))
     entry = planned["domain_sets"]["five"]
     assert planned["status"] == "complete" and entry["settings"]["planned"] is True
@@ -82,16 +125,36 @@ def test_fidelity_and_baselines_pipeline_at_tiny_size(tmp_path):
         assert sum(trained.values()) == pytest.approx(1.0)
         lowered = [d for d in trained if trained[d] < requested[d] - 1e-9]
         assert all(trained[d] >= requested[d] - 1e-9 for d in trained if d not in lowered)
-    assert json.load(open(tmp_path / "results" / "mixbench_fidelity_tiny.json"))["domain_sets"]["five"] == \
-        result["domain_sets"]["five"]  # the plain results are not mixed with the planned ones
+    assert (
+        json.load(open(tmp_path / "results" / "mixbench_fidelity_tiny.json"))["domain_sets"]["five"]
+        == result["domain_sets"]["five"]
+    )  # the plain results are not mixed with the planned ones
 
-    mixbench("baselines", *common, "--seeds", "0,1", "--store", str(tmp_path / "store" / "baselines-five-tiny.json"),
-             "--work", str(tmp_path / "w3"))
+    mixbench(
+        "baselines",
+        *common,
+        "--seeds",
+        "0,1",
+        "--store",
+        str(tmp_path / "store" / "baselines-five-tiny.json"),
+        "--work",
+        str(tmp_path / "w3"),
+    )
     base = json.load(open(tmp_path / "results" / "mixbench_baselines_tiny.json"))["domain_sets"]["five"]
     assert len(base["arms"]["natural"]["mean_test_loss"]) == 2 and base["natural_minus_uniform"]["t_ci"]
 
-    mixbench("transfer", *common, "--mixtures", "4", "--rungs", "a=tiny:0.0001,b=tiny:0.0002",
-             "--store", str(tmp_path / "store" / "transfer-five-tiny.json"), "--work", str(tmp_path / "w4"))
+    mixbench(
+        "transfer",
+        *common,
+        "--mixtures",
+        "4",
+        "--rungs",
+        "a=tiny:0.0001,b=tiny:0.0002",
+        "--store",
+        str(tmp_path / "store" / "transfer-five-tiny.json"),
+        "--work",
+        str(tmp_path / "w4"),
+    )
     ladder = json.load(open(tmp_path / "results" / "mixbench_transfer_tiny.json"))
     rungs = ladder["domain_sets"]["five"]["rungs"]
     assert ladder["status"] == "complete" and [r["name"] for r in rungs] == ["a", "b"]
@@ -120,7 +183,10 @@ def test_quality_arms_resume_and_report(tmp_path, monkeypatch, capsys):
     assert late["minus_natural"]["t_ci"] and late["minus_uniform"]["bootstrap_ci"]
     assert late["headroom_fraction"]["fraction"] is None and late["headroom_fraction"]["why"]  # no fidelity run here
     verdict = entry["verdicts"]["op_mix"]
-    assert verdict["vs_natural"]["verdict"] in ("better", "worse", "not distinguishable") and verdict["vs_natural"]["rule"]
+    assert (
+        verdict["vs_natural"]["verdict"] in ("better", "worse", "not distinguishable")
+        and verdict["vs_natural"]["rule"]
+    )
     assert verdict["protocol"]["verdict"] == "not judged"  # 2 seeds
     assert (tmp_path / "results" / "opmix_quality_pretrain_tiny.png").stat().st_size > 5000
     # Run again: nothing is retrained, the store is unchanged.
@@ -137,8 +203,20 @@ def test_quality_arms_resume_and_report(tmp_path, monkeypatch, capsys):
     scratch = tmp_path / "scratch2"
     monkeypatch.setenv("HF_DATAMIX_CACHE", str(scratch / "packed"))  # main sets it otherwise, for the whole process
     with pytest.raises(SystemExit):
-        main(["quality", *common, "--arms", "natural,op_mix_bad", "--store", str(tmp_path / "bad.json"),
-              "--scratch", str(scratch), "--work", str(tmp_path / "w3")])
+        main(
+            [
+                "quality",
+                *common,
+                "--arms",
+                "natural,op_mix_bad",
+                "--store",
+                str(tmp_path / "bad.json"),
+                "--scratch",
+                str(scratch),
+                "--work",
+                str(tmp_path / "w3"),
+            ]
+        )
     message = capsys.readouterr().err
     assert "'op_mix_bad'" in message and "no_such_setting" in message
     assert not (tmp_path / "bad.json").exists() and not scratch.exists()
@@ -152,13 +230,20 @@ def test_quality_verdicts_follow_the_protocol():
 
     headroom = {"headroom": 0.2, "headroom_relative": 0.1, "best_baseline_loss": 2.0}
     base = {"natural": [2.0, 2.01, 1.99], "uniform": [2.5, 2.6, 2.55]}
-    cases = {"supported": ([1.85, 1.86, 1.84], headroom), "refuted": ([2.001, 2.009, 1.992], headroom),
-             "untestable": ([1.85, 1.86, 1.84], {**headroom, "headroom_relative": 0.001}),
-             "undecided": ([1.95, 1.96, 1.94], headroom)}  # better, with 25 % of the headroom
+    cases = {
+        "supported": ([1.85, 1.86, 1.84], headroom),
+        "refuted": ([2.001, 2.009, 1.992], headroom),
+        "untestable": ([1.85, 1.86, 1.84], {**headroom, "headroom_relative": 0.001}),
+        "undecided": ([1.95, 1.96, 1.94], headroom),
+    }  # better, with 25 % of the headroom
     for expected, (losses, room) in cases.items():
         table = arms(**base, op_mix=losses)
         verdict = _protocol(table, "op_mix", room, headroom_fraction(losses, room))
-        assert verdict["verdict"] == expected and verdict["best_baseline"] == "natural" and verdict["rule"].startswith(expected)
+        assert (
+            verdict["verdict"] == expected
+            and verdict["best_baseline"] == "natural"
+            and verdict["rule"].startswith(expected)
+        )
     two = {name: {"seeds": [0, 1], "mean_test_loss": v[:2]} for name, v in {**base, "op_mix": [1.8] * 3}.items()}
     assert _protocol(two, "op_mix", headroom, {"fraction": 1.0})["verdict"] == "not judged"
     assert paired(arms(**base), "natural", "uniform")["mean"] < 0

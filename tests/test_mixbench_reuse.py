@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -18,14 +19,27 @@ from test_mixbench import fake_corpus, mixbench  # noqa: E402
 @pytest.mark.timeout(600)
 def test_reuse_arms_over_five_updates_resume_and_report(tmp_path):
     fake_corpus(tmp_path / "corpus", "leaves")
-    common = ["--set", "leaves", "--shape", "tiny", "--data", str(tmp_path / "data"), "--results",
-              str(tmp_path / "results"), "--scratch", str(tmp_path / "scratch"), "--commit", "test"]
+    common = [
+        "--set",
+        "leaves",
+        "--shape",
+        "tiny",
+        "--data",
+        str(tmp_path / "data"),
+        "--results",
+        str(tmp_path / "results"),
+        "--scratch",
+        str(tmp_path / "scratch"),
+        "--commit",
+        "test",
+    ]
     mixbench("stage", "--corpus", str(tmp_path / "corpus"), *common)
     manifest = json.load(open(tmp_path / "data" / "leaves" / "manifest.json"))
     assert len(manifest["domains"]) >= 16 and set(manifest["derived"]) == {"python_stdlib", "wordnet@v1"}
     assert manifest["derived"]["python_stdlib"]["train"]["tokens"] == sum(
-        manifest["domains"][p]["train"]["tokens"] for p in ("stdlib_test", "stdlib_modules", "stdlib_packages",
-                                                            "stdlib_tools"))
+        manifest["domains"][p]["train"]["tokens"]
+        for p in ("stdlib_test", "stdlib_modules", "stdlib_packages", "stdlib_tools")
+    )
     store = tmp_path / "store" / "reuse-leaves-tiny.json"
     run = ["reuse", *common, "--swarm-size", "0", "--store", str(store)]  # swarms of coordinates + 1
     out = mixbench(*run, "--procs", "2", "--work", str(tmp_path / "w1"))
@@ -37,7 +51,9 @@ def test_reuse_arms_over_five_updates_resume_and_report(tmp_path):
     for name, arm in arms.items():
         assert len(arm["mean_test_loss"]) == 2 and len(arm["test_by_domain"]) == 19  # the last update: 19 domains
         assert arm["flops_by_kind"]["target_train"] > 0
-        assert (arm["proxy_runs"] > 0) == (name != "natural") and (arm["flops_by_kind"]["proxy"] > 0) == (name != "natural")
+        assert (arm["proxy_runs"] > 0) == (name != "natural") and (arm["flops_by_kind"]["proxy"] > 0) == (
+            name != "natural"
+        )
     # recompute runs a swarm over every domain at every update (m + 1 runs here), the removal too; full reuse
     # re-simulates the virtual domain and the affected ones (coordinates + 1), none at the removal
     assert arms["recompute"]["proxy_runs"] == sum(m + 1 for m in (12, 14, 17, 17, 16, 19))
@@ -47,9 +63,16 @@ def test_reuse_arms_over_five_updates_resume_and_report(tmp_path):
     assert [s["update"]["kind"] for s in stages[1:]] == ["add", "partition", "revise", "remove", "add"]
     assert stages[4]["arms"]["full"]["reuse_plan"]["no_runs"] and stages[4]["arms"]["full"]["proxy_runs"] == 0
     assert stages[1]["arms"]["partial"]["reuse_plan"]["compute"] == ["man_en", "man_de", "man_fr", "man_es"]
-    assert set(stages[2]["arms"]["full"]["reuse_plan"]["compute"]) == {"stdlib_test", "stdlib_modules",
-                                                                         "stdlib_packages", "stdlib_tools"}
-    assert entry["kept_fraction"]["full"]["recompute_gain"] is not None and len(entry["kept_fraction"]["full"]["seeds"]) == 2
+    assert set(stages[2]["arms"]["full"]["reuse_plan"]["compute"]) == {
+        "stdlib_test",
+        "stdlib_modules",
+        "stdlib_packages",
+        "stdlib_tools",
+    }
+    assert (
+        entry["kept_fraction"]["full"]["recompute_gain"] is not None
+        and len(entry["kept_fraction"]["full"]["seeds"]) == 2
+    )
     assert entry["proxy_runs_ratio"]["full"] == pytest.approx(arms["full"]["proxy_runs"] / 101)
     verdicts = entry["verdicts"]
     assert {"recompute_beats_natural", "full_keeps_gain", "auto_at_least_full", "protocol"} <= set(verdicts)
@@ -68,22 +91,47 @@ def test_reuse_arms_over_five_updates_resume_and_report(tmp_path):
 def test_leaf_splits_are_deterministic_partitions():
     from hf_datamix.data import corpus_build as cb
 
-    keys = {"python_stdlib": ["stdlib/os.py", "stdlib/test/test_os.py", "stdlib/asyncio/tasks.py",
-                              "stdlib/ctypes/test/test_x.py", "stdlib/idlelib/idle_test/t.py", "stdlib/idlelib/run.py",
-                              "stdlib/email/mime/text.py"],
-            "python_docs": ["python-docs/library/os.html", "python-docs/whatsnew/3.11.html", "python-docs/c-api/x.html",
-                            "python-docs/tutorial/index.html", "python-docs/index.html"],
-            "scripture": ["kjv/Genesis 1", "kjv/John 3", "kjv/1 John 2", "kjv/Revelation 22", "kjv/Malachi 4"],
-            "computing": ["dictd-jargon/000001", "dictd-foldoc/000002"]}
-    expected = {"stdlib/os.py": "stdlib_modules", "stdlib/test/test_os.py": "stdlib_test",
-                "stdlib/asyncio/tasks.py": "stdlib_packages", "stdlib/ctypes/test/test_x.py": "stdlib_test",
-                "stdlib/idlelib/idle_test/t.py": "stdlib_test", "stdlib/idlelib/run.py": "stdlib_tools",
-                "stdlib/email/mime/text.py": "stdlib_packages", "python-docs/library/os.html": "docs_library",
-                "python-docs/whatsnew/3.11.html": "docs_whatsnew", "python-docs/c-api/x.html": "docs_capi",
-                "python-docs/tutorial/index.html": "docs_guides", "python-docs/index.html": "docs_guides",
-                "kjv/Genesis 1": "kjv_ot", "kjv/John 3": "kjv_nt", "kjv/1 John 2": "kjv_nt",
-                "kjv/Revelation 22": "kjv_nt", "kjv/Malachi 4": "kjv_ot", "dictd-jargon/000001": "jargon",
-                "dictd-foldoc/000002": "foldoc"}
+    keys = {
+        "python_stdlib": [
+            "stdlib/os.py",
+            "stdlib/test/test_os.py",
+            "stdlib/asyncio/tasks.py",
+            "stdlib/ctypes/test/test_x.py",
+            "stdlib/idlelib/idle_test/t.py",
+            "stdlib/idlelib/run.py",
+            "stdlib/email/mime/text.py",
+        ],
+        "python_docs": [
+            "python-docs/library/os.html",
+            "python-docs/whatsnew/3.11.html",
+            "python-docs/c-api/x.html",
+            "python-docs/tutorial/index.html",
+            "python-docs/index.html",
+        ],
+        "scripture": ["kjv/Genesis 1", "kjv/John 3", "kjv/1 John 2", "kjv/Revelation 22", "kjv/Malachi 4"],
+        "computing": ["dictd-jargon/000001", "dictd-foldoc/000002"],
+    }
+    expected = {
+        "stdlib/os.py": "stdlib_modules",
+        "stdlib/test/test_os.py": "stdlib_test",
+        "stdlib/asyncio/tasks.py": "stdlib_packages",
+        "stdlib/ctypes/test/test_x.py": "stdlib_test",
+        "stdlib/idlelib/idle_test/t.py": "stdlib_test",
+        "stdlib/idlelib/run.py": "stdlib_tools",
+        "stdlib/email/mime/text.py": "stdlib_packages",
+        "python-docs/library/os.html": "docs_library",
+        "python-docs/whatsnew/3.11.html": "docs_whatsnew",
+        "python-docs/c-api/x.html": "docs_capi",
+        "python-docs/tutorial/index.html": "docs_guides",
+        "python-docs/index.html": "docs_guides",
+        "kjv/Genesis 1": "kjv_ot",
+        "kjv/John 3": "kjv_nt",
+        "kjv/1 John 2": "kjv_nt",
+        "kjv/Revelation 22": "kjv_nt",
+        "kjv/Malachi 4": "kjv_ot",
+        "dictd-jargon/000001": "jargon",
+        "dictd-foldoc/000002": "foldoc",
+    }
     for source, names in keys.items():
         first = [cb.leaf_of(source, k) for k in names]
         assert first == [cb.leaf_of(source, k) for k in names]  # same input, same leaves
@@ -95,7 +143,9 @@ def test_leaf_splits_are_deterministic_partitions():
     original = cb.DOMAINS["python_stdlib"]
     cb.DOMAINS["python_stdlib"] = cb.SourceDomain("python_stdlib", (), "", "", lambda seed: fake, False)
     try:
-        parts = [[k for k, _ in cb._leaf_items("python_stdlib", leaf, 0)] for leaf, _ in cb.LEAF_RULES["python_stdlib"]]
+        parts = [
+            [k for k, _ in cb._leaf_items("python_stdlib", leaf, 0)] for leaf, _ in cb.LEAF_RULES["python_stdlib"]
+        ]
     finally:
         cb.DOMAINS["python_stdlib"] = original
     assert sorted(k for p in parts for k in p) == sorted(keys["python_stdlib"]) and sum(map(len, parts)) == len(fake)
@@ -112,7 +162,9 @@ def test_update_sequence_data_and_derived_domains():
     assert updates.first_version(["d1", "d2", "d3", "d4", "d5"]) == ["d1", "d2"]
     texts = {("stdlib_test", "train"): ["t1", "t2"], ("stdlib_modules", "train"): ["m1"]}
     derived = updates.derived_texts("leaves", lambda leaf, split: texts.get((leaf, split), [f"{leaf}-{split}"]))
-    assert derived == updates.derived_texts("leaves", lambda leaf, split: texts.get((leaf, split), [f"{leaf}-{split}"]))
+    assert derived == updates.derived_texts(
+        "leaves", lambda leaf, split: texts.get((leaf, split), [f"{leaf}-{split}"])
+    )
     assert derived["python_stdlib"]["train"] == ["t1", "m1", "stdlib_packages-train", "stdlib_tools-train", "t2"]
     assert derived["wordnet@v1"]["eval"] == ["wordnet-eval"]
 
@@ -121,10 +173,19 @@ def test_rung_is_the_cheapest_with_spearman_at_least_08():
     from mixbench.reuse import DEFAULT_RUNGS, choose_rung
 
     def rung(name, spearman, fraction):
-        return {"name": name, "preset": "5m", "chinchilla_multiple": 1.0, "spearman": spearman, "compute_fraction": fraction}
+        return {
+            "name": name,
+            "preset": "5m",
+            "chinchilla_multiple": 1.0,
+            "spearman": spearman,
+            "compute_fraction": fraction,
+        }
 
     ladder = {"domain_sets": {"even": {"rungs": [rung("a", 0.95, 0.3), rung("b", 0.81, 0.05), rung("c", 0.6, 0.01)]}}}
     assert choose_rung(ladder, "leaves", "gpu")[0][0] == "b"  # another set's ladder when this set has none
     assert choose_rung(None, "leaves", "gpu") == (DEFAULT_RUNGS["gpu"], choose_rung(None, "leaves", "gpu")[1])
     low = {"domain_sets": {"leaves": {"rungs": [rung("c", 0.6, 0.01)]}}}
-    assert choose_rung(low, "leaves", "gpu")[0] == DEFAULT_RUNGS["gpu"] and "no rung" in choose_rung(low, "leaves", "gpu")[1]
+    assert (
+        choose_rung(low, "leaves", "gpu")[0] == DEFAULT_RUNGS["gpu"]
+        and "no rung" in choose_rung(low, "leaves", "gpu")[1]
+    )

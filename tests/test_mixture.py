@@ -13,6 +13,7 @@ from hf_datamix import Mixture
 from hf_datamix.constants import MIXTURE_FILE
 from hf_datamix.mixture import check_domain_name, expansion_matrix
 
+
 LOGGER = "hf_datamix.mixture"
 
 
@@ -138,7 +139,7 @@ def test_normalize_false_rejects_off_sum():
 
 
 def test_constructors_uniform_and_proportional():
-    assert Mixture.uniform(["a", "b", "c", "d"]).to_dict() == {k: 0.25 for k in "abcd"}
+    assert Mixture.uniform(["a", "b", "c", "d"]).to_dict() == dict.fromkeys("abcd", 0.25)
     prop = Mixture.proportional({"a": 100, "b": 300})
     assert prop.to_dict() == {"a": 0.25, "b": 0.75}
 

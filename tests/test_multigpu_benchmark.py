@@ -7,13 +7,25 @@ import os
 import subprocess
 import sys
 
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_items(tmp_path, items: str) -> dict:
     """benchmarks/multigpu.py --cpu on two gloo processes; the items of the multigpu.json it writes."""
-    command = [sys.executable, os.path.join(ROOT, "benchmarks", "multigpu.py"), "--cpu", "--items", items,
-               "--out", str(tmp_path), "--work", str(tmp_path / "work"), "--commit", "test"]
+    command = [
+        sys.executable,
+        os.path.join(ROOT, "benchmarks", "multigpu.py"),
+        "--cpu",
+        "--items",
+        items,
+        "--out",
+        str(tmp_path),
+        "--work",
+        str(tmp_path / "work"),
+        "--commit",
+        "test",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     run = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

@@ -6,11 +6,12 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import datamix_args, make_domain_set, tiny_llama
+
 from hf_datamix import create_strategy
 from hf_datamix.continual import plan_stages, run_continual
 from hf_datamix.reuse import VIRTUAL
+
 
 FAST = dict(swarm_size=5, proxy_steps=2, proxy_batch_size=2, proxy_eval_blocks=2, law_starts=10)
 
@@ -46,8 +47,13 @@ def test_removal_needs_no_proxy_runs(tmp_path, tokenizer):
     from hf_datamix import Mixture
 
     context = DecisionContext(
-        step=0, max_steps=3, stage=2, domains=update.domains, token_counts={"alpha": 1, "beta": 1},
-        previous_mixture=Mixture({"alpha": 0.2, "beta": 0.3, "gamma": 0.5}), update=update,
+        step=0,
+        max_steps=3,
+        stage=2,
+        domains=update.domains,
+        token_counts={"alpha": 1, "beta": 1},
+        previous_mixture=Mixture({"alpha": 0.2, "beta": 0.3, "gamma": 0.5}),
+        update=update,
     )
     decision = strategy.decide(context)
     assert decision.mixture.allclose({"alpha": 0.4, "beta": 0.6})

@@ -6,10 +6,11 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import datamix_args, make_domain_set, tiny_llama
+
 from hf_datamix import DataMixTrainer, create_strategy
 from hf_datamix.continual import plan_stages, run_continual
+
 
 FAST = dict(probe_steps=4, law_starts=20, eval_blocks=3, probe_batch_size=2)
 
@@ -86,7 +87,9 @@ def test_redecide_every_n_steps_and_resume_restores_the_same_decisions(tmp_path,
     history = json.load(open(tmp_path / "full" / "mixtures.json"))
     assert [r["step"] for r in history if r["kind"] == "decision"] == [2, 5]
     # Resume from step 3 (after the first decision, before the second) in a fresh folder.
-    resumed = train(tmp_path / "again", tokenizer, resume=str(tmp_path / "full" / "checkpoint-3"), model_seed=9, **args)
+    resumed = train(
+        tmp_path / "again", tokenizer, resume=str(tmp_path / "full" / "checkpoint-3"), model_seed=9, **args
+    )
     again = json.load(open(tmp_path / "again" / "mixtures.json"))
     assert [r["weights"] for r in again] == [r["weights"] for r in history]
     assert [r.get("observed") for r in again] == [r.get("observed") for r in history]
@@ -118,9 +121,12 @@ def test_several_processes_make_op_mix_run_on_every_process():
 
     def trainer(fsdp=False, zero_stage=None, world=2):
         plugin = None if zero_stage is None else SimpleNamespace(zero_stage=zero_stage)
-        return SimpleNamespace(is_fsdp_enabled=fsdp, is_deepspeed_enabled=zero_stage is not None,
-                               accelerator=SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=plugin)),
-                               args=SimpleNamespace(world_size=world))
+        return SimpleNamespace(
+            is_fsdp_enabled=fsdp,
+            is_deepspeed_enabled=zero_stage is not None,
+            accelerator=SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=plugin)),
+            args=SimpleNamespace(world_size=world),
+        )
 
     strategy = OpMixStrategy()
     assert strategy.runs_on_every_process(trainer(fsdp=True)) is True
@@ -138,8 +144,12 @@ def test_candidate_progress_bar_only_on_the_main_process(main):
     from hf_datamix.simulate.probes import LoRAProbes
 
     seen = {}
-    trainer = SimpleNamespace(default_score="loss", is_world_process_zero=lambda: main,
-                              decision_scorer=lambda *args, **kwargs: None, args=SimpleNamespace(disable_tqdm=False))
+    trainer = SimpleNamespace(
+        default_score="loss",
+        is_world_process_zero=lambda: main,
+        decision_scorer=lambda *args, **kwargs: None,
+        args=SimpleNamespace(disable_tqdm=False),
+    )
 
     class Simulator:
         collective, config = True, SimpleNamespace(bf16=False)

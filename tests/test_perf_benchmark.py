@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PARTS = ["interleaver", "overhead", "laws", "candidates", "speed", "scaling"]
 
@@ -31,10 +32,14 @@ def numbers(value):
 @pytest.mark.timeout(180)
 def test_quick_perf_run_records_every_part(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
-    command = [sys.executable, "-m", "benchmarks.perf", "--quick", "--out", str(out),
-               "--work", str(work)]
-    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", WANDB_DISABLED="true",
-               HF_DATAMIX_CACHE=str(tmp_path / "packed"))
+    command = [sys.executable, "-m", "benchmarks.perf", "--quick", "--out", str(out), "--work", str(work)]
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        TOKENIZERS_PARALLELISM="false",
+        WANDB_DISABLED="true",
+        HF_DATAMIX_CACHE=str(tmp_path / "packed"),
+    )
     run = subprocess.run(command, check=False, capture_output=True, text=True, timeout=170, cwd=ROOT, env=env)
     assert run.returncode == 0, f"benchmarks.perf failed:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
 
@@ -58,8 +63,12 @@ def test_quick_perf_run_records_every_part(tmp_path):
     assert inter["interleaver_blocks_per_s"] > 0 and inter["speedup_vs_map"] > 0
     assert inter["ratio_to_gpu_20m_consumption"] > 0
     overhead = parts["overhead"]
-    assert set(overhead["ratios_vs_plain"]) == {"datamix_uniform", "datamix_uniform_dispatch_on",
-                                                "datamix_op_mix_no_decision", "datamix_op_mix_decided_in_warmup"}
+    assert set(overhead["ratios_vs_plain"]) == {
+        "datamix_uniform",
+        "datamix_uniform_dispatch_on",
+        "datamix_op_mix_no_decision",
+        "datamix_op_mix_decided_in_warmup",
+    }
     assert overhead["variants"]["datamix_op_mix_no_decision@1"]["decisions"] == []
     assert [d["kind"] for d in overhead["variants"]["datamix_op_mix_decided_in_warmup@1"]["decisions"]] == ["decision"]
     assert overhead["loader_only"]["datamix_s_per_batch"] > 0
@@ -77,7 +86,9 @@ def test_quick_perf_run_records_every_part(tmp_path):
         assert speed["peak_flops"] is None and tiny["mfu_none_reason"] and speed["mfu_none_reason"]
     for name in ("probe", "branch"):
         ratio = speed[f"{name}_vs_train_tokens_per_s"]
-        assert (isinstance(ratio, float) and ratio > 0) or (ratio is None and speed[f"{name}_vs_train_tokens_per_s_reason"])
+        assert (isinstance(ratio, float) and ratio > 0) or (
+            ratio is None and speed[f"{name}_vs_train_tokens_per_s_reason"]
+        )
         assert tiny["simulators"][name]["tokens_per_s"] > 0
     assert tiny["simulators"]["branch"]["snapshot_on_device"] is True
     scaling = parts["scaling"]
@@ -137,12 +148,23 @@ def test_readme_performance_row_is_rendered_from_perf_json():
     with open(README, encoding="utf-8") as handle:
         text = handle.read()
     assert [line for line in text.split("\n") if line.startswith(ROW_START)] == [row], (
-        "README performance row differs from perf.json: run python -m benchmarks.perf.readme")
+        "README performance row differs from perf.json: run python -m benchmarks.perf.readme"
+    )
     assert replace_row(text, row) == text
-    quick = {"device": "CPU; torch", "commit": "abc", "status": "complete", "parts": {
-        "speed": {"runs": {"tiny_eager": {"tokens_per_s": 1e4, "mfu": None, "flops_per_step_counted": 1.0}},
-                  "peak_flops": None, "mfu_none_reason": "no accelerator", "probe_vs_train_tokens_per_s": 0.9,
-                  "branch_vs_train_tokens_per_s": None}}}
+    quick = {
+        "device": "CPU; torch",
+        "commit": "abc",
+        "status": "complete",
+        "parts": {
+            "speed": {
+                "runs": {"tiny_eager": {"tokens_per_s": 1e4, "mfu": None, "flops_per_step_counted": 1.0}},
+                "peak_flops": None,
+                "mfu_none_reason": "no accelerator",
+                "probe_vs_train_tokens_per_s": 0.9,
+                "branch_vs_train_tokens_per_s": None,
+            }
+        },
+    }
     rendered = readme_row(quick)
     assert "tiny_eager 0.01 M tok/s (n/a)" in rendered and "probe tokens/s vs training: **0.90×**" in rendered
     assert "branch tokens/s vs training: not measured" in rendered

@@ -15,13 +15,14 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import datamix_args, make_domain_set, pip_available, pip_installed, tiny_llama
+
 from hf_datamix import DataMixArguments, DataMixTrainer, available_strategies, create_strategy
 from hf_datamix.laws import LAWS, available_laws
 from hf_datamix.recipe_args import RunArguments, parse_args
 from hf_datamix.simulate.base import SIMULATORS, available_simulators
 from hf_datamix.strategies.registry import STRATEGIES
+
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(not pip_available(), reason="pip is not available, so the plugin cannot be installed")
@@ -30,8 +31,10 @@ pytestmark = pytest.mark.skipif(not pip_available(), reason="pip is not availabl
 @pytest.fixture(scope="module")
 def plugin_env(tmp_path_factory):
     """The plugin installed; its folder on this process's path too (entry points are read on every lookup)."""
-    with pip_installed(ROOT / "tests" / "plugin_pkg", tmp_path_factory.mktemp("plugin")) as env, \
-            pytest.MonkeyPatch.context() as patch:
+    with (
+        pip_installed(ROOT / "tests" / "plugin_pkg", tmp_path_factory.mktemp("plugin")) as env,
+        pytest.MonkeyPatch.context() as patch,
+    ):
         patch.syspath_prepend(env["PYTHONPATH"].split(os.pathsep)[0])
         yield env
         for registry in (STRATEGIES, LAWS, SIMULATORS):  # the plugin's classes must not outlive its folder
@@ -50,11 +53,36 @@ def test_the_plugins_entries_are_listed(plugin_env, capsys):
 
 def test_hf_datamix_fit_uses_the_plugins_law(plugin_env, tmp_path):
     weights = [0.1, 0.3, 0.5, 0.7, 0.9]
-    (tmp_path / "r.csv").write_text("run,a,b\n" + "".join(f"r{i},{w:.2f},{1 - w:.2f}\n" for i, w in enumerate(weights)))
-    (tmp_path / "m.csv").write_text("run,a,b\n" + "".join(f"r{i},{3 - w:.3f},{2 + w:.3f}\n" for i, w in enumerate(weights)))
-    done = subprocess.run([sys.executable, "-m", "hf_datamix.cli", "fit", "--ratios", "r.csv", "--metrics", "m.csv",
-                           "--out", "mix.json", "--law", "ridge_linear", "--law-options", '{"ridge": 0.01}'],
-                          check=False, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=plugin_env)
+    (tmp_path / "r.csv").write_text(
+        "run,a,b\n" + "".join(f"r{i},{w:.2f},{1 - w:.2f}\n" for i, w in enumerate(weights))
+    )
+    (tmp_path / "m.csv").write_text(
+        "run,a,b\n" + "".join(f"r{i},{3 - w:.3f},{2 + w:.3f}\n" for i, w in enumerate(weights))
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hf_datamix.cli",
+            "fit",
+            "--ratios",
+            "r.csv",
+            "--metrics",
+            "m.csv",
+            "--out",
+            "mix.json",
+            "--law",
+            "ridge_linear",
+            "--law-options",
+            '{"ridge": 0.01}',
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=plugin_env,
+    )
     assert done.returncode == 0 and "law ridge_linear on 5 runs" in done.stdout, done.stderr
     result = json.loads((tmp_path / "mix.json").read_text())
     assert result["law"]["name"] == "ridge_linear" and result["law"]["config"] == {"ridge": 0.01}
@@ -62,8 +90,13 @@ def test_hf_datamix_fit_uses_the_plugins_law(plugin_env, tmp_path):
 
 def test_op_mix_runs_with_the_plugins_simulator_and_law(plugin_env, tmp_path, tokenizer):
     strategy = create_strategy("op_mix", simulator="held_out_now", now_candidates=5, law="ridge_linear")
-    trainer = DataMixTrainer(model=tiny_llama(len(tokenizer)), args=datamix_args(tmp_path, max_steps=3),
-                             domains=make_domain_set(), strategy=strategy, processing_class=tokenizer)
+    trainer = DataMixTrainer(
+        model=tiny_llama(len(tokenizer)),
+        args=datamix_args(tmp_path, max_steps=3),
+        domains=make_domain_set(),
+        strategy=strategy,
+        processing_class=tokenizer,
+    )
     trainer.train()
     initial, decision = trainer.history[0], next(r for r in trainer.history if r["kind"] == "decision")
     assert initial["settings"]["simulator"] == "held_out_now" and initial["settings"]["now_candidates"] == 5
@@ -73,8 +106,9 @@ def test_op_mix_runs_with_the_plugins_simulator_and_law(plugin_env, tmp_path, to
 
 def test_a_recipe_lists_the_plugins_simulator_settings(plugin_env, capsys):
     with pytest.raises(SystemExit):
-        parse_args((RunArguments, DataMixArguments), argv=["--strategy", "op_mix", "--simulator", "held_out_now",
-                                                          "--help"])
+        parse_args(
+            (RunArguments, DataMixArguments), argv=["--strategy", "op_mix", "--simulator", "held_out_now", "--help"]
+        )
     out = capsys.readouterr().out
     assert "held_out_now simulator settings" in out and "--now_candidates" in out and "--probe_steps" not in out
 

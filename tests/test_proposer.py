@@ -19,14 +19,28 @@ from hf_datamix.proposer import (
 
 def loglinear_law(c, t):
     t = np.asarray(t, dtype=float)
-    return MixingLaw.from_dict({"name": "log_linear", "config": {}, "domains": t.shape[1], "targets": t.shape[0],
-                                "params": {"c": list(c), "t": t.tolist()}})
+    return MixingLaw.from_dict(
+        {
+            "name": "log_linear",
+            "config": {},
+            "domains": t.shape[1],
+            "targets": t.shape[0],
+            "params": {"c": list(c), "t": t.tolist()},
+        }
+    )
 
 
 def linear_law(a, b):
     a = np.asarray(a, dtype=float)
-    return MixingLaw.from_dict({"name": "linear", "config": {}, "domains": a.shape[1], "targets": a.shape[0],
-                                "params": {"a": a.tolist(), "b": list(b)}})
+    return MixingLaw.from_dict(
+        {
+            "name": "linear",
+            "config": {},
+            "domains": a.shape[1],
+            "targets": a.shape[0],
+            "params": {"a": a.tolist(), "b": list(b)},
+        }
+    )
 
 
 def simplex_grid(step=0.01):
@@ -60,7 +74,14 @@ E5 = expansion_matrix(["old", "d", "e"], INTERNALS, FULL)
         (LAW3, np.array([0.6, 0.3, 0.1]), 0.5, None, None, [3.0, 1.0]),
         (LAW3, np.array([0.2, 0.1, 0.3, 0.25, 0.15]), 0.05, None, E5, None),
         (LAW3, np.array([0.2, 0.1, 0.3, 0.25, 0.15]), 0.2, [0.35, 0.5, 0.4], E5, None),
-        (linear_law([[1.0, 2.0, 3.0], [2.0, 0.5, 1.0]], [0.0, 0.0]), np.ones(3) / 3, 0.05, [0.5, 0.4, 0.6], None, None),
+        (
+            linear_law([[1.0, 2.0, 3.0], [2.0, 0.5, 1.0]], [0.0, 0.0]),
+            np.ones(3) / 3,
+            0.05,
+            [0.5, 0.4, 0.6],
+            None,
+            None,
+        ),
         (linear_law([[1.0, 2.0, 3.0], [2.0, 0.5, 1.0]], [0.0, 0.0]), np.ones(3) / 3, 0.0, [0.5, 0.4, 0.6], None, None),
     ],
 )
@@ -79,8 +100,9 @@ def test_matches_brute_force_grid(law, prior, kl, caps, E, w):
 
 def test_expansion_gives_full_mixture_and_json():
     prior = {"a": 0.2, "b": 0.1, "c": 0.3, "d": 0.25, "e": 0.15}
-    proposal = propose(LAW3, prior, caps={"old": 0.35, "d": 0.5, "e": 0.4}, expansion=E5,
-                       domains=["old", "d", "e"], full_domains=FULL)
+    proposal = propose(
+        LAW3, prior, caps={"old": 0.35, "d": 0.5, "e": 0.4}, expansion=E5, domains=["old", "d", "e"], full_domains=FULL
+    )
     full = proposal.mixture()
     assert isinstance(full, Mixture) and full.domains == FULL
     assert full["a"] / full["b"] == pytest.approx(0.5 / 0.3)  # internal ratios of the virtual domain kept
@@ -98,9 +120,14 @@ def test_infeasible_caps_name_domains_and_shortfall():
     assert "web=0.3" in message and "code=0.28" in message and "math=0.25" in message
 
 
-@pytest.mark.parametrize("caps, message", [([0.5, -0.1, 1.0], "caps of code is -0.1"),
-                                           ([0.5, np.nan, 1.0], "caps of code is nan"),
-                                           ([0.5, 0.5], "caps has 2 entries but 3")])
+@pytest.mark.parametrize(
+    "caps, message",
+    [
+        ([0.5, -0.1, 1.0], "caps of code is -0.1"),
+        ([0.5, np.nan, 1.0], "caps of code is nan"),
+        ([0.5, 0.5], "caps has 2 entries but 3"),
+    ],
+)
 def test_bad_caps(caps, message):
     with pytest.raises(ValueError, match=message):
         propose(LAW3, np.ones(3) / 3, caps=caps, domains=["web", "code", "math"])
@@ -192,8 +219,9 @@ def test_64_domains_with_caps_solves_fast():
 
 
 def test_caps_summing_to_one_force_the_caps_and_mappings_work():
-    proposal = propose(LAW3, Mixture.uniform(["a", "b", "c"]), caps={"a": 0.5, "b": 0.3, "c": 0.2},
-                       domains=["a", "b", "c"])
+    proposal = propose(
+        LAW3, Mixture.uniform(["a", "b", "c"]), caps={"a": 0.5, "b": 0.3, "c": 0.2}, domains=["a", "b", "c"]
+    )
     np.testing.assert_allclose(proposal.x, [0.5, 0.3, 0.2], atol=1e-6)
     assert proposal.mixture().domains == ["a", "b", "c"]
     capped = propose(LAW3, np.ones(3) / 3, caps={"a": 0.1}, domains=["a", "b", "c"])  # b, c uncapped

@@ -7,10 +7,11 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import make_domain_set
+
 from hf_datamix import ComputeLedger, Mixture
 from hf_datamix.simulate.proxy_swarm import ProxyConfig, ProxyRuns
+
 
 CONFIG = ProxyConfig(steps=3, batch_size=2, eval_blocks=2, learning_rate=3e-3)
 MIXTURES = [

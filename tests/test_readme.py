@@ -13,22 +13,81 @@ import shlex
 import subprocess
 import sys
 
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Appended after the README's own flags, so they win (argparse keeps the last value).
 TINY = {
-    "midtrain.py": ["--max_steps", "6", "--pretrain_steps", "4", "--block_size", "64", "--per_device_train_batch_size",
-                    "2", "--save_steps", "2", "--max_eval_blocks", "2", "--logging_steps", "2"],
-    "pretrain.py": ["--max_steps", "3", "--block_size", "64", "--per_device_train_batch_size", "2",
-                    "--max_eval_blocks", "2"],
-    "instruct.py": ["--strategies", "op_mix,on_policy_distill", "--steps_per_stage", "2", "--pretrain_steps", "2",
-                    "--task_eval_examples", "2", "--max_eval_blocks", "4", "--tasks", "arith,book",
-                    "--strategy_settings", '{"op_mix": {"probe_steps": 1, "eval_blocks": 2, "alpha_points": 3, '
-                    '"law_starts": 8}, "on_policy_distill": {"max_new_tokens": 2}}'],
-    "swarm.py": ["--swarm_size", "5", "--proxy_steps", "2", "--proxy_batch_size", "2", "--proxy_eval_blocks", "2",
-                 "--block_size", "64", "--initial_domains", "scripture,code,arithmetic"],
+    "midtrain.py": [
+        "--max_steps",
+        "6",
+        "--pretrain_steps",
+        "4",
+        "--block_size",
+        "64",
+        "--per_device_train_batch_size",
+        "2",
+        "--save_steps",
+        "2",
+        "--max_eval_blocks",
+        "2",
+        "--logging_steps",
+        "2",
+    ],
+    "pretrain.py": [
+        "--max_steps",
+        "3",
+        "--block_size",
+        "64",
+        "--per_device_train_batch_size",
+        "2",
+        "--max_eval_blocks",
+        "2",
+    ],
+    "instruct.py": [
+        "--strategies",
+        "op_mix,on_policy_distill",
+        "--steps_per_stage",
+        "2",
+        "--pretrain_steps",
+        "2",
+        "--task_eval_examples",
+        "2",
+        "--max_eval_blocks",
+        "4",
+        "--tasks",
+        "arith,book",
+        "--strategy_settings",
+        '{"op_mix": {"probe_steps": 1, "eval_blocks": 2, "alpha_points": 3, '
+        '"law_starts": 8}, "on_policy_distill": {"max_new_tokens": 2}}',
+    ],
+    "swarm.py": [
+        "--swarm_size",
+        "5",
+        "--proxy_steps",
+        "2",
+        "--proxy_batch_size",
+        "2",
+        "--proxy_eval_blocks",
+        "2",
+        "--block_size",
+        "64",
+        "--initial_domains",
+        "scripture,code,arithmetic",
+    ],
 }
-TINY_OP_MIX = ["--probe_steps", "2", "--eval_blocks", "2", "--law_starts", "10", "--probe_batch_size", "2", "--redecide_every", "2"]
+TINY_OP_MIX = [
+    "--probe_steps",
+    "2",
+    "--eval_blocks",
+    "2",
+    "--law_starts",
+    "10",
+    "--probe_batch_size",
+    "2",
+    "--redecide_every",
+    "2",
+]
 
 
 def readme_blocks(readme: str) -> list[list[str]]:
@@ -77,7 +136,9 @@ def test_tested_readme_commands_run(tmp_path):
                 if argv is None:
                     continue
                 result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-                assert result.returncode == 0, f"README command failed: {part}\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+                assert result.returncode == 0, (
+                    f"README command failed: {part}\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+                )
     outputs = tmp_path / "outputs"
     for run in ("midtrain", "op_mix", "retrain", "natural", "uniform", "swarm", "instruct"):
         assert (outputs / run).is_dir(), run

@@ -13,7 +13,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
 from conftest import pip_available, pip_installed
 
 import hf_datamix
@@ -29,6 +28,7 @@ from hf_datamix.registry import Registry
 from hf_datamix.settings import build_config
 from hf_datamix.strategies.registry import ENTRY_POINT_GROUP, STRATEGIES, get_strategy_class
 from hf_datamix.strategies.uniform import NaturalStrategy, UniformStrategy
+
 
 PLUGIN_SRC = Path(__file__).parent / "plugin_pkg"
 
@@ -60,7 +60,9 @@ class OtherStrategy(Strategy):
 
 
 def fake_context(names):
-    return SimpleNamespace(domains=SimpleNamespace(names=list(names)), token_counts={n: 10 * (i + 1) for i, n in enumerate(names)})
+    return SimpleNamespace(
+        domains=SimpleNamespace(names=list(names)), token_counts={n: 10 * (i + 1) for i, n in enumerate(names)}
+    )
 
 
 # -- listing and lookup -------------------------------------------------------------------------
@@ -117,7 +119,10 @@ def test_broken_entry_point_names_plugin(monkeypatch):
     reg = Registry("strategy", Strategy, ENTRY_POINT_GROUP)
     broken = EntryPoint(name="broken", value="hf_datamix_no_such_module_xyz:Thing", group=ENTRY_POINT_GROUP)
     monkeypatch.setattr(reg, "_entry_points", lambda: {"broken": broken})
-    with pytest.raises(ImportError, match=r"strategy 'broken' \(entry point 'hf_datamix_no_such_module_xyz:Thing'.*failed to load: ModuleNotFoundError"):
+    with pytest.raises(
+        ImportError,
+        match=r"strategy 'broken' \(entry point 'hf_datamix_no_such_module_xyz:Thing'.*failed to load: ModuleNotFoundError",
+    ):
         reg.get("broken")
 
 
@@ -262,13 +267,20 @@ CHECK_IN_FRESH_PROCESS = textwrap.dedent(
 )
 
 
-@pytest.mark.skipif(not pip_available(), reason="pip is not available in this Python, so the plugin cannot be installed")
+@pytest.mark.skipif(
+    not pip_available(), reason="pip is not available in this Python, so the plugin cannot be installed"
+)
 def test_plugin_entry_point(tmp_path):
     with pip_installed(PLUGIN_SRC, tmp_path) as env:
         # Entry points are cached per process: look in a fresh interpreter.
         check = subprocess.run(
-            [sys.executable, "-c", CHECK_IN_FRESH_PROCESS], check=False, capture_output=True, text=True, timeout=300,
-            cwd=tmp_path, env=env,
+            [sys.executable, "-c", CHECK_IN_FRESH_PROCESS],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=tmp_path,
+            env=env,
         )
         assert check.returncode == 0, f"plugin check failed:\n{check.stdout}\n{check.stderr}"
         result = json.loads(check.stdout.strip().splitlines()[-1])
@@ -285,7 +297,8 @@ def test_plugin_entry_point(tmp_path):
     # Gone again, for a fresh process.
     after = subprocess.run(
         [sys.executable, "-c", "import hf_datamix; print('reverse_alpha' in hf_datamix.available_strategies())"],
-        check=False, capture_output=True,
+        check=False,
+        capture_output=True,
         text=True,
         timeout=300,
         cwd=tmp_path,

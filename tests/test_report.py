@@ -18,8 +18,12 @@ def two_runs(tmp_path_factory, tokenizer):
     runs = {}
     for strategy in ("uniform", "natural"):
         out = tmp_path_factory.mktemp(strategy)
-        args = datamix_args(out, max_steps=3, strategy=strategy, eval_strategy="steps", eval_steps=2, max_eval_blocks=2)
-        trainer = DataMixTrainer(model=tiny_llama(len(tokenizer)), args=args, domains=make_domain_set(), processing_class=tokenizer)
+        args = datamix_args(
+            out, max_steps=3, strategy=strategy, eval_strategy="steps", eval_steps=2, max_eval_blocks=2
+        )
+        trainer = DataMixTrainer(
+            model=tiny_llama(len(tokenizer)), args=args, domains=make_domain_set(), processing_class=tokenizer
+        )
         trainer.train()
         runs[strategy] = (out, trainer)
     return runs
@@ -32,7 +36,9 @@ def test_single_run_report(two_runs):
     for image in ("weights.png", "eval_loss.png", "compute.png"):
         assert (out / image).stat().st_size > 1000, image
         assert f"]({image})" in markdown
-    last = {k: v for e in trainer.state.log_history for k, v in e.items() if k.startswith("eval_") and k.endswith("_loss")}
+    last = {
+        k: v for e in trainer.state.log_history for k, v in e.items() if k.startswith("eval_") and k.endswith("_loss")
+    }
     assert f"| alpha | 0.3333 | {last['eval_alpha_loss']:.4g} |" in markdown
     run = read_run(out)
     assert [step for step, _ in run["eval_curves"]["beta"]] == [2, 3]  # from the last checkpoint's trainer_state

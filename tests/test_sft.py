@@ -9,13 +9,14 @@ import datasets
 import numpy as np
 import pytest
 import torch
+from conftest import WORDS, tiny_llama
 from huggingface_hub import ModelCard
 
-from conftest import WORDS, tiny_llama
 from hf_datamix import DomainSet, DomainSpec, create_strategy
 from hf_datamix.continual import Stage, plan_stages, run_continual
 from hf_datamix.data.embedded import load_embedded_tokenizer
 from hf_datamix.sft import DataMixSFTConfig, DataMixSFTTrainer
+
 
 TAGS = ("<|user|>", "<|assistant|>", "<|endoftext|>")
 
@@ -139,7 +140,9 @@ def test_sft_run_logs_mixture_task_error_and_counts_tokens(tmp_path, chat_tokeni
     for name in ("alpha", "beta", "gamma"):
         assert 0.0 <= metrics[f"eval_{name}_error"] <= 1.0
         assert np.isfinite(metrics[f"eval_{name}_loss"])
-    assert metrics["eval_avg_error"] == pytest.approx(np.mean([metrics[f"eval_{n}_error"] for n in ("alpha", "beta", "gamma")]))
+    assert metrics["eval_avg_error"] == pytest.approx(
+        np.mean([metrics[f"eval_{n}_error"] for n in ("alpha", "beta", "gamma")])
+    )
     assert trainer.ledger.tokens_by_kind["generate"] > 0
     history = json.loads((tmp_path / "mixtures.json").read_text())
     assert history[0]["kind"] == "initial"
@@ -154,8 +157,9 @@ def test_sft_run_logs_mixture_task_error_and_counts_tokens(tmp_path, chat_tokeni
 def test_sft_resume_is_exact(tmp_path, chat_tokenizer):
     full = make_trainer(tmp_path / "full", chat_tokenizer, max_steps=6, task_eval_examples=0)
     full.train()
-    first = make_trainer(tmp_path / "cut", chat_tokenizer, max_steps=6, task_eval_examples=0, save_strategy="steps",
-                         save_steps=3)
+    first = make_trainer(
+        tmp_path / "cut", chat_tokenizer, max_steps=6, task_eval_examples=0, save_strategy="steps", save_steps=3
+    )
     first.train()
     resumed = make_trainer(tmp_path / "cut", chat_tokenizer, max_steps=6, task_eval_examples=0)
     resumed.train(resume_from_checkpoint=str(tmp_path / "cut" / "checkpoint-3"))
@@ -173,13 +177,22 @@ def test_bad_sft_inputs_fail_before_training(tmp_path, chat_tokenizer):
     from hf_datamix import DataMixArguments, DataMixTrainer
 
     with pytest.raises(ValueError, match="DataMixSFTConfig"):
-        DataMixSFTTrainer(model=tiny_llama(len(chat_tokenizer)), args=DataMixArguments(output_dir=str(tmp_path), max_steps=2),
-                          domains=task_domains(), processing_class=chat_tokenizer)
+        DataMixSFTTrainer(
+            model=tiny_llama(len(chat_tokenizer)),
+            args=DataMixArguments(output_dir=str(tmp_path), max_steps=2),
+            domains=task_domains(),
+            processing_class=chat_tokenizer,
+        )
     with pytest.raises(ValueError, match="only DataMixSFTTrainer"):
         from conftest import datamix_args, make_domain_set
 
-        DataMixTrainer(model=tiny_llama(len(chat_tokenizer)), args=datamix_args(tmp_path), domains=make_domain_set(),
-                       strategy="on_policy_distill", processing_class=chat_tokenizer)
+        DataMixTrainer(
+            model=tiny_llama(len(chat_tokenizer)),
+            args=datamix_args(tmp_path),
+            domains=make_domain_set(),
+            strategy="on_policy_distill",
+            processing_class=chat_tokenizer,
+        )
 
 
 def test_dispatching_padded_batches_over_processes_is_refused(tmp_path, chat_tokenizer, monkeypatch):
@@ -204,8 +217,13 @@ def test_each_strategy_runs_continual_instruction_tuning(tmp_path, chat_tokenize
     strategy = create_strategy(name, STRATEGY_SETTINGS[name])
     torch.manual_seed(0)
     results = run_continual(
-        tiny_llama(len(chat_tokenizer)), chat_tokenizer, sft_args(tmp_path, max_steps=1, task_eval_examples=3),
-        stages, strategy, report=lambda text: None, trainer_class=DataMixSFTTrainer,
+        tiny_llama(len(chat_tokenizer)),
+        chat_tokenizer,
+        sft_args(tmp_path, max_steps=1, task_eval_examples=3),
+        stages,
+        strategy,
+        report=lambda text: None,
+        trainer_class=DataMixSFTTrainer,
     )
     last = results["stages"][-1]
     assert set(last["eval_error"]) == {"alpha", "beta"} and last["eval_avg_error"] is not None
@@ -233,8 +251,13 @@ def test_op_mix_scores_candidates_by_answer_logprob(tmp_path, chat_tokenizer):
     strategy = create_strategy("op_mix", {**STRATEGY_SETTINGS["op_mix"], "score": "answer_logprob"})
     torch.manual_seed(0)
     results = run_continual(
-        tiny_llama(len(chat_tokenizer)), chat_tokenizer, sft_args(tmp_path, max_steps=1, task_eval_examples=3),
-        stages, strategy, report=lambda text: None, trainer_class=DataMixSFTTrainer,
+        tiny_llama(len(chat_tokenizer)),
+        chat_tokenizer,
+        sft_args(tmp_path, max_steps=1, task_eval_examples=3),
+        stages,
+        strategy,
+        report=lambda text: None,
+        trainer_class=DataMixSFTTrainer,
     )
     decision = [r for r in results["history"] if r["kind"] == "decision"]
     assert len(decision) == 1

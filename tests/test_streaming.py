@@ -8,12 +8,13 @@ import os
 import datasets
 import numpy as np
 import pytest
-
 from conftest import datamix_args, make_docs, tiny_llama
+
 from hf_datamix import DataMixTrainer, DomainSet, DomainSpec, Mixture
 from hf_datamix.data.interleaver import Interleaver
 from hf_datamix.data.packing import pack_dataset
 from hf_datamix.data.streaming import StreamingBlocks
+
 
 BLOCK = 32
 
@@ -77,8 +78,9 @@ def test_a_stream_that_ends_early_names_num_tokens(tmp_path, tokenizer):
 def test_interleaver_reads_a_stream_in_order_in_its_first_epoch(tmp_path, tokenizer, counted):
     docs = make_docs("beta", 200, seed=1)
     counted["watch"].update(docs)
-    source = StreamingBlocks(stream(write_jsonl(tmp_path / "b.jsonl", docs)), tokenizer, BLOCK, name="b",
-                             num_tokens=60 * BLOCK)
+    source = StreamingBlocks(
+        stream(write_jsonl(tmp_path / "b.jsonl", docs)), tokenizer, BLOCK, name="b", num_tokens=60 * BLOCK
+    )
     interleaver = Interleaver({"b": source}, Mixture({"b": 1.0}), seed=0)
     assert [i for _, i in interleaver.domain_sequence(0, 60)] == list(range(60))
     later = [i for _, i in interleaver.domain_sequence(60, 120)]
@@ -92,9 +94,15 @@ def streaming_domains(tmp_path, tokenizer, n_docs=1500):
         watch[name] = docs
         ids = tokenizer(docs, add_special_tokens=False)["input_ids"]
         counts[name] = sum(len(row) + 1 for row in ids)
-        specs.append(DomainSpec(name, train=write_jsonl(tmp_path / f"{name}.jsonl", docs), streaming=True,
-                                eval=datasets.Dataset.from_dict({"text": make_docs(name, 4, seed=2)}),
-                                num_tokens=counts[name]))
+        specs.append(
+            DomainSpec(
+                name,
+                train=write_jsonl(tmp_path / f"{name}.jsonl", docs),
+                streaming=True,
+                eval=datasets.Dataset.from_dict({"text": make_docs(name, 4, seed=2)}),
+                num_tokens=counts[name],
+            )
+        )
     return DomainSet(specs), watch
 
 
@@ -112,22 +120,38 @@ def test_training_on_streams_tokenises_what_the_blocks_need_also_after_resume(tm
         counted["watch"].update(docs)
 
     def train(steps, resume=None):
-        args = datamix_args(tmp_path / "run", max_steps=steps, per_device_train_batch_size=8, save_steps=40,
-                            logging_steps=10, block_size=BLOCK, max_eval_blocks=2)
-        trainer = DataMixTrainer(model=tiny_llama(len(tokenizer)), args=args, domains=domains, strategy="uniform",
-                                 processing_class=tokenizer)
+        args = datamix_args(
+            tmp_path / "run",
+            max_steps=steps,
+            per_device_train_batch_size=8,
+            save_steps=40,
+            logging_steps=10,
+            block_size=BLOCK,
+            max_eval_blocks=2,
+        )
+        trainer = DataMixTrainer(
+            model=tiny_llama(len(tokenizer)),
+            args=args,
+            domains=domains,
+            strategy="uniform",
+            processing_class=tokenizer,
+        )
         trainer.train(resume_from_checkpoint=resume)
         return trainer
 
     counted["docs"] = 0
     trainer = train(80)
     assert all(np.isfinite(log["loss"]) for log in trainer.state.log_history if "loss" in log)
-    need = {d: docs_needed(tokenizer, counted["original"], watch[d], n) for d, n in blocks_drawn(trainer, 80 * 8).items()}
+    need = {
+        d: docs_needed(tokenizer, counted["original"], watch[d], n) for d, n in blocks_drawn(trainer, 80 * 8).items()
+    }
     assert min(need.values()) > 20
     assert counted["docs"] <= 1.05 * sum(need.values()), (counted["docs"], need)
     # A new trainer resumed from step 40 to step 120 reads the spill, and the stream from where it stopped.
     trainer = train(120, resume=str(tmp_path / "run" / "checkpoint-40"))
-    need = {d: docs_needed(tokenizer, counted["original"], watch[d], n) for d, n in blocks_drawn(trainer, 120 * 8).items()}
+    need = {
+        d: docs_needed(tokenizer, counted["original"], watch[d], n) for d, n in blocks_drawn(trainer, 120 * 8).items()
+    }
     assert counted["docs"] <= 1.05 * sum(need.values()), (counted["docs"], need)
     assert os.path.isdir(tmp_path / "run" / "checkpoint-120")
 
@@ -150,9 +174,16 @@ def test_dataloader_workers_share_one_spill_and_deliver_the_main_process_sequenc
     from torch.utils.data import DataLoader
 
     def interleaver(spill_dir):
-        sources = {name: StreamingBlocks(stream(write_jsonl(tmp_path / f"{name}.jsonl", make_docs(name, 200, seed=1))),
-                                         tokenizer, BLOCK, name=name, spill_dir=str(spill_dir))
-                   for name in ("alpha", "beta")}
+        sources = {
+            name: StreamingBlocks(
+                stream(write_jsonl(tmp_path / f"{name}.jsonl", make_docs(name, 200, seed=1))),
+                tokenizer,
+                BLOCK,
+                name=name,
+                spill_dir=str(spill_dir),
+            )
+            for name in ("alpha", "beta")
+        }
         return Interleaver(sources, Mixture({"alpha": 0.7, "beta": 0.3}), seed=3)
 
     reference = iter(interleaver(tmp_path / "alone"))

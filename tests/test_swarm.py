@@ -13,6 +13,7 @@ from hf_datamix.swarm import (
     swarm_to_csv,
 )
 
+
 DOMAINS = ["web", "code", "books", "math", "wiki"]
 PRIOR = {"web": 0.4, "code": 0.25, "books": 0.15, "math": 0.12, "wiki": 0.08}
 
@@ -78,7 +79,7 @@ def test_caps_are_honoured():
 
 def test_too_tight_caps_raise_clear_errors():
     with pytest.raises(InfeasibleCapsError, match="sum to 0.5"):
-        sample_swarm(DOMAINS, PRIOR, caps={d: 0.1 for d in DOMAINS})
+        sample_swarm(DOMAINS, PRIOR, caps=dict.fromkeys(DOMAINS, 0.1))
     # Feasible in principle, but the prior puts almost everything on 'web': rejection runs out of tries.
     prior = {"web": 0.96, "code": 0.01, "books": 0.01, "math": 0.01, "wiki": 0.01}
     with pytest.raises(RuntimeError, match=r"web \(cap 0.05") as info:

@@ -22,6 +22,7 @@ from hf_datamix.simulate.task_scoring import (
     task_eval_sets,
 )
 
+
 # The prompt text only, no generation suffix: the prompt's last token then differs between prompts,
 # which lets a bigram model (below) answer each prompt differently.
 CONTENT_ONLY_TEMPLATE = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
@@ -84,10 +85,12 @@ def test_task_eval_sets_from_built_task():
 
 
 def test_task_eval_sets_without_answer_column():
-    conversational = datasets.Dataset.from_dict({
-        "prompt": [user("2+2?"), user("Capital of France?")],
-        "completion": [[{"role": "assistant", "content": "4"}], [{"role": "assistant", "content": "Paris"}]],
-    })
+    conversational = datasets.Dataset.from_dict(
+        {
+            "prompt": [user("2+2?"), user("Capital of France?")],
+            "completion": [[{"role": "assistant", "content": "4"}], [{"role": "assistant", "content": "Paris"}]],
+        }
+    )
     standard_completion = datasets.Dataset.from_dict({"prompt": [user("Say hi")], "completion": ["hi"]})
     sets = task_eval_sets({"conv": conversational, "plain": standard_completion})
     assert sets["conv"].answers == ["4", "Paris"]
@@ -124,10 +127,15 @@ def test_generate_answers_batched_equals_one_by_one():
     expected = []
     for prompt in prompts:  # the reference: plain model.generate on one unpadded prompt
         ids = tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=False)
-        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                             do_sample=False, max_new_tokens=max_new, eos_token_id=tok.eos_token_id,
-                             pad_token_id=tok.pad_token_id)
-        new = out[0, len(ids):].tolist()
+        out = model.generate(
+            torch.tensor([ids]),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            do_sample=False,
+            max_new_tokens=max_new,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
+        new = out[0, len(ids) :].tolist()
         assert len(new) <= max_new
         new = new[: new.index(tok.eos_token_id)] if tok.eos_token_id in new else new
         expected.append(tok.decode(new, skip_special_tokens=True).strip())
@@ -149,10 +157,16 @@ def test_generate_answers_stops_at_eos_and_counts_compute(content_tokenizer):
     assert len(set(lasts)) == len(lasts)
     q, r, s, u = (tok.encode(c)[0] for c in "QRSU")
     assert not {q, r, s, u} & set(lasts)
-    transitions = {lasts[0]: q, q: eos,            # "Q", then eos: 2 generated tokens
-                   lasts[1]: r, r: s, s: eos,      # "RS": 3
-                   lasts[2]: u, u: u,              # "UUUU...": never stops, max_new_tokens
-                   lasts[3]: r}                    # "RS" again: 3
+    transitions = {
+        lasts[0]: q,
+        q: eos,  # "Q", then eos: 2 generated tokens
+        lasts[1]: r,
+        r: s,
+        s: eos,  # "RS": 3
+        lasts[2]: u,
+        u: u,  # "UUUU...": never stops, max_new_tokens
+        lasts[3]: r,
+    }  # "RS" again: 3
     model = bigram_llama(len(tok), transitions, default=eos)  # texts[4] is unmapped: eos at once, ""
     model.eval()
     prompts = [user(t) for t in texts]
@@ -169,8 +183,9 @@ def test_generate_answers_stops_at_eos_and_counts_compute(content_tokenizer):
     assert ledger.by_kind == {"generate": 2.0 * n * tokens}
 
     ledger = ComputeLedger()
-    assert generate_answers(model, tok, prompts, max_new_tokens=2, batch_size=5, ledger=ledger,
-                            num_parameters=1000, kind="eval") == ["Q", "RS", "UU", "RS", ""]
+    assert generate_answers(
+        model, tok, prompts, max_new_tokens=2, batch_size=5, ledger=ledger, num_parameters=1000, kind="eval"
+    ) == ["Q", "RS", "UU", "RS", ""]
     assert ledger.by_kind == {"eval": 2.0 * 1000 * (prompt_tokens + 2 + 2 + 2 + 2 + 1)}
     assert generate_answers(model, tok, []) == []
 
@@ -199,8 +214,13 @@ def test_generate_answers_is_plain_greedy_whatever_the_generation_config(content
     model.generation_config.top_k = 0
     model.generation_config.repetition_penalty = 100.0  # would turn the repeated U into V
     assert generate_answers(model, tok, prompts, max_new_tokens=4) == ["UUUU"]
-    out = model.generate(torch.tensor([tok.encode("apple")]), max_new_tokens=4, do_sample=False,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    out = model.generate(
+        torch.tensor([tok.encode("apple")]),
+        max_new_tokens=4,
+        do_sample=False,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     assert tok.decode(out[0, -4:]) != "UUUU"  # the rig does react to the penalty
 
 
@@ -220,8 +240,9 @@ def test_task_errors_of_a_rigged_model(content_tokenizer):
     errors = task_errors(model, tok, {"fruit": fruit, "arith": arith}, batch_size=8, ledger=ledger)
     assert errors == {"fruit": 0.0, "arith": 1.0}
     assert len(calls) == 1  # both domains share one batch
-    prompt_tokens = sum(len(tok.apply_chat_template(m, tokenize=True, return_dict=False))
-                        for m in fruit.prompts + arith.prompts)
+    prompt_tokens = sum(
+        len(tok.apply_chat_template(m, tokenize=True, return_dict=False)) for m in fruit.prompts + arith.prompts
+    )
     assert ledger.tokens_by_kind == {"generate": prompt_tokens + 4 * 6}  # a, p, ple, eos per prompt
 
     half = TaskEvalSet([user("Name a fruit."), user("Name a fruit!")], ["apple", "pear"])
@@ -251,10 +272,17 @@ def _hand_loss(model, examples) -> float:
     return total / count
 
 
-@pytest.mark.parametrize("collator_kwargs", [
-    {}, {"pad_to_multiple_of": 8}, {"return_position_ids": True},
-    {"padding_free": True}, {"padding_free": True, "pad_to_multiple_of": 16},
-], ids=["padded", "padded-multiple", "padded-position-ids", "padding-free", "padding-free-multiple"])
+@pytest.mark.parametrize(
+    "collator_kwargs",
+    [
+        {},
+        {"pad_to_multiple_of": 8},
+        {"return_position_ids": True},
+        {"padding_free": True},
+        {"padding_free": True, "pad_to_multiple_of": 16},
+    ],
+    ids=["padded", "padded-multiple", "padded-position-ids", "padding-free", "padding-free-multiple"],
+)
 def test_completion_losses_match_masked_cross_entropy(tokenizer, collator_kwargs):
     model = tiny_llama(len(tokenizer), seed=1)
     model.eval()

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from conftest import datamix_args, make_domain_set, tiny_llama
 from transformers.utils import logging as hf_logging
 
-from conftest import datamix_args, make_domain_set, tiny_llama
 from hf_datamix import DataMixTrainer, Mixture, Strategy, StrategyConfig
 from hf_datamix.domains import DomainSet, DomainSpec
 
@@ -115,7 +115,9 @@ def test_exact_resume_is_bit_identical(tmp_path, tokenizer):
 def test_resume_with_another_global_batch_is_refused_with_the_numbers(tmp_path, tokenizer):
     run(tmp_path / "full", tokenizer, max_steps=5)
     with pytest.raises(ValueError, match=r"used 4 samples per optimizer step, this run uses 2.*gradient_accumulation"):
-        run(tmp_path / "part", tokenizer, resume=str(tmp_path / "full" / "checkpoint-5"), gradient_accumulation_steps=1)
+        run(
+            tmp_path / "part", tokenizer, resume=str(tmp_path / "full" / "checkpoint-5"), gradient_accumulation_steps=1
+        )
 
 
 def test_resume_across_a_pending_weight_change(tmp_path, tokenizer):
@@ -153,7 +155,9 @@ def test_natural_uses_token_counts(tmp_path, tokenizer):
 
 def test_init_mixture_seeds_the_run(tmp_path, tokenizer):
     Mixture({"alpha": 0.5, "beta": 0.5, "gamma": 0.0}).save(tmp_path / "seed.json")
-    trainer = run(tmp_path / "out", tokenizer, strategy="uniform", max_steps=2, init_mixture=str(tmp_path / "seed.json"))
+    trainer = run(
+        tmp_path / "out", tokenizer, strategy="uniform", max_steps=2, init_mixture=str(tmp_path / "seed.json")
+    )
     assert trainer.interleaver.weights_at(0)["gamma"] == 0.0
 
 
@@ -161,18 +165,26 @@ def test_bad_inputs_fail_before_training(tmp_path, tokenizer):
     model = tiny_llama(len(tokenizer))
     args = make_args(tmp_path)
     with pytest.raises(ValueError, match="Unknown strategy 'unifrom'.*uniform"):
-        DataMixTrainer(model=model, args=args, domains=make_domain_set(), strategy="unifrom", processing_class=tokenizer)
+        DataMixTrainer(
+            model=model, args=args, domains=make_domain_set(), strategy="unifrom", processing_class=tokenizer
+        )
     with pytest.raises(ValueError, match="DataMixArguments"):
         DataMixTrainer(model=model, args=object(), domains=make_domain_set(), processing_class=tokenizer)
     import datasets
 
-    tiny = DomainSpec("tiny", train=datasets.Dataset.from_dict({"text": ["two words"]}), eval=datasets.Dataset.from_dict({"text": ["x " * 100]}))
+    tiny = DomainSpec(
+        "tiny",
+        train=datasets.Dataset.from_dict({"text": ["two words"]}),
+        eval=datasets.Dataset.from_dict({"text": ["x " * 100]}),
+    )
     with pytest.raises(ValueError, match="'tiny' has .* fewer than one block of 32"):
         DataMixTrainer(model=model, args=args, domains=DomainSet([tiny]), processing_class=tokenizer)
     with pytest.raises(ValueError, match="no eval split"):
         DomainSpec("noeval", train=datasets.Dataset.from_dict({"text": ["x"]}))
     with pytest.raises(ValueError, match="max_steps"):
-        DataMixTrainer(model=model, args=make_args(tmp_path, max_steps=-1), domains=make_domain_set(), processing_class=tokenizer)
+        DataMixTrainer(
+            model=model, args=make_args(tmp_path, max_steps=-1), domains=make_domain_set(), processing_class=tokenizer
+        )
     with pytest.raises(ValueError, match="tokenizer"):
         DataMixTrainer(model=model, args=args, domains=make_domain_set())
 
@@ -201,7 +213,9 @@ def test_training_changes_every_parameter(tmp_path, tokenizer):
 def test_init_mixture_from_another_domain_set(tmp_path, tokenizer, caplog):
     Mixture({"alpha": 0.25, "beta": 0.75}).save(tmp_path / "two.json")
     with caplog.at_level("WARNING"):
-        trainer = run(tmp_path / "a", tokenizer, strategy="uniform", max_steps=1, init_mixture=str(tmp_path / "two.json"))
+        trainer = run(
+            tmp_path / "a", tokenizer, strategy="uniform", max_steps=1, init_mixture=str(tmp_path / "two.json")
+        )
     assert trainer.interleaver.weights_at(0).to_dict() == {"alpha": 0.25, "beta": 0.75, "gamma": 0.0}
     assert "'gamma'" in caplog.text or "gamma" in caplog.text
     Mixture({"alpha": 0.5, "zeta": 0.5}).save(tmp_path / "other.json")
@@ -225,12 +239,20 @@ def test_hf_datamix_logger_takes_trainers_process_log_level(tmp_path, tokenizer)
     logger, verbosity = logging.getLogger("hf_datamix"), hf_logging.get_verbosity()
     try:
         for level, expected in (("info", logging.INFO), ("error", logging.ERROR)):
-            DataMixTrainer(model=tiny_llama(len(tokenizer)), args=datamix_args(tmp_path, log_level=level),
-                           domains=make_domain_set(), processing_class=tokenizer)
+            DataMixTrainer(
+                model=tiny_llama(len(tokenizer)),
+                args=datamix_args(tmp_path, log_level=level),
+                domains=make_domain_set(),
+                processing_class=tokenizer,
+            )
             assert logger.level == expected, level
         logger.setLevel(logging.DEBUG)  # "passive" (the default) leaves a level set by the user's own set-up
-        DataMixTrainer(model=tiny_llama(len(tokenizer)), args=datamix_args(tmp_path), domains=make_domain_set(),
-                       processing_class=tokenizer)
+        DataMixTrainer(
+            model=tiny_llama(len(tokenizer)),
+            args=datamix_args(tmp_path),
+            domains=make_domain_set(),
+            processing_class=tokenizer,
+        )
         assert logger.level == logging.DEBUG
     finally:
         logger.setLevel(logging.NOTSET)

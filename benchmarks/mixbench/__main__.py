@@ -26,6 +26,7 @@ import os
 import shutil
 import sys
 
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -36,9 +37,15 @@ from . import baselines, fidelity, quality, reuse, transfer, updates  # noqa: E4
 from .common import DATA_DIR, SETS, SHAPES, Shape, prepare, stage  # noqa: E402
 from .runner import Board, Budget, Store, WorkerFile, assign, launch_workers, worker_files  # noqa: E402
 
+
 KINDS = {"fidelity": fidelity, "baselines": baselines, "quality": quality, "transfer": transfer, "reuse": reuse}
-PLANS = {"fidelity": fidelity.FidelityPlan, "baselines": baselines.BaselinePlan, "quality": quality.QualityPlan,
-         "transfer": transfer.TransferPlan, "reuse": reuse.ReuseScalePlan}
+PLANS = {
+    "fidelity": fidelity.FidelityPlan,
+    "baselines": baselines.BaselinePlan,
+    "quality": quality.QualityPlan,
+    "transfer": transfer.TransferPlan,
+    "reuse": reuse.ReuseScalePlan,
+}
 #: results files not named mixbench_<kind>
 RESULTS_NAMES = {"quality": "opmix_quality_pretrain", "reuse": "olmix_reuse_scale"}
 #: --seeds when not given
@@ -49,8 +56,13 @@ PLAN_FIELDS = {kind: {f.name for f in dataclasses.fields(plan)} for kind, plan i
 def _plan(opts):
     shape = SHAPES[opts.shape]
     if opts.command == "fidelity":
-        return fidelity.FidelityPlan(opts.set, seed=opts.seed, shape=shape, planned=opts.planned,
-                                     points=tuple(float(p) for p in opts.points.split(",")))
+        return fidelity.FidelityPlan(
+            opts.set,
+            seed=opts.seed,
+            shape=shape,
+            planned=opts.planned,
+            points=tuple(float(p) for p in opts.points.split(",")),
+        )
     if opts.command == "transfer":
         rungs = transfer.DEFAULT_RUNGS if not opts.rungs else tuple(_rung(r) for r in opts.rungs.split(","))
         return transfer.TransferPlan(opts.set, seed=opts.seed, shape=shape, mixtures=opts.mixtures, rungs=rungs)
@@ -64,11 +76,13 @@ def _plan(opts):
             print(f"proxy rung {rung[0]}: {why}", flush=True)
             opts.rung = f"{rung[0]}={rung[1]}:{rung[2]:g}"  # the workers use the same
         singles = tuple(d for d in (opts.single_reopens or "").split(",") if d)
-        return reuse.ReuseScalePlan(opts.set, seeds=seeds, shape=shape, rung=rung, single_reopens=singles,
-                                    swarm_size=opts.swarm_size)
+        return reuse.ReuseScalePlan(
+            opts.set, seeds=seeds, shape=shape, rung=rung, single_reopens=singles, swarm_size=opts.swarm_size
+        )
     if opts.command == "quality":
-        return quality.QualityPlan(opts.set, seeds=seeds, shape=shape,
-                                   arms=tuple(a for a in (opts.arms or "").split(",") if a))
+        return quality.QualityPlan(
+            opts.set, seeds=seeds, shape=shape, arms=tuple(a for a in (opts.arms or "").split(",") if a)
+        )
     return baselines.BaselinePlan(opts.set, seeds=seeds, shape=shape)
 
 
@@ -115,22 +129,38 @@ def _write_results(opts, module) -> dict:
     body = module.report(pairs, **inputs)
     pilot_pairs, pilot_calls = _stores(os.path.join(folder, "pilot"), opts.command, opts.shape, _variant(opts))
     if pilot_pairs:
-        notes = [read_json(p).get("note") for p in sorted(glob.glob(os.path.join(folder, "pilot", f"{_variant(opts)}-*")))]
+        notes = [
+            read_json(p).get("note") for p in sorted(glob.glob(os.path.join(folder, "pilot", f"{_variant(opts)}-*")))
+        ]
         body["pilot"] = {**module.report(pilot_pairs, **inputs), "why": notes, "unit_calls": pilot_calls}
-    name = RESULTS_NAMES.get(opts.command, f"mixbench_{_variant(opts)}") + ("" if opts.shape == "gpu" else f"_{opts.shape}")
+    name = RESULTS_NAMES.get(opts.command, f"mixbench_{_variant(opts)}") + (
+        "" if opts.shape == "gpu" else f"_{opts.shape}"
+    )
     header = provenance(f"mixbench {opts.command}", opts.commit)
     # The numbers were measured where the units ran (each call's device and commit are in unit_calls);
     # this command only assembled them.
-    every_call = [c for group in (calls, body.get("pilot", {}).get("unit_calls", {})) for runs in group.values()
-                  for c in runs]
+    every_call = [
+        c for group in (calls, body.get("pilot", {}).get("unit_calls", {})) for runs in group.values() for c in runs
+    ]
     measured_on = sorted({c["device"] for c in every_call})
-    header.update({"report_command": header.pop("command"), "report_device": header.pop("device"),
-                   "report_commit": header.pop("commit"), "device": measured_on or None,
-                   "commits": sorted({c["commit"] for c in every_call if c.get("commit")}),
-                   "command": "python -m benchmarks.mixbench " + opts.command + " --set <set> [--procs N], "
-                              "repeated until complete (see unit_calls)"})
-    result = {**header, "status": "complete" if body["complete"] else "partial",
-              "protocol": "../shared/quality-protocol.md", "unit_calls": calls, **body}
+    header.update(
+        {
+            "report_command": header.pop("command"),
+            "report_device": header.pop("device"),
+            "report_commit": header.pop("commit"),
+            "device": measured_on or None,
+            "commits": sorted({c["commit"] for c in every_call if c.get("commit")}),
+            "command": "python -m benchmarks.mixbench " + opts.command + " --set <set> [--procs N], "
+            "repeated until complete (see unit_calls)",
+        }
+    )
+    result = {
+        **header,
+        "status": "complete" if body["complete"] else "partial",
+        "protocol": "../shared/quality-protocol.md",
+        "unit_calls": calls,
+        **body,
+    }
     os.makedirs(opts.results, exist_ok=True)
     path = os.path.join(opts.results, f"{name}.json")
     write_json(path, result)
@@ -145,10 +175,36 @@ def _write_results(opts, module) -> dict:
 
 
 def _worker_argv(opts, store: str) -> list[str]:
-    argv = [sys.executable, "-m", "benchmarks.mixbench", opts.command, "--set", opts.set, "--shape", opts.shape,
-            "--seed", str(opts.seed), "--points", opts.points, "--store", store, "--results", opts.results,
-            "--procs", str(opts.procs), "--budget-s", str(opts.budget_s), "--work", opts.work,
-            "--scratch", opts.scratch, "--data", opts.data, "--mixtures", str(opts.mixtures)]
+    argv = [
+        sys.executable,
+        "-m",
+        "benchmarks.mixbench",
+        opts.command,
+        "--set",
+        opts.set,
+        "--shape",
+        opts.shape,
+        "--seed",
+        str(opts.seed),
+        "--points",
+        opts.points,
+        "--store",
+        store,
+        "--results",
+        opts.results,
+        "--procs",
+        str(opts.procs),
+        "--budget-s",
+        str(opts.budget_s),
+        "--work",
+        opts.work,
+        "--scratch",
+        opts.scratch,
+        "--data",
+        opts.data,
+        "--mixtures",
+        str(opts.mixtures),
+    ]
     argv += ["--seeds", opts.seeds] if opts.seeds else []
     argv += ["--rungs", opts.rungs] if opts.rungs else []
     argv += ["--rung", opts.rung] if opts.rung else []
@@ -160,31 +216,52 @@ def _worker_argv(opts, store: str) -> list[str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.mixbench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["stage", "fidelity", "baselines", "quality", "transfer", "reuse", "report"])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.mixbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "command", choices=["stage", "fidelity", "baselines", "quality", "transfer", "reuse", "report"]
+    )
     parser.add_argument("--set", required=True, choices=sorted(SETS))
     parser.add_argument("--shape", default="gpu", choices=sorted(SHAPES))
     parser.add_argument("--corpus", help="stage: a corpus written by hf-datamix corpus build")
     parser.add_argument("--data", default=DATA_DIR, help="staged data folder")
     parser.add_argument("--seed", type=int, default=0, help="fidelity: the seed of the prefix run")
-    parser.add_argument("--seeds", help="baselines, quality: paired seeds (default 0,1,2); reuse: the last update's "
-                                         "(default 0,1; the earlier updates train the first)")
+    parser.add_argument(
+        "--seeds",
+        help="baselines, quality: paired seeds (default 0,1,2); reuse: the last update's "
+        "(default 0,1; the earlier updates train the first)",
+    )
     parser.add_argument("--arms", help=f"quality: arms to run, comma-separated (default: all of {list(quality.ARMS)})")
     parser.add_argument("--points", default="0.2,0.5", help="fidelity: decision points (fractions of the run)")
-    parser.add_argument("--planned", action="store_true",
-                        help="fidelity: caps planned over the horizon, as the library trains by default (own store "
-                             "and results file)")
+    parser.add_argument(
+        "--planned",
+        action="store_true",
+        help="fidelity: caps planned over the horizon, as the library trains by default (own store and results file)",
+    )
     parser.add_argument("--mixtures", type=int, default=16, help="transfer: swarm mixtures (targets)")
     parser.add_argument("--rungs", help="transfer: name=preset:chinchilla_multiple,... (default: the issue's ladder)")
-    parser.add_argument("--rung", help="reuse: the proxies' rung, name=preset:chinchilla_multiple (default: the cheapest "
-                                       "rung with Spearman >= 0.8 in mixbench_transfer.json, else 5m at 1x Chinchilla)")
-    parser.add_argument("--single-reopens", help="reuse: 'all' or domains: at the last update, partial reuse reopening "
-                                                 "each one alone, against auto's choice (costly: a swarm and targets each)")
-    parser.add_argument("--swarm-size", type=int, help="reuse: every swarm's size (default: Olmix's; 0: the fewest "
-                        "runs the law accepts; CPU checks only)")
-    parser.add_argument("--dry-run", action="store_true", help="print the pending units and their estimated cost; run none")
-    parser.add_argument("--store", help="finished units (default benchmarks/mixbench/stores/<kind>-<set>-<shape>.json)")
+    parser.add_argument(
+        "--rung",
+        help="reuse: the proxies' rung, name=preset:chinchilla_multiple (default: the cheapest "
+        "rung with Spearman >= 0.8 in mixbench_transfer.json, else 5m at 1x Chinchilla)",
+    )
+    parser.add_argument(
+        "--single-reopens",
+        help="reuse: 'all' or domains: at the last update, partial reuse reopening "
+        "each one alone, against auto's choice (costly: a swarm and targets each)",
+    )
+    parser.add_argument(
+        "--swarm-size",
+        type=int,
+        help="reuse: every swarm's size (default: Olmix's; 0: the fewest runs the law accepts; CPU checks only)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the pending units and their estimated cost; run none"
+    )
+    parser.add_argument(
+        "--store", help="finished units (default benchmarks/mixbench/stores/<kind>-<set>-<shape>.json)"
+    )
     parser.add_argument("--merge", nargs="*", default=[], help="folders of worker-*.json to add to the store first")
     parser.add_argument("--procs", type=int, default=1, help="worker processes (several share one GPU)")
     parser.add_argument("--budget-s", type=float, default=540.0, help="seconds the workers may run")
@@ -207,8 +284,9 @@ def main(argv=None) -> int:
         for command in KINDS:
             opts.command = command
             folder = os.path.dirname(_store_path(opts))
-            if glob.glob(os.path.join(folder, f"{command}-*-{opts.shape}.json")) or \
-                    glob.glob(os.path.join(folder, "pilot", f"{command}-*-{opts.shape}.json")):
+            if glob.glob(os.path.join(folder, f"{command}-*-{opts.shape}.json")) or glob.glob(
+                os.path.join(folder, "pilot", f"{command}-*-{opts.shape}.json")
+            ):
                 _write_results(opts, KINDS[command])
         return 0
     module = KINDS[opts.command]
@@ -223,13 +301,17 @@ def main(argv=None) -> int:
     shares = assign(pending, max(1, opts.procs))
     dependent = getattr(module, "DEPENDENT_UNITS", False)  # every worker takes ready units from all pending ones
     extra = {"done": store.units} if dependent else {}
-    call = {"command": " ".join(sys.argv), **{k: v for k, v in provenance("call", opts.commit).items() if k != "benchmark"}}
+    call = {
+        "command": " ".join(sys.argv),
+        **{k: v for k, v in provenance("call", opts.commit).items() if k != "benchmark"},
+    }
     if opts.worker is not None:  # a worker: its share of the pending units
         folder = os.path.join(opts.scratch, f"worker-{opts.worker}")
         out = WorkerFile(os.path.join(opts.work, f"worker-{opts.worker}.json"), plan.settings(), call)
         keys = [k for k, _ in pending] if dependent else shares[opts.worker]
-        module.run_worker(plan, keys, folder, out, Budget(opts.budget_s), data_dir=opts.data, unpacked=opts.scratch,
-                          **extra)
+        module.run_worker(
+            plan, keys, folder, out, Budget(opts.budget_s), data_dir=opts.data, unpacked=opts.scratch, **extra
+        )
         return 0
     store.merge_files([p for folder in opts.merge for p in worker_files(folder)])
     os.makedirs(opts.work, exist_ok=True)
@@ -248,16 +330,25 @@ def main(argv=None) -> int:
         print(f"training tokens per domain: {counts}", flush=True)
         earlier = [c["training_tokens"] for c in store.calls if c.get("training_tokens")]
         if earlier and earlier[0] != counts:
-            raise SystemExit(f"the staged data differ from those of the store's earlier units ({earlier[0]} tokens per "
-                             f"domain, now {counts}): stage the set from the same corpus, or use another --store.")
+            raise SystemExit(
+                f"the staged data differ from those of the store's earlier units ({earlier[0]} tokens per "
+                f"domain, now {counts}): stage the set from the same corpus, or use another --store."
+            )
         call["training_tokens"] = counts
         if hasattr(module, "prepare"):
             module.prepare(plan, opts.scratch, opts.data)
     if pending and opts.procs <= 1:  # one worker: this process
         out = WorkerFile(os.path.join(opts.work, "worker-0.json"), plan.settings(), call)
-        module.run_worker(plan, [k for k, _ in pending] if dependent else shares[0],
-                          os.path.join(opts.scratch, "worker-0"), out, Budget(opts.budget_s), data_dir=opts.data,
-                          unpacked=opts.scratch, **extra)
+        module.run_worker(
+            plan,
+            [k for k, _ in pending] if dependent else shares[0],
+            os.path.join(opts.scratch, "worker-0"),
+            out,
+            Budget(opts.budget_s),
+            data_dir=opts.data,
+            unpacked=opts.scratch,
+            **extra,
+        )
         store.merge_files(worker_files(opts.work))
     elif pending:
         store.save()  # the workers read the merged store

@@ -14,6 +14,7 @@ from . import stats
 from .quality import ARMS as QUALITY_ARMS
 from .quality import QualityPlan, arm_summary, resolve, run_worker  # noqa: F401 (run_worker: this kind's worker)
 
+
 #: arm -> the quality arm it is
 ARMS = {"natural": "natural_unplanned", "uniform": "uniform_unplanned"}
 
@@ -30,8 +31,13 @@ class BaselinePlan(QualityPlan):
         super().__post_init__()
 
     def settings(self) -> dict[str, Any]:
-        return {"kind": self.kind, "set_name": self.set_name, "seeds": list(self.seeds), "shape": asdict(self.shape),
-                "domains": list(self.domains)}
+        return {
+            "kind": self.kind,
+            "set_name": self.set_name,
+            "seeds": list(self.seeds),
+            "shape": asdict(self.shape),
+            "domains": list(self.domains),
+        }
 
 
 def report(plans_and_units: list[tuple[BaselinePlan, dict[str, Any], dict[str, list]]]) -> dict[str, Any]:
@@ -40,9 +46,13 @@ def report(plans_and_units: list[tuple[BaselinePlan, dict[str, Any], dict[str, l
     for plan, units, _ in plans_and_units:
         complete = all(key in units for key in plan.unit_keys())
         out["complete"] &= complete
-        entry: dict[str, Any] = {"seeds": list(plan.seeds), "settings": plan.settings(), "complete": complete,
-                                 "domains": list(plan.domains),
-                                 "arms": {arm: arm_summary(plan, arm, units) for arm in ARMS}}
+        entry: dict[str, Any] = {
+            "seeds": list(plan.seeds),
+            "settings": plan.settings(),
+            "complete": complete,
+            "domains": list(plan.domains),
+            "arms": {arm: arm_summary(plan, arm, units) for arm in ARMS},
+        }
         if complete:
             natural, uniform = (entry["arms"][a]["mean_test_loss"] for a in ARMS)
             entry["natural_minus_uniform"] = stats.paired_difference(natural, uniform, seed=0)

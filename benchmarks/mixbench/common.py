@@ -16,6 +16,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from typing import Any
 
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA_DIR = os.path.join(HERE, "data")
 
@@ -30,11 +31,28 @@ SETS: dict[str, dict[str, int | None]] = {
     "even": {"python_stdlib": 12_000_000, "gcide": 12_000_000, "wordnet": None, "arithmetic": 12_000_000},
     # Olmix's setting at 16+ domains (issue 19): 20 leaves cut from real sources by document key
     # (hf_datamix.data.corpus_build.LEAF_RULES), the update sequence over them in updates.SEQUENCES.
-    "leaves": {"stdlib_test": 6_000_000, "stdlib_modules": None, "stdlib_packages": None, "stdlib_tools": None,
-               "docs_library": None, "docs_guides": None, "docs_capi": None, "gcide": 6_000_000,
-               "wordnet": 6_000_000, "jargon": None, "foldoc": None, "man_en": None, "man_de": 6_000_000,
-               "man_fr": 6_000_000, "man_es": 6_000_000, "kjv_ot": None, "kjv_nt": None, "headers_glibc": None,
-               "headers_linux": None, "arithmetic": 6_000_000},
+    "leaves": {
+        "stdlib_test": 6_000_000,
+        "stdlib_modules": None,
+        "stdlib_packages": None,
+        "stdlib_tools": None,
+        "docs_library": None,
+        "docs_guides": None,
+        "docs_capi": None,
+        "gcide": 6_000_000,
+        "wordnet": 6_000_000,
+        "jargon": None,
+        "foldoc": None,
+        "man_en": None,
+        "man_de": 6_000_000,
+        "man_fr": 6_000_000,
+        "man_es": 6_000_000,
+        "kjv_ot": None,
+        "kjv_nt": None,
+        "headers_glibc": None,
+        "headers_linux": None,
+        "arithmetic": 6_000_000,
+    },
 }
 EVAL_MAX_SHARE = 0.15
 
@@ -65,8 +83,16 @@ class Shape:
 SHAPES = {
     "gpu": Shape(),
     # A CPU check of the whole pipeline (tests): tiny model, tiny data, a few steps.
-    "tiny": Shape(preset="tiny", block_size=32, batch_size=4, steps=10, learning_rate=3e-3, warmup_steps=1,
-                  decision_blocks=4, test_blocks=6),
+    "tiny": Shape(
+        preset="tiny",
+        block_size=32,
+        batch_size=4,
+        steps=10,
+        learning_rate=3e-3,
+        warmup_steps=1,
+        decision_blocks=4,
+        test_blocks=6,
+    ),
 }
 
 
@@ -117,10 +143,20 @@ def stage(corpus: str, set_name: str, shape: Shape, out_dir: str = DATA_DIR) -> 
                 break
             kept.append(text)
             tokens += n
-        entry = {"train": {"docs": len(kept), "tokens": tokens, "bytes": sum(len(t.encode()) for t in kept),
-                           "cap_tokens": cap},
-                 "eval": {"docs": len(held), "tokens": have, "moved_from_train": moved,
-                          "bytes": sum(len(t.encode()) for t in held)}}
+        entry = {
+            "train": {
+                "docs": len(kept),
+                "tokens": tokens,
+                "bytes": sum(len(t.encode()) for t in kept),
+                "cap_tokens": cap,
+            },
+            "eval": {
+                "docs": len(held),
+                "tokens": have,
+                "moved_from_train": moved,
+                "bytes": sum(len(t.encode()) for t in held),
+            },
+        }
         entry["train"]["xz_bytes"] = _write_xz(os.path.join(folder, f"{name}.train.jsonl.xz"), kept)
         entry["eval"]["xz_bytes"] = _write_xz(os.path.join(folder, f"{name}.eval.jsonl.xz"), held)
         manifest["domains"][name] = entry
@@ -153,8 +189,10 @@ def domain_set(set_name: str, work: str, data_dir: str = DATA_DIR):
             if not os.path.isfile(target):
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 tmp = f"{target}.tmp{os.getpid()}"
-                with lzma.open(os.path.join(data_dir, set_name, f"{name}.{split}.jsonl.xz"), "rb") as src, \
-                        open(tmp, "wb") as dst:
+                with (
+                    lzma.open(os.path.join(data_dir, set_name, f"{name}.{split}.jsonl.xz"), "rb") as src,
+                    open(tmp, "wb") as dst,
+                ):
                     shutil.copyfileobj(src, dst)
                 os.replace(tmp, target)
             paths[split] = target
@@ -179,8 +217,14 @@ def new_model(tok, shape: Shape, seed: int):
     from hf_datamix.models import llama_config
 
     torch.manual_seed(seed)
-    config = llama_config(shape.preset, vocab_size=len(tok), max_position_embeddings=max(2048, shape.block_size),
-                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    config = llama_config(
+        shape.preset,
+        vocab_size=len(tok),
+        max_position_embeddings=max(2048, shape.block_size),
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     return LlamaForCausalLM(config)
 
 
@@ -192,15 +236,37 @@ def run_args(shape: Shape, output_dir: str, seed: int, **overrides):
 
     cuda = torch.cuda.is_available()
     values = dict(
-        output_dir=output_dir, max_steps=shape.steps, per_device_train_batch_size=shape.batch_size,
-        per_device_eval_batch_size=64, block_size=shape.block_size, learning_rate=shape.learning_rate,
-        lr_scheduler_type="warmup_stable_decay", warmup_steps=shape.warmup_steps,
-        lr_scheduler_kwargs={"num_decay_steps": int(round(shape.decay_fraction * shape.steps)), "decay_type": "linear"},
-        weight_decay=0.0, max_grad_norm=1.0, bf16=cuda, use_cpu=not cuda, optim="adamw_torch_fused" if cuda else "adamw_torch",
-        torch_compile=cuda, logging_nan_inf_filter=False, save_strategy="no", eval_strategy="no", report_to=[],
-        dataloader_num_workers=0, logging_steps=max(1, shape.steps // 20), disable_tqdm=True, seed=seed,
-        max_repetitions=shape.max_repetitions, decision_blocks=shape.decision_blocks,
-        max_eval_blocks=shape.test_blocks, write_plots=False, preprocessing_num_workers=min(8, os.cpu_count() or 1),
+        output_dir=output_dir,
+        max_steps=shape.steps,
+        per_device_train_batch_size=shape.batch_size,
+        per_device_eval_batch_size=64,
+        block_size=shape.block_size,
+        learning_rate=shape.learning_rate,
+        lr_scheduler_type="warmup_stable_decay",
+        warmup_steps=shape.warmup_steps,
+        lr_scheduler_kwargs={
+            "num_decay_steps": int(round(shape.decay_fraction * shape.steps)),
+            "decay_type": "linear",
+        },
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        bf16=cuda,
+        use_cpu=not cuda,
+        optim="adamw_torch_fused" if cuda else "adamw_torch",
+        torch_compile=cuda,
+        logging_nan_inf_filter=False,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to=[],
+        dataloader_num_workers=0,
+        logging_steps=max(1, shape.steps // 20),
+        disable_tqdm=True,
+        seed=seed,
+        max_repetitions=shape.max_repetitions,
+        decision_blocks=shape.decision_blocks,
+        max_eval_blocks=shape.test_blocks,
+        write_plots=False,
+        preprocessing_num_workers=min(8, os.cpu_count() or 1),
         # Mixtures are trained as given, a domain that runs dry then redistributed: the benchmark's
         # first units were measured so (before plan_caps existed); planned caps are an arm of their own.
         plan_caps=False,
@@ -226,8 +292,13 @@ def epochs_per_domain(trainer, schedule: list[tuple[int, dict[str, float]]], ste
     from hf_datamix.data.interleaver import Interleaver
 
     main = trainer.interleaver
-    stream = Interleaver(trainer.sources, Mixture(schedule[0][1]), seed=main.seed, max_repetitions=main.max_repetitions,
-                         on_exhausted=main.on_exhausted)
+    stream = Interleaver(
+        trainer.sources,
+        Mixture(schedule[0][1]),
+        seed=main.seed,
+        max_repetitions=main.max_repetitions,
+        on_exhausted=main.on_exhausted,
+    )
     for start, weights in schedule[1:]:
         stream.set_weights(Mixture(weights), from_sample=start * trainer.samples_per_step)
     domains, _ = stream.plan(0, steps * trainer.samples_per_step)

@@ -36,6 +36,7 @@ from .common import DATA_DIR, SETS, Shape, domain_set, epochs_per_domain, new_mo
 from .design import oracle_mixtures
 from .runner import Budget, WorkerFile
 
+
 SIMULATORS = ("lora", "lora_annealed", "branches", "branches_quarter")
 #: Branches of the derived ``calibrated`` simulator (its default, ``calibration_branches``).
 CALIBRATION_BRANCHES = 3
@@ -82,8 +83,14 @@ class FidelityPlan:
         values = asdict(self)
         if not self.planned:  # the settings of the stores measured before `planned` existed
             del values["planned"]
-        return {"kind": "fidelity", **values, "probe_steps": self.probe_steps, "anneal_steps": self.anneal_steps,
-                "branch_steps": self.branch_steps(), "branch_steps_quarter": self.branch_steps(quarter=True)}
+        return {
+            "kind": "fidelity",
+            **values,
+            "probe_steps": self.probe_steps,
+            "anneal_steps": self.anneal_steps,
+            "branch_steps": self.branch_steps(),
+            "branch_steps_quarter": self.branch_steps(quarter=True),
+        }
 
     def units(self) -> list[tuple[str, float]]:
         """``[(key, cost in training steps)]``, in the order a worker runs them."""
@@ -92,15 +99,25 @@ class FidelityPlan:
             rest = self.shape.steps - self.shape.step_at(point)
             out += [(f"{point}/oracle/{i}", rest) for i in range(self.mixtures)]
             probes = (len(self.domains) + 1) * self.probe_steps * _PROBE_STEP_COST
-            out += [(f"{point}/sim/lora", probes), (f"{point}/sim/lora_annealed", probes + self.anneal_steps),
-                    (f"{point}/sim/branches", self.mixtures * self.branch_steps()),
-                    (f"{point}/sim/branches_quarter", self.mixtures * self.branch_steps(quarter=True))]
+            out += [
+                (f"{point}/sim/lora", probes),
+                (f"{point}/sim/lora_annealed", probes + self.anneal_steps),
+                (f"{point}/sim/branches", self.mixtures * self.branch_steps()),
+                (f"{point}/sim/branches_quarter", self.mixtures * self.branch_steps(quarter=True)),
+            ]
         return out
 
 
 # ---------------------------------------------------------------------------------- one worker
-def run_worker(plan: FidelityPlan, keys: list[str], work: str, out: WorkerFile, budget: Budget,
-               data_dir: str = DATA_DIR, unpacked: str | None = None) -> None:
+def run_worker(
+    plan: FidelityPlan,
+    keys: list[str],
+    work: str,
+    out: WorkerFile,
+    budget: Budget,
+    data_dir: str = DATA_DIR,
+    unpacked: str | None = None,
+) -> None:
     """Train the uniform prefix and run ``keys`` at their decision points, within ``budget``."""
     from transformers import TrainerCallback
 
@@ -132,9 +149,14 @@ def run_worker(plan: FidelityPlan, keys: list[str], work: str, out: WorkerFile, 
             mixtures = oracle_mixtures(trainer.domains.names, context.token_counts, plan.mixtures, plan.seed)
             if plan.planned:  # what the run would train from here had it decided each mixture
                 start = context.step * trainer.samples_per_step
-                mixtures = [{**m, "requested": m["weights"],
-                             "weights": dict(trainer.mixing.plan_mixture(Mixture(m["weights"]), start)[0])}
-                            for m in mixtures]
+                mixtures = [
+                    {
+                        **m,
+                        "requested": m["weights"],
+                        "weights": dict(trainer.mixing.plan_mixture(Mixture(m["weights"]), start)[0]),
+                    }
+                    for m in mixtures
+                ]
             for key in list(pending[point]):
                 cost = dict(plan.units())[key]
                 if not budget.allows(cost):  # a smaller unit may still fit
@@ -143,15 +165,20 @@ def run_worker(plan: FidelityPlan, keys: list[str], work: str, out: WorkerFile, 
                     continue
                 started = time.perf_counter()
                 kind, name = key.split("/")[1:]
-                result = (oracle_unit(context, mixtures[int(name)]) if kind == "oracle"
-                          else simulator_unit(context, name, mixtures))
+                result = (
+                    oracle_unit(context, mixtures[int(name)])
+                    if kind == "oracle"
+                    else simulator_unit(context, name, mixtures)
+                )
                 seconds = time.perf_counter() - started
                 result["seconds"] = seconds
                 budget.observe(cost, seconds)
                 out.add(key, result)
                 pending[point].remove(key)
-                log(f"{key} done in {seconds:.1f} s" + (f": mean test loss {result['test_mean']:.4f}"
-                                                        if kind == "oracle" else ""))
+                log(
+                    f"{key} done in {seconds:.1f} s"
+                    + (f": mean test loss {result['test_mean']:.4f}" if kind == "oracle" else "")
+                )
             if not any(pending.values()):
                 trainer.control.should_training_stop = True  # nothing left for this worker past here
 
@@ -164,11 +191,17 @@ def run_worker(plan: FidelityPlan, keys: list[str], work: str, out: WorkerFile, 
             losses, tokens = branches.train(mixture["weights"], left)
             scores = branches.score({"test": test, "decision": decision})
         prefix = dict(trainer.interleaver.weights_at(0))
-        return {"name": mixture["name"], "weights": mixture["weights"], "test": scores["test"],
-                **({"requested": mixture["requested"]} if "requested" in mixture else {}),
-                "decision": scores["decision"], "test_mean": float(np.mean(scores["test"])),
-                "final_train_loss": float(np.mean(losses[-10:])), "tokens": tokens,
-                "epochs": epochs_per_domain(trainer, [(0, prefix), (context.step, mixture["weights"])], shape.steps)}
+        return {
+            "name": mixture["name"],
+            "weights": mixture["weights"],
+            "test": scores["test"],
+            **({"requested": mixture["requested"]} if "requested" in mixture else {}),
+            "decision": scores["decision"],
+            "test_mean": float(np.mean(scores["test"])),
+            "final_train_loss": float(np.mean(losses[-10:])),
+            "tokens": tokens,
+            "epochs": epochs_per_domain(trainer, [(0, prefix), (context.step, mixture["weights"])], shape.steps),
+        }
 
     def simulator_unit(context, name, mixtures):
         trainer = context.trainer
@@ -177,19 +210,30 @@ def run_worker(plan: FidelityPlan, keys: list[str], work: str, out: WorkerFile, 
         uniform = Mixture.uniform(trainer.domains.names)
         if name.startswith("lora"):
             anneal = plan.anneal_steps if name == "lora_annealed" else 0
-            probes = LoRAProbes(probe_steps=plan.probe_steps, probe_batch_size=shape.batch_size,
-                                probe_bf16=trainer.args.bf16, eval_blocks=shape.decision_blocks, eval_batch_size=32,
-                                anneal_steps=anneal, seed=plan.seed)
+            probes = LoRAProbes(
+                probe_steps=plan.probe_steps,
+                probe_batch_size=shape.batch_size,
+                probe_bf16=trainer.args.bf16,
+                eval_blocks=shape.decision_blocks,
+                eval_batch_size=32,
+                anneal_steps=anneal,
+                seed=plan.seed,
+            )
             simulation = probes.simulate(context, uniform, candidates)
             scores = {e: v["Y"] for e, v in simulation.record["encodings"].items()} if simulation else None
-            extra = {"probes": simulation.record.get("probes") if simulation else None,
-                     "anneal": simulation.record.get("anneal") if simulation else None}
+            extra = {
+                "probes": simulation.record.get("probes") if simulation else None,
+                "anneal": simulation.record.get("anneal") if simulation else None,
+            }
         else:
             steps_each = plan.branch_steps(quarter=name == "branches_quarter")
-            simulation = Branches(branch_steps=steps_each, eval_blocks=shape.decision_blocks,
-                                  eval_batch_size=32).simulate(context, uniform, candidates)
+            simulation = Branches(
+                branch_steps=steps_each, eval_blocks=shape.decision_blocks, eval_batch_size=32
+            ).simulate(context, uniform, candidates)
             scores, extra = {"decision": simulation.Y.tolist()}, {"steps_per_branch": steps_each}
-        tokens = {k: v - before.get(k, 0.0) for k, v in trainer.ledger.tokens_by_kind.items() if v != before.get(k, 0.0)}
+        tokens = {
+            k: v - before.get(k, 0.0) for k, v in trainer.ledger.tokens_by_kind.items() if v != before.get(k, 0.0)
+        }
         return {"scores": scores, "tokens": tokens, **extra}
 
     class StepClock(TrainerCallback):
@@ -212,7 +256,10 @@ def run_worker(plan: FidelityPlan, keys: list[str], work: str, out: WorkerFile, 
     trainer = DataMixTrainer(
         model=new_model(tok, shape, plan.seed),
         args=run_args(shape, os.path.join(work, "run"), plan.seed, plan_caps=plan.planned),
-        domains=domain_set(plan.set_name, unpacked or work, data_dir), strategy=Harness(), processing_class=tok, callbacks=[StepClock()],
+        domains=domain_set(plan.set_name, unpacked or work, data_dir),
+        strategy=Harness(),
+        processing_class=tok,
+        callbacks=[StepClock()],
     )
     log(f"worker: {len(keys)} units: {keys}")
     trainer.train()
@@ -224,8 +271,9 @@ def report(plans_and_units: list[tuple[FidelityPlan, dict[str, Any], dict[str, l
     and the run-to-run differences of units that were run twice (``replicates``)."""
     out: dict[str, Any] = {"domain_sets": {}, "complete": bool(plans_and_units)}
     for plan, units, replicates in plans_and_units:
-        entry = out["domain_sets"].setdefault(plan.set_name, {"seed": plan.seed, "settings": plan.settings(),
-                                                             "decision_points": {}})
+        entry = out["domain_sets"].setdefault(
+            plan.set_name, {"seed": plan.seed, "settings": plan.settings(), "decision_points": {}}
+        )
         for point in plan.points:
             oracle = [units.get(f"{point}/oracle/{i}") for i in range(plan.mixtures)]
             sims = {name: units.get(f"{point}/sim/{name}") for name in SIMULATORS}
@@ -244,20 +292,35 @@ def _replicates(units: dict[str, Any], replicates: dict[str, list]) -> dict[str,
             continue
         first = units[key]
         for other in again:
-            rows.append({"unit": key, "name": first["name"], "test_mean": [first["test_mean"], other["test_mean"]],
-                         "difference": other["test_mean"] - first["test_mean"],
-                         "per_domain_difference": (np.subtract(other["test"], first["test"])).tolist()})
+            rows.append(
+                {
+                    "unit": key,
+                    "name": first["name"],
+                    "test_mean": [first["test_mean"], other["test_mean"]],
+                    "difference": other["test_mean"] - first["test_mean"],
+                    "per_domain_difference": (np.subtract(other["test"], first["test"])).tolist(),
+                }
+            )
     diffs = np.abs([r["difference"] for r in rows])
-    return {"oracle": rows, "mean_abs_difference": float(diffs.mean()) if rows else None,
-            "max_abs_difference": float(diffs.max()) if rows else None,
-            "note": "the same unit run twice (same seed, same code, each call retraining the prefix): GPU kernels "
-                    "are not bitwise deterministic, so this is the run-to-run noise of a single oracle run"}
+    return {
+        "oracle": rows,
+        "mean_abs_difference": float(diffs.mean()) if rows else None,
+        "max_abs_difference": float(diffs.max()) if rows else None,
+        "note": "the same unit run twice (same seed, same code, each call retraining the prefix): GPU kernels "
+        "are not bitwise deterministic, so this is the run-to-run noise of a single oracle run",
+    }
 
 
 def _point_report(plan, point, oracle, sims, complete) -> dict[str, Any]:
     done = [o for o in oracle if o]
-    result: dict[str, Any] = {"step": plan.shape.step_at(point), "complete": complete, "oracle": done,
-                              "oracle_done": len(done), "oracle_planned": len(oracle), "simulators": {}}
+    result: dict[str, Any] = {
+        "step": plan.shape.step_at(point),
+        "complete": complete,
+        "oracle": done,
+        "oracle_done": len(done),
+        "oracle_planned": len(oracle),
+        "simulators": {},
+    }
     if len(done) < len(oracle):
         return result
     true = np.array([o["test_mean"] for o in oracle])
@@ -265,15 +328,22 @@ def _point_report(plan, point, oracle, sims, complete) -> dict[str, Any]:
     by_name = {o["name"]: o["test_mean"] for o in oracle}
     best_baseline = min(by_name["uniform"], by_name["natural"])
     spread = float(true.max() - true.min())
-    result.update({
-        "headroom": float(best_baseline - true.min()), "headroom_relative": float((best_baseline - true.min()) / best_baseline),
-        "best_baseline": "uniform" if by_name["uniform"] <= by_name["natural"] else "natural",
-        "best_mixture": oracle[int(np.argmin(true))]["name"], "true_spread": spread,
-    })
+    result.update(
+        {
+            "headroom": float(best_baseline - true.min()),
+            "headroom_relative": float((best_baseline - true.min()) / best_baseline),
+            "best_baseline": "uniform" if by_name["uniform"] <= by_name["natural"] else "natural",
+            "best_mixture": oracle[int(np.argmin(true))]["name"],
+            "true_spread": spread,
+        }
+    )
+
     def agreement(Y, tokens, seconds):
         out = stats.rank_agreement(Y.mean(axis=1), true, seed=plan.seed)
-        out["per_domain_spearman"] = {d: stats.rank_agreement(Y[:, j], per_domain[:, j], seed=plan.seed)["spearman"]
-                                      for j, d in enumerate(plan.domains)}
+        out["per_domain_spearman"] = {
+            d: stats.rank_agreement(Y[:, j], per_domain[:, j], seed=plan.seed)["spearman"]
+            for j, d in enumerate(plan.domains)
+        }
         out.update(tokens=tokens, seconds=seconds, scores_mean=Y.mean(axis=1).tolist())
         return out
 
@@ -286,7 +356,9 @@ def _point_report(plan, point, oracle, sims, complete) -> dict[str, Any]:
             result["simulators"][label] = found = agreement(Y, unit["tokens"], unit.get("seconds"))
             if name.startswith("lora"):
                 other = np.asarray(unit["scores"]["old" if variant == "spread" else "spread"], dtype=float)
-                found["encoding_inconsistency"] = float(abs(Y[0].mean() - other[0].mean()) / spread) if spread else None
+                found["encoding_inconsistency"] = (
+                    float(abs(Y[0].mean() - other[0].mean()) / spread) if spread else None
+                )
     lora, branches = sims.get("lora"), sims.get("branches")
     if lora and branches and lora.get("scores") and branches.get("scores"):
         result["simulators"]["calibrated"] = _derived_calibrated(plan, lora, branches, agreement)
@@ -310,9 +382,11 @@ def _derived_calibrated(plan, lora, branches, agreement) -> dict[str, Any]:
     for kind, count in branches["tokens"].items():
         tokens[kind] = tokens.get(kind, 0.0) + share * count
     out = agreement(Y, tokens, (lora.get("seconds") or 0.0) + share * (branches.get("seconds") or 0.0))
-    out["derived"] = (f"from the lora (spread) and branches units of this point: {len(chosen)} of the branches "
-                      f"({plan.branch_steps()} steps each) calibrate the probes; no run of its own, tokens and "
-                      "seconds are the probes' plus those branches' share")
+    out["derived"] = (
+        f"from the lora (spread) and branches units of this point: {len(chosen)} of the branches "
+        f"({plan.branch_steps()} steps each) calibrate the probes; no run of its own, tokens and "
+        "seconds are the probes' plus those branches' share"
+    )
     out["calibration"] = {"candidates": chosen, "fit": fit.to_dict(list(plan.domains))}
     return out
 
@@ -325,7 +399,8 @@ def plot(result: dict[str, Any], path: str) -> None:
     import matplotlib.pyplot as plt
 
     sets = list(result["domain_sets"].items()) + [
-        (f"{name} (pilot)", entry) for name, entry in result.get("pilot", {}).get("domain_sets", {}).items()]
+        (f"{name} (pilot)", entry) for name, entry in result.get("pilot", {}).get("domain_sets", {}).items()
+    ]
     panels = [(s, p, r) for s, e in sets for p, r in e["decision_points"].items() if r.get("simulators")]
     if not panels:
         return

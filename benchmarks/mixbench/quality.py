@@ -111,8 +111,14 @@ class QualityPlan:
         self.arms = tuple(self.definitions)
 
     def settings(self) -> dict[str, Any]:
-        return {"kind": self.kind, "set_name": self.set_name, "seeds": list(self.seeds), "shape": asdict(self.shape),
-                "domains": list(self.domains), "arms": self.definitions}
+        return {
+            "kind": self.kind,
+            "set_name": self.set_name,
+            "seeds": list(self.seeds),
+            "shape": asdict(self.shape),
+            "domains": list(self.domains),
+            "arms": self.definitions,
+        }
 
     def strategy(self, arm: str):
         """A fresh instance of ``arm``'s strategy with its settings."""
@@ -127,8 +133,10 @@ class QualityPlan:
             try:
                 self.strategy(arm)
             except (ValueError, TypeError, KeyError) as error:
-                raise ValueError(f"arm {arm!r} ({definition['strategy']} with settings {definition['settings']}) "
-                                 f"cannot run: {error}") from None
+                raise ValueError(
+                    f"arm {arm!r} ({definition['strategy']} with settings {definition['settings']}) "
+                    f"cannot run: {error}"
+                ) from None
 
     def decision_steps(self, arm: str) -> list[int]:
         """The steps at which ``arm``'s strategy plans to decide in a pretraining run of this shape."""
@@ -153,8 +161,18 @@ class QualityPlan:
 
 # ---------------------------------------------------------------------------------- one worker
 #: What a unit keeps of each ``mixtures.json`` record (the law fit and the candidates stay in the run's folder).
-_RECORD_KEYS = ("step", "kind", "weights", "seconds", "capped_for_horizon", "schedule", "domain", "sample", "epochs",
-                "action")
+_RECORD_KEYS = (
+    "step",
+    "kind",
+    "weights",
+    "seconds",
+    "capped_for_horizon",
+    "schedule",
+    "domain",
+    "sample",
+    "epochs",
+    "action",
+)
 
 
 def _decisions(history: list[dict]) -> list[dict]:
@@ -173,11 +191,20 @@ def _epochs(trainer, steps: int) -> dict[str, float]:
     """Epochs over each domain's training blocks drawn in ``steps`` steps (the run's own stream, caps included)."""
     stream = trainer.interleaver
     drawn = stream.drawn(steps * trainer.samples_per_step)
-    return {name: drawn[name] / (trainer.sources[name].num_blocks * stream.segments_per_block) for name in stream.domains}
+    return {
+        name: drawn[name] / (trainer.sources[name].num_blocks * stream.segments_per_block) for name in stream.domains
+    }
 
 
-def run_worker(plan: QualityPlan, keys: list[str], work: str, out: WorkerFile, budget: Budget,
-               data_dir: str = DATA_DIR, unpacked: str | None = None) -> None:
+def run_worker(
+    plan: QualityPlan,
+    keys: list[str],
+    work: str,
+    out: WorkerFile,
+    budget: Budget,
+    data_dir: str = DATA_DIR,
+    unpacked: str | None = None,
+) -> None:
     """Train each ``arm/seed`` run in ``keys`` from its seed's init under the arm's strategy; score the test split."""
     from hf_datamix import DataMixTrainer
     from hf_datamix.simulate.scoring import BlockLossScorer
@@ -192,22 +219,44 @@ def run_worker(plan: QualityPlan, keys: list[str], work: str, out: WorkerFile, b
             print(f"stop: {key} would not end before the deadline ({budget.left:.0f} s left)", flush=True)
             return
         started = time.perf_counter()
-        args = run_args(shape, os.path.join(work, "runs", key.replace("/", "-")), int(seed),
-                        plan_caps=plan.definitions[arm]["plan_caps"])
-        trainer = DataMixTrainer(model=new_model(tok, shape, int(seed)), domains=domains, strategy=plan.strategy(arm),
-                                 args=args, processing_class=tok)
+        args = run_args(
+            shape,
+            os.path.join(work, "runs", key.replace("/", "-")),
+            int(seed),
+            plan_caps=plan.definitions[arm]["plan_caps"],
+        )
+        trainer = DataMixTrainer(
+            model=new_model(tok, shape, int(seed)),
+            domains=domains,
+            strategy=plan.strategy(arm),
+            args=args,
+            processing_class=tok,
+        )
         trainer.train()
         ledger = trainer.ledger.to_dict()  # before the test pass: scoring the benchmark is not the arm's compute
         test = BlockLossScorer(trainer.eval_blocks, 32, trainer.args.device)(trainer.model)
         seconds = time.perf_counter() - started
         decisions = _decisions(trainer.history)
-        out.add(key, {"arm": arm, "seed": int(seed), "weights": trainer.interleaver.weights_at(0).to_dict(),
-                      "test": test.tolist(), "test_mean": float(np.mean(test)), "seconds": seconds,
-                      "final_train_loss": trainer.state.log_history[-1].get("train_loss"),
-                      "epochs": _epochs(trainer, shape.steps), "flops": ledger["by_kind"],
-                      "total_flops": ledger["total_flops"], "tokens": ledger["tokens_by_kind"], "decisions": decisions,
-                      "decision_seconds": sum(d.get("seconds") or 0.0 for d in decisions
-                                              if d["kind"] in ("decision", "kept"))})
+        out.add(
+            key,
+            {
+                "arm": arm,
+                "seed": int(seed),
+                "weights": trainer.interleaver.weights_at(0).to_dict(),
+                "test": test.tolist(),
+                "test_mean": float(np.mean(test)),
+                "seconds": seconds,
+                "final_train_loss": trainer.state.log_history[-1].get("train_loss"),
+                "epochs": _epochs(trainer, shape.steps),
+                "flops": ledger["by_kind"],
+                "total_flops": ledger["total_flops"],
+                "tokens": ledger["tokens_by_kind"],
+                "decisions": decisions,
+                "decision_seconds": sum(
+                    d.get("seconds") or 0.0 for d in decisions if d["kind"] in ("decision", "kept")
+                ),
+            },
+        )
         budget.observe(cost, seconds)
         print(f"{key}: mean test loss {np.mean(test):.4f} in {seconds:.0f} s", flush=True)
 
@@ -218,18 +267,26 @@ def arm_summary(plan: QualityPlan, arm: str, units: dict[str, Any]) -> dict[str,
     done = [units[f"{arm}/{seed}"] for seed in plan.seeds if f"{arm}/{seed}" in units]
     means = [r["test_mean"] for r in done]
     entry = {
-        "mean_test_loss": means, "test": [r["test"] for r in done], "seeds": [r["seed"] for r in done],
-        "weights": done[0]["weights"] if done else None, "epochs": [r["epochs"] for r in done],
-        "seconds": [r["seconds"] for r in done], "seed_std": float(np.std(means, ddof=1)) if len(done) > 1 else None,
+        "mean_test_loss": means,
+        "test": [r["test"] for r in done],
+        "seeds": [r["seed"] for r in done],
+        "weights": done[0]["weights"] if done else None,
+        "epochs": [r["epochs"] for r in done],
+        "seconds": [r["seconds"] for r in done],
+        "seed_std": float(np.std(means, ddof=1)) if len(done) > 1 else None,
         "definition": plan.definitions[arm],
     }
     if done and all("flops" in r for r in done):  # units of the first baselines runs have no compute record
-        entry.update({
-            "test_by_domain": {d: [r["test"][j] for r in done] for j, d in enumerate(plan.domains)},
-            "total_flops": [r["total_flops"] for r in done], "flops_by_kind": [r["flops"] for r in done],
-            "tokens_by_kind": [r["tokens"] for r in done], "decision_seconds": [r["decision_seconds"] for r in done],
-            "decisions": {str(r["seed"]): r["decisions"] for r in done},
-        })
+        entry.update(
+            {
+                "test_by_domain": {d: [r["test"][j] for r in done] for j, d in enumerate(plan.domains)},
+                "total_flops": [r["total_flops"] for r in done],
+                "flops_by_kind": [r["flops"] for r in done],
+                "tokens_by_kind": [r["tokens"] for r in done],
+                "decision_seconds": [r["decision_seconds"] for r in done],
+                "decisions": {str(r["seed"]): r["decisions"] for r in done},
+            }
+        )
     return entry
 
 
@@ -242,8 +299,10 @@ def paired(arms: dict[str, dict], a: str, b: str, seed: int = 0) -> dict[str, An
     common = [s for s in arms[a]["seeds"] if s in theirs]
     if len(common) < 2:
         return None
-    return {**stats.paired_difference([mine[s] for s in common], [theirs[s] for s in common], seed=seed),
-            "seed_values": common}
+    return {
+        **stats.paired_difference([mine[s] for s in common], [theirs[s] for s in common], seed=seed),
+        "seed_values": common,
+    }
 
 
 def headroom_at(plan: QualityPlan, step: int | None, fidelity: dict | None) -> dict[str, Any]:
@@ -260,12 +319,22 @@ def headroom_at(plan: QualityPlan, step: int | None, fidelity: dict | None) -> d
     for point, result in entry.get("decision_points", {}).items():
         if result.get("step") == step:
             if result.get("headroom") is None:
-                return {"headroom": None, "why": f"the oracle sweep at {point} is incomplete "
-                                                 f"({result.get('oracle_done')} of {result.get('oracle_planned')} mixtures)"}
+                return {
+                    "headroom": None,
+                    "why": f"the oracle sweep at {point} is incomplete "
+                    f"({result.get('oracle_done')} of {result.get('oracle_planned')} mixtures)",
+                }
             by_name = {o["name"]: o["test_mean"] for o in result["oracle"]}
-            return {"headroom": result["headroom"], "headroom_relative": result["headroom_relative"], "point": float(point),
-                    "step": step, "fidelity_seed": entry.get("seed"), "best_baseline": result["best_baseline"],
-                    "best_baseline_loss": by_name[result["best_baseline"]], "best_mixture": result["best_mixture"]}
+            return {
+                "headroom": result["headroom"],
+                "headroom_relative": result["headroom_relative"],
+                "point": float(point),
+                "step": step,
+                "fidelity_seed": entry.get("seed"),
+                "best_baseline": result["best_baseline"],
+                "best_baseline_loss": by_name[result["best_baseline"]],
+                "best_mixture": result["best_mixture"],
+            }
     return {"headroom": None, "why": f"the fidelity results have no decision point at step {step}"}
 
 
@@ -274,33 +343,39 @@ def headroom_fraction(arm_losses: list[float], headroom: dict[str, Any]) -> dict
     if headroom.get("headroom") is None:
         return {"fraction": None, "why": headroom["why"]}
     if headroom["headroom_relative"] < UNTESTABLE_BELOW:
-        return {"fraction": None, "why": f"headroom {headroom['headroom']:.4f} nats ({headroom['headroom_relative']:.2%} "
-                                         f"of the best baseline) < {UNTESTABLE_BELOW:.1%}: the set cannot tell methods "
-                                         "apart at this decision point (protocol rule 4)"}
+        return {
+            "fraction": None,
+            "why": f"headroom {headroom['headroom']:.4f} nats ({headroom['headroom_relative']:.2%} "
+            f"of the best baseline) < {UNTESTABLE_BELOW:.1%}: the set cannot tell methods "
+            "apart at this decision point (protocol rule 4)",
+        }
     gain = headroom["best_baseline_loss"] - float(np.mean(arm_losses))
-    return {"fraction": gain / headroom["headroom"], "gain_over_oracle_baseline": gain,
-            "note": "the arm's mean over its seeds against the oracle's best baseline (one seed, a uniform prefix to "
-                    "the decision point with plan_caps off, then that mixture) at the same decision step"}
+    return {
+        "fraction": gain / headroom["headroom"],
+        "gain_over_oracle_baseline": gain,
+        "note": "the arm's mean over its seeds against the oracle's best baseline (one seed, a uniform prefix to "
+        "the decision point with plan_caps off, then that mixture) at the same decision step",
+    }
 
 
 RULES = {
     "better": "better: the t-interval (95 %, df = seeds − 1) of the paired difference arm − reference excludes 0 "
-              "and is below it",
+    "and is below it",
     "worse": "worse: the t-interval of the paired difference arm − reference excludes 0 and is above it",
     "not distinguishable": "not distinguishable: the t-interval of the paired difference arm − reference contains 0",
     "better_than_both": "better than both natural and uniform: the t-interval of each paired difference (arm − natural, "
-                        "arm − uniform) excludes 0 and is below it",
+    "arm − uniform) excludes 0 and is below it",
     "supported": "supported: the t-interval of arm − best baseline (the lowest mean test loss over the seeds of "
-                 f"{', '.join(BASELINES)}, those run) excludes 0 and is below it, and the arm gets >= "
-                 f"{SUPPORT_FRACTION:.0%} of the oracle headroom at its (first) decision point (protocol rule 9)",
+    f"{', '.join(BASELINES)}, those run) excludes 0 and is below it, and the arm gets >= "
+    f"{SUPPORT_FRACTION:.0%} of the oracle headroom at its (first) decision point (protocol rule 9)",
     "refuted": f"refuted: the t-interval of arm − best baseline lies within ±{REFUTE_WIDTH:.1%} of the best baseline's "
-               f"mean test loss while the headroom is >= {REFUTE_HEADROOM:.1%} (protocol rule 9)",
+    f"mean test loss while the headroom is >= {REFUTE_HEADROOM:.1%} (protocol rule 9)",
     "untestable": f"untestable: the oracle headroom at the arm's decision point is < {UNTESTABLE_BELOW:.1%} of the best "
-                  "baseline (protocol rules 4 and 9)",
+    "baseline (protocol rules 4 and 9)",
     "undecided": "undecided: none of supported, refuted, untestable applies (e.g. a gain that excludes 0 with < "
-                 f"{SUPPORT_FRACTION:.0%} of the headroom, or an interval wider than ±{REFUTE_WIDTH:.1%})",
+    f"{SUPPORT_FRACTION:.0%} of the headroom, or an interval wider than ±{REFUTE_WIDTH:.1%})",
     "not judged": "not judged: fewer than 3 paired seeds (protocol rule 1) or no oracle headroom measured at the "
-                  "arm's decision point",
+    "arm's decision point",
 }
 
 
@@ -344,14 +419,17 @@ def _verdicts(arms: dict, judged: dict[str, dict]) -> dict[str, Any]:
         vs = {ref: _compare(arms[arm].get(f"minus_{ref}")) for ref in REFERENCES if ref in arms}
         both = len(vs) == len(REFERENCES) and all(v["verdict"] == "better" for v in vs.values())
         decided = all(v["verdict"] for v in vs.values()) and len(vs) == len(REFERENCES)
-        out[arm] = {**{f"vs_{ref}": v for ref, v in vs.items()},
-                    "better_than_both": {"verdict": both if decided else None, "rule": RULES["better_than_both"]},
-                    "protocol": _protocol(arms, arm, info["headroom"], info["headroom_fraction"])}
+        out[arm] = {
+            **{f"vs_{ref}": v for ref, v in vs.items()},
+            "better_than_both": {"verdict": both if decided else None, "rule": RULES["better_than_both"]},
+            "protocol": _protocol(arms, arm, info["headroom"], info["headroom_fraction"]),
+        }
     return out
 
 
-def report(plans_and_units: list[tuple[QualityPlan, dict[str, Any], dict[str, list]]],
-           fidelity: dict | None = None) -> dict[str, Any]:
+def report(
+    plans_and_units: list[tuple[QualityPlan, dict[str, Any], dict[str, list]]], fidelity: dict | None = None
+) -> dict[str, Any]:
     """The ``opmix_quality_pretrain.json`` body (module docstring); ``fidelity``: the fidelity results, for the headroom."""
     out: dict[str, Any] = {"domain_sets": {}, "complete": bool(plans_and_units)}
     for plan, units, _ in plans_and_units:
@@ -364,16 +442,29 @@ def report(plans_and_units: list[tuple[QualityPlan, dict[str, Any], dict[str, li
                     entry[f"minus_{ref}"] = paired(arms, arm, ref)
         judged = {}
         for arm in (a for a in plan.arms if plan.definitions[a]["strategy"] == "op_mix"):
-            steps = sorted({d["step"] for r in (units.get(f"{arm}/{s}") for s in plan.seeds) if r
-                            for d in r["decisions"] if d["kind"] in ("decision", "kept")})
+            steps = sorted(
+                {
+                    d["step"]
+                    for r in (units.get(f"{arm}/{s}") for s in plan.seeds)
+                    if r
+                    for d in r["decisions"]
+                    if d["kind"] in ("decision", "kept")
+                }
+            )
             headroom = headroom_at(plan, steps[0] if steps else None, fidelity)
             fraction = headroom_fraction(arms[arm]["mean_test_loss"], headroom)
             arms[arm].update({"decision_steps": steps, "headroom": headroom, "headroom_fraction": fraction})
             judged[arm] = {"headroom": headroom, "headroom_fraction": fraction}
         caps = {base: paired(arms, base, f"{base}_unplanned") for base in REFERENCES}
         out["domain_sets"][plan.set_name] = {
-            "seeds": list(plan.seeds), "settings": plan.settings(), "complete": complete, "domains": list(plan.domains),
-            "arms": arms, "planned_minus_unplanned": caps, "verdicts": _verdicts(arms, judged), "rules": RULES,
+            "seeds": list(plan.seeds),
+            "settings": plan.settings(),
+            "complete": complete,
+            "domains": list(plan.domains),
+            "arms": arms,
+            "planned_minus_unplanned": caps,
+            "verdicts": _verdicts(arms, judged),
+            "rules": RULES,
         }
     return out
 
@@ -394,11 +485,16 @@ def plot(result: dict[str, Any], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sets = [(name, entry) for name, entry in result["domain_sets"].items()
-            if any(arm.get(f"minus_{ref}") for arm in entry["arms"].values() for ref in REFERENCES)]
+    sets = [
+        (name, entry)
+        for name, entry in result["domain_sets"].items()
+        if any(arm.get(f"minus_{ref}") for arm in entry["arms"].values() for ref in REFERENCES)
+    ]
     if not sets:
         return
-    fig, axes = plt.subplots(len(sets), len(REFERENCES), figsize=(6.5 * len(REFERENCES), 3.8 * len(sets)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(sets), len(REFERENCES), figsize=(6.5 * len(REFERENCES), 3.8 * len(sets)), squeeze=False
+    )
     for row, (set_name, entry) in zip(axes, sets):
         for ax, ref in zip(row, REFERENCES):
             names = [a for a, e in entry["arms"].items() if e.get(f"minus_{ref}")]
@@ -407,8 +503,9 @@ def plot(result: dict[str, Any], path: str) -> None:
                 gains = -np.asarray(d["per_seed"])
                 ax.scatter(np.full(len(gains), x) + np.linspace(-0.12, 0.12, len(gains)), gains, s=14, color="grey")
                 lo, hi = -d["t_ci"][1], -d["t_ci"][0]
-                ax.errorbar(x, -d["mean"], yerr=[[-d["mean"] - lo], [hi + d["mean"]]], fmt="o", color="C0", lw=2.2,
-                            capsize=4)
+                ax.errorbar(
+                    x, -d["mean"], yerr=[[-d["mean"] - lo], [hi + d["mean"]]], fmt="o", color="C0", lw=2.2, capsize=4
+                )
                 if d["bootstrap_ci"][0] is not None:
                     ax.vlines(x + 0.2, -d["bootstrap_ci"][1], -d["bootstrap_ci"][0], color="C1", lw=1)
             ax.axhline(0, color="black", lw=0.7)

@@ -32,11 +32,11 @@ import numpy as np
 from hf_datamix.simulate.proxy_swarm import ProxySwarm, SwarmResult
 
 from .common import DATA_DIR, SETS, Shape, tokenizer
+from .reuse_report import plot, report, report_inputs  # noqa: E402,F401  (this kind's report)
 from .runner import Board, Budget, WorkerFile
 from .transfer import non_embedding_parameters, proxy_shape, train_and_score
 from .updates import SEQUENCES, affected, check, stage_names, stages
 
-from .reuse_report import plot, report, report_inputs  # noqa: E402,F401  (this kind's report)
 
 #: The arms: the Olmix ones are ``olmix_reuse``'s ``reuse`` modes.
 ARMS = ("natural", "recompute", "full", "partial", "auto")
@@ -86,8 +86,10 @@ class StoredSwarm(ProxySwarm):
         names = context.domains.names
         rows = np.array([self.results[k]["scores"] for k in keys])
         ratios = np.array([m.to_array(names) for m in mixtures])
-        return (SwarmResult(names, names, ratios, rows, 0, len(keys)),
-                {"proxy_runs": len(keys), "members": keys, "proxy": "the rung of the benchmark's settings"})
+        return (
+            SwarmResult(names, names, ratios, rows, 0, len(keys)),
+            {"proxy_runs": len(keys), "members": keys, "proxy": "the rung of the benchmark's settings"},
+        )
 
 
 def _register() -> None:
@@ -130,7 +132,9 @@ class ReuseScalePlan:
         wanted = candidates if tuple(self.single_reopens) == ("all",) else list(self.single_reopens)
         bad = [n for n in wanted if n not in candidates]
         if bad:
-            raise ValueError(f"single_reopens {bad}: not unaffected domains of the last update ({candidates}); or 'all'.")
+            raise ValueError(
+                f"single_reopens {bad}: not unaffected domains of the last update ({candidates}); or 'all'."
+            )
         self.single_reopens = tuple(wanted)
 
     @property
@@ -141,11 +145,20 @@ class ReuseScalePlan:
         return proxy_shape(self.shape, self.rung[1], self.rung[2])
 
     def settings(self) -> dict[str, Any]:
-        return {"kind": self.kind, "set_name": self.set_name, "seeds": list(self.seeds), "shape": asdict(self.shape),
-                "rung": list(self.rung), "proxy_learning_rate": self.proxy_learning_rate,
-                "single_reopens": list(self.single_reopens), "domains": list(self.domains), "swarm_size": self.swarm_size,
-                "proxy_steps": self.proxy().steps, "sequence": SEQUENCES[self.set_name].to_dict(),
-                "arms": {a: self.strategy_settings(a, 1) if a != "natural" else "token-proportional" for a in ARMS}}
+        return {
+            "kind": self.kind,
+            "set_name": self.set_name,
+            "seeds": list(self.seeds),
+            "shape": asdict(self.shape),
+            "rung": list(self.rung),
+            "proxy_learning_rate": self.proxy_learning_rate,
+            "single_reopens": list(self.single_reopens),
+            "domains": list(self.domains),
+            "swarm_size": self.swarm_size,
+            "proxy_steps": self.proxy().steps,
+            "sequence": SEQUENCES[self.set_name].to_dict(),
+            "arms": {a: self.strategy_settings(a, 1) if a != "natural" else "token-proportional" for a in ARMS},
+        }
 
     # -- the unit graph ----------------------------------------------------------------------------
     def chains(self, stage: int) -> list[str]:
@@ -169,8 +182,12 @@ class ReuseScalePlan:
         return [f"decision/{c}/{k}" for k in range(self.last + 1) for c in self.chains(k)]
 
     def target_keys(self) -> list[str]:
-        return [f"target/{arm}/{k}/{seed}" for k in range(self.last + 1) for seed in self.seeds_at(k)
-                for arm in ["natural", *self.chains(k)]]
+        return [
+            f"target/{arm}/{k}/{seed}"
+            for k in range(self.last + 1)
+            for seed in self.seeds_at(k)
+            for arm in ["natural", *self.chains(k)]
+        ]
 
     def unit_keys(self) -> list[str]:
         return self.decision_keys() + self.target_keys()
@@ -178,9 +195,15 @@ class ReuseScalePlan:
     def strategy_settings(self, chain: str, stage: int) -> dict[str, Any]:
         """``olmix_reuse``'s settings for ``chain``'s decision at ``stage`` (proxy settings for the record)."""
         preset, steps = self.rung[1], self.proxy().steps
-        out = {"simulator": STORED, "proxy_preset": preset, "proxy_steps": steps,
-               "proxy_batch_size": self.shape.batch_size, "proxy_learning_rate": self.proxy_learning_rate,
-               "proxy_eval_blocks": self.shape.decision_blocks, "reuse": "full"}
+        out = {
+            "simulator": STORED,
+            "proxy_preset": preset,
+            "proxy_steps": steps,
+            "proxy_batch_size": self.shape.batch_size,
+            "proxy_learning_rate": self.proxy_learning_rate,
+            "proxy_eval_blocks": self.shape.decision_blocks,
+            "reuse": "full",
+        }
         if self.swarm_size:  # (0: StoredSwarm.minimal)
             out["swarm_size"] = self.swarm_size
         if self.swarm_size == 0:  # a CPU check: fewer random starts of the law's fit
@@ -211,7 +234,9 @@ class ReuseScalePlan:
 
     def proxy_cost(self) -> float:
         # Small models use the GPU less well: a proxy step counts at no less than a tenth of a target's.
-        return self.proxy().steps * max(0.1, non_embedding_parameters(self.rung[1]) / non_embedding_parameters(self.shape.preset))
+        return self.proxy().steps * max(
+            0.1, non_embedding_parameters(self.rung[1]) / non_embedding_parameters(self.shape.preset)
+        )
 
     def units(self) -> list[tuple[str, float]]:
         out = []
@@ -226,10 +251,15 @@ class ReuseScalePlan:
         proxies = sum(self.members_of(*_chain_stage(k)) for k in self.decision_keys())
         targets = len(self.target_keys())
         steps = proxies * self.proxy_cost() + targets * self.shape.steps
-        return {"targets": targets, "proxies": proxies, "decisions": len(self.decision_keys()),
-                "proxy_steps": self.proxy().steps, "proxy_cost_in_target_steps": self.proxy_cost(),
-                "gpu_seconds": steps * seconds_per_step + (proxies + targets) * overhead_s,
-                "assumed": {"seconds_per_target_step": seconds_per_step, "overhead_s_per_unit": overhead_s}}
+        return {
+            "targets": targets,
+            "proxies": proxies,
+            "decisions": len(self.decision_keys()),
+            "proxy_steps": self.proxy().steps,
+            "proxy_cost_in_target_steps": self.proxy_cost(),
+            "gpu_seconds": steps * seconds_per_step + (proxies + targets) * overhead_s,
+            "assumed": {"seconds_per_target_step": seconds_per_step, "overhead_s_per_unit": overhead_s},
+        }
 
 
 def _chain_stage(key: str) -> tuple[str, int]:
@@ -241,16 +271,24 @@ def choose_rung(transfer: dict | None, set_name: str, shape: str) -> tuple[tuple
     """The cheapest rung with Spearman >= 0.8 in the transfer results (this set's first, else any set's)."""
     default = DEFAULT_RUNGS.get(shape, DEFAULT_RUNGS["gpu"])
     if not transfer:
-        return default, f"no transfer results file: the default rung {default[0]} ({default[1]} at {default[2]:g}x Chinchilla)"
+        return (
+            default,
+            f"no transfer results file: the default rung {default[0]} ({default[1]} at {default[2]:g}x Chinchilla)",
+        )
     sets = transfer.get("domain_sets", {})
     for name in [set_name] + [s for s in sets if s != set_name]:
-        rungs = [r for r in sets.get(name, {}).get("rungs", [])
-                 if (r.get("spearman") or -1) >= MIN_SPEARMAN and r.get("compute_fraction") is not None]
+        rungs = [
+            r
+            for r in sets.get(name, {}).get("rungs", [])
+            if (r.get("spearman") or -1) >= MIN_SPEARMAN and r.get("compute_fraction") is not None
+        ]
         if rungs:
             best = min(rungs, key=lambda r: r["compute_fraction"])
-            return ((best["name"], best["preset"], float(best["chinchilla_multiple"])),
-                    f"the cheapest rung with Spearman >= {MIN_SPEARMAN} on set {name!r} in the transfer results: "
-                    f"{best['name']} (Spearman {best['spearman']:.2f}, {best['compute_fraction']:.2%} of a target run)")
+            return (
+                (best["name"], best["preset"], float(best["chinchilla_multiple"])),
+                f"the cheapest rung with Spearman >= {MIN_SPEARMAN} on set {name!r} in the transfer results: "
+                f"{best['name']} (Spearman {best['spearman']:.2f}, {best['compute_fraction']:.2%} of a target run)",
+            )
     return default, (f"no rung of the transfer results reaches Spearman {MIN_SPEARMAN}: the default rung {default[0]}")
 
 
@@ -263,9 +301,8 @@ class Stages:
     """The stages' DomainSets, updates and packed token counts, and the units' work on them."""
 
     def __init__(self, plan: ReuseScalePlan, work: str, data_dir: str, unpacked: str | None):
-        from hf_datamix.data.blocks import pack_domains
-
         from hf_datamix import DomainSet
+        from hf_datamix.data.blocks import pack_domains
 
         from .common import run_args
 
@@ -297,10 +334,17 @@ class Stages:
         strategy.simulator.prefix, strategy.simulator.results = f"proxy/{chain}/{stage}", results
         strategy.simulator.minimal = plan.swarm_size == 0
         context = DecisionContext(
-            step=0, max_steps=plan.shape.steps, stage=stage, domains=self.sets[stage], token_counts=self.counts[stage],
+            step=0,
+            max_steps=plan.shape.steps,
+            stage=stage,
+            domains=self.sets[stage],
+            token_counts=self.counts[stage],
             previous_mixture=Mixture(previous["mixture"]) if previous else None,
-            update=self.updates[stage - 1] if stage else None, ledger=ComputeLedger(),
-            max_repetitions=plan.shape.max_repetitions, remaining_tokens=plan.shape.steps * plan.shape.tokens_per_step)
+            update=self.updates[stage - 1] if stage else None,
+            ledger=ComputeLedger(),
+            max_repetitions=plan.shape.max_repetitions,
+            remaining_tokens=plan.shape.steps * plan.shape.tokens_per_step,
+        )
         return strategy.decide(context), strategy
 
     def swarm(self, key: str, results: dict[str, Any]) -> list:
@@ -320,16 +364,32 @@ class Stages:
         decision, strategy = self.decide(chain, int(stage), results)
         details = decision.details
         members = details.get("members", [])
-        return {"chain": chain, "stage": int(stage), "mixture": decision.mixture.to_dict(),
-                "state": strategy.state_dict(), "plan": details.get("reuse"), "members": members,
-                "proxy_runs": len(members), "proxy_runs_total": strategy.proxy_runs,
-                "proposal": {k: details.get("proposal", {}).get(k) for k in ("predicted", "status", "fallback_reason")},
-                "fit": details.get("fit"), "seconds": time.perf_counter() - started}
+        return {
+            "chain": chain,
+            "stage": int(stage),
+            "mixture": decision.mixture.to_dict(),
+            "state": strategy.state_dict(),
+            "plan": details.get("reuse"),
+            "members": members,
+            "proxy_runs": len(members),
+            "proxy_runs_total": strategy.proxy_runs,
+            "proposal": {k: details.get("proposal", {}).get(k) for k in ("predicted", "status", "fallback_reason")},
+            "fit": details.get("fit"),
+            "seconds": time.perf_counter() - started,
+        }
 
     def proxy_unit(self, key: str, weights: dict[str, float]) -> dict[str, Any]:
         stage = int(key.split("/")[2])
-        value = train_and_score(self.plan.proxy(), self.plan.proxy_learning_rate, 0, weights, self.sets[stage],
-                                self.tok, os.path.join(self.work, "runs", key.replace("/", "-")), "decision")
+        value = train_and_score(
+            self.plan.proxy(),
+            self.plan.proxy_learning_rate,
+            0,
+            weights,
+            self.sets[stage],
+            self.tok,
+            os.path.join(self.work, "runs", key.replace("/", "-")),
+            "decision",
+        )
         return {**value, "rung": list(self.plan.rung)}
 
     def target_unit(self, key: str, results: dict[str, Any]) -> dict[str, Any]:
@@ -337,11 +397,22 @@ class Stages:
 
         _, arm, stage, seed = key.split("/")
         k = int(stage)
-        weights = (Mixture.proportional(self.counts[k]).to_dict() if arm == "natural"
-                   else results[f"decision/{arm}/{k}"]["mixture"])
+        weights = (
+            Mixture.proportional(self.counts[k]).to_dict()
+            if arm == "natural"
+            else results[f"decision/{arm}/{k}"]["mixture"]
+        )
         shape = self.plan.shape
-        value = train_and_score(shape, shape.learning_rate, int(seed), weights, self.sets[k], self.tok,
-                                os.path.join(self.work, "runs", key.replace("/", "-")), "test")
+        value = train_and_score(
+            shape,
+            shape.learning_rate,
+            int(seed),
+            weights,
+            self.sets[k],
+            self.tok,
+            os.path.join(self.work, "runs", key.replace("/", "-")),
+            "test",
+        )
         return {**value, "arm": arm, "stage": k, "seed": int(seed), "domains": self.sets[k].names}
 
 
@@ -369,8 +440,16 @@ def _ready(plan: ReuseScalePlan, st: Stages, wanted: set[str], results: dict[str
     return decisions + proxies + targets
 
 
-def run_worker(plan: ReuseScalePlan, keys: list[str], work: str, out: WorkerFile, budget: Budget,
-               data_dir: str = DATA_DIR, unpacked: str | None = None, done: dict | None = None) -> None:
+def run_worker(
+    plan: ReuseScalePlan,
+    keys: list[str],
+    work: str,
+    out: WorkerFile,
+    budget: Budget,
+    data_dir: str = DATA_DIR,
+    unpacked: str | None = None,
+    done: dict | None = None,
+) -> None:
     """Take ready units until every one of ``keys`` (and the proxies they need) is done or none fits the budget."""
     st = Stages(plan, work, data_dir, unpacked)
     board = Board(os.path.dirname(out.path), done)
@@ -381,8 +460,10 @@ def run_worker(plan: ReuseScalePlan, keys: list[str], work: str, out: WorkerFile
         fitting = [u for u in ready if budget.allows(u[1])]
         if not fitting:
             if ready:
-                print(f"stop: {len(ready)} ready units would not end before the deadline ({budget.left:.0f} s left)",
-                      flush=True)
+                print(
+                    f"stop: {len(ready)} ready units would not end before the deadline ({budget.left:.0f} s left)",
+                    flush=True,
+                )
                 return
             if not board.any_busy() or budget.left <= 0:
                 return
@@ -401,8 +482,11 @@ def run_worker(plan: ReuseScalePlan, keys: list[str], work: str, out: WorkerFile
         seconds = time.perf_counter() - started
         if cost:
             budget.observe(cost, seconds)
-        shown = f"mean {value['split']} loss {value['mean']:.4f}" if "mean" in value else \
-            f"{value['proxy_runs']} members, plan {value['plan'] and value['plan']['compute']}"
+        shown = (
+            f"mean {value['split']} loss {value['mean']:.4f}"
+            if "mean" in value
+            else f"{value['proxy_runs']} members, plan {value['plan'] and value['plan']['compute']}"
+        )
         print(f"{key}: {shown} in {seconds:.0f} s", flush=True)
 
 
@@ -410,4 +494,3 @@ def prepare(plan: ReuseScalePlan, scratch: str, data_dir: str) -> dict[str, Any]
     """Derive and pack every stage's domains once before the workers start (they then read the cache)."""
     st = Stages(plan, os.path.join(scratch, "prepare-reuse"), data_dir, scratch)
     return {"stage_token_counts": st.counts}
-

@@ -19,6 +19,7 @@ import sys
 import time
 from typing import Any
 
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from _common import read_json, write_json  # noqa: E402
 
@@ -87,8 +88,10 @@ class Store:
         return added
 
     def save(self) -> None:
-        write_json(self.path, {"settings": self.settings, "units": self.units, "calls": self.calls,
-                               "replicates": self.replicates})
+        write_json(
+            self.path,
+            {"settings": self.settings, "units": self.units, "calls": self.calls, "replicates": self.replicates},
+        )
 
 
 class WorkerFile:
@@ -179,8 +182,11 @@ class Board:
     def any_busy(self) -> bool:
         """True if a live worker other than this process holds a claim on a unit not yet finished."""
         finished = self.results()
-        return any(self.busy(key) for key in (os.path.basename(p).replace("__", "/")
-                                              for p in glob.glob(os.path.join(self.claims, "*"))) if key not in finished)
+        return any(
+            self.busy(key)
+            for key in (os.path.basename(p).replace("__", "/") for p in glob.glob(os.path.join(self.claims, "*")))
+            if key not in finished
+        )
 
     def busy(self, key: str) -> bool:
         """True if a live process (other than this one) holds ``key``'s claim."""

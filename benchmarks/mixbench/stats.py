@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy import stats as st
 
+
 BOOTSTRAP = 2000
 LEVEL = 0.95
 
@@ -23,8 +24,9 @@ def _interval(values: np.ndarray, reps: int) -> list[float | None]:
     return [float(lo), float(hi)]
 
 
-def bootstrap_interval(statistic: Callable[[np.ndarray], float], n: int, seed: int = 0,
-                       reps: int = BOOTSTRAP) -> list[float | None]:
+def bootstrap_interval(
+    statistic: Callable[[np.ndarray], float], n: int, seed: int = 0, reps: int = BOOTSTRAP
+) -> list[float | None]:
     """Percentile interval of ``statistic(indices)`` over ``reps`` resamples of ``range(n)`` with replacement
     (resamples where the statistic is undefined are left out)."""
     rng = np.random.default_rng(seed)
@@ -36,7 +38,7 @@ def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     rx, ry = st.rankdata(x, axis=1), st.rankdata(y, axis=1)
     rx, ry = rx - rx.mean(axis=1, keepdims=True), ry - ry.mean(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (rx * ry).sum(axis=1) / np.sqrt((rx ** 2).sum(axis=1) * (ry ** 2).sum(axis=1))
+        return (rx * ry).sum(axis=1) / np.sqrt((rx**2).sum(axis=1) * (ry**2).sum(axis=1))
 
 
 def _kendall_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -47,19 +49,25 @@ def _kendall_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return (sx * sy).sum(axis=1) / np.sqrt((sx != 0).sum(axis=1) * (sy != 0).sum(axis=1))
 
 
-def rank_agreement(simulated: Sequence[float], true: Sequence[float], seed: int = 0,
-                   reps: int = BOOTSTRAP) -> dict:
+def rank_agreement(simulated: Sequence[float], true: Sequence[float], seed: int = 0, reps: int = BOOTSTRAP) -> dict:
     """Spearman ρ and Kendall τ between simulated and true scores (both lower = better), with bootstrap
     intervals over the mixtures, and the top-1 regret: the true score of the simulator's best minus the best."""
     sim, real = np.asarray(simulated, dtype=float), np.asarray(true, dtype=float)
     if sim.shape != real.shape or sim.ndim != 1 or len(sim) < 3:
-        raise ValueError(f"rank_agreement needs two equal-length score vectors of >= 3 mixtures, got {sim.shape}, {real.shape}.")
+        raise ValueError(
+            f"rank_agreement needs two equal-length score vectors of >= 3 mixtures, got {sim.shape}, {real.shape}."
+        )
     index = np.random.default_rng(seed).integers(0, len(sim), (reps, len(sim)))
     both = np.vstack([np.arange(len(sim)), index])  # row 0: the mixtures themselves
     rho, tau = _spearman_rows(sim[both], real[both]), _kendall_rows(sim[both], real[both])
-    return {"spearman": _finite(rho[0]), "spearman_ci": _interval(rho[1:], reps), "kendall": _finite(tau[0]),
-            "kendall_ci": _interval(tau[1:], reps), "top1_regret": float(real[int(np.argmin(sim))] - real.min()),
-            "top1": int(np.argmin(sim))}
+    return {
+        "spearman": _finite(rho[0]),
+        "spearman_ci": _interval(rho[1:], reps),
+        "kendall": _finite(tau[0]),
+        "kendall_ci": _interval(tau[1:], reps),
+        "top1_regret": float(real[int(np.argmin(sim))] - real.min()),
+        "top1": int(np.argmin(sim)),
+    }
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float], seed: int = 0) -> dict:
@@ -69,5 +77,10 @@ def paired_difference(a: Sequence[float], b: Sequence[float], seed: int = 0) -> 
         raise ValueError(f"paired_difference needs >= 2 paired seeds, got {len(np.atleast_1d(d))}.")
     mean, sem = float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
     half = float(st.t.ppf((1 + LEVEL) / 2, len(d) - 1) * sem)
-    return {"per_seed": d.tolist(), "mean": mean, "t_ci": [mean - half, mean + half],
-            "bootstrap_ci": bootstrap_interval(lambda i: d[i].mean(), len(d), seed), "seeds": len(d)}
+    return {
+        "per_seed": d.tolist(),
+        "mean": mean,
+        "t_ci": [mean - half, mean + half],
+        "bootstrap_ci": bootstrap_interval(lambda i: d[i].mean(), len(d), seed),
+        "seeds": len(d),
+    }

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import os
 import time
-from functools import lru_cache
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -23,12 +23,18 @@ from . import stats
 from .common import DATA_DIR, SETS, Shape, domain_set, new_model, run_args, tokenizer
 from .runner import Budget, WorkerFile
 
+
 #: The ladder the issue asks for: (name, model preset, multiple of Chinchilla's 20 tokens/parameter).
-DEFAULT_RUNGS = (("small_1x", "small", 1.0), ("small_5x", "small", 5.0), ("5m_0.25x", "5m", 0.25), ("5m_1x", "5m", 1.0))
+DEFAULT_RUNGS = (
+    ("small_1x", "small", 1.0),
+    ("small_5x", "small", 5.0),
+    ("5m_0.25x", "5m", 0.25),
+    ("5m_1x", "5m", 1.0),
+)
 CHINCHILLA = 20.0
 
 
-@lru_cache(maxsize=None)
+@cache
 def non_embedding_parameters(preset: str) -> int:
     """N of a preset with the embedded tokenizer's vocabulary (built on the meta device: no memory)."""
     import torch
@@ -87,8 +93,13 @@ def swarm_mixtures(plan: TransferPlan, token_counts: dict[str, int]) -> list[dic
     names = list(plan.domains)
     target_tokens = plan.shape.steps * plan.shape.tokens_per_step
     caps = {n: plan.shape.max_repetitions * token_counts[n] / target_tokens for n in names}
-    swarm = sample_swarm(names, prior=Mixture.proportional({n: token_counts[n] for n in names}), size=plan.mixtures,
-                         caps=caps, seed=plan.seed)
+    swarm = sample_swarm(
+        names,
+        prior=Mixture.proportional({n: token_counts[n] for n in names}),
+        size=plan.mixtures,
+        caps=caps,
+        seed=plan.seed,
+    )
     return [m.to_dict() for m in swarm]
 
 
@@ -98,8 +109,9 @@ def proxy_shape(target: Shape, preset: str, multiple: float) -> Shape:
     return Shape(**{**asdict(target), "preset": preset, "steps": steps, "warmup_steps": max(1, round(0.02 * steps))})
 
 
-def train_and_score(shape: Shape, learning_rate: float, seed: int, weights: dict[str, float], domains, tok,
-                    folder: str, split: str) -> dict[str, Any]:
+def train_and_score(
+    shape: Shape, learning_rate: float, seed: int, weights: dict[str, float], domains, tok, folder: str, split: str
+) -> dict[str, Any]:
     """Train ``shape``'s model from ``seed``'s init on the fixed mixture ``weights`` over ``domains``; score it
     per domain on the ``split`` (``test`` or ``decision``) blocks."""
     from hf_datamix import DataMixTrainer, create_strategy
@@ -107,21 +119,45 @@ def train_and_score(shape: Shape, learning_rate: float, seed: int, weights: dict
 
     started = time.perf_counter()
     args = run_args(shape, folder, seed, learning_rate=learning_rate)
-    trainer = DataMixTrainer(model=new_model(tok, shape, seed), args=args, domains=domains,
-                             strategy=create_strategy("fixed", weights=weights), processing_class=tok)
+    trainer = DataMixTrainer(
+        model=new_model(tok, shape, seed),
+        args=args,
+        domains=domains,
+        strategy=create_strategy("fixed", weights=weights),
+        processing_class=tok,
+    )
     trainer.train()
-    scorer = (BlockLossScorer(trainer.eval_blocks, 32, trainer.args.device) if split == "test"
-              else trainer.decision_scorer(batch_size=32))
+    scorer = (
+        BlockLossScorer(trainer.eval_blocks, 32, trainer.args.device)
+        if split == "test"
+        else trainer.decision_scorer(batch_size=32)
+    )
     scores = scorer(trainer.model)
     seconds = time.perf_counter() - started
     tokens = trainer.ledger.tokens_by_kind.get("train", 0.0)
-    return {"weights": dict(weights), "scores": scores.tolist(), "mean": float(np.mean(scores)), "split": split,
-            "preset": shape.preset, "steps": shape.steps, "train_flops": trainer.ledger.by_kind.get("train", 0.0),
-            "tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}
+    return {
+        "weights": dict(weights),
+        "scores": scores.tolist(),
+        "mean": float(np.mean(scores)),
+        "split": split,
+        "preset": shape.preset,
+        "steps": shape.steps,
+        "train_flops": trainer.ledger.by_kind.get("train", 0.0),
+        "tokens": tokens,
+        "seconds": seconds,
+        "tokens_per_s": tokens / seconds,
+    }
 
 
-def run_worker(plan: TransferPlan, keys: list[str], work: str, out: WorkerFile, budget: Budget,
-               data_dir: str = DATA_DIR, unpacked: str | None = None) -> None:
+def run_worker(
+    plan: TransferPlan,
+    keys: list[str],
+    work: str,
+    out: WorkerFile,
+    budget: Budget,
+    data_dir: str = DATA_DIR,
+    unpacked: str | None = None,
+) -> None:
     """Train each target or proxy in ``keys`` from scratch on its mixture and score it."""
     tok = tokenizer()
     domains = domain_set(plan.set_name, unpacked or work, data_dir)
@@ -144,8 +180,16 @@ def run_worker(plan: TransferPlan, keys: list[str], work: str, out: WorkerFile, 
             args = run_args(shape, os.path.join(work, "runs", "pack"), plan.seed)
             mixtures = swarm_mixtures(plan, pack_domains(domains, tok, args).token_counts)
         split = "test" if parts[0] == "target" else "decision"
-        value = train_and_score(shape, lr, plan.seed, mixtures[index], domains, tok,
-                                os.path.join(work, "runs", key.replace("/", "-")), split)
+        value = train_and_score(
+            shape,
+            lr,
+            plan.seed,
+            mixtures[index],
+            domains,
+            tok,
+            os.path.join(work, "runs", key.replace("/", "-")),
+            split,
+        )
         out.add(key, value)
         budget.observe(costs[key], value["seconds"])
         print(f"{key}: mean {split} loss {value['mean']:.4f} in {value['seconds']:.0f} s", flush=True)
@@ -161,20 +205,30 @@ def report(plans_and_units: list[tuple[TransferPlan, dict[str, Any], dict[str, l
         for name, preset, multiple in plan.rungs:
             proxies = [units.get(f"proxy/{name}/{i}") for i in range(plan.mixtures)]
             out["complete"] &= all(proxies)
-            rung: dict[str, Any] = {"name": name, "preset": preset, "chinchilla_multiple": multiple,
-                                    "proxies_done": sum(map(bool, proxies))}
+            rung: dict[str, Any] = {
+                "name": name,
+                "preset": preset,
+                "chinchilla_multiple": multiple,
+                "proxies_done": sum(map(bool, proxies)),
+            }
             if all(targets) and all(proxies):
                 true = np.array([t["mean"] for t in targets])
                 simulated = np.array([p["mean"] for p in proxies])
                 agreement = stats.rank_agreement(simulated, true, seed=plan.seed)
-                per_domain = [stats.rank_agreement(np.array([p["scores"][j] for p in proxies]),
-                                                   np.array([t["scores"][j] for t in targets]), seed=plan.seed)["spearman"]
-                              for j in range(len(plan.domains))]
+                per_domain = [
+                    stats.rank_agreement(
+                        np.array([p["scores"][j] for p in proxies]),
+                        np.array([t["scores"][j] for t in targets]),
+                        seed=plan.seed,
+                    )["spearman"]
+                    for j in range(len(plan.domains))
+                ]
                 rung.update(agreement)
                 rung["per_domain_spearman"] = dict(zip(plan.domains, per_domain))
                 rung["spearman_per_domain_mean"] = float(np.nanmean([v for v in per_domain if v is not None]))
-                rung["compute_fraction"] = float(np.mean([p["train_flops"] for p in proxies])
-                                                 / np.mean([t["train_flops"] for t in targets]))
+                rung["compute_fraction"] = float(
+                    np.mean([p["train_flops"] for p in proxies]) / np.mean([t["train_flops"] for t in targets])
+                )
                 rung["proxy_tokens_per_s"] = float(np.mean([p["tokens_per_s"] for p in proxies]))
             entry["rungs"].append(rung)
         if all(targets):

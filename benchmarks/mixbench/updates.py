@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 
 from .common import SETS
 
+
 KINDS = ("add", "partition", "revise", "remove")
 
 
@@ -47,12 +48,28 @@ class Sequence:
 
 SEQUENCES: dict[str, Sequence] = {
     "leaves": Sequence(
-        initial=("python_stdlib", "docs_library", "docs_guides", "gcide", "wordnet", "jargon", "foldoc", "man_en",
-                 "man_de", "kjv_ot", "headers_glibc", "arithmetic"),
+        initial=(
+            "python_stdlib",
+            "docs_library",
+            "docs_guides",
+            "gcide",
+            "wordnet",
+            "jargon",
+            "foldoc",
+            "man_en",
+            "man_de",
+            "kjv_ot",
+            "headers_glibc",
+            "arithmetic",
+        ),
         updates=(
             Update("add", ("man_fr", "man_es"), reopen=("man_en", "man_de")),
-            Update("partition", ("stdlib_test", "stdlib_modules", "stdlib_packages", "stdlib_tools"),
-                   parent="python_stdlib", reopen=("docs_library",)),
+            Update(
+                "partition",
+                ("stdlib_test", "stdlib_modules", "stdlib_packages", "stdlib_tools"),
+                parent="python_stdlib",
+                reopen=("docs_library",),
+            ),
             Update("revise", ("wordnet",), reopen=("gcide",)),
             Update("remove", ("arithmetic",)),
             Update("add", ("kjv_nt", "headers_linux", "docs_capi"), reopen=("kjv_ot", "headers_glibc")),
@@ -71,7 +88,7 @@ def stage_names(set_name: str) -> list[list[str]]:
             current = current + list(u.domains)
         elif u.kind == "partition":
             i = current.index(u.parent)
-            current = current[:i] + list(u.domains) + current[i + 1:]
+            current = current[:i] + list(u.domains) + current[i + 1 :]
         elif u.kind == "remove":
             current = [n for n in current if n not in u.domains]
         out.append(list(current))
@@ -142,8 +159,10 @@ def derived_texts(set_name: str, read) -> dict[str, dict[str, list[str]]]:
         if u.kind == "partition":
             out[u.parent] = {s: interleave([read(p, s) for p in u.domains]) for s in ("train", "eval")}
         elif u.kind == "revise":
-            out[u.domains[0] + V1] = {"train": first_version(read(u.domains[0], "train")),
-                                      "eval": read(u.domains[0], "eval")}
+            out[u.domains[0] + V1] = {
+                "train": first_version(read(u.domains[0], "train")),
+                "eval": read(u.domains[0], "eval"),
+            }
     return out
 
 
@@ -205,14 +224,18 @@ def describe(set_name: str, data_dir: str) -> dict:
     path = os.path.join(data_dir, set_name, "manifest.json")
     with open(path, encoding="utf-8") as handle:
         manifest = json.load(handle)
-    rules = {"partition": "the parts' documents interleaved part by part (updates.interleave)",
-             "revise": "the first half of the revised leaf's staged training documents, its eval split "
-                       "(updates.first_version)"}
+    rules = {
+        "partition": "the parts' documents interleaved part by part (updates.interleave)",
+        "revise": "the first half of the revised leaf's staged training documents, its eval split "
+        "(updates.first_version)",
+    }
     manifest["derived"] = {}
     for name, splits in derived_texts(set_name, read).items():
         kind = "revise" if name.endswith(V1) else "partition"
-        manifest["derived"][name] = {"rule": rules[kind], **{s: {"docs": len(t), "tokens": count(t)}
-                                                              for s, t in splits.items()}}
+        manifest["derived"][name] = {
+            "rule": rules[kind],
+            **{s: {"docs": len(t), "tokens": count(t)} for s, t in splits.items()},
+        }
     manifest["sequence"] = SEQUENCES[set_name].to_dict()
     manifest["train_tokens"] = {n: d["train"]["tokens"] for n, d in manifest["domains"].items()}
     with open(path, "w", encoding="utf-8") as handle:

@@ -63,8 +63,12 @@ from .speed import part_speed
 
 
 FUNCTIONS = {
-    "interleaver": part_interleaver, "overhead": part_overhead, "laws": part_laws,
-    "candidates": part_candidates, "speed": part_speed, "scaling": part_scaling,
+    "interleaver": part_interleaver,
+    "overhead": part_overhead,
+    "laws": part_laws,
+    "candidates": part_candidates,
+    "speed": part_speed,
+    "scaling": part_scaling,
 }
 
 
@@ -78,12 +82,19 @@ def finish(result: dict) -> None:
     if "interleaver_tokens_per_s" in inter:
         gpu_tps = max(measured) if measured else GPU_20M_TOKENS_PER_S_REFERENCE
         inter["gpu_20m_tokens_per_s"] = gpu_tps
-        inter["gpu_20m_tokens_per_s_source"] = ("part 5 (speed), best of the 20m runs" if measured else
-                                                "reference 0.86M tokens/s (20M Llama, plain bf16 loop on an H100)")
+        inter["gpu_20m_tokens_per_s_source"] = (
+            "part 5 (speed), best of the 20m runs"
+            if measured
+            else "reference 0.86M tokens/s (20M Llama, plain bf16 loop on an H100)"
+        )
         inter["ratio_to_gpu_20m_consumption"] = inter["interleaver_tokens_per_s"] / gpu_tps
-        targets.append({"target": "interleaver tokens/s >= 4x the GPU's 20m consumption",
-                        "measured": f"{inter['ratio_to_gpu_20m_consumption']:.1f}x",
-                        "met": bool(inter["ratio_to_gpu_20m_consumption"] >= 4)})
+        targets.append(
+            {
+                "target": "interleaver tokens/s >= 4x the GPU's 20m consumption",
+                "measured": f"{inter['ratio_to_gpu_20m_consumption']:.1f}x",
+                "met": bool(inter["ratio_to_gpu_20m_consumption"] >= 4),
+            }
+        )
         overhead = parts.get("overhead", {})
         loader = overhead.get("loader_only", {}).get("datamix_s_per_batch")
         settings = overhead.get("settings", {})
@@ -91,26 +102,46 @@ def finish(result: dict) -> None:
             tokens = settings["per_device_train_batch_size"] * settings["block_size"] / loader
             inter["trainer_loader_tokens_per_s"] = tokens
             inter["trainer_loader_ratio_to_gpu_20m_consumption"] = tokens / gpu_tps
-            inter["trainer_loader_note"] = ("part 2's DataMixTrainer train DataLoader alone (Interleaver + collation + "
-                                            "accelerate's loader + copy to the device), its tokens/s over the GPU's")
+            inter["trainer_loader_note"] = (
+                "part 2's DataMixTrainer train DataLoader alone (Interleaver + collation + "
+                "accelerate's loader + copy to the device), its tokens/s over the GPU's"
+            )
     for name, ratio in parts.get("overhead", {}).get("ratios_vs_plain", {}).items():
-        targets.append({"target": f"{name} median step <= 1.02x plain Trainer",
-                        "measured": f"step {ratio['step_ratio']:.3f}x, interval (incl. batch fetch) {ratio['interval_ratio']:.3f}x",
-                        "met": bool(max(ratio["step_ratio"], ratio["interval_ratio"]) <= 1.02)})
+        targets.append(
+            {
+                "target": f"{name} median step <= 1.02x plain Trainer",
+                "measured": f"step {ratio['step_ratio']:.3f}x, interval (incl. batch fetch) {ratio['interval_ratio']:.3f}x",
+                "met": bool(max(ratio["step_ratio"], ratio["interval_ratio"]) <= 1.02),
+            }
+        )
     for count, record in parts.get("candidates", {}).get("by_candidates", {}).items():
         if "peak_over_single_plain_evaluation" in record:
-            targets.append({"target": f"peak GPU memory of {count} candidates <= 1.1x a single evaluation",
-                            "measured": f"{record['peak_over_single_plain_evaluation']:.3f}x",
-                            "met": bool(record["peak_over_single_plain_evaluation"] <= 1.1)})
+            targets.append(
+                {
+                    "target": f"peak GPU memory of {count} candidates <= 1.1x a single evaluation",
+                    "measured": f"{record['peak_over_single_plain_evaluation']:.3f}x",
+                    "met": bool(record["peak_over_single_plain_evaluation"] <= 1.1),
+                }
+            )
     for key in ("150m_compiled", "150m_eager"):
         if speed.get(key, {}).get("mfu") is not None:
-            targets.append({"target": f"MFU >= 40% at 150m ({key})", "measured": f"{speed[key]['mfu']:.1%}",
-                            "met": bool(speed[key]["mfu"] >= 0.40)})
+            targets.append(
+                {
+                    "target": f"MFU >= 40% at 150m ({key})",
+                    "measured": f"{speed[key]['mfu']:.1%}",
+                    "met": bool(speed[key]["mfu"] >= 0.40),
+                }
+            )
     for name, bound in (("probe", 0.8), ("branch", 0.9)):
         ratio = parts.get("speed", {}).get(f"{name}_vs_train_tokens_per_s")
         if ratio is not None:
-            targets.append({"target": f"{name} tokens/s >= {bound}x main training", "measured": f"{ratio:.2f}x",
-                            "met": bool(ratio >= bound)})
+            targets.append(
+                {
+                    "target": f"{name} tokens/s >= {bound}x main training",
+                    "measured": f"{ratio:.2f}x",
+                    "met": bool(ratio >= bound),
+                }
+            )
     result["targets"] = targets
 
 
@@ -138,32 +169,70 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (the CPU test)")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated names or numbers of {PARTS}")
     parser.add_argument("--out", default=RESULTS_DIR, help="folder of perf.json and perf_scaling.png")
-    parser.add_argument("--work", default=None, help="scratch folder (trainer outputs, packed blocks); default a temp dir")
-    parser.add_argument("--budget-s", type=float, default=None,
-                        help="wall-clock budget of the run (default 530 GPU: one 10-minute device command with its "
-                             "setup; 140 --quick)")
-    parser.add_argument("--commit", default=None, help="commit to record (default: git rev-parse HEAD, else $PERF_COMMIT)")
-    parser.add_argument("--overhead-preset", default=None, help="part 2: model preset (default 20m; tiny with --quick)")
-    parser.add_argument("--overhead-block", type=int, default=None, help="part 2: block size (default 1024; 64 --quick)")
-    parser.add_argument("--overhead-steps", type=int, default=None, help="part 2: steps per trainer (default 230; 25 --quick)")
-    parser.add_argument("--overhead-rounds", type=int, default=None,
-                        help="part 2: rounds of plain / uniform / op_mix runs (default 3; 1 --quick)")
-    parser.add_argument("--overhead-batch", type=int, default=None, help="part 2: per-device batch (default 32; 4 --quick)")
+    parser.add_argument(
+        "--work", default=None, help="scratch folder (trainer outputs, packed blocks); default a temp dir"
+    )
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="wall-clock budget of the run (default 530 GPU: one 10-minute device command with its "
+        "setup; 140 --quick)",
+    )
+    parser.add_argument(
+        "--commit", default=None, help="commit to record (default: git rev-parse HEAD, else $PERF_COMMIT)"
+    )
+    parser.add_argument(
+        "--overhead-preset", default=None, help="part 2: model preset (default 20m; tiny with --quick)"
+    )
+    parser.add_argument(
+        "--overhead-block", type=int, default=None, help="part 2: block size (default 1024; 64 --quick)"
+    )
+    parser.add_argument(
+        "--overhead-steps", type=int, default=None, help="part 2: steps per trainer (default 230; 25 --quick)"
+    )
+    parser.add_argument(
+        "--overhead-rounds",
+        type=int,
+        default=None,
+        help="part 2: rounds of plain / uniform / op_mix runs (default 3; 1 --quick)",
+    )
+    parser.add_argument(
+        "--overhead-batch", type=int, default=None, help="part 2: per-device batch (default 32; 4 --quick)"
+    )
     parser.add_argument("--candidates-preset", default=None, help="part 4: model preset (default 20m; tiny --quick)")
-    parser.add_argument("--candidates-block", type=int, default=None, help="part 4: block size (default 1024; 64 --quick)")
-    parser.add_argument("--speed-presets", default=None, help="part 5: presets (default 20m,60m,150m; tiny,small --quick)")
+    parser.add_argument(
+        "--candidates-block", type=int, default=None, help="part 4: block size (default 1024; 64 --quick)"
+    )
+    parser.add_argument(
+        "--speed-presets", default=None, help="part 5: presets (default 20m,60m,150m; tiny,small --quick)"
+    )
     parser.add_argument("--speed-block", type=int, default=None, help="part 5: block size (default 1024; 64 --quick)")
-    parser.add_argument("--speed-compile", choices=["on", "off"], default=None,
-                        help="part 5: also run with torch_compile (default on; off with --quick)")
+    parser.add_argument(
+        "--speed-compile",
+        choices=["on", "off"],
+        default=None,
+        help="part 5: also run with torch_compile (default on; off with --quick)",
+    )
     parser.add_argument("--scaling-presets", default=None, help="part 6: presets (default tiny,20m; tiny --quick)")
-    parser.add_argument("--scaling-counts", default=None, help="part 6: domain counts (default 4,8,16,32,64; 4,8 --quick)")
+    parser.add_argument(
+        "--scaling-counts", default=None, help="part 6: domain counts (default 4,8,16,32,64; 4,8 --quick)"
+    )
     parser.add_argument("--interleaver-samples", type=int, default=10000, help="part 1: samples timed (GPU run)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads on CPU (default 1 with --quick: tiny models, shared cores)")
-    parser.add_argument("--speed-args", default=None,
-                        help='part 5: JSON of extra TrainingArguments for every run, e.g. \'{"use_liger_kernel": true}\'')
-    parser.add_argument("--speed-batch", default="20m=64,60m=48,150m=64,tiny=8,small=8",
-                        help="part 5: per-device batch per preset")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads on CPU (default 1 with --quick: tiny models, shared cores)",
+    )
+    parser.add_argument(
+        "--speed-args",
+        default=None,
+        help="part 5: JSON of extra TrainingArguments for every run, e.g. '{\"use_liger_kernel\": true}'",
+    )
+    parser.add_argument(
+        "--speed-batch", default="20m=64,60m=48,150m=64,tiny=8,small=8", help="part 5: per-device batch per preset"
+    )
     opts = parser.parse_args(argv)
     opts.parts = parse_parts(opts.parts)
     if opts.budget_s is None:
@@ -229,8 +298,10 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
-    summary = {name: ("ERROR " + part["error"]) if "error" in part else f"ok ({part['part_wall_s']:.1f}s)"
-               for name, part in result["parts"].items()}
+    summary = {
+        name: ("ERROR " + part["error"]) if "error" in part else f"ok ({part['part_wall_s']:.1f}s)"
+        for name, part in result["parts"].items()
+    }
     log(f"wrote {os.path.join(opts.out, 'perf.json')}: {json.dumps(summary)}")
     for target in result.get("targets", []):
         log(f"target {'MET ' if target['met'] else 'MISS'} {target['target']}: {target['measured']}")

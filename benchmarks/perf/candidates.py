@@ -33,8 +33,13 @@ def part_candidates(ctx: Context) -> dict:
     eval_tokens = sum(t.numel() for t in eval_sets.values())
     model = new_model(ctx, preset).to(ctx.device)
     ledger = ComputeLedger()
-    sim = LoRAProbeSimulator(model, ProbeConfig(steps=probe_steps, batch_size=probe_batch, bf16=gpu, seed=0),
-                             base_learning_rate=1e-3, ledger=ledger, device=ctx.device)
+    sim = LoRAProbeSimulator(
+        model,
+        ProbeConfig(steps=probe_steps, batch_size=probe_batch, bf16=gpu, seed=0),
+        base_learning_rate=1e-3,
+        ledger=ledger,
+        device=ctx.device,
+    )
 
     def measure(candidates, reps):
         times, peaks, deltas = [], [], []
@@ -72,13 +77,21 @@ def part_candidates(ctx: Context) -> dict:
     out: dict[str, Any] = {
         "model": f"random-init Llama preset {preset!r} on {ctx.device}",
         "eval_sets": f"{len(eval_sets)} embedded-corpus domains x up to {eval_per_domain} eval blocks of {block} "
-                     f"tokens ({sum(len(t) for t in eval_sets.values())} blocks, {eval_tokens} tokens), eval batch {batch}",
-        "probes": {"count": probes, "steps": probe_steps, "batch_size": probe_batch, "rank": 16,
-                   "bf16_autocast": gpu, "training_s": probe_train_s},
+        f"tokens ({sum(len(t) for t in eval_sets.values())} blocks, {eval_tokens} tokens), eval batch {batch}",
+        "probes": {
+            "count": probes,
+            "steps": probe_steps,
+            "batch_size": probe_batch,
+            "rank": 16,
+            "bf16_autocast": gpu,
+            "training_s": probe_train_s,
+        },
         "plain_forward": {
-            "seconds": plain_s, "tokens_per_s": eval_tokens / plain_s, "peak_memory_bytes": plain_peak,
+            "seconds": plain_s,
+            "tokens_per_s": eval_tokens / plain_s,
+            "peak_memory_bytes": plain_peak,
             "note": "evaluate_candidates([{}]) before any probe exists: the bare model's forward passes and "
-                    "the same loss computation over the same eval sets (median of 3 after a warm-up)",
+            "the same loss computation over the same eval sets (median of 3 after a warm-up)",
         },
         "by_candidates": {},
     }
@@ -91,21 +104,33 @@ def part_candidates(ctx: Context) -> dict:
         if count == 1:
             measure(candidates, 1)
         seconds, peak, delta = measure(candidates, 3 if count == 1 else (2 if count == 4 else 1))
-        record = {"seconds": seconds, "seconds_per_candidate": seconds / count,
-                  "per_candidate_over_plain_forward": seconds / count / plain_s}
+        record = {
+            "seconds": seconds,
+            "seconds_per_candidate": seconds / count,
+            "per_candidate_over_plain_forward": seconds / count / plain_s,
+        }
         if gpu:
-            record.update({"peak_memory_bytes": peak, "peak_over_single_plain_evaluation": peak / plain_peak,
-                           "peak_increment_bytes": delta,
-                           "peak_increment_over_plain_increment": delta / plain_delta if plain_delta else None})
+            record.update(
+                {
+                    "peak_memory_bytes": peak,
+                    "peak_over_single_plain_evaluation": peak / plain_peak,
+                    "peak_increment_bytes": delta,
+                    "peak_increment_over_plain_increment": delta / plain_delta if plain_delta else None,
+                }
+            )
         out["by_candidates"][str(count)] = record
-        log(f"candidates C={count}: {seconds / count * 1e3:.1f} ms/candidate = "
-            f"{record['per_candidate_over_plain_forward']:.2f}x plain forward")
+        log(
+            f"candidates C={count}: {seconds / count * 1e3:.1f} ms/candidate = "
+            f"{record['per_candidate_over_plain_forward']:.2f}x plain forward"
+        )
     if gpu:
         c1 = out["by_candidates"]["1"]["peak_memory_bytes"]
         for record in out["by_candidates"].values():
             record["peak_over_single_candidate"] = record["peak_memory_bytes"] / c1
-        out["memory_note"] = ("torch.cuda.max_memory_allocated() after reset_peak_memory_stats(), model weights "
-                              "included; peak_increment = peak minus what was allocated before the call")
+        out["memory_note"] = (
+            "torch.cuda.max_memory_allocated() after reset_peak_memory_stats(), model weights "
+            "included; peak_increment = peak minus what was allocated before the call"
+        )
     else:
         out["memory_note"] = "CPU run: time only"
     sim.close()

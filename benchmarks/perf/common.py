@@ -32,7 +32,14 @@ PARTS = ["interleaver", "overhead", "laws", "candidates", "speed", "scaling"]
 #: GPU: the overhead target is met (<= 1.02x, 3 rounds in an earlier file), so speed (MFU, probes, branches) and
 #: scaling (32 and 64 domains) get most of one 10-minute device command.
 SHARES = {"interleaver": 0.03, "overhead": 0.10, "laws": 0.03, "candidates": 0.04, "speed": 0.40, "scaling": 0.40}
-SHARES_QUICK = {"interleaver": 0.05, "overhead": 0.15, "laws": 0.06, "candidates": 0.05, "speed": 0.08, "scaling": 0.61}
+SHARES_QUICK = {
+    "interleaver": 0.05,
+    "overhead": 0.15,
+    "laws": 0.06,
+    "candidates": 0.05,
+    "speed": 0.08,
+    "scaling": 0.61,
+}
 
 MFU_FORMULA = (
     "MFU = tokens_per_s * flops_per_token / peak.  flops_per_token: counted, one training step (forward + "
@@ -103,13 +110,22 @@ def header(opts) -> dict[str, Any]:
 
     if cuda():
         props = torch.cuda.get_device_properties(0)
-        details = {"kind": "cuda", "gpus": torch.cuda.device_count(), "memory_gib": round(props.total_memory / 2**30, 1),
-                   "cuda": torch.version.cuda, "cpu_cores": os.cpu_count()}
+        details = {
+            "kind": "cuda",
+            "gpus": torch.cuda.device_count(),
+            "memory_gib": round(props.total_memory / 2**30, 1),
+            "cuda": torch.version.cuda,
+            "cpu_cores": os.cpu_count(),
+        }
     else:
         details = {"kind": "cpu", "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}
     return {
-        **_common.provenance("perf (issue 7)", opts.commit, commit_env="PERF_COMMIT",
-                             software=("datasets", "peft", "accelerate", "hf_datamix")),
+        **_common.provenance(
+            "perf (issue 7)",
+            opts.commit,
+            commit_env="PERF_COMMIT",
+            software=("datasets", "peft", "accelerate", "hf_datamix"),
+        ),
         "status": "partial",
         "device_details": details,
         "quick": bool(opts.quick),
@@ -195,8 +211,13 @@ def new_model(ctx: Context, preset: str, seed: int = 0):
     from hf_datamix.models import llama_config
 
     tok = ctx.tokenizer()
-    config = llama_config(preset, vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                          pad_token_id=tok.pad_token_id)
+    config = llama_config(
+        preset,
+        vocab_size=len(tok),
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     config._attn_implementation = "sdpa"
     torch.manual_seed(seed)
     return LlamaForCausalLM(config)
@@ -232,7 +253,9 @@ def datamix_args(output_dir: str, strategy: str = "uniform", strategy_args: dict
 
     values = train_settings(**overrides)
     values.setdefault("max_repetitions", 0)  # 0 = no cap: speed runs go over the small corpus many times
-    return DataMixArguments(output_dir=output_dir, strategy=strategy, strategy_args=dict(strategy_args or {}), **values)
+    return DataMixArguments(
+        output_dir=output_dir, strategy=strategy, strategy_args=dict(strategy_args or {}), **values
+    )
 
 
 def decision_records(trainer) -> list[dict]:
@@ -266,8 +289,11 @@ class StepTimer:
         from transformers import TrainerCallback
 
         class _Timer(TrainerCallback):
-            def __init__(self, sync_begin: Callable[[int], bool] = lambda step: True,
-                         sync_end: Callable[[int], bool] | None = None):
+            def __init__(
+                self,
+                sync_begin: Callable[[int], bool] = lambda step: True,
+                sync_end: Callable[[int], bool] | None = None,
+            ):
                 self.sync_begin = sync_begin
                 self.sync_end = sync_begin if sync_end is None else sync_end
                 self.begin: dict[int, float] = {}
@@ -286,11 +312,16 @@ class StepTimer:
                 self.end[step] = time.perf_counter()
 
             def step_s(self, first: int, last: int) -> list[float]:
-                return [self.end[s] - self.begin[s] for s in range(first, last + 1) if s in self.end and s in self.begin]
+                return [
+                    self.end[s] - self.begin[s] for s in range(first, last + 1) if s in self.end and s in self.begin
+                ]
 
             def interval_s(self, first: int, last: int) -> list[float]:
-                return [self.end[s] - self.end[s - 1] for s in range(max(2, first), last + 1)
-                        if s in self.end and s - 1 in self.end]
+                return [
+                    self.end[s] - self.end[s - 1]
+                    for s in range(max(2, first), last + 1)
+                    if s in self.end and s - 1 in self.end
+                ]
 
         return _Timer(*args, **kwargs)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+
 #: Dense (no structured sparsity) peaks in FLOP/s per GPU, checked in order: the first entry all of whose
 #: substrings occur in ``torch.cuda.get_device_name()`` wins, so specific variants come before their family.
 #: Sources: NVIDIA's product datasheets; they quote tensor-core figures "with sparsity", halved here.
@@ -69,10 +70,12 @@ def _attention_formulas() -> dict:
     backward = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
     if forward is not None:
         table[forward] = lambda query, key, value, *args, out_shape=None, **kwargs: flop_counter.sdpa_flop_count(
-            query, key, value)
+            query, key, value
+        )
     if backward is not None:
         table[backward] = lambda grad, query, key, value, *args, out_shape=None, **kwargs: (
-            flop_counter.sdpa_backward_flop_count(grad, query, key, value))
+            flop_counter.sdpa_backward_flop_count(grad, query, key, value)
+        )
     return table
 
 

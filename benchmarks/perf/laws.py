@@ -23,15 +23,22 @@ def part_laws(ctx: Context) -> dict:
     starts = 3 if ctx.quick else 8
     X, Y = bench.synthetic(runs=27, domains=6, targets=2)
     (_, _, ref_loss), ref_s = bench.timed(lambda: fit_loglinear_per_start_reference(X, Y, starts=starts, seed=0))
-    (_, _, batch_loss), batch_s = bench.timed(lambda: fit_loglinear_batched(X, Y, starts=starts, seed=0, screen_iter=None))
+    (_, _, batch_loss), batch_s = bench.timed(
+        lambda: fit_loglinear_batched(X, Y, starts=starts, seed=0, screen_iter=None)
+    )
     out = {
         "small_case": {
-            "runs": 27, "domains": 6, "targets": 2, "starts": starts,
-            "per_start_loop_s": ref_s, "batched_s": batch_s, "speedup": ref_s / batch_s,
+            "runs": 27,
+            "domains": 6,
+            "targets": 2,
+            "starts": starts,
+            "per_start_loop_s": ref_s,
+            "batched_s": batch_s,
+            "speedup": ref_s / batch_s,
             "loss_ratio_batched_over_loop": [float(v) for v in np.asarray(batch_loss / ref_loss)],
             "note": "benchmarks/laws.py's synthetic data; the loop is fit_loglinear_per_start_reference (one LBFGS "
-                    "problem per start and target), the batched fit solves them all at once (screen_iter=None: "
-                    "every start refined, as the loop does)",
+            "problem per start and target), the batched fit solves them all at once (screen_iter=None: "
+            "every start refined, as the loop does)",
         }
     }
     X, Y = bench.synthetic(runs=195, domains=64, targets=8, seed=2)
@@ -40,8 +47,14 @@ def part_laws(ctx: Context) -> dict:
     _, first_s = bench.timed(lambda: propose(law, prior, kl=0.05, caps=caps))
     proposal, solve_s = bench.timed(lambda: propose(law, prior, kl=0.05, caps=caps))
     out["proposal_64_domains"] = {
-        "runs": 195, "targets": 8, "law_fit_s": fit_s, "law_starts": 30,
-        "first_call_s": first_s, "seconds": solve_s, "solver": proposal.solver, "status": proposal.status,
+        "runs": 195,
+        "targets": 8,
+        "law_fit_s": fit_s,
+        "law_starts": 30,
+        "first_call_s": first_s,
+        "seconds": solve_s,
+        "solver": proposal.solver,
+        "status": proposal.status,
         "caps_respected": bool((proposal.x <= caps + 1e-6).all()),
     }
     log(f"laws: loop {ref_s:.2f}s vs batched {batch_s:.3f}s; 64-domain proposal {solve_s:.3f}s")

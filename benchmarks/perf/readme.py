@@ -15,6 +15,7 @@ import sys
 
 from .common import RESULTS_DIR, ROOT
 
+
 ROW_START = "| Performance"
 README = os.path.join(ROOT, "README.md")
 PERF_JSON = os.path.join(RESULTS_DIR, "perf.json")
@@ -31,9 +32,16 @@ def _pct(value) -> str:
 def _speed(part: dict) -> str:
     runs = part.get("runs", {})
     counted = any("flops_per_step_counted" in r for r in runs.values())
-    how = ("MFU from counted FLOPs / " + (f"{part['peak_flops'] / 1e12:.1f} TFLOP/s peak" if part.get("peak_flops")
-                                            else f"no peak ({part.get('mfu_none_reason', 'unknown device')})")
-           if counted else "MFU from the hand formula / 989.5 TFLOP/s (file older than counted FLOPs)")
+    how = (
+        "MFU from counted FLOPs / "
+        + (
+            f"{part['peak_flops'] / 1e12:.1f} TFLOP/s peak"
+            if part.get("peak_flops")
+            else f"no peak ({part.get('mfu_none_reason', 'unknown device')})"
+        )
+        if counted
+        else "MFU from the hand formula / 989.5 TFLOP/s (file older than counted FLOPs)"
+    )
     pieces = []
     for key, run in runs.items():
         if "tokens_per_s" in run:
@@ -63,18 +71,27 @@ def readme_row(result: dict) -> str:
     figures = []
     inter = parts.get("interleaver", {})
     if "speedup_vs_map" in inter:
-        figures.append(f"interleaver {inter['interleaver_blocks_per_s'] / 1e3:.0f} k blocks/s: "
-                       f"{inter['speedup_vs_map']:.0f}× / {inter['speedup_vs_iterable']:.0f}× `interleave_datasets` "
-                       "(map / iterable)")
+        figures.append(
+            f"interleaver {inter['interleaver_blocks_per_s'] / 1e3:.0f} k blocks/s: "
+            f"{inter['speedup_vs_map']:.0f}× / {inter['speedup_vs_iterable']:.0f}× `interleave_datasets` "
+            "(map / iterable)"
+        )
     ratios = parts.get("overhead", {}).get("ratios_vs_plain", {})
     if ratios:
-        figures.append("DataMixTrainer step vs plain `Trainer`: " +
-                       ", ".join(f"{k.removeprefix('datamix_')} {v['step_ratio']:.3f}×" for k, v in ratios.items()))
+        figures.append(
+            "DataMixTrainer step vs plain `Trainer`: "
+            + ", ".join(f"{k.removeprefix('datamix_')} {v['step_ratio']:.3f}×" for k, v in ratios.items())
+        )
     candidates = parts.get("candidates", {}).get("by_candidates", {})
     if candidates:
-        figures.append("candidate evaluation per candidate vs a plain forward: " + ", ".join(
-            f"C={c} {r['per_candidate_over_plain_forward']:.2f}×" for c, r in candidates.items()
-            if "per_candidate_over_plain_forward" in r))
+        figures.append(
+            "candidate evaluation per candidate vs a plain forward: "
+            + ", ".join(
+                f"C={c} {r['per_candidate_over_plain_forward']:.2f}×"
+                for c, r in candidates.items()
+                if "per_candidate_over_plain_forward" in r
+            )
+        )
     small = parts.get("laws", {}).get("small_case", {})
     if "speedup" in small:
         figures.append(f"law fit batched vs per-start loop {small['speedup']:.1f}×")
@@ -85,14 +102,21 @@ def readme_row(result: dict) -> str:
     targets = result.get("targets", [])
     if targets:
         missed = [f"{t['target']}: {t['measured']}" for t in targets if not t["met"]]
-        figures.append(f"targets met: {len(targets) - len(missed)} of {len(targets)}" +
-                       (f"; **missed**: {', '.join(missed)}" if missed else ""))
-    where = f"{result.get('device', '?').split(';')[0]}, commit {str(result.get('commit'))[:9]}, {result.get('status')}"
+        figures.append(
+            f"targets met: {len(targets) - len(missed)} of {len(targets)}"
+            + (f"; **missed**: {', '.join(missed)}" if missed else "")
+        )
+    where = (
+        f"{result.get('device', '?').split(';')[0]}, commit {str(result.get('commit'))[:9]}, {result.get('status')}"
+    )
     others = result.get("parts_from_other_runs")
     if others:
         where += f"; parts {', '.join(others)} from other runs (recorded in the file)"
-    return (f"{ROW_START} (`python -m benchmarks.perf`, {where}; row rendered by `python -m benchmarks.perf.readme`) | "
-            + "; ".join(figures) + " | `benchmarks/results/perf.json` |")
+    return (
+        f"{ROW_START} (`python -m benchmarks.perf`, {where}; row rendered by `python -m benchmarks.perf.readme`) | "
+        + "; ".join(figures)
+        + " | `benchmarks/results/perf.json` |"
+    )
 
 
 def replace_row(text: str, row: str) -> str:
@@ -118,8 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     updated = replace_row(text, row)
     if opts.check:
         if updated != text:
-            print(f"{opts.readme}: the performance row differs from {opts.perf}; run python -m benchmarks.perf.readme",
-                  file=sys.stderr)
+            print(
+                f"{opts.readme}: the performance row differs from {opts.perf}; run python -m benchmarks.perf.readme",
+                file=sys.stderr,
+            )
             return 1
         return 0
     with open(opts.readme, "w", encoding="utf-8") as handle:

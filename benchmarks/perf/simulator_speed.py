@@ -44,8 +44,9 @@ def probe_speed(trainer, batch: int, warm: int, steps: int, bf16: bool, compile_
     config = ProbeConfig(steps=steps, batch_size=batch, bf16=bf16, compile=compile_probe)
     mixture = Mixture.uniform(trainer.domains.names)
     started = time.perf_counter()
-    with LoRAProbeSimulator(model, config, base_learning_rate=trainer.args.learning_rate,
-                            device=trainer.args.device) as simulator:
+    with LoRAProbeSimulator(
+        model, config, base_learning_rate=trainer.args.learning_rate, device=trainer.args.device
+    ) as simulator:
         simulator.train_probe("warm", trainer.probe_batches(mixture, batch, seed=1), steps=warm)
         clock = _Clock(trainer.probe_batches(mixture, batch, seed=2))
         if torch.cuda.is_available():
@@ -55,23 +56,36 @@ def probe_speed(trainer, batch: int, warm: int, steps: int, bf16: bool, compile_
         seconds = time.perf_counter() - clock.first
         # one more probe step under FlopCounterMode (eager): what a probe token really costs, against the ledger's 4N
         simulator.config = dataclasses.replace(config, compile=False)
-        counted = flops.count_flops(lambda: simulator.train_probe("counted", trainer.probe_batches(mixture, batch, seed=3),
-                                                                  steps=1))
-    record = {"steps": result.steps, "tokens": result.steps * batch * _block(trainer), "seconds": seconds,
-              "bf16": bf16, "compiled": compile_probe, "fused_adamw": trainer.args.device.type == "cuda",
-              "final_loss": result.final_loss, "wall_s": time.perf_counter() - started,
-              "timing": f"a {warm}-step probe first (warm-up), then the timed probe from its first batch request to "
-                        "its last step, synchronised at both ends (adapter creation excluded)"}
+        counted = flops.count_flops(
+            lambda: simulator.train_probe("counted", trainer.probe_batches(mixture, batch, seed=3), steps=1)
+        )
+    record = {
+        "steps": result.steps,
+        "tokens": result.steps * batch * _block(trainer),
+        "seconds": seconds,
+        "bf16": bf16,
+        "compiled": compile_probe,
+        "fused_adamw": trainer.args.device.type == "cuda",
+        "final_loss": result.final_loss,
+        "wall_s": time.perf_counter() - started,
+        "timing": f"a {warm}-step probe first (warm-up), then the timed probe from its first batch request to "
+        "its last step, synchronised at both ends (adapter creation excluded)",
+    }
     if torch.cuda.is_available():
         record["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
     record["tokens_per_s"] = record["tokens"] / seconds
     per_token = counted / (batch * _block(trainer))
     ledger = 4.0 * non_embedding_parameters(model)
-    record.update({"flops_per_token_counted": per_token, "ledger_flops_per_token": ledger,
-                   "counted_over_ledger": per_token / ledger,
-                   "flops_note": "counted: one probe step (forward + backward through the frozen base, adapters "
-                                 "trained) under FlopCounterMode, LM head and attention included; ledger: 4 x "
-                                 "non-embedding parameters (hf_datamix/compute.py)"})
+    record.update(
+        {
+            "flops_per_token_counted": per_token,
+            "ledger_flops_per_token": ledger,
+            "counted_over_ledger": per_token / ledger,
+            "flops_note": "counted: one probe step (forward + backward through the frozen base, adapters "
+            "trained) under FlopCounterMode, LM head and attention included; ledger: 4 x "
+            "non-embedding parameters (hf_datamix/compute.py)",
+        }
+    )
     return record
 
 
@@ -90,8 +104,10 @@ def branch_speed(trainer, warm: int, steps: int) -> dict[str, Any]:
         sync()
         snapshot_s = time.perf_counter() - started
         saved = branches._saved
-        devices = sorted({str(t.device) for t in saved["params"]} |
-                         {str(v.device) for s in saved["state"].values() for v in s.values() if torch.is_tensor(v)})
+        devices = sorted(
+            {str(t.device) for t in saved["params"]}
+            | {str(v.device) for s in saved["state"].values() for v in s.values() if torch.is_tensor(v)}
+        )
         branches.train(mixture, warm)
         sync()
         begin = time.perf_counter()
@@ -101,11 +117,18 @@ def branch_speed(trainer, warm: int, steps: int) -> dict[str, Any]:
         branches.restore()
         sync()
         restore_s = time.perf_counter() - begin - seconds
-    return {"steps": steps, "tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds,
-            "snapshot_devices": devices, "snapshot_on_device": devices == [model_device],
-            "snapshot_s": snapshot_s, "restore_s": restore_s,
-            "timing": f"TrainerBranches.train: {warm} warm-up steps, then {steps} steps synchronised at both ends "
-                      "(includes the branch's batch stream setup); snapshot_s / restore_s = the on-device copies"}
+    return {
+        "steps": steps,
+        "tokens": tokens,
+        "seconds": seconds,
+        "tokens_per_s": tokens / seconds,
+        "snapshot_devices": devices,
+        "snapshot_on_device": devices == [model_device],
+        "snapshot_s": snapshot_s,
+        "restore_s": restore_s,
+        "timing": f"TrainerBranches.train: {warm} warm-up steps, then {steps} steps synchronised at both ends "
+        "(includes the branch's batch stream setup); snapshot_s / restore_s = the on-device copies",
+    }
 
 
 def _block(trainer) -> int:

@@ -43,14 +43,19 @@ def part_speed(ctx: Context) -> dict:
     plan = [(p, False) for p in presets] + [(p, True) for p in compiled_order for _ in compile_variants]
     out: dict[str, Any] = {
         "data": f"embedded corpus (7 domains) packed into {block}-token blocks, uniform mixture, no repetition cap "
-                "(real text, repeated)",
-        "settings": {**{k: v for k, v in train_settings().items() if k in ("bf16", "optim", "max_grad_norm")},
-                     "attn_implementation": "sdpa", "block_size": block, "logging_nan_inf_filter": False,
-                     "dataloader_num_workers": 0, **extra},
+        "(real text, repeated)",
+        "settings": {
+            **{k: v for k, v in train_settings().items() if k in ("bf16", "optim", "max_grad_norm")},
+            "attn_implementation": "sdpa",
+            "block_size": block,
+            "logging_nan_inf_filter": False,
+            "dataloader_num_workers": 0,
+            **extra,
+        },
         "timing": f"{warm} warm-up steps (compilation happens there), then {synced} steps synchronised at every "
-                  f"step (median_step_s = on_step_begin->on_step_end, median_interval_s = end->end incl. the "
-                  f"batch fetch), then {window} steps synchronised only at both ends (tokens_per_s: the GPU "
-                  "runs ahead as in a real run; MFU is computed from it)",
+        f"step (median_step_s = on_step_begin->on_step_end, median_interval_s = end->end incl. the "
+        f"batch fetch), then {window} steps synchronised only at both ends (tokens_per_s: the GPU "
+        "runs ahead as in a real run; MFU is computed from it)",
         "mfu_formula": MFU_FORMULA,
         "runs": {},
     }
@@ -63,8 +68,9 @@ def part_speed(ctx: Context) -> dict:
     simulated = presets[0]
     probe_warm, probe_steps = (2, 4) if quick else (5, 30)
     if not compile_variants:
-        out["torch_compile"] = ("not run (--speed-compile off; the --quick default: inductor compilation takes "
-                                "minutes on 2 CPU cores)")
+        out["torch_compile"] = (
+            "not run (--speed-compile off; the --quick default: inductor compilation takes minutes on 2 CPU cores)"
+        )
     for index, (preset, compiled) in enumerate(plan):
         key = f"{preset}{'_compiled' if compiled else '_eager'}"
         need = 60 if compiled else (2 if quick else 8)
@@ -81,12 +87,23 @@ def part_speed(ctx: Context) -> dict:
                 torch._dynamo.reset()  # a new model per run: keep dynamo's recompile limit out of the way
             model = new_model(ctx, preset).to(ctx.device)
             counted = flops.step_flops(model, batch, block, bf16=gpu, key=(preset, block))
-            timer = StepTimer(sync_begin=lambda s, a=warm, b=first_window: a < s <= b,
-                              sync_end=lambda s, a=warm, b=first_window, c=steps: a < s <= b or s == c)
-            args = datamix_args(ctx.outdir("speed", key), "uniform", max_steps=steps, per_device_train_batch_size=batch,
-                                block_size=block, torch_compile=compiled, logging_nan_inf_filter=False, **extra)
-            trainer = DataMixTrainer(model=model, args=args, domains=ctx.corpus(), processing_class=ctx.tokenizer(),
-                                     callbacks=[timer])
+            timer = StepTimer(
+                sync_begin=lambda s, a=warm, b=first_window: a < s <= b,
+                sync_end=lambda s, a=warm, b=first_window, c=steps: a < s <= b or s == c,
+            )
+            args = datamix_args(
+                ctx.outdir("speed", key),
+                "uniform",
+                max_steps=steps,
+                per_device_train_batch_size=batch,
+                block_size=block,
+                torch_compile=compiled,
+                logging_nan_inf_filter=False,
+                **extra,
+            )
+            trainer = DataMixTrainer(
+                model=model, args=args, domains=ctx.corpus(), processing_class=ctx.tokenizer(), callbacks=[timer]
+            )
             if gpu:
                 torch.cuda.reset_peak_memory_stats()
             built = time.perf_counter()
@@ -101,16 +118,27 @@ def part_speed(ctx: Context) -> dict:
             fpt_formula, fpt_6n = flops.formula_flops_per_token(model, block)
             tps = tokens_per_step / window_s
             record = {
-                "preset": preset, "torch_compile": compiled, "per_device_train_batch_size": batch,
-                "tokens_per_step": tokens_per_step, "params_total": model.num_parameters(),
+                "preset": preset,
+                "torch_compile": compiled,
+                "per_device_train_batch_size": batch,
+                "tokens_per_step": tokens_per_step,
+                "params_total": model.num_parameters(),
                 "params_nonembedding": model.num_parameters(exclude_embeddings=True),
-                "median_step_s": step_s, "median_interval_s": interval_s, "window_step_s": window_s,
-                "tokens_per_s": tps, "tokens_per_s_from_median_interval": tokens_per_step / interval_s,
-                "flops_per_step_counted": counted, "flops_per_token": fpt, "mfu": flops.mfu(tps, fpt, peak),
-                "flops_per_token_formula": fpt_formula, "counted_over_formula": fpt / fpt_formula,
-                "mfu_from_formula": flops.mfu(tps, fpt_formula, peak), "mfu_6n_only": flops.mfu(tps, fpt_6n, peak),
+                "median_step_s": step_s,
+                "median_interval_s": interval_s,
+                "window_step_s": window_s,
+                "tokens_per_s": tps,
+                "tokens_per_s_from_median_interval": tokens_per_step / interval_s,
+                "flops_per_step_counted": counted,
+                "flops_per_token": fpt,
+                "mfu": flops.mfu(tps, fpt, peak),
+                "flops_per_token_formula": fpt_formula,
+                "counted_over_formula": fpt / fpt_formula,
+                "mfu_from_formula": flops.mfu(tps, fpt_formula, peak),
+                "mfu_6n_only": flops.mfu(tps, fpt_6n, peak),
                 "first_steps_s": (timer.end.get(warm, built) - built),
-                "build_s": built - started, "wall_s": time.perf_counter() - started,
+                "build_s": built - started,
+                "wall_s": time.perf_counter() - started,
             }
             if gpu:
                 record["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
@@ -118,13 +146,18 @@ def part_speed(ctx: Context) -> dict:
                 record["mfu_none_reason"] = peak_source
             out["runs"][key] = record
             shown = "n/a" if record["mfu"] is None else f"{record['mfu']:.1%}"
-            log(f"speed {key}: {tps / 1e6:.3f}M tokens/s, MFU {shown} (step {step_s * 1e3:.1f} ms, "
-                f"warm-up {record['first_steps_s']:.1f}s, wall {record['wall_s']:.1f}s)")
+            log(
+                f"speed {key}: {tps / 1e6:.3f}M tokens/s, MFU {shown} (step {step_s * 1e3:.1f} ms, "
+                f"warm-up {record['first_steps_s']:.1f}s, wall {record['wall_s']:.1f}s)"
+            )
             if preset == simulated:
                 record["simulators"] = simulators(ctx, trainer, batch, tps, probe_warm, probe_steps, gpu, compiled)
             ctx.progress(out)
         except Exception as error:  # noqa: BLE001 - one failed run (OOM, compile error) must not lose the others
-            out["runs"][key] = {"error": f"{type(error).__name__}: {str(error)[:500]}", "per_device_train_batch_size": batch}
+            out["runs"][key] = {
+                "error": f"{type(error).__name__}: {str(error)[:500]}",
+                "per_device_train_batch_size": batch,
+            }
             out.setdefault("errors", []).append(f"{key}: {type(error).__name__}: {str(error)[:300]}")
             log(f"speed {key}: ERROR {type(error).__name__}: {str(error)[:200]}")
         trainer = model = None
@@ -137,13 +170,15 @@ def part_speed(ctx: Context) -> dict:
     return out
 
 
-def simulators(ctx: Context, trainer, batch: int, train_tps: float, warm: int, steps: int, gpu: bool,
-               compiled: bool) -> dict[str, Any]:
+def simulators(
+    ctx: Context, trainer, batch: int, train_tps: float, warm: int, steps: int, gpu: bool, compiled: bool
+) -> dict[str, Any]:
     """A probe and a branch on the run's trainer (same model, block, batch), each against the run's tokens/s."""
     out: dict[str, Any] = {}
-    for name, measure in (("probe", lambda: simulator_speed.probe_speed(trainer, batch, warm, steps, bf16=gpu,
-                                                                         compile_probe=compiled)),
-                          ("branch", lambda: simulator_speed.branch_speed(trainer, warm, steps))):
+    for name, measure in (
+        ("probe", lambda: simulator_speed.probe_speed(trainer, batch, warm, steps, bf16=gpu, compile_probe=compiled)),
+        ("branch", lambda: simulator_speed.branch_speed(trainer, warm, steps)),
+    ):
         # a compiled probe compiles twice (the warm-up probe and the timed one: each probe is a new graph)
         need = 1.5 if ctx.quick else (120 if compiled and name == "probe" else 40)
         if ctx.remaining() < need:
@@ -154,8 +189,10 @@ def simulators(ctx: Context, trainer, batch: int, train_tps: float, warm: int, s
                 record = measure()
             record["vs_train_tokens_per_s"] = record["tokens_per_s"] / train_tps
             out[name] = record
-            log(f"speed {name} on {'compiled' if compiled else 'eager'} run: {record['tokens_per_s'] / 1e6:.3f}M "
-                f"tokens/s = {record['vs_train_tokens_per_s']:.2f}x training")
+            log(
+                f"speed {name} on {'compiled' if compiled else 'eager'} run: {record['tokens_per_s'] / 1e6:.3f}M "
+                f"tokens/s = {record['vs_train_tokens_per_s']:.2f}x training"
+            )
         except Exception as error:  # noqa: BLE001 - recorded; the training figures stand
             out[name] = {"error": f"{type(error).__name__}: {str(error)[:500]}"}
             log(f"speed {name}: ERROR {type(error).__name__}: {str(error)[:200]}")
@@ -169,13 +206,18 @@ def summarise_simulators(out: dict[str, Any], preset: str) -> None:
     runs = [out["runs"].get(f"{preset}_{kind}", {}) for kind in ("eager", "compiled")]
     train = [r["tokens_per_s"] for r in runs if "tokens_per_s" in r]
     for name in ("probe", "branch"):
-        measured = [r["simulators"][name]["tokens_per_s"] for r in runs
-                    if "tokens_per_s" in r.get("simulators", {}).get(name, {})]
+        measured = [
+            r["simulators"][name]["tokens_per_s"]
+            for r in runs
+            if "tokens_per_s" in r.get("simulators", {}).get(name, {})
+        ]
         key = f"{name}_vs_train_tokens_per_s"
         if measured and train:
             out[key] = max(measured) / max(train)
-            out[f"{key}_meaning"] = (f"the faster {name} of {preset}'s runs over {preset}'s faster training run (same "
-                                     "model, block and batch); each run's own ratio is in runs.<run>.simulators")
+            out[f"{key}_meaning"] = (
+                f"the faster {name} of {preset}'s runs over {preset}'s faster training run (same "
+                "model, block and batch); each run's own ratio is in runs.<run>.simulators"
+            )
         else:
             out[key] = None
             out[f"{key}_reason"] = f"no {name} or no training run of {preset} was measured (see runs)"

@@ -16,6 +16,7 @@ import torch
 from .packing import PackedBlocks, decision_share, pack_dataset
 from .streaming import StreamingBlocks, stream_blocks
 
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import DataMixArguments
     from ..domains import DomainSet
@@ -60,7 +61,7 @@ class PackedDomains(NamedTuple):
     token_counts: dict[str, int]
 
 
-def pack_domains(domains: "DomainSet", tokenizer, args: "DataMixArguments") -> PackedDomains:
+def pack_domains(domains: DomainSet, tokenizer, args: DataMixArguments) -> PackedDomains:
     """Load and pack every domain: training sources, eval (test) and decision blocks, token counts.
 
     A domain's decision blocks are its ``DomainSpec.decision`` data, else the first
@@ -86,7 +87,7 @@ def pack_domains(domains: "DomainSet", tokenizer, args: "DataMixArguments") -> P
     return PackedDomains(sources, eval_blocks, decision_blocks, counts)
 
 
-def pack_held_out(spec, evaluation, tokenizer, args: "DataMixArguments") -> tuple[np.ndarray, np.ndarray]:
+def pack_held_out(spec, evaluation, tokenizer, args: DataMixArguments) -> tuple[np.ndarray, np.ndarray]:
     """``(eval blocks, decision blocks)`` of one domain whose loaded eval split is ``evaluation``.
 
     The decision blocks are ``spec.decision``'s data, else the first ``args.decision_blocks`` blocks of
@@ -99,8 +100,14 @@ def pack_held_out(spec, evaluation, tokenizer, args: "DataMixArguments") -> tupl
     cap = args.max_eval_blocks + args.decision_blocks if carve and args.max_eval_blocks else args.max_eval_blocks
     held_out = pack_eval(evaluation, tokenizer, args.block_size, spec.text_field, spec.name, cap).blocks
     if explicit is not None:
-        decision = pack_eval(explicit, tokenizer, args.block_size, spec.text_field, f"{spec.name} (decision)",
-                             args.decision_blocks or None).blocks
+        decision = pack_eval(
+            explicit,
+            tokenizer,
+            args.block_size,
+            spec.text_field,
+            f"{spec.name} (decision)",
+            args.decision_blocks or None,
+        ).blocks
     elif carve:
         reserved = decision_share(len(held_out), args.decision_blocks, args.max_eval_blocks)
         if reserved == 0:

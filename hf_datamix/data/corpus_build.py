@@ -27,11 +27,12 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache, partial
+from functools import cache, partial
 from pathlib import Path
 
 from . import sources
 from .embedded import embedded_corpus_files
+
 
 log = logging.getLogger(__name__)
 MB = 1_000_000  # sizes are decimal megabytes of UTF-8 text
@@ -53,8 +54,7 @@ class SourceDomain:
 
 def _python_code(seed: int) -> list[sources.Item]:
     stdlib = Path(sysconfig.get_paths()["stdlib"])
-    items = sources.file_items(stdlib, ["*.py"], "stdlib",
-                               exclude=["site-packages/*", "dist-packages/*"])
+    items = sources.file_items(stdlib, ["*.py"], "stdlib", exclude=["site-packages/*", "dist-packages/*"])
     for folder in sorted(set(site.getsitepackages() + [site.getusersitepackages()])):
         if Path(folder).is_dir():
             items += sources.file_items(folder, ["*.py"], f"site:{folder}")
@@ -67,41 +67,81 @@ def _python_stdlib(seed: int) -> list[sources.Item]:
 
 
 def _python_docs(seed: int) -> list[sources.Item]:
-    roots = [p.parent for p in sorted(Path("/usr/share/doc").glob("python3*/html/index.html"))
-             if not p.parent.is_symlink()]
+    roots = [
+        p.parent for p in sorted(Path("/usr/share/doc").glob("python3*/html/index.html")) if not p.parent.is_symlink()
+    ]
     exclude = ["license.html", "copyright.html", "genindex*.html", "py-modindex.html", "search.html"]
     return sources.html_items(roots[-1], "python-docs", "main", exclude=exclude) if roots else []
 
 
 def _dictd(names: tuple[str, ...], seed: int) -> list[sources.Item]:
-    return [item for name in names if Path(f"/usr/share/dictd/{name}.index").is_file()
-            for item in sources.dictd_items(name)]
+    return [
+        item
+        for name in names
+        if Path(f"/usr/share/dictd/{name}.index").is_file()
+        for item in sources.dictd_items(name)
+    ]
 
 
 def _man_pages(lang: str, seed: int) -> list[sources.Item]:
     if lang != "en":  # every page translated into that language, whichever package has it
         return sources.man_page_items(sources.man_page_paths(f"/usr/share/man/{lang}"), lang)
     # English: the Linux man-pages project only; all of man1 would be mostly vendor CLI pages
-    paths = [p for pkg in ("manpages", "manpages-dev") for p in sources.package_files(pkg)
-             if re.match(r"/usr/share/man/man\d", str(p)) and p.is_file() and not p.is_symlink()]
+    paths = [
+        p
+        for pkg in ("manpages", "manpages-dev")
+        for p in sources.package_files(pkg)
+        if re.match(r"/usr/share/man/man\d", str(p)) and p.is_file() and not p.is_symlink()
+    ]
     return sources.man_page_items(paths, "en")
 
 
 #: Leaves: finer domains cut from one source domain by each document's key (its file path, page, man
 #: section, dictionary or book), first matching rule wins, so the leaves of a source partition it the same
 #: way on every machine with the same packages.  Leaves overlap their source: built only when named.
-_NT_BOOKS = ("Matthew", "Mark", "Luke", "John", "Acts", "Romans", "1 Corinthians", "2 Corinthians", "Galatians",
-             "Ephesians", "Philippians", "Colossians", "1 Thessalonians", "2 Thessalonians", "1 Timothy",
-             "2 Timothy", "Titus", "Philemon", "Hebrews", "James", "1 Peter", "2 Peter", "1 John", "2 John",
-             "3 John", "Jude", "Revelation")
+_NT_BOOKS = (
+    "Matthew",
+    "Mark",
+    "Luke",
+    "John",
+    "Acts",
+    "Romans",
+    "1 Corinthians",
+    "2 Corinthians",
+    "Galatians",
+    "Ephesians",
+    "Philippians",
+    "Colossians",
+    "1 Thessalonians",
+    "2 Thessalonians",
+    "1 Timothy",
+    "2 Timothy",
+    "Titus",
+    "Philemon",
+    "Hebrews",
+    "James",
+    "1 Peter",
+    "2 Peter",
+    "1 John",
+    "2 John",
+    "3 John",
+    "Jude",
+    "Revelation",
+)
 _STDLIB_TOOLS = "idlelib|tkinter|turtledemo|lib2to3|distutils|pydoc_data|ensurepip|venv"
 LEAF_RULES: dict[str, tuple[tuple[str, str], ...]] = {
-    "python_stdlib": (("stdlib_test", r"^stdlib/(test/|.*/(tests?|idle_test)/)"),
-                      ("stdlib_tools", rf"^stdlib/({_STDLIB_TOOLS})/"),
-                      ("stdlib_modules", r"^stdlib/[^/]+$"),
-                      ("stdlib_packages", r"")),
-    "python_docs": (("docs_library", r"^python-docs/library/"), ("docs_whatsnew", r"^python-docs/whatsnew/"),
-                    ("docs_capi", r"^python-docs/(c-api|extending)/"), ("docs_guides", r"")),
+    "python_stdlib": (
+        ("stdlib_test", r"^stdlib/(test/|.*/(tests?|idle_test)/)"),
+        ("stdlib_tools", rf"^stdlib/({_STDLIB_TOOLS})/"),
+        ("stdlib_modules", r"^stdlib/[^/]+$"),
+        ("stdlib_packages", r""),
+    ),
+    "python_docs": (
+        ("docs_library", r"^python-docs/library/"),
+        ("docs_whatsnew", r"^python-docs/whatsnew/"),
+        ("docs_capi", r"^python-docs/(c-api|extending)/"),
+        ("docs_guides", r""),
+    ),
     "scripture": (("kjv_nt", rf"^kjv/({'|'.join(_NT_BOOKS)}) \d+$"), ("kjv_ot", r"")),
     "computing": (("jargon", r"^dictd-jargon/"), ("foldoc", r"^dictd-foldoc/")),
     # C headers by the Debian package that installs them (other -dev packages differ between machines).
@@ -113,14 +153,14 @@ def leaf_of(source: str, key: str) -> str | None:
     """The leaf of ``source`` that the document ``key`` belongs to (None: no leaf takes it)."""
     for leaf, rule in LEAF_RULES[source]:
         if rule.startswith("package:"):
-            if "/usr/include/" + key.split("/", 1)[1] in _package_paths(rule[len("package:"):]):
+            if "/usr/include/" + key.split("/", 1)[1] in _package_paths(rule[len("package:") :]):
                 return leaf
         elif re.search(rule, key):
             return leaf
     return None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _package_paths(package: str) -> frozenset[str]:
     return frozenset(str(p) for p in sources.package_files(package))
 
@@ -135,9 +175,17 @@ def _leaves() -> list[tuple[str, SourceDomain]]:
         parent = DOMAINS[source]
         for leaf, rule in rules:
             what = "the documents no earlier leaf took" if not rule else f"documents whose key matches {rule!r}"
-            packages = (rule[len("package:"):],) if rule.startswith("package:") else parent.packages
-            out.append(_domain(leaf, packages, f"A leaf of {source}: {what}. {parent.description}",
-                               parent.licence, partial(_leaf_items, source, leaf), default=False))
+            packages = (rule[len("package:") :],) if rule.startswith("package:") else parent.packages
+            out.append(
+                _domain(
+                    leaf,
+                    packages,
+                    f"A leaf of {source}: {what}. {parent.description}",
+                    parent.licence,
+                    partial(_leaf_items, source, leaf),
+                    default=False,
+                )
+            )
     return out
 
 
@@ -145,60 +193,134 @@ def _domain(name, packages, description, licence, items, default=True) -> tuple[
     return name, SourceDomain(name, tuple(packages), description, licence, items, default)
 
 
-DOMAINS: dict[str, SourceDomain] = dict([
-    _domain("python_code", [], "Python source code: the running interpreter's standard library "
+DOMAINS: dict[str, SourceDomain] = dict(
+    [
+        _domain(
+            "python_code",
+            [],
+            "Python source code: the running interpreter's standard library "
             "and every installed site-packages .py file.",
             "per file: the standard library is PSF-2.0, other packages carry their own licences",
-            _python_code),
-    _domain("python_stdlib", [], "Python source code of the running interpreter's standard library only: "
+            _python_code,
+        ),
+        _domain(
+            "python_stdlib",
+            [],
+            "Python source code of the running interpreter's standard library only: "
             "the same text on every machine with the same Python (benchmarks need that).",
-            "PSF-2.0 (Python Software Foundation License Version 2)", _python_stdlib, default=False),
-    _domain("c_headers", ["libc6-dev"], "C and C++ header files under /usr/include.",
+            "PSF-2.0 (Python Software Foundation License Version 2)",
+            _python_stdlib,
+            default=False,
+        ),
+        _domain(
+            "c_headers",
+            ["libc6-dev"],
+            "C and C++ header files under /usr/include.",
             "per package: glibc LGPL-2.1+, Linux UAPI GPL-2 with syscall note, others per "
             "/usr/share/doc/<pkg>/copyright",
-            lambda seed: sources.file_items("/usr/include", ["*.h", "*.hpp", "*.hh"], "include")),
-    _domain("python_docs", ["python3-doc|python3.11-doc|python3.12-doc|python3.13-doc"],
-            "The Python documentation (library reference, tutorial, HOWTOs), HTML pages "
-            "converted to plain text.", "PSF-2.0 (Python Software Foundation License Version 2)",
-            _python_docs),
-    _domain("scripture", ["bible-kjv", "bible-kjv-text"], "The King James Bible, one chapter "
-            "a document, read through the `bible` program.",
+            lambda seed: sources.file_items("/usr/include", ["*.h", "*.hpp", "*.hh"], "include"),
+        ),
+        _domain(
+            "python_docs",
+            ["python3-doc|python3.11-doc|python3.12-doc|python3.13-doc"],
+            "The Python documentation (library reference, tutorial, HOWTOs), HTML pages converted to plain text.",
+            "PSF-2.0 (Python Software Foundation License Version 2)",
+            _python_docs,
+        ),
+        _domain(
+            "scripture",
+            ["bible-kjv", "bible-kjv-text"],
+            "The King James Bible, one chapter a document, read through the `bible` program.",
             "public domain (the KJV text's copyright has expired)",
-            lambda seed: sources.kjv_chapter_items()),
-    _domain("gcide", ["dict-gcide"], "GNU Collaborative International Dictionary of English "
-            "(Webster 1913 based) entries.", "GPL-2+", partial(_dictd, ("gcide",))),
-    _domain("wordnet", ["dict-wn"], "WordNet 3.0 entries: senses, glosses, examples, synonyms.",
+            lambda seed: sources.kjv_chapter_items(),
+        ),
+        _domain(
+            "gcide",
+            ["dict-gcide"],
+            "GNU Collaborative International Dictionary of English (Webster 1913 based) entries.",
+            "GPL-2+",
+            partial(_dictd, ("gcide",)),
+        ),
+        _domain(
+            "wordnet",
+            ["dict-wn"],
+            "WordNet 3.0 entries: senses, glosses, examples, synonyms.",
             "WordNet 3.0 licence (permissive; keep Princeton's copyright notice)",
-            partial(_dictd, ("wn",))),
-    _domain("computing", ["dict-jargon", "dict-foldoc"], "The Jargon File and FOLDOC (the Free "
-            "On-line Dictionary of Computing) entries.",
-            "Jargon File public domain; FOLDOC GFDL-1.1+", partial(_dictd, ("jargon", "foldoc"))),
-    _domain("satire", ["dict-devil"], "Ambrose Bierce's The Devil's Dictionary.",
-            "public domain", partial(_dictd, ("devil",))),
-    _domain("quotes", ["fortunes"], "fortune(6) quotations, jokes and epigrams.",
+            partial(_dictd, ("wn",)),
+        ),
+        _domain(
+            "computing",
+            ["dict-jargon", "dict-foldoc"],
+            "The Jargon File and FOLDOC (the Free On-line Dictionary of Computing) entries.",
+            "Jargon File public domain; FOLDOC GFDL-1.1+",
+            partial(_dictd, ("jargon", "foldoc")),
+        ),
+        _domain(
+            "satire",
+            ["dict-devil"],
+            "Ambrose Bierce's The Devil's Dictionary.",
+            "public domain",
+            partial(_dictd, ("devil",)),
+        ),
+        _domain(
+            "quotes",
+            ["fortunes"],
+            "fortune(6) quotations, jokes and epigrams.",
             "BSD-style (fortune-mod); quotations belong to their authors",
-            lambda seed: sources.fortune_items()),
-    _domain("man_en", ["manpages", "manpages-dev", "groff-base"], "English Linux man pages "
-            "(system calls, C library, files, conventions) rendered to text with groff.",
+            lambda seed: sources.fortune_items(),
+        ),
+        _domain(
+            "man_en",
+            ["manpages", "manpages-dev", "groff-base"],
+            "English Linux man pages (system calls, C library, files, conventions) rendered to text with groff.",
             "per page: GPL-2+, BSD and the Linux man-pages copyleft licence",
-            partial(_man_pages, "en")),
-    _domain("man_de", ["manpages-de", "groff-base"], "German man pages rendered with groff.",
-            "GPL-3+ (manpages-l10n translations)", partial(_man_pages, "de")),
-    _domain("man_fr", ["manpages-fr", "groff-base"], "French man pages rendered with groff.",
-            "GPL-3+ (manpages-l10n translations)", partial(_man_pages, "fr")),
-    _domain("man_es", ["manpages-es", "groff-base"], "Spanish man pages rendered with groff.",
-            "GPL-3+ (manpages-l10n translations)", partial(_man_pages, "es")),
-    _domain("sysadmin", ["debian-reference-en"], "The Debian Reference (system administration "
-            "guide), HTML chapters converted to text.", "GPL-2+",
-            lambda seed: sources.html_items("/usr/share/debian-reference", "debian-reference",
-                                            skip_classes=("navheader", "navfooter"),
-                                            patterns=["*.en.html"])),
-    # Generated documents are made only when taken, so the domain can fill any share (up to ~135 MB).
-    _domain("arithmetic", [], "Generated arithmetic problems (addition, subtraction, "
+            partial(_man_pages, "en"),
+        ),
+        _domain(
+            "man_de",
+            ["manpages-de", "groff-base"],
+            "German man pages rendered with groff.",
+            "GPL-3+ (manpages-l10n translations)",
+            partial(_man_pages, "de"),
+        ),
+        _domain(
+            "man_fr",
+            ["manpages-fr", "groff-base"],
+            "French man pages rendered with groff.",
+            "GPL-3+ (manpages-l10n translations)",
+            partial(_man_pages, "fr"),
+        ),
+        _domain(
+            "man_es",
+            ["manpages-es", "groff-base"],
+            "Spanish man pages rendered with groff.",
+            "GPL-3+ (manpages-l10n translations)",
+            partial(_man_pages, "es"),
+        ),
+        _domain(
+            "sysadmin",
+            ["debian-reference-en"],
+            "The Debian Reference (system administration guide), HTML chapters converted to text.",
+            "GPL-2+",
+            lambda seed: sources.html_items(
+                "/usr/share/debian-reference",
+                "debian-reference",
+                skip_classes=("navheader", "navfooter"),
+                patterns=["*.en.html"],
+            ),
+        ),
+        # Generated documents are made only when taken, so the domain can fill any share (up to ~135 MB).
+        _domain(
+            "arithmetic",
+            [],
+            "Generated arithmetic problems (addition, subtraction, "
             "multiplication, division, linear equations, fractions, percentages) with worked "
-            "answers.", "generated by hf_datamix, no licence",
-            lambda seed: sources.arithmetic_items(100_000, seed)),
-])
+            "answers.",
+            "generated by hf_datamix, no licence",
+            lambda seed: sources.arithmetic_items(100_000, seed),
+        ),
+    ]
+)
 DOMAINS.update(_leaves())
 
 
@@ -210,10 +332,12 @@ class MissingPackagesError(RuntimeError):
         packages = sorted({p.split("|")[0] for pkgs in missing.values() for p in pkgs})
         lines = [f"  {name}: needs {', '.join(pkgs)}" for name, pkgs in sorted(missing.items())]
         super().__init__(
-            "these corpus domains need Debian packages that are not installed:\n" + "\n".join(lines)
+            "these corpus domains need Debian packages that are not installed:\n"
+            + "\n".join(lines)
             + "\nInstall them (as root) with:\n  apt-get update && apt-get install -y "
             + " ".join(packages)
-            + "\nor pass --allow-missing (allow_missing=True) to build without those domains.")
+            + "\nor pass --allow-missing (allow_missing=True) to build without those domains."
+        )
 
 
 def installed_packages(names: Iterable[str]) -> set[str]:
@@ -299,8 +423,9 @@ def eval_indices(sizes: Sequence[int], eval_fraction: float) -> set[int]:
     return chosen
 
 
-def write_domain(out_dir: str | Path, name: str, docs: list[tuple[str, list[str]]],
-                 eval_fraction: float, compress: bool = False) -> dict:
+def write_domain(
+    out_dir: str | Path, name: str, docs: list[tuple[str, list[str]]], eval_fraction: float, compress: bool = False
+) -> dict:
     """Write ``docs`` as ``out_dir/name/{train,eval}.jsonl[.gz]``; returns the split sizes.
 
     ``docs`` holds ``(key, pieces)`` in seeded random order (see :class:`DocumentStream`); each
@@ -309,22 +434,21 @@ def write_domain(out_dir: str | Path, name: str, docs: list[tuple[str, list[str]
     """
     folder = Path(out_dir, name)
     folder.mkdir(parents=True, exist_ok=True)
-    to_eval = eval_indices([sum(len(p.encode("utf-8")) for p in pieces) for _, pieces in docs],
-                           eval_fraction)
+    to_eval = eval_indices([sum(len(p.encode("utf-8")) for p in pieces) for _, pieces in docs], eval_fraction)
     stats = {split: {"docs": 0, "bytes": 0, "sources": 0} for split in ("train", "eval")}
     suffix = ".jsonl.gz" if compress else ".jsonl"
     with contextlib.ExitStack() as stack:
         handles = {}
         for split in ("train", "eval"):
             raw = stack.enter_context(open(folder / f"{split}{suffix}", "wb"))
-            handles[split] = stack.enter_context(
-                gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0)) if compress else raw
+            handles[split] = (
+                stack.enter_context(gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0)) if compress else raw
+            )
         for i, (_, pieces) in enumerate(docs):
             split = "eval" if i in to_eval else "train"
             stats[split]["sources"] += 1
             for chunk in pieces:
-                handles[split].write((json.dumps({"text": chunk}, ensure_ascii=False) + "\n")
-                                     .encode("utf-8"))
+                handles[split].write((json.dumps({"text": chunk}, ensure_ascii=False) + "\n").encode("utf-8"))
                 stats[split]["docs"] += 1
                 stats[split]["bytes"] += len(chunk.encode("utf-8"))
     stats["files"] = {s: f"{name}/{s}{suffix}" for s in ("train", "eval")}
@@ -341,9 +465,15 @@ def _resolve_domains(domains: str | Sequence[str] | None) -> list[SourceDomain]:
     return [DOMAINS[n] for n in dict.fromkeys(names)]
 
 
-def build_corpus(out_dir: str | Path, min_total_mb: float = 200, domains: str | Sequence[str] | None = None,
-                 eval_fraction: float = 0.02, seed: int = 0, allow_missing: bool = False,
-                 workers: int | None = None) -> dict:
+def build_corpus(
+    out_dir: str | Path,
+    min_total_mb: float = 200,
+    domains: str | Sequence[str] | None = None,
+    eval_fraction: float = 0.02,
+    seed: int = 0,
+    allow_missing: bool = False,
+    workers: int | None = None,
+) -> dict:
     """Build a multi-domain corpus of at least ``min_total_mb`` MB of text into ``out_dir``.
 
     Every domain gets an equal share of the total; what small domains cannot fill goes to the
@@ -369,9 +499,11 @@ def build_corpus(out_dir: str | Path, min_total_mb: float = 200, domains: str | 
         for domain in chosen:
             items = domain.items(seed)
             if not items:
-                hint = (f"domain {domain.name!r} found no text although its packages "
-                        f"({', '.join(domain.packages) or 'none'}) are installed; a dpkg path-exclude "
-                        "in /etc/dpkg/dpkg.cfg.d/ (common in container images) may drop docs/man pages")
+                hint = (
+                    f"domain {domain.name!r} found no text although its packages "
+                    f"({', '.join(domain.packages) or 'none'}) are installed; a dpkg path-exclude "
+                    "in /etc/dpkg/dpkg.cfg.d/ (common in container images) may drop docs/man pages"
+                )
                 if not allow_missing:
                     raise RuntimeError(hint + "; or pass --allow-missing to skip it")
                 log.warning(hint)
@@ -383,45 +515,63 @@ def build_corpus(out_dir: str | Path, min_total_mb: float = 200, domains: str | 
             for stream in active:
                 remaining -= stream.pull(share)
             active = [s for s in active if not s.exhausted]
-            log.info("%.1f MB still to take from %d domains with text left", max(remaining, 0) / MB,
-                     len(active))
+            log.info("%.1f MB still to take from %d domains with text left", max(remaining, 0) / MB, len(active))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = {"format": "jsonl", "min_total_mb": min_total_mb, "eval_fraction": eval_fraction,
-               "seed": seed, "skipped_domains": sorted(missing), "domains": {}}
+    summary = {
+        "format": "jsonl",
+        "min_total_mb": min_total_mb,
+        "eval_fraction": eval_fraction,
+        "seed": seed,
+        "skipped_domains": sorted(missing),
+        "domains": {},
+    }
     for stream in streams:
         domain = DOMAINS[stream.name]
         stats = write_domain(out_dir, stream.name, stream.docs, eval_fraction)
-        stats.update(bytes=stats["train"]["bytes"] + stats["eval"]["bytes"],
-                     docs=stats["train"]["docs"] + stats["eval"]["docs"],
-                     packages=sources.package_versions(
-                         alt for req in domain.packages for alt in req.split("|")),
-                     description=domain.description, licence=domain.licence)
+        stats.update(
+            bytes=stats["train"]["bytes"] + stats["eval"]["bytes"],
+            docs=stats["train"]["docs"] + stats["eval"]["docs"],
+            packages=sources.package_versions(alt for req in domain.packages for alt in req.split("|")),
+            description=domain.description,
+            licence=domain.licence,
+        )
         summary["domains"][stream.name] = stats
     summary["total_bytes"] = sum(d["bytes"] for d in summary["domains"].values())
     summary["seconds"] = round(time.monotonic() - started, 1)
     if summary["total_bytes"] < min_total_mb * MB:
-        log.warning("only %.1f MB of text available, below min_total_mb=%s: install more "
-                    "packages or add domains", summary["total_bytes"] / MB, min_total_mb)
+        log.warning(
+            "only %.1f MB of text available, below min_total_mb=%s: install more packages or add domains",
+            summary["total_bytes"] / MB,
+            min_total_mb,
+        )
     (out_dir / "corpus.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out_dir / "DATA_CARD.md").write_text(_data_card(summary))
     return summary
 
 
 def _data_card(summary: dict) -> str:
-    lines = ["# Locally built hf_datamix corpus", "",
-             (f"Built by `hf_datamix.data.corpus_build.build_corpus` (min_total_mb="
-              f"{summary['min_total_mb']}, seed={summary['seed']}, eval_fraction="
-              f"{summary['eval_fraction']}) from text installed on this machine. Each "
-              "`<domain>/train.jsonl` / `eval.jsonl` line is `{\"text\": ...}`, one document "
-              f"(or a piece of at most {MAX_DOC_CHARS} characters of one). Sizes are UTF-8 "
-              "bytes. Do not redistribute without checking each domain's licence."), "",
-             "| domain | train docs | train bytes | eval docs | eval bytes | packages |",
-             "|---|---:|---:|---:|---:|---|"]
+    lines = [
+        "# Locally built hf_datamix corpus",
+        "",
+        (
+            f"Built by `hf_datamix.data.corpus_build.build_corpus` (min_total_mb="
+            f"{summary['min_total_mb']}, seed={summary['seed']}, eval_fraction="
+            f"{summary['eval_fraction']}) from text installed on this machine. Each "
+            '`<domain>/train.jsonl` / `eval.jsonl` line is `{"text": ...}`, one document '
+            f"(or a piece of at most {MAX_DOC_CHARS} characters of one). Sizes are UTF-8 "
+            "bytes. Do not redistribute without checking each domain's licence."
+        ),
+        "",
+        "| domain | train docs | train bytes | eval docs | eval bytes | packages |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
     for name, d in summary["domains"].items():
         pkgs = ", ".join(f"{p} {v}" for p, v in sorted(d["packages"].items())) or "-"
-        lines.append(f"| {name} | {d['train']['docs']} | {d['train']['bytes']} | "
-                     f"{d['eval']['docs']} | {d['eval']['bytes']} | {pkgs} |")
+        lines.append(
+            f"| {name} | {d['train']['docs']} | {d['train']['bytes']} | "
+            f"{d['eval']['docs']} | {d['eval']['bytes']} | {pkgs} |"
+        )
     lines += ["", f"Total: {summary['total_bytes']} bytes.", ""]
     for name, d in summary["domains"].items():
         lines += [f"## {name}", "", d["description"], "", f"Licence: {d['licence']}", ""]
@@ -452,8 +602,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     build.add_argument("out_dir", help="folder to write <domain>/train.jsonl, eval.jsonl into")
     build.add_argument("--min-total-mb", type=float, default=200, help="total text size (MB)")
     build.add_argument("--domains", help=f"comma-separated subset of: {','.join(DOMAINS)}")
-    build.add_argument("--allow-missing", action="store_true",
-                       help="skip domains whose Debian packages are not installed")
+    build.add_argument(
+        "--allow-missing", action="store_true", help="skip domains whose Debian packages are not installed"
+    )
     build.add_argument("--eval-fraction", type=float, default=0.02)
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--workers", type=int, default=None, help="parallel loaders (CPU count)")
@@ -464,15 +615,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         _info()
         return 0
     try:
-        summary = build_corpus(args.out_dir, args.min_total_mb, args.domains, args.eval_fraction,
-                               args.seed, args.allow_missing, args.workers)
+        summary = build_corpus(
+            args.out_dir,
+            args.min_total_mb,
+            args.domains,
+            args.eval_fraction,
+            args.seed,
+            args.allow_missing,
+            args.workers,
+        )
     except (MissingPackagesError, ValueError) as err:
         print(f"error: {err}")
         return 2
     for name, d in summary["domains"].items():
         print(f"{name:<12} {d['bytes'] / MB:8.2f} MB  {d['docs']:7d} docs")
-    print(f"total {summary['total_bytes'] / MB:.2f} MB in {len(summary['domains'])} domains, "
-          f"{summary['seconds']} s -> {args.out_dir}")
+    print(
+        f"total {summary['total_bytes'] / MB:.2f} MB in {len(summary['domains'])} domains, "
+        f"{summary['seconds']} s -> {args.out_dir}"
+    )
     return 0
 
 

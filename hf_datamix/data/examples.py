@@ -32,9 +32,13 @@ class ExampleSource:
                 "(streaming domains are not supported for SFT; load it with streaming=False)."
             )
         if "input_ids" not in dataset.column_names:
-            raise ValueError(f"domain {name!r}: the prepared dataset has no input_ids (columns {dataset.column_names}).")
+            raise ValueError(
+                f"domain {name!r}: the prepared dataset has no input_ids (columns {dataset.column_names})."
+            )
         if len(dataset) == 0:
-            raise ValueError(f"domain {name!r} has no training examples after preparation; check its data and max_length.")
+            raise ValueError(
+                f"domain {name!r} has no training examples after preparation; check its data and max_length."
+            )
         self.name = name
         self._columns: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for column in columns:

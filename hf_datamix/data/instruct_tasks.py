@@ -29,6 +29,7 @@ from functools import cache
 
 from .embedded import embedded_corpus_files
 
+
 TASK_NAMES = ("define", "term", "arith", "pyname", "book", "devil")
 EVAL_PER_MILLE = 100  # eval share of each task, by a hash of the prompt
 MIN_PROMPT_CHARS, MAX_PROMPT_CHARS = 20, 300  # the gloss/definition/docstring/verse quoted
@@ -42,7 +43,7 @@ _SENTENCE_END = re.compile(_ABBREV + r"[.!?](?=\s+[A-Z\"'“‘(\[]|\s*$)")
 def _first_sentence(text: str) -> str:
     text = " ".join(text.split())
     m = _SENTENCE_END.search(text)
-    return text[:m.end()] if m else text
+    return text[: m.end()] if m else text
 
 
 @cache
@@ -74,16 +75,25 @@ def _define(seed):
         for head, body in _entries(text):
             for sense in re.split(r"\n {4}(?:(?:n|v|adj|adv) +)?\d+: ", "\n" + body)[1:]:
                 sense = " ".join(sense.split())
-                syns = {s.strip().lower() for group in re.findall(r"\[syn:(.*?)\]", sense)
-                        for s in re.findall(r"\{(.*?)\}", group)}
+                syns = {
+                    s.strip().lower()
+                    for group in re.findall(r"\[syn:(.*?)\]", sense)
+                    for s in re.findall(r"\{(.*?)\}", group)
+                }
                 gloss = re.sub(r"\[(?:syn|ant|also):.*?\]", "", sense)
                 gloss = re.split(r';?\s*"', gloss)[0].strip(" ;")
                 letter = head[:1].lower()
                 # WordNet synonyms share a gloss: keep only senses whose first letter picks the headword
                 if not letter.isalpha() or any(s[:1] == letter for s in syns - {head.lower()}):
                     continue
-                yield gloss, (f'Which word or phrase, starting with "{letter}", is defined as: "{gloss}"? '
-                              "Answer with the word or phrase only."), head
+                yield (
+                    gloss,
+                    (
+                        f'Which word or phrase, starting with "{letter}", is defined as: "{gloss}"? '
+                        "Answer with the word or phrase only."
+                    ),
+                    head,
+                )
 
 
 def _jargon(seed):
@@ -99,8 +109,11 @@ def _jargon(seed):
                 if re.match(r"(?:Syn|See|Compare|Same as|Also)\b", sense):
                     continue  # a cross-reference names another entry, not a definition
                 definition = _first_sentence(sense)
-                yield definition, (f'Which Jargon File term is defined as: "{definition}"? '
-                                   "Answer with the term only."), head
+                yield (
+                    definition,
+                    (f'Which Jargon File term is defined as: "{definition}"? Answer with the term only.'),
+                    head,
+                )
 
 
 def _arith(seed):
@@ -130,8 +143,10 @@ def _arith(seed):
 
 
 _DEF = re.compile(r"^([ \t]*)(?:async[ \t]+)?def[ \t]+\w+", re.MULTILINE)
-_SIG = re.compile(r"(?:(?:async|class|classmethod|staticmethod|abstractmethod|awaitable|coroutine) )*"
-                  r"([A-Za-z_][\w.]*)\((|[A-Za-z_*/][^\"\n]*)\)")
+_SIG = re.compile(
+    r"(?:(?:async|class|classmethod|staticmethod|abstractmethod|awaitable|coroutine) )*"
+    r"([A-Za-z_][\w.]*)\((|[A-Za-z_*/][^\"\n]*)\)"
+)
 
 
 def _pyname(seed):
@@ -142,8 +157,11 @@ def _pyname(seed):
             if not (m := _DEF.match(line)):
                 continue
             indent, end = len(m.group(1).expandtabs()), start + 1
-            while end < len(lines) and (not lines[end].strip() or lines[end].lstrip().startswith(")")
-                                        or len(lines[end].expandtabs()) - len(lines[end].lstrip()) > indent):
+            while end < len(lines) and (
+                not lines[end].strip()
+                or lines[end].lstrip().startswith(")")
+                or len(lines[end].expandtabs()) - len(lines[end].lstrip()) > indent
+            ):
                 end += 1
             try:  # a def cut by the corpus chunker does not parse: skipped
                 node = ast.parse(textwrap.dedent("\n".join(lines[start:end]).expandtabs())).body[0]
@@ -161,8 +179,14 @@ def _pyname(seed):
         line = _first_sentence(doc)
         if line.endswith(":"):
             continue  # introduces an example, not a summary
-        yield line, (f'Which Python standard-library function or method is documented as: "{line}"? '
-                     "Answer with its name only."), name
+        yield (
+            line,
+            (
+                f'Which Python standard-library function or method is documented as: "{line}"? '
+                "Answer with its name only."
+            ),
+            name,
+        )
 
 
 def _book(seed):
@@ -171,8 +195,14 @@ def _book(seed):
         if not (m := re.fullmatch(r"(\S.*) \d+", heading)):
             continue  # a later piece of a long chapter: no heading names its book
         for verse in re.findall(r"^\d+ (.+)$", text, re.MULTILINE):
-            yield verse, (f'Which book of the Authorized Version of the Bible contains this verse: "{verse}"? '
-                          "Answer with the book name only."), m.group(1)
+            yield (
+                verse,
+                (
+                    f'Which book of the Authorized Version of the Bible contains this verse: "{verse}"? '
+                    "Answer with the book name only."
+                ),
+                m.group(1),
+            )
 
 
 def _devil(seed):
@@ -181,12 +211,17 @@ def _devil(seed):
             if m := re.match(r"([A-Z][A-Z' -]*[A-Z]), [a-z. &]+?\.\s+(\S.*)", para, re.DOTALL):
                 definition = re.sub(r"\{\s*([^}]*?)\s*\}", r"\1", m.group(2))
                 definition = _first_sentence(re.sub(r"^(?:\[[^\]]*\]\s*)+", "", definition.strip()))
-                yield definition, (f'Which word does Ambrose Bierce\'s Devil\'s Dictionary define as: '
-                                   f'"{definition}"? Answer with the word only.'), m.group(1).lower()
+                yield (
+                    definition,
+                    (
+                        f"Which word does Ambrose Bierce's Devil's Dictionary define as: "
+                        f'"{definition}"? Answer with the word only.'
+                    ),
+                    m.group(1).lower(),
+                )
 
 
-_GENERATORS = {"define": _define, "term": _jargon, "arith": _arith, "pyname": _pyname,
-               "book": _book, "devil": _devil}
+_GENERATORS = {"define": _define, "term": _jargon, "arith": _arith, "pyname": _pyname, "book": _book, "devil": _devil}
 
 
 def _words(text: str) -> str:
@@ -205,10 +240,16 @@ def _build(name: str, seed: int) -> tuple[tuple[dict, ...], tuple[dict, ...]]:
     for quoted, prompt, answer in _GENERATORS[name](seed):
         answer = " ".join(answer.split())
         by_prompt.setdefault(prompt, set()).add(_normalise(answer))  # before the answer filters
-        if (name != "arith" and not MIN_PROMPT_CHARS <= len(quoted) <= MAX_PROMPT_CHARS) \
-                or quoted.count("[") != quoted.count("]") or "{" in quoted or "}" in quoted \
-                or not answer or len(answer) > MAX_ANSWER_CHARS \
-                or len(answer.split()) > MAX_ANSWER_WORDS or _leaks(answer, prompt):
+        if (
+            (name != "arith" and not MIN_PROMPT_CHARS <= len(quoted) <= MAX_PROMPT_CHARS)
+            or quoted.count("[") != quoted.count("]")
+            or "{" in quoted
+            or "}" in quoted
+            or not answer
+            or len(answer) > MAX_ANSWER_CHARS
+            or len(answer.split()) > MAX_ANSWER_WORDS
+            or _leaks(answer, prompt)
+        ):
             continue
         kept.setdefault(prompt, answer)
     splits: dict[str, list[tuple[str, dict]]] = {"train": [], "eval": []}
@@ -217,9 +258,17 @@ def _build(name: str, seed: int) -> tuple[tuple[dict, ...], tuple[dict, ...]]:
             continue  # one prompt, several answers: ambiguous
         key = hashlib.sha256(f"{name}:{seed}:{prompt}".encode()).hexdigest()
         split = "eval" if int(key[:8], 16) % 1000 < EVAL_PER_MILLE else "train"
-        splits[split].append((key, {"prompt": [{"role": "user", "content": prompt}],
-                                    "completion": [{"role": "assistant", "content": answer}],
-                                    "answer": answer, "task": name}))
+        splits[split].append(
+            (
+                key,
+                {
+                    "prompt": [{"role": "user", "content": prompt}],
+                    "completion": [{"role": "assistant", "content": answer}],
+                    "answer": answer,
+                    "task": name,
+                },
+            )
+        )
     return tuple(tuple(r for _, r in sorted(splits[s], key=lambda kr: kr[0])) for s in ("train", "eval"))
 
 
@@ -240,8 +289,9 @@ def build_task(name: str, seed: int = 0):
 
     _check_names([name])
     train, evaluation = _build(name, int(seed))
-    return datasets.DatasetDict({"train": datasets.Dataset.from_list(list(train)),
-                                 "eval": datasets.Dataset.from_list(list(evaluation))})
+    return datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list(list(train)), "eval": datasets.Dataset.from_list(list(evaluation))}
+    )
 
 
 def task_domain_set(names: str | Iterable[str] | None = None, seed: int = 0):
@@ -291,6 +341,8 @@ def task_error(predictions: Sequence[str], answers: Sequence[str]) -> float:
     """1 - exact-match accuracy of ``predictions`` against ``answers`` (same length, not empty)."""
     predictions, answers = list(predictions), list(answers)
     if len(predictions) != len(answers) or not answers:
-        raise ValueError(f"task_error: {len(predictions)} predictions for {len(answers)} answers; "
-                         "give one prediction per answer (and at least one).")
+        raise ValueError(
+            f"task_error: {len(predictions)} predictions for {len(answers)} answers; "
+            "give one prediction per answer (and at least one)."
+        )
     return 1.0 - sum(map(exact_match, predictions, answers)) / len(answers)

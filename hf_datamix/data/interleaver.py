@@ -38,6 +38,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from ..mixture import Mixture
 
+
 logger = logging.getLogger(__name__)
 
 _RNG_CHUNK = 1 << 15  # draws generated per counter-based RNG call
@@ -175,7 +176,7 @@ class Interleaver(IterableDataset):
         per_domain = (
             dict(max_repetitions)
             if isinstance(max_repetitions, Mapping)
-            else {name: max_repetitions for name in self.domains}
+            else dict.fromkeys(self.domains, max_repetitions)
         )
         unknown = [name for name in per_domain if name not in self.domains]
         if unknown:
@@ -375,8 +376,10 @@ class Interleaver(IterableDataset):
         """Units each domain can still give from global sample ``from_sample`` before its cap (None: no cap)."""
         drawn = self.drawn(from_sample)
         unlimited = np.iinfo(np.int64).max
-        return {name: None if self.caps[i] == unlimited else max(0, int(self.caps[i]) - drawn[name])
-                for i, name in enumerate(self.domains)}
+        return {
+            name: None if self.caps[i] == unlimited else max(0, int(self.caps[i]) - drawn[name])
+            for i, name in enumerate(self.domains)
+        }
 
     def exhaustion_events(self, upto_sample: int) -> list[ExhaustionEvent]:
         """Domains that ran dry before global sample ``upto_sample`` (simulated in this process).
@@ -461,7 +464,10 @@ class Interleaver(IterableDataset):
                         logged += 1
                         logger.warning(
                             "Domain %r ran dry at sample %d (%.2f epochs, its repetition cap); on_exhausted=%r.",
-                            event.domain, event.sample, event.epochs, event.action,
+                            event.domain,
+                            event.sample,
+                            event.epochs,
+                            event.action,
                         )
             lo = (position - planned_start) * s
             if self._prefetching:

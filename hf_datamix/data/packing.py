@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import datasets
 import numpy as np
 
+
 logger = logging.getLogger(__name__)
 
 CACHE_ENV = "HF_DATAMIX_CACHE"
@@ -83,9 +84,7 @@ def pack_dataset(
     if block_size < 2:
         raise ValueError(f"block_size={block_size}: a block needs at least 2 tokens.")
     key = hashlib.sha1(
-        "|".join(
-            [dataset._fingerprint, _tokenizer_fingerprint(tokenizer), text_field, str(block_size), "v1"]
-        ).encode()
+        "|".join([dataset._fingerprint, _tokenizer_fingerprint(tokenizer), text_field, str(block_size), "v1"]).encode()
     ).hexdigest()[:24]
     path = os.path.join(cache_dir(), f"{key}.npy")
     if use_cache and os.path.exists(path):

@@ -22,6 +22,7 @@ from functools import partial
 from html.parser import HTMLParser
 from pathlib import Path
 
+
 Item = tuple[str, Callable[[], str]]
 
 
@@ -57,8 +58,9 @@ def read_text_file(path: str | Path) -> str:
         return ""
 
 
-def list_files(root: str | Path, patterns: Sequence[str], exclude: Sequence[str] = (),
-               max_bytes: int | None = None) -> list[Path]:
+def list_files(
+    root: str | Path, patterns: Sequence[str], exclude: Sequence[str] = (), max_bytes: int | None = None
+) -> list[Path]:
     """Regular files under ``root`` whose name matches one of ``patterns``, sorted.
 
     ``exclude`` holds glob patterns matched against the path relative to ``root``; symlinks are
@@ -80,26 +82,60 @@ def list_files(root: str | Path, patterns: Sequence[str], exclude: Sequence[str]
                     continue  # "dir/*" excludes the whole folder: do not walk it
                 if entry.name != "__pycache__":
                     visit(entry.path, rel_path + "/")
-            elif (entry.is_file() and any(fnmatch.fnmatchcase(entry.name, p) for p in patterns)
-                  and (max_bytes is None or entry.stat().st_size <= max_bytes)):
+            elif (
+                entry.is_file()
+                and any(fnmatch.fnmatchcase(entry.name, p) for p in patterns)
+                and (max_bytes is None or entry.stat().st_size <= max_bytes)
+            ):
                 found.append(Path(entry.path))
 
     visit(str(root), "")
     return sorted(found)
 
 
-def file_items(root: str | Path, patterns: Sequence[str], label: str, exclude: Sequence[str] = (),
-               max_bytes: int | None = 1_000_000) -> list[Item]:
+def file_items(
+    root: str | Path,
+    patterns: Sequence[str],
+    label: str,
+    exclude: Sequence[str] = (),
+    max_bytes: int | None = 1_000_000,
+) -> list[Item]:
     """One item per matching text file under ``root`` (source code, headers, plain text)."""
     root = Path(root)
-    return [(f"{label}/{p.relative_to(root).as_posix()}", partial(read_text_file, p))
-            for p in list_files(root, patterns, exclude, max_bytes)]
+    return [
+        (f"{label}/{p.relative_to(root).as_posix()}", partial(read_text_file, p))
+        for p in list_files(root, patterns, exclude, max_bytes)
+    ]
 
 
 # ---------------------------------------------------------------------------------------- HTML
-_BLOCK_TAGS = {"p", "div", "section", "article", "h1", "h2", "h3", "h4", "h5", "h6", "li", "dt",
-               "dd", "tr", "pre", "table", "ul", "ol", "dl", "br", "blockquote", "hr", "figure",
-               "caption", "title"}
+_BLOCK_TAGS = {
+    "p",
+    "div",
+    "section",
+    "article",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "li",
+    "dt",
+    "dd",
+    "tr",
+    "pre",
+    "table",
+    "ul",
+    "ol",
+    "dl",
+    "br",
+    "blockquote",
+    "hr",
+    "figure",
+    "caption",
+    "title",
+}
 _SKIP_TAGS = {"script", "style", "head", "nav", "noscript", "object"}
 
 
@@ -120,8 +156,12 @@ class _HTMLText(HTMLParser):
         attrs = dict(attrs)
         if tag in ("div", "section", "main", "footer", "header"):
             classes = set((attrs.get("class") or "").split())
-            self.div_stack.append((attrs.get("role") == self.main_role or tag == "main",
-                                   bool(classes & self.skip_classes) or tag == "footer"))
+            self.div_stack.append(
+                (
+                    attrs.get("role") == self.main_role or tag == "main",
+                    bool(classes & self.skip_classes) or tag == "footer",
+                )
+            )
         elif tag in _SKIP_TAGS:
             self.skip_tags += 1
         if tag == "pre":
@@ -174,21 +214,26 @@ def _load_html(path: Path, main_role: str | None, skip_classes: Sequence[str]) -
     return html_to_text(read_text_file(path), main_role, skip_classes)
 
 
-def html_items(root: str | Path, label: str, main_role: str | None = None,
-               skip_classes: Sequence[str] = (), exclude: Sequence[str] = (),
-               patterns: Sequence[str] = ("*.html",)) -> list[Item]:
+def html_items(
+    root: str | Path,
+    label: str,
+    main_role: str | None = None,
+    skip_classes: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    patterns: Sequence[str] = ("*.html",),
+) -> list[Item]:
     """One item per HTML page under ``root``, loaded as plain text."""
     root = Path(root)
     if not root.is_dir():
         return []
-    return [(f"{label}/{p.relative_to(root).as_posix()}",
-             partial(_load_html, p, main_role, tuple(skip_classes)))
-            for p in list_files(root, patterns, exclude, max_bytes=None)]
+    return [
+        (f"{label}/{p.relative_to(root).as_posix()}", partial(_load_html, p, main_role, tuple(skip_classes)))
+        for p in list_files(root, patterns, exclude, max_bytes=None)
+    ]
 
 
 # ------------------------------------------------------------------------------ dictd dictionaries
-_B64 = {c: i for i, c in enumerate(
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")}
+_B64 = {c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")}
 
 
 def _b64_number(digits: str) -> int:
@@ -208,11 +253,10 @@ def dictd_entries(name: str, dictd_dir: str | Path = "/usr/share/dictd") -> list
         if len(fields) < 3 or fields[0].startswith(("00-database", "00database")):
             continue
         spans.add((_b64_number(fields[1]), _b64_number(fields[2])))
-    return [data[o:o + n].decode("utf-8", "replace").strip("\n") for o, n in sorted(spans)]
+    return [data[o : o + n].decode("utf-8", "replace").strip("\n") for o, n in sorted(spans)]
 
 
-def group_texts(texts: Iterable[str], label: str, group_chars: int = 3000,
-                sep: str = "\n\n") -> list[Item]:
+def group_texts(texts: Iterable[str], label: str, group_chars: int = 3000, sep: str = "\n\n") -> list[Item]:
     """Items made of consecutive short texts joined until a group reaches ``group_chars``."""
     items: list[Item] = []
     group: list[str] = []
@@ -230,8 +274,7 @@ def group_texts(texts: Iterable[str], label: str, group_chars: int = 3000,
     return items
 
 
-def dictd_items(name: str, dictd_dir: str | Path = "/usr/share/dictd",
-                group_chars: int = 3000) -> list[Item]:
+def dictd_items(name: str, dictd_dir: str | Path = "/usr/share/dictd", group_chars: int = 3000) -> list[Item]:
     """Items of alphabetically consecutive entries of the dictd database ``name``."""
     return group_texts(dictd_entries(name, dictd_dir), f"dictd-{name}", group_chars)
 
@@ -239,8 +282,7 @@ def dictd_items(name: str, dictd_dir: str | Path = "/usr/share/dictd",
 # ------------------------------------------------------------------------------------ scripture
 def kjv_chapter_items(bible_cmd: str = "bible") -> list[Item]:
     """One item per chapter of the King James Bible, read through the ``bible`` program."""
-    out = subprocess.run([bible_cmd, "-l0", "gen1:1-rev22:21"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run([bible_cmd, "-l0", "gen1:1-rev22:21"], capture_output=True, text=True, check=True).stdout
     chapters: list[list[str]] = []
     for line in out.splitlines():
         if re.fullmatch(r"\S.* \d+", line):  # "Genesis 1", "1 Kings 3": chapter headings
@@ -263,17 +305,23 @@ def render_man_page(path: str | Path) -> str:
     if not body or body[0].startswith(b".so "):  # an alias of another page: rendered there
         return ""
     # no check: groff warns about many pages yet renders them, and the output is what counts
-    proc = subprocess.run(["groff", "-Kutf-8", "-t", "-e", "-mandoc", "-Tutf8", "-P-cbu",
-                           "-rLL=80n"], input=_MAN_PRELUDE + raw, capture_output=True,
-                          timeout=120, check=False)
+    proc = subprocess.run(
+        ["groff", "-Kutf-8", "-t", "-e", "-mandoc", "-Tutf8", "-P-cbu", "-rLL=80n"],
+        input=_MAN_PRELUDE + raw,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
     lines = [line.rstrip() for line in proc.stdout.decode("utf-8", "replace").splitlines()]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
 def man_page_items(paths: Iterable[str | Path], label: str) -> list[Item]:
     """One item per man page file; ``label`` prefixes the keys (e.g. the language)."""
-    return [(f"{label}/{Path(p).parent.name}/{Path(p).name}", partial(render_man_page, Path(p)))
-            for p in sorted(set(map(str, paths)))]
+    return [
+        (f"{label}/{Path(p).parent.name}/{Path(p).name}", partial(render_man_page, Path(p)))
+        for p in sorted(set(map(str, paths)))
+    ]
 
 
 def man_page_paths(man_dir: str | Path) -> list[Path]:
@@ -281,13 +329,11 @@ def man_page_paths(man_dir: str | Path) -> list[Path]:
     man_dir = Path(man_dir)
     if not man_dir.is_dir():
         return []
-    return [p for section in sorted(man_dir.glob("man[1-9]*")) if section.is_dir()
-            for p in list_files(section, ["*"])]
+    return [p for section in sorted(man_dir.glob("man[1-9]*")) if section.is_dir() for p in list_files(section, ["*"])]
 
 
 # ------------------------------------------------------------------------------------- fortunes
-def fortune_items(fortune_dir: str | Path = "/usr/share/games/fortunes",
-                  group_chars: int = 3000) -> list[Item]:
+def fortune_items(fortune_dir: str | Path = "/usr/share/games/fortunes", group_chars: int = 3000) -> list[Item]:
     """Items of consecutive fortunes (quotations, jokes) from each fortune file."""
     items: list[Item] = []
     for path in list_files(fortune_dir, ["*"], exclude=["*.dat", "*.u8"]):
@@ -315,7 +361,7 @@ def _column_addition(a: int, b: int) -> str:
 def _arithmetic_problem(rng: random.Random) -> str:
     kind = rng.randrange(7)
     if kind == 0:
-        a, b = rng.randrange(10, 10**rng.randint(2, 5)), rng.randrange(10, 10**rng.randint(2, 5))
+        a, b = rng.randrange(10, 10 ** rng.randint(2, 5)), rng.randrange(10, 10 ** rng.randint(2, 5))
         return f"Problem: {a} + {b} = ?\nWork: {_column_addition(a, b)}.\nAnswer: {a + b}"
     if kind == 1:
         b = rng.randrange(10, 5000)
@@ -329,35 +375,46 @@ def _arithmetic_problem(rng: random.Random) -> str:
     if kind == 2:
         a, b = rng.randrange(12, 1000), rng.randrange(12, 100)
         tens, ones = b - b % 10, b % 10
-        work = f"{a} * {tens} = {a * tens}; {a} * {ones} = {a * ones}; " \
-               f"{a * tens} + {a * ones} = {a * b}" if ones else f"{a} * {tens} = {a * b}"
+        work = (
+            f"{a} * {tens} = {a * tens}; {a} * {ones} = {a * ones}; {a * tens} + {a * ones} = {a * b}"
+            if ones
+            else f"{a} * {tens} = {a * b}"
+        )
         return f"Problem: {a} * {b} = ?\nWork: {work}.\nAnswer: {a * b}"
     if kind == 3:
         d = rng.randrange(2, 13)
         n = rng.randrange(d, 5000)
         q, r = divmod(n, d)
-        return (f"Problem: divide {n} by {d}, giving quotient and remainder.\n"
-                f"Work: {d} * {q} = {d * q}; {n} - {d * q} = {r}.\nAnswer: {q} remainder {r}")
+        return (
+            f"Problem: divide {n} by {d}, giving quotient and remainder.\n"
+            f"Work: {d} * {q} = {d * q}; {n} - {d * q} = {r}.\nAnswer: {q} remainder {r}"
+        )
     if kind == 4:
         k, x, c = rng.randrange(2, 13), rng.randrange(-20, 21), rng.randrange(1, 60)
         sign = rng.choice([1, -1])
         lhs = f"{k}x {'+' if sign > 0 else '-'} {c}"
         rhs = k * x + sign * c
         move = f"subtract {c} from" if sign > 0 else f"add {c} to"
-        return (f"Problem: solve {lhs} = {rhs}.\nWork: {move} both sides: {k}x = {k * x}; "
-                f"divide both sides by {k}: x = {x}.\nAnswer: x = {x}")
+        return (
+            f"Problem: solve {lhs} = {rhs}.\nWork: {move} both sides: {k}x = {k * x}; "
+            f"divide both sides by {k}: x = {x}.\nAnswer: x = {x}"
+        )
     if kind == 5:
         p, q, r, s = rng.randrange(1, 10), rng.randrange(2, 13), rng.randrange(1, 10), rng.randrange(2, 13)
         den = q * s // math.gcd(q, s)
         num = p * den // q + r * den // s
         g = math.gcd(num, den)
         tail = f"; simplify by {g}: {num // g}/{den // g}" if g > 1 else ""
-        return (f"Problem: {p}/{q} + {r}/{s} = ?\nWork: common denominator {den}: "
-                f"{p * den // q}/{den} + {r * den // s}/{den} = {num}/{den}{tail}.\n"
-                f"Answer: {num // g}/{den // g}")
+        return (
+            f"Problem: {p}/{q} + {r}/{s} = ?\nWork: common denominator {den}: "
+            f"{p * den // q}/{den} + {r * den // s}/{den} = {num}/{den}{tail}.\n"
+            f"Answer: {num // g}/{den // g}"
+        )
     base, pct = 20 * rng.randrange(1, 60), 5 * rng.randrange(1, 20)  # 20 * 5 = 100: exact results
-    return (f"Problem: what is {pct}% of {base}?\nWork: {base} * {pct} = {base * pct}; "
-            f"{base * pct} / 100 = {base * pct // 100}.\nAnswer: {base * pct // 100}")
+    return (
+        f"Problem: what is {pct}% of {base}?\nWork: {base} * {pct} = {base * pct}; "
+        f"{base * pct} / 100 = {base * pct // 100}.\nAnswer: {base * pct // 100}"
+    )
 
 
 def arithmetic_document(seed: int, index: int, problems: int = 12) -> str:
@@ -378,8 +435,12 @@ def package_versions(names: Iterable[str]) -> dict[str, str]:
     if not names or shutil.which("dpkg-query") is None:
         return {}
     # dpkg-query exits 1 when a name is unknown but still reports the known ones
-    proc = subprocess.run(["dpkg-query", "-W", "-f=${Package}\t${Status}\t${Version}\n", *names],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Package}\t${Status}\t${Version}\n", *names],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     versions = {}
     for line in proc.stdout.splitlines():
         pkg, status, version = (line.split("\t") + ["", ""])[:3]
@@ -390,6 +451,7 @@ def package_versions(names: Iterable[str]) -> dict[str, str]:
 
 def package_files(package: str) -> list[Path]:
     """Files that the installed Debian package ``package`` put on the system."""
-    proc = subprocess.run(["dpkg-query", "-L", package], capture_output=True, text=True,
-                          check=False)  # not installed: no files
+    proc = subprocess.run(
+        ["dpkg-query", "-L", package], capture_output=True, text=True, check=False
+    )  # not installed: no files
     return [Path(line) for line in proc.stdout.splitlines() if line.startswith("/")]

@@ -35,6 +35,7 @@ import numpy as np
 from ..atomic import write_json_atomic
 from .packing import _eos_id, _token_dtype, _tokenizer_fingerprint, cache_dir
 
+
 logger = logging.getLogger(__name__)
 
 _MAX_DOCS_PER_CALL = 256  # documents per tokenizer call when many blocks are wanted at once
@@ -51,16 +52,30 @@ def stream_key(dataset: datasets.IterableDataset, tokenizer, block_size: int, te
     except Exception as error:  # an unhashable generator: each process spills on its own
         logger.warning("Streaming domain cannot be keyed (%s); each process tokenises its own copy.", error)
         pipeline = f"unhashable-{os.getpid()}-{id(dataset)}"
-    parts = [pipeline, _tokenizer_fingerprint(tokenizer), text_field, str(block_size), extra,
-             socket.gethostname(), "stream-v1"]
+    parts = [
+        pipeline,
+        _tokenizer_fingerprint(tokenizer),
+        text_field,
+        str(block_size),
+        extra,
+        socket.gethostname(),
+        "stream-v1",
+    ]
     return hashlib.sha1("|".join(parts).encode()).hexdigest()[:24]
 
 
 class _Reader:
     """Reads documents from a stream and packs them into blocks, resumable from a saved position."""
 
-    def __init__(self, dataset: datasets.IterableDataset, tokenizer, block_size: int, text_field: str,
-                 state: dict | None = None, leftover: list[int] = ()):
+    def __init__(
+        self,
+        dataset: datasets.IterableDataset,
+        tokenizer,
+        block_size: int,
+        text_field: str,
+        state: dict | None = None,
+        leftover: list[int] = (),
+    ):
         self.dataset = dataset
         if state is not None:
             self.dataset.load_state_dict(state)
@@ -216,12 +231,15 @@ class StreamingBlocks:
             # Bytes past the recorded length come from a writer that died before recording them.
             os.ftruncate(fd, meta["blocks"] * self._block_bytes)
             if self._reader is None or self._reader_at != meta["blocks"]:
-                self._reader = _Reader(self._stream(), self.tokenizer, self.block_size, self.text_field,
-                                       meta["state"], meta["leftover"])
+                self._reader = _Reader(
+                    self._stream(), self.tokenizer, self.block_size, self.text_field, meta["state"], meta["leftover"]
+                )
             per_doc = meta["tokens"] / meta["documents"] if meta["documents"] else self.block_size
             new = self._reader.read(blocks - meta["blocks"], per_doc)
             if new:
-                os.pwrite(fd, np.stack(new).astype(self.dtype, copy=False).tobytes(), meta["blocks"] * self._block_bytes)
+                os.pwrite(
+                    fd, np.stack(new).astype(self.dtype, copy=False).tobytes(), meta["blocks"] * self._block_bytes
+                )
             reader = self._reader
             meta = {
                 "blocks": meta["blocks"] + len(new),
@@ -250,8 +268,9 @@ class StreamingBlocks:
         return np.frombuffer(data, dtype=self.dtype)
 
 
-def stream_blocks(dataset: datasets.IterableDataset, tokenizer, block_size: int, text_field: str,
-                  max_blocks: int | None = None) -> list[np.ndarray]:
+def stream_blocks(
+    dataset: datasets.IterableDataset, tokenizer, block_size: int, text_field: str, max_blocks: int | None = None
+) -> list[np.ndarray]:
     """The first ``max_blocks`` blocks of a stream (all of them when None), in memory: eval splits."""
     reader = _Reader(dataset, tokenizer, block_size, text_field)
     return reader.read(sys.maxsize if max_blocks is None else max_blocks, block_size)[:max_blocks]

@@ -30,9 +30,23 @@ from .log_linear import (
     loglinear_initial_params,
 )
 
+
 __all__ = [
-    "BUILTIN_LAWS", "LAWS", "LinearLaw", "LogLinearLaw", "MixingLaw", "available_laws", "batched_lbfgs",
-    "check_mixtures", "fit_loglinear_batched", "fit_loglinear_folds", "fit_loglinear_per_start_reference",
-    "get_law", "get_law_class", "loglinear_initial_params", "register_law", "_loglinear_losses",
+    "BUILTIN_LAWS",
+    "LAWS",
+    "LinearLaw",
+    "LogLinearLaw",
+    "MixingLaw",
+    "available_laws",
+    "batched_lbfgs",
+    "check_mixtures",
+    "fit_loglinear_batched",
+    "fit_loglinear_folds",
+    "fit_loglinear_per_start_reference",
+    "get_law",
+    "get_law_class",
+    "loglinear_initial_params",
+    "register_law",
+    "_loglinear_losses",
     "_loglinear_value_grad",
 ]

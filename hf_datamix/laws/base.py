@@ -45,13 +45,17 @@ def check_mixtures(X: Any, m: int | None = None, field: str = "X") -> np.ndarray
         raise ValueError(f"{field} has {X.shape[1]} columns but the law was fitted on {m} domains.")
     neg_rows = np.flatnonzero(X.min(axis=1) < -SIMPLEX_TOLERANCE)
     if len(neg_rows):
-        raise ValueError(f"{field} row {neg_rows[0]} has a negative weight ({X[neg_rows[0]].min():.3g}): "
-                         "mixture weights must be >= 0.")
+        raise ValueError(
+            f"{field} row {neg_rows[0]} has a negative weight ({X[neg_rows[0]].min():.3g}): "
+            "mixture weights must be >= 0."
+        )
     sums = X.sum(axis=1)
     off = np.flatnonzero(np.abs(sums - 1.0) > SIMPLEX_TOLERANCE)
     if len(off):
-        raise ValueError(f"{field} row {off[0]} sums to {sums[off[0]]:.8g}, not 1: each row must be a mixture "
-                         "on the simplex (normalise the weights).")
+        raise ValueError(
+            f"{field} row {off[0]} sums to {sums[off[0]]:.8g}, not 1: each row must be a mixture "
+            "on the simplex (normalise the weights)."
+        )
     return X
 
 
@@ -153,7 +157,11 @@ class MixingLaw:
         need = self.num_parameters(m)
         residual = self.predict(X) - Y
         report: dict[str, Any] = {
-            "law": self.name, "runs": runs, "domains": m, "targets": Y.shape[1], "parameters_per_target": need,
+            "law": self.name,
+            "runs": runs,
+            "domains": m,
+            "targets": Y.shape[1],
+            "parameters_per_target": need,
             "rmse": _floats(np.sqrt(np.mean(residual**2, axis=0))),
             "max_abs_residual": _floats(np.max(np.abs(residual), axis=0)),
         }
@@ -161,7 +169,9 @@ class MixingLaw:
         if runs < 4 * folds or runs - math.ceil(runs / max(k, 1)) < need:
             k = runs  # leave-one-out
         if k < 2 or runs - math.ceil(runs / k) < need:
-            report.update(cv=None, note=f"too few runs ({runs}) to cross-validate a law with {need} parameters per target")
+            report.update(
+                cv=None, note=f"too few runs ({runs}) to cross-validate a law with {need} parameters per target"
+            )
             return report
         order = np.random.default_rng(seed).permutation(runs)
         heldout = self._heldout_predictions(X, Y, np.array_split(order, k), seed)
@@ -188,8 +198,13 @@ class MixingLaw:
         """JSON-serialisable description (name, settings, fitted parameters) for ``mixtures.json``."""
         if not self.is_fitted:
             raise ValueError(f"The {self.name} law is not fitted yet: nothing to serialise.")
-        return {"name": self.name, "config": self.config(), "domains": self.m, "targets": self.T,
-                "params": self._params()}
+        return {
+            "name": self.name,
+            "config": self.config(),
+            "domains": self.m,
+            "targets": self.T,
+            "params": self._params(),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MixingLaw:

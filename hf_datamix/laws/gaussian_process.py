@@ -13,8 +13,10 @@ import numpy as np
 
 from .base import MixingLaw
 
-_INSTALL_HINT = ("The gaussian_process mixing law needs scikit-learn: `pip install scikit-learn` "
-                 "(or `pip install hf_datamix[gp]`).")
+
+_INSTALL_HINT = (
+    "The gaussian_process mixing law needs scikit-learn: `pip install scikit-learn` (or `pip install hf_datamix[gp]`)."
+)
 
 
 def _sklearn_gp():
@@ -51,8 +53,13 @@ class GaussianProcessLaw(MixingLaw):
 
     name = "gaussian_process"
 
-    def __init__(self, ard: bool = True, restarts: int = 2, noise: float = 1e-3,
-                 length_scale_bounds: tuple[float, float] = (1e-2, 1e3)):
+    def __init__(
+        self,
+        ard: bool = True,
+        restarts: int = 2,
+        noise: float = 1e-3,
+        length_scale_bounds: tuple[float, float] = (1e-2, 1e3),
+    ):
         super().__init__()
         _sklearn_gp()  # fail here, before any data is read, when scikit-learn is missing
         if int(restarts) < 0:
@@ -69,8 +76,12 @@ class GaussianProcessLaw(MixingLaw):
         self._Y: np.ndarray | None = None
 
     def config(self) -> dict[str, Any]:
-        return {"ard": self.ard, "restarts": self.restarts, "noise": self.noise,
-                "length_scale_bounds": list(self.length_scale_bounds)}
+        return {
+            "ard": self.ard,
+            "restarts": self.restarts,
+            "noise": self.noise,
+            "length_scale_bounds": list(self.length_scale_bounds),
+        }
 
     def num_parameters(self, m: int) -> int:
         # Kernel hyperparameters: length scale(s), amplitude and noise level.
@@ -79,15 +90,19 @@ class GaussianProcessLaw(MixingLaw):
     def _kernel(self, m: int):
         _, kernels, _ = _sklearn_gp()
         length = np.full(m, 0.5) if self.ard else 0.5
-        return (kernels.ConstantKernel(1.0, (1e-3, 1e5))
-                * kernels.RBF(length, self.length_scale_bounds)
-                + kernels.WhiteKernel(self.noise, (1e-10, 1.0)))
+        return kernels.ConstantKernel(1.0, (1e-3, 1e5)) * kernels.RBF(
+            length, self.length_scale_bounds
+        ) + kernels.WhiteKernel(self.noise, (1e-10, 1.0))
 
     def _regressor(self, kernel, seed: int, optimise: bool):
         GaussianProcessRegressor, _, _ = _sklearn_gp()
-        return GaussianProcessRegressor(kernel=kernel, normalize_y=True, random_state=seed,
-                                        n_restarts_optimizer=self.restarts if optimise else 0,
-                                        optimizer="fmin_l_bfgs_b" if optimise else None)
+        return GaussianProcessRegressor(
+            kernel=kernel,
+            normalize_y=True,
+            random_state=seed,
+            n_restarts_optimizer=self.restarts if optimise else 0,
+            optimizer="fmin_l_bfgs_b" if optimise else None,
+        )
 
     def _fit(self, X, Y, seed):
         _, _, ConvergenceWarning = _sklearn_gp()
@@ -115,9 +130,12 @@ class GaussianProcessLaw(MixingLaw):
         return None  # not convex in x: the proposer searches random capped-simplex points
 
     def _params(self) -> dict[str, Any]:
-        return {"X": self._X.tolist(), "Y": self._Y.tolist(),
-                "theta": [model.kernel_.theta.tolist() for model in self.models],
-                "kernels": [str(model.kernel_) for model in self.models]}  # for people reading the JSON
+        return {
+            "X": self._X.tolist(),
+            "Y": self._Y.tolist(),
+            "theta": [model.kernel_.theta.tolist() for model in self.models],
+            "kernels": [str(model.kernel_) for model in self.models],
+        }  # for people reading the JSON
 
     def _set_params(self, params: dict[str, Any]) -> None:
         try:
@@ -125,17 +143,24 @@ class GaussianProcessLaw(MixingLaw):
             Y = np.asarray(params["Y"], dtype=np.float64)
             thetas = [np.asarray(theta, dtype=np.float64) for theta in params["theta"]]
         except KeyError as missing:
-            raise ValueError(f"gaussian_process law params lack {missing}: they need 'X', 'Y' and 'theta' "
-                             "(as written by to_dict).") from None
+            raise ValueError(
+                f"gaussian_process law params lack {missing}: they need 'X', 'Y' and 'theta' (as written by to_dict)."
+            ) from None
         if X.ndim != 2 or Y.ndim != 2 or len(X) != len(Y) or len(thetas) != Y.shape[1]:
-            raise ValueError(f"gaussian_process law params are inconsistent: X {X.shape}, Y {Y.shape}, "
-                             f"{len(thetas)} kernels (need one row of Y per row of X and one kernel per target).")
+            raise ValueError(
+                f"gaussian_process law params are inconsistent: X {X.shape}, Y {Y.shape}, "
+                f"{len(thetas)} kernels (need one row of Y per row of X and one kernel per target)."
+            )
         base = self._kernel(X.shape[1])
         wrong = [len(theta) for theta in thetas if len(theta) != base.n_dims]
         if wrong:
-            raise ValueError(f"gaussian_process law params: a theta has {wrong[0]} entries but the kernel for "
-                             f"{X.shape[1]} domains (ard={self.ard}) has {base.n_dims} hyperparameters.")
+            raise ValueError(
+                f"gaussian_process law params: a theta has {wrong[0]} entries but the kernel for "
+                f"{X.shape[1]} domains (ard={self.ard}) has {base.n_dims} hyperparameters."
+            )
         with _one_blas_thread():
-            self.models = [self._regressor(base.clone_with_theta(theta), 0, False).fit(X, Y[:, j])
-                           for j, theta in enumerate(thetas)]
+            self.models = [
+                self._regressor(base.clone_with_theta(theta), 0, False).fit(X, Y[:, j])
+                for j, theta in enumerate(thetas)
+            ]
         self._X, self._Y = X, Y

@@ -11,6 +11,7 @@ import torch
 from ..lbfgs import batched_lbfgs, one_thread
 from .base import MixingLaw, _as_matrix, check_mixtures
 
+
 #: exp() arguments are clipped here while fitting so that wild random starts stay finite (exp(60) ~ 1e26)
 #: instead of producing inf/NaN losses.
 _MAX_EXPONENT = 60.0
@@ -47,8 +48,9 @@ def loglinear_initial_params(X: np.ndarray, Y: np.ndarray, starts: int, seed: in
     return np.concatenate([c[..., None], t], axis=-1)
 
 
-def _loglinear_value_grad(params: torch.Tensor, X: torch.Tensor, Y_rows: torch.Tensor, delta: float,
-                          W_rows: torch.Tensor | None = None):
+def _loglinear_value_grad(
+    params: torch.Tensor, X: torch.Tensor, Y_rows: torch.Tensor, delta: float, W_rows: torch.Tensor | None = None
+):
     """Mean Huber loss (b,) and its gradient (b, m+1) for b problems; ``Y_rows`` (b, R) their targets.
 
     ``W_rows`` (b, R) of 0/1 selects each problem's runs (cross-validation folds); all runs if None.
@@ -69,9 +71,16 @@ def _loglinear_value_grad(params: torch.Tensor, X: torch.Tensor, Y_rows: torch.T
 
 
 @one_thread()
-def fit_loglinear_batched(X: np.ndarray, Y: np.ndarray, starts: int = 300, seed: int = 0,
-                          huber_delta: float = 0.02, max_iter: int = 500, screen_iter: int | None = 20,
-                          keep: float = 0.1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def fit_loglinear_batched(
+    X: np.ndarray,
+    Y: np.ndarray,
+    starts: int = 300,
+    seed: int = 0,
+    huber_delta: float = 0.02,
+    max_iter: int = 500,
+    screen_iter: int | None = 20,
+    keep: float = 0.1,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fit ``exp(c_j) + exp(t_jᵀx)`` for all starts and targets as one batched problem.
 
     All ``starts x T`` problems (parameters of shape (starts, T, m+1)) are optimised together by
@@ -81,22 +90,40 @@ def fit_loglinear_batched(X: np.ndarray, Y: np.ndarray, starts: int = 300, seed:
     ``(c (T,), t (T, m), loss (T,))`` from the best start per target (``loss`` = mean Huber loss).
     """
     X, Y = check_mixtures(X), _as_matrix(Y, "Y")
-    c, t, loss = _fit_groups(X, Y, np.ones((1, X.shape[0]), dtype=bool), starts, seed, huber_delta, max_iter,
-                             screen_iter, keep)
+    c, t, loss = _fit_groups(
+        X, Y, np.ones((1, X.shape[0]), dtype=bool), starts, seed, huber_delta, max_iter, screen_iter, keep
+    )
     return c[0], t[0], loss[0]
 
 
 @one_thread()
-def fit_loglinear_folds(X: np.ndarray, Y: np.ndarray, train_masks: np.ndarray, starts: int = 300, seed: int = 0,
-                        huber_delta: float = 0.02, max_iter: int = 500, screen_iter: int | None = 20,
-                        keep: float = 0.1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def fit_loglinear_folds(
+    X: np.ndarray,
+    Y: np.ndarray,
+    train_masks: np.ndarray,
+    starts: int = 300,
+    seed: int = 0,
+    huber_delta: float = 0.02,
+    max_iter: int = 500,
+    screen_iter: int | None = 20,
+    keep: float = 0.1,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fit the law once per row subset (``train_masks`` (G, R) booleans), all in one batched problem.
 
     Cross-validation folds are fitted together instead of one refit after another.  Returns
     ``(c (G, T), t (G, T, m), loss (G, T))``.
     """
-    return _fit_groups(check_mixtures(X), _as_matrix(Y, "Y"), np.asarray(train_masks, dtype=bool), starts, seed,
-                       huber_delta, max_iter, screen_iter, keep)
+    return _fit_groups(
+        check_mixtures(X),
+        _as_matrix(Y, "Y"),
+        np.asarray(train_masks, dtype=bool),
+        starts,
+        seed,
+        huber_delta,
+        max_iter,
+        screen_iter,
+        keep,
+    )
 
 
 def _fit_groups(X, Y, masks, starts, seed, huber_delta, max_iter, screen_iter, keep):
@@ -131,8 +158,16 @@ def _fit_groups(X, Y, masks, starts, seed, huber_delta, max_iter, screen_iter, k
 
 def _torch_lbfgs(params: torch.Tensor, objective, max_iter: int) -> torch.Tensor:
     params = params.clone().requires_grad_(True)
-    optimizer = torch.optim.LBFGS([params], lr=1.0, max_iter=max_iter, max_eval=2 * max_iter, history_size=10,
-                                  tolerance_grad=1e-14, tolerance_change=1e-16, line_search_fn="strong_wolfe")
+    optimizer = torch.optim.LBFGS(
+        [params],
+        lr=1.0,
+        max_iter=max_iter,
+        max_eval=2 * max_iter,
+        history_size=10,
+        tolerance_grad=1e-14,
+        tolerance_change=1e-16,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure():
         optimizer.zero_grad()
@@ -145,8 +180,9 @@ def _torch_lbfgs(params: torch.Tensor, objective, max_iter: int) -> torch.Tensor
 
 
 @one_thread()  # same threading as the batched fit, for a like-for-like timing
-def fit_loglinear_per_start_reference(X: Any, Y: Any, starts: int = 300, seed: int = 0, huber_delta: float = 0.02,
-                                      max_iter: int = 500) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def fit_loglinear_per_start_reference(
+    X: Any, Y: Any, starts: int = 300, seed: int = 0, huber_delta: float = 0.02, max_iter: int = 500
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Reference fitter: one LBFGS per start per target, same starts as :class:`LogLinearLaw`.
 
     Slow on purpose (a plain loop); tests and the benchmark compare the batched fit against it.
@@ -158,10 +194,13 @@ def fit_loglinear_per_start_reference(X: Any, Y: Any, starts: int = 300, seed: i
     T, m = Y.shape[1], X.shape[1]
     c, t, loss = np.zeros(T), np.zeros((T, m)), np.full(T, np.inf)
     for j in range(T):
-        yj = Yt[:, j:j + 1]
+        yj = Yt[:, j : j + 1]
         for s in range(starts):
-            p = _torch_lbfgs(torch.from_numpy(init[s, j:j + 1]),
-                             lambda q, y=yj: _loglinear_losses(q, Xt, y, huber_delta).sum(), max_iter)
+            p = _torch_lbfgs(
+                torch.from_numpy(init[s, j : j + 1]),
+                lambda q, y=yj: _loglinear_losses(q, Xt, y, huber_delta).sum(),
+                max_iter,
+            )
             value = float(_loglinear_losses(p, Xt, yj, huber_delta)[0])
             if value < loss[j]:
                 loss[j], c[j], t[j] = value, float(p[0, 0]), p[0, 1:].numpy()
@@ -179,8 +218,14 @@ class LogLinearLaw(MixingLaw):
 
     name = "log_linear"
 
-    def __init__(self, starts: int = 300, huber_delta: float = 0.02, max_iter: int = 500,
-                 screen_iter: int | None = 20, keep: float = 0.1):
+    def __init__(
+        self,
+        starts: int = 300,
+        huber_delta: float = 0.02,
+        max_iter: int = 500,
+        screen_iter: int | None = 20,
+        keep: float = 0.1,
+    ):
         super().__init__()
         if int(starts) < 1:
             raise ValueError(f"starts={starts}: use at least 1 random start (the papers use 300).")
@@ -195,15 +240,21 @@ class LogLinearLaw(MixingLaw):
         self.loss_: np.ndarray | None = None
 
     def config(self) -> dict[str, Any]:
-        return {"starts": self.starts, "huber_delta": self.huber_delta, "max_iter": self.max_iter,
-                "screen_iter": self.screen_iter, "keep": self.keep}
+        return {
+            "starts": self.starts,
+            "huber_delta": self.huber_delta,
+            "max_iter": self.max_iter,
+            "screen_iter": self.screen_iter,
+            "keep": self.keep,
+        }
 
     def num_parameters(self, m: int) -> int:
         return m + 1
 
     def _fit(self, X, Y, seed):
-        self.c, self.t, self.loss_ = fit_loglinear_batched(X, Y, self.starts, seed, self.huber_delta, self.max_iter,
-                                                           self.screen_iter, self.keep)
+        self.c, self.t, self.loss_ = fit_loglinear_batched(
+            X, Y, self.starts, seed, self.huber_delta, self.max_iter, self.screen_iter, self.keep
+        )
 
     def _predict(self, X):
         return np.exp(self.c)[None, :] + np.exp(X @ self.t.T)
@@ -213,8 +264,9 @@ class LogLinearLaw(MixingLaw):
         masks = np.ones((len(tests), len(X)), dtype=bool)
         for g, test in enumerate(tests):
             masks[g, test] = False
-        c, t, _ = fit_loglinear_folds(X, Y, masks, self.starts, seed, self.huber_delta, self.max_iter,
-                                      self.screen_iter, self.keep)
+        c, t, _ = fit_loglinear_folds(
+            X, Y, masks, self.starts, seed, self.huber_delta, self.max_iter, self.screen_iter, self.keep
+        )
         heldout = np.empty_like(Y)
         for g, test in enumerate(tests):
             heldout[test] = np.exp(c[g])[None, :] + np.exp(X[test] @ t[g].T)

@@ -34,5 +34,9 @@ def metric_info(description: str, inputs_description: str, features: dict):
     import datasets
     import evaluate
 
-    return evaluate.MetricInfo(description=description, citation="", inputs_description=inputs_description,
-                               features=datasets.Features(features))
+    return evaluate.MetricInfo(
+        description=description,
+        citation="",
+        inputs_description=inputs_description,
+        features=datasets.Features(features),
+    )

@@ -67,8 +67,9 @@ class Simulation:
         if self.data is not None:
             self.data = np.asarray(self.data, dtype=float)
             if self.data.shape != (len(self.X), len(self.domains)):
-                raise ValueError(f"Simulation.data has shape {self.data.shape}; expected "
-                                 f"({len(self.X)}, {len(self.domains)}).")
+                raise ValueError(
+                    f"Simulation.data has shape {self.data.shape}; expected ({len(self.X)}, {len(self.domains)})."
+                )
         if self.prior is not None:
             unknown = sorted(set(self.prior) - set(self.coordinates))
             if unknown:
@@ -133,7 +134,9 @@ class Simulator:
     supports_groups: ClassVar[bool] = False
 
     def __init__(self, config: Any = None, *, seed: int = 0, **kwargs: Any):
-        self.config = build_config(self.config_class, config, kwargs, owner=f"simulator {self.name or type(self).__name__!r}")
+        self.config = build_config(
+            self.config_class, config, kwargs, owner=f"simulator {self.name or type(self).__name__!r}"
+        )
         self.seed = int(seed)
 
     def settings(self) -> dict[str, Any]:
@@ -148,8 +151,13 @@ class Simulator:
         """True if every process of ``trainer``'s run must call :meth:`simulate` together."""
         return self.collective
 
-    def simulate(self, context, around: Mixture, candidates: Sequence[Mapping[str, float]] | None = None,
-                 groups: Mapping[str, Mixture] | None = None) -> Simulation | None:
+    def simulate(
+        self,
+        context,
+        around: Mixture,
+        candidates: Sequence[Mapping[str, float]] | None = None,
+        groups: Mapping[str, Mixture] | None = None,
+    ) -> Simulation | None:
         """Simulate around the mixture in force ``around``; score ``candidates`` (data mixtures) if given.
 
         ``groups`` (``{virtual coordinate: internal ratios}``) keeps those domains together at those
@@ -158,8 +166,9 @@ class Simulator:
         """
         raise NotImplementedError
 
-    def interpolate(self, context, ends: Mapping[str, Mixture], weights: Sequence[Mapping[str, float]]
-                    ) -> tuple[np.ndarray, dict[str, Any]] | None:
+    def interpolate(
+        self, context, ends: Mapping[str, Mixture], weights: Sequence[Mapping[str, float]]
+    ) -> tuple[np.ndarray, dict[str, Any]] | None:
         """``(C, T)`` scores of the blends ``Σ_e w_e·ends[e]`` for each ``w`` in ``weights`` (and what to record).
 
         op_mix's continual schedule scores the line between an "old" and a "new" mixture this way.  By
@@ -191,8 +200,9 @@ def covering_size(coordinates: int, requested: int) -> int:
     return max(int(requested), 5 * (coordinates + 1))
 
 
-def blends(ends: Mapping[str, Mixture], weights: Sequence[Mapping[str, float]], domains: Sequence[str]
-           ) -> list[dict[str, float]]:
+def blends(
+    ends: Mapping[str, Mixture], weights: Sequence[Mapping[str, float]], domains: Sequence[str]
+) -> list[dict[str, float]]:
     """The data mixtures ``Σ_e w_e·ends[e]`` over ``domains``, one per ``w`` in ``weights``."""
     arrays = {e: mixture.to_array(domains) for e, mixture in ends.items()}
     return [dict(zip(domains, sum(w.get(e, 0.0) * arrays[e] for e in ends))) for w in weights]
@@ -216,8 +226,9 @@ BUILTIN_SIMULATORS = {
     "branches": "hf_datamix.simulate.branches:Branches",
     "calibrated": "hf_datamix.simulate.calibrated:Calibrated",
 }
-SIMULATORS = Registry("simulator", Simulator, "hf_datamix.simulators", BUILTIN_SIMULATORS,
-                      base_name="hf_datamix.simulate.base.Simulator")
+SIMULATORS = Registry(
+    "simulator", Simulator, "hf_datamix.simulators", BUILTIN_SIMULATORS, base_name="hf_datamix.simulate.base.Simulator"
+)
 
 register_simulator = registrar(SIMULATORS)
 

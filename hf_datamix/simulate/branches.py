@@ -84,7 +84,9 @@ class TrainerBranches:
                 "params": [p.detach().clone() for p in model.parameters()],
                 "buffers": [b.detach().clone() for b in model.buffers()],
                 "state": {p: _clone(s) for p, s in optimizer.state.items()},
-                "groups": [{k: copy.deepcopy(v) for k, v in g.items() if k != "params"} for g in optimizer.param_groups],
+                "groups": [
+                    {k: copy.deepcopy(v) for k, v in g.items() if k != "params"} for g in optimizer.param_groups
+                ],
                 "schedule": copy.deepcopy(trainer.lr_scheduler.state_dict()),
                 "modes": [(m, m.training) for m in model.modules()],
             }
@@ -129,8 +131,9 @@ class TrainerBranches:
             module.training = mode
 
     # -- branches -------------------------------------------------------------------------------
-    def train(self, mixture: Mapping[str, float], steps: int, lr_scale: Callable[[int], float] | None = None
-              ) -> tuple[list[float], int]:
+    def train(
+        self, mixture: Mapping[str, float], steps: int, lr_scale: Callable[[int], float] | None = None
+    ) -> tuple[list[float], int]:
         """Train the model in its current state for ``steps`` optimizer steps on ``mixture``.
 
         The data continue the run's stream from its current position.  ``lr_scale(step)``, if given,
@@ -172,8 +175,12 @@ class TrainerBranches:
             trainer.ledger.add_training(self.kind, trainer.num_params, tokens)
         return [float(v) for v in torch.stack(losses).float().cpu()] if losses else [], tokens
 
-    def run(self, mixtures: Sequence[Mapping[str, float]], steps: int,
-            scorers: Mapping[str, Callable[[torch.nn.Module], np.ndarray]]) -> list[BranchResult]:
+    def run(
+        self,
+        mixtures: Sequence[Mapping[str, float]],
+        steps: int,
+        scorers: Mapping[str, Callable[[torch.nn.Module], np.ndarray]],
+    ) -> list[BranchResult]:
         """One branch per mixture, each from the snapshot: train ``steps`` steps, score with every scorer.
 
         The state is restored before each branch and after the last.
@@ -184,8 +191,9 @@ class TrainerBranches:
             started = time.perf_counter()
             losses, tokens = self.train(mixture, steps)
             scores = self.score(scorers)
-            results.append(BranchResult(dict(mixture), int(steps), tokens, losses, scores,
-                                        time.perf_counter() - started))
+            results.append(
+                BranchResult(dict(mixture), int(steps), tokens, losses, scores, time.perf_counter() - started)
+            )
         self.restore()
         return results
 
@@ -219,24 +227,38 @@ def _clone(state: Mapping[str, Any]) -> dict[str, Any]:
 class BranchesConfig(SimulatorConfig):
     """Settings of the ``branches`` simulator."""
 
-    branch_steps: int = field(default=50, metadata={"help": "Optimizer steps of each branch (at the run's batch), >= 1."})
+    branch_steps: int = field(
+        default=50, metadata={"help": "Optimizer steps of each branch (at the run's batch), >= 1."}
+    )
     num_candidates: int = field(
         default=12, metadata={"help": "Candidates when none are given: the mixture in force + Dirichlet draws, >= 2."}
     )
     dirichlet_alpha: float = field(default=1.0, metadata={"help": "Concentration of the candidate Dirichlet, > 0."})
-    candidate_design: str = field(default="dirichlet", metadata={
-        "help": "Candidates when none are given: dirichlet (the mixture in force + draws) or covering (also every "
-                "single domain, uniform and natural, and at least 5 x (domains + 1) in all)."})
-    eval_blocks: int | None = field(default=64, metadata={"help": "Decision blocks per domain scoring a branch, >= 1."})
+    candidate_design: str = field(
+        default="dirichlet",
+        metadata={
+            "help": "Candidates when none are given: dirichlet (the mixture in force + draws) or covering (also every "
+            "single domain, uniform and natural, and at least 5 x (domains + 1) in all)."
+        },
+    )
+    eval_blocks: int | None = field(
+        default=64, metadata={"help": "Decision blocks per domain scoring a branch, >= 1."}
+    )
     eval_batch_size: int = field(default=16, metadata={"help": "Batch size of branch scoring, >= 1."})
 
     def __post_init__(self):
-        check_ranges("branches", self, {
-            "branch_steps": (self.branch_steps >= 1, ">= 1"), "num_candidates": (self.num_candidates >= 2, ">= 2"),
-            "dirichlet_alpha": (self.dirichlet_alpha > 0, "> 0"), "eval_batch_size": (self.eval_batch_size >= 1, ">= 1"),
-            "candidate_design": (self.candidate_design in DESIGNS, " or ".join(DESIGNS)),
-            "eval_blocks": (self.eval_blocks is None or self.eval_blocks >= 1, ">= 1, or null: all"),
-        })
+        check_ranges(
+            "branches",
+            self,
+            {
+                "branch_steps": (self.branch_steps >= 1, ">= 1"),
+                "num_candidates": (self.num_candidates >= 2, ">= 2"),
+                "dirichlet_alpha": (self.dirichlet_alpha > 0, "> 0"),
+                "eval_batch_size": (self.eval_batch_size >= 1, ">= 1"),
+                "candidate_design": (self.candidate_design in DESIGNS, " or ".join(DESIGNS)),
+                "eval_blocks": (self.eval_blocks is None or self.eval_blocks >= 1, ">= 1, or null: all"),
+            },
+        )
 
 
 class Branches(Simulator):
@@ -263,8 +285,13 @@ class Branches(Simulator):
         draws = rng.dirichlet(np.full(len(names), cfg.dirichlet_alpha), size=max(0, count - len(fixed)))
         return fixed + [Mixture.from_array(names, row) for row in draws]
 
-    def simulate(self, context, around: Mixture, candidates: Sequence[Mapping[str, float]] | None = None,
-                 groups: Mapping[str, Mixture] | None = None) -> Simulation:
+    def simulate(
+        self,
+        context,
+        around: Mixture,
+        candidates: Sequence[Mapping[str, float]] | None = None,
+        groups: Mapping[str, Mixture] | None = None,
+    ) -> Simulation:
         if groups:
             raise ValueError("branches cannot hold reused domains together (groups); use simulator=proxy_swarm.")
         cfg, names = self.config, context.domains.names
@@ -276,16 +303,21 @@ class Branches(Simulator):
         record = {"simulator": self.name, "settings": asdict(cfg), "branches": [r.summary() for r in results]}
         return Simulation(list(names), {}, list(names), X, Y, targets, record)
 
-    def branch(self, context, mixtures: Sequence[Mapping[str, float]], metric: str | None = None
-               ) -> tuple[np.ndarray, list[str], list[BranchResult]]:
+    def branch(
+        self, context, mixtures: Sequence[Mapping[str, float]], metric: str | None = None
+    ) -> tuple[np.ndarray, list[str], list[BranchResult]]:
         """One branch per mixture from the current state (restored after), scored on the decision split.
 
         ``metric`` is the score (default: the trainer's ``default_score``).  Returns the ``(C, T)``
         scores, the targets (their columns) and the branches.
         """
         cfg, trainer = self.config, context.trainer
-        scorer = trainer.decision_scorer(metric or trainer.default_score, limit=cfg.eval_blocks,
-                                         batch_size=cfg.eval_batch_size, collective=trainer.args.world_size > 1)
+        scorer = trainer.decision_scorer(
+            metric or trainer.default_score,
+            limit=cfg.eval_blocks,
+            batch_size=cfg.eval_batch_size,
+            collective=trainer.args.world_size > 1,
+        )
         with TrainerBranches(trainer) as branches:
             results = branches.run(mixtures, cfg.branch_steps, {"decision": scorer})
         return np.array([r.scores["decision"] for r in results]), list(scorer.targets), results

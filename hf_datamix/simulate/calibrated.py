@@ -39,6 +39,7 @@ from .base import Simulation, Simulator, blends
 from .branches import Branches
 from .probes import LoRAProbes, LoRAProbesConfig
 
+
 #: Probe scores whose range over the calibration candidates is below this (relative to their size)
 #: do not determine a slope.
 MIN_SPREAD = 1e-9
@@ -51,17 +52,26 @@ class CalibratedConfig(LoRAProbesConfig):
     The branches are scored like the candidates (``score``, ``eval_blocks``, ``eval_batch_size``).
     """
 
-    calibration_branches: int = field(default=3, metadata={
-        "help": "Real branches that calibrate the probe scores, in 2..4: candidates spanning the probes' mean score."})
-    branch_steps: int = field(default=50, metadata={
-        "help": "Optimizer steps of each calibration branch (at the run's batch), >= 1."})
+    calibration_branches: int = field(
+        default=3,
+        metadata={
+            "help": "Real branches that calibrate the probe scores, in 2..4: candidates spanning the probes' mean score."
+        },
+    )
+    branch_steps: int = field(
+        default=50, metadata={"help": "Optimizer steps of each calibration branch (at the run's batch), >= 1."}
+    )
 
     def __post_init__(self):
-        check_ranges("calibrated", self, {
-            **self.probe_checks(),
-            "calibration_branches": (2 <= self.calibration_branches <= 4, "in 2..4"),
-            "branch_steps": (self.branch_steps >= 1, ">= 1"),
-        })
+        check_ranges(
+            "calibrated",
+            self,
+            {
+                **self.probe_checks(),
+                "calibration_branches": (2 <= self.calibration_branches <= 4, "in 2..4"),
+                "branch_steps": (self.branch_steps >= 1, ">= 1"),
+            },
+        )
 
 
 @dataclass
@@ -78,8 +88,15 @@ class AffineFit:
 
     def to_dict(self, targets: Sequence[str]) -> dict[str, dict[str, Any]]:
         """``{target: {a, b, mode (affine or shift), reason}}`` for the record."""
-        return {t: {"a": float(self.a[j]), "b": float(self.b[j]), "reason": self.reasons[j],
-                    "mode": "affine" if self.reasons[j] is None else "shift"} for j, t in enumerate(targets)}
+        return {
+            t: {
+                "a": float(self.a[j]),
+                "b": float(self.b[j]),
+                "reason": self.reasons[j],
+                "mode": "affine" if self.reasons[j] is None else "shift",
+            }
+            for j, t in enumerate(targets)
+        }
 
 
 def fit_affine(lora: np.ndarray, real: np.ndarray) -> AffineFit:
@@ -105,8 +122,11 @@ def fit_affine(lora: np.ndarray, real: np.ndarray) -> AffineFit:
             reasons.append(None)
             continue
         a[t] = float(np.mean(y - x))
-        reasons.append(f"fitted slope {slope:.4g} <= 0" if slope is not None else
-                       f"the probe scores of the calibration candidates do not spread (range {spread:.3g})")
+        reasons.append(
+            f"fitted slope {slope:.4g} <= 0"
+            if slope is not None
+            else f"the probe scores of the calibration candidates do not spread (range {spread:.3g})"
+        )
     return AffineFit(a, b, reasons)
 
 
@@ -135,8 +155,10 @@ class Calibrated(Simulator):
         super().__init__(config, seed=seed, **kwargs)
         cfg = self.config
         self.probes = LoRAProbes({n: getattr(cfg, n) for n in field_names(LoRAProbesConfig)}, seed=self.seed)
-        self.branches = Branches({"branch_steps": cfg.branch_steps, "eval_blocks": cfg.eval_blocks,
-                                  "eval_batch_size": cfg.eval_batch_size}, seed=self.seed)
+        self.branches = Branches(
+            {"branch_steps": cfg.branch_steps, "eval_blocks": cfg.eval_blocks, "eval_batch_size": cfg.eval_batch_size},
+            seed=self.seed,
+        )
 
     def check(self, domains) -> None:
         self.probes.check(domains)
@@ -145,8 +167,13 @@ class Calibrated(Simulator):
     def runs_on_every_process(self, trainer) -> bool:
         return self.probes.runs_on_every_process(trainer) or self.branches.runs_on_every_process(trainer)
 
-    def simulate(self, context, around: Mixture, candidates: Sequence[Mapping[str, float]] | None = None,
-                 groups: Mapping[str, Mixture] | None = None) -> Simulation | None:
+    def simulate(
+        self,
+        context,
+        around: Mixture,
+        candidates: Sequence[Mapping[str, float]] | None = None,
+        groups: Mapping[str, Mixture] | None = None,
+    ) -> Simulation | None:
         if groups:
             raise ValueError("calibrated cannot hold reused domains together (groups); use simulator=proxy_swarm.")
         lora = self.probes.simulate(context, around, candidates)
@@ -156,8 +183,9 @@ class Calibrated(Simulator):
         record = {"simulator": self.name, "lora_probes": lora.record, "calibration": calibration}
         return dataclasses.replace(lora, Y=Y, record=record)
 
-    def interpolate(self, context, ends: Mapping[str, Mixture], weights: Sequence[Mapping[str, float]]
-                    ) -> tuple[np.ndarray, dict[str, Any]] | None:
+    def interpolate(
+        self, context, ends: Mapping[str, Mixture], weights: Sequence[Mapping[str, float]]
+    ) -> tuple[np.ndarray, dict[str, Any]] | None:
         """The probes' interpolation (one probe per end), calibrated by branches on a few of the blends."""
         scored = self.probes.interpolate(context, ends, weights)
         if scored is None:
@@ -167,8 +195,9 @@ class Calibrated(Simulator):
         Y, calibration = self.calibrate(context, scored[0], names, mixtures)
         return Y, {"simulator": self.name, "lora_probes": scored[1], "calibration": calibration}
 
-    def calibrate(self, context, lora: np.ndarray, targets: Sequence[str], mixtures: np.ndarray
-                  ) -> tuple[np.ndarray, dict[str, Any]]:
+    def calibrate(
+        self, context, lora: np.ndarray, targets: Sequence[str], mixtures: np.ndarray
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         """Correct the ``(C, T)`` probe scores of candidates standing for the data ``mixtures`` (``(C, domains)``).
 
         Returns the corrected scores (the branched candidates': their branch scores) and the record.
@@ -185,9 +214,14 @@ class Calibrated(Simulator):
             finite = np.isfinite(real[row])  # a diverged branch keeps its corrected probe score
             Y[i, finite] = real[row, finite]
         record = {
-            "branched": chosen, "mixtures": [m.to_dict() for m in data],
-            "branch_scores": real.tolist(), "lora_scores": lora[chosen].tolist(), "lora_Y": lora.tolist(),
-            "fit": fit.to_dict(targets), "branch_steps": self.config.branch_steps,
-            "tokens": int(sum(r.tokens for r in results)), "branches": [r.summary() for r in results],
+            "branched": chosen,
+            "mixtures": [m.to_dict() for m in data],
+            "branch_scores": real.tolist(),
+            "lora_scores": lora[chosen].tolist(),
+            "lora_Y": lora.tolist(),
+            "fit": fit.to_dict(targets),
+            "branch_steps": self.config.branch_steps,
+            "tokens": int(sum(r.tokens for r in results)),
+            "branches": [r.summary() for r in results],
         }
         return Y, record

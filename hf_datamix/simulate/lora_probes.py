@@ -27,6 +27,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from ..compute import ComputeLedger, non_embedding_parameters
 from .scoring import BlockLossScorer
 
+
 logger = logging.getLogger(__name__)
 
 # Smoothing of the running loss watched for divergence: one noisy batch must not drop a probe,
@@ -52,14 +53,20 @@ class ProbeConfig:
     steps: int = field(default=5000, metadata={"help": "Steps per probe (OP-Mix: 5000 pretraining, 2500 continual)."})
     batch_size: int = field(default=8, metadata={"help": "Sequences per probe step; callers build batches this size."})
     warmup_ratio: float = field(default=0.0, metadata={"help": "Share in [0, 1] of steps with linear LR warm-up."})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient-norm clip of probe parameters (<= 0: none)."})
+    max_grad_norm: float = field(
+        default=1.0, metadata={"help": "Gradient-norm clip of probe parameters (<= 0: none)."}
+    )
     divergence_factor: float = field(
         default=3.0, metadata={"help": "Drop a probe whose running loss is NaN/inf or > its first loss x this (> 0)."}
     )
     bf16: bool = field(default=False, metadata={"help": "Train probes and score candidates under bf16 autocast."})
-    compile: bool = field(default=False, metadata={
-        "help": "torch.compile each probe's forward + backward (pays off for long probes on a GPU: every probe "
-                "recompiles in its first step)."})
+    compile: bool = field(
+        default=False,
+        metadata={
+            "help": "torch.compile each probe's forward + backward (pays off for long probes on a GPU: every probe "
+            "recompiles in its first step)."
+        },
+    )
     seed: int = field(default=0, metadata={"help": "Seed of probe init and dropout (the global RNG is untouched)."})
 
     def __post_init__(self):
@@ -92,7 +99,9 @@ def default_target_modules(model: torch.nn.Module) -> list[str]:
     linears = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     kept = [n for n, m in linears if m is not head and n.rsplit(".", 1)[-1] != "lm_head"]
     if not kept:
-        raise ValueError("No nn.Linear layer besides the LM head was found; set ProbeConfig.target_modules explicitly.")
+        raise ValueError(
+            "No nn.Linear layer besides the LM head was found; set ProbeConfig.target_modules explicitly."
+        )
     suffixes, kept_set = {n.rsplit(".", 1)[-1] for n in kept}, set(kept)
     excluded = {n.rsplit(".", 1)[-1] for n, _ in linears if n not in kept_set}
     # Suffixes (q_proj, ...) keep the saved adapter config short; full paths only when a suffix is
@@ -127,7 +136,9 @@ class LoRAProbeSimulator:
         collective: bool = False,
     ):
         if collective and not (dist.is_available() and dist.is_initialized()):
-            raise ValueError("collective=True needs an initialised torch.distributed process group (accelerate launch).")
+            raise ValueError(
+                "collective=True needs an initialised torch.distributed process group (accelerate launch)."
+            )
         self.collective = bool(collective)
         self.world_size = dist.get_world_size() if self.collective else 1
         self.rank = dist.get_rank() if self.collective else 0
@@ -224,13 +235,22 @@ class LoRAProbeSimulator:
         ``progress`` shows a tqdm bar over the candidates.
         """
         # Checked (the blocks by the scorer) before any compute is spent; moved to the device once.
-        scorer = BlockLossScorer(eval_sets, batch_size, self.device, bf16=self.config.bf16, collective=self.collective,
-                                 ledger=self.ledger, num_parameters=self.num_parameters)
+        scorer = BlockLossScorer(
+            eval_sets,
+            batch_size,
+            self.device,
+            bf16=self.config.bf16,
+            collective=self.collective,
+            ledger=self.ledger,
+            num_parameters=self.num_parameters,
+        )
         for candidate in candidates:
             self._check_weights(candidate)
         return self.score_candidates(candidates, scorer, progress=progress)
 
-    def score_candidates(self, candidates: Sequence[Mapping[str, float]], scorer, progress: bool = False) -> np.ndarray:
+    def score_candidates(
+        self, candidates: Sequence[Mapping[str, float]], scorer, progress: bool = False
+    ) -> np.ndarray:
         """``(C, T)``: ``scorer(model)`` (see :mod:`hf_datamix.simulate.scoring`) of each interpolated candidate.
 
         The scorer counts its own forward passes in the ledger.
@@ -274,8 +294,12 @@ class LoRAProbeSimulator:
         config, params = self.config, self._adapter_parameters(name)
         # No weight decay: it would pull the probe's delta towards 0, i.e. towards θ, not towards its data.
         # Fused on CUDA: one kernel for all adapter tensors instead of several per tensor.
-        optimizer = torch.optim.AdamW(params, lr=self.base_learning_rate * config.lr_multiplier, weight_decay=0.0,
-                                      fused=True if self.device.type == "cuda" else None)
+        optimizer = torch.optim.AdamW(
+            params,
+            lr=self.base_learning_rate * config.lr_multiplier,
+            weight_decay=0.0,
+            fused=True if self.device.type == "cuda" else None,
+        )
         forward = self._loss_function()
         warmup = math.ceil(config.warmup_ratio * steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(warmup, 1)))
@@ -500,7 +524,9 @@ class _DivergenceWatch:
             self.running = value if step == 0 else decay * self.running + (1 - decay) * value
             if self.running > self.losses[0] * self.factor:
                 first = self.losses[0]
-                self.reason = f"running loss {self.running:.4g} > {self.factor} x first loss {first:.4g} at step {step}"
+                self.reason = (
+                    f"running loss {self.running:.4g} > {self.factor} x first loss {first:.4g} at step {step}"
+                )
                 return True
         return False
 

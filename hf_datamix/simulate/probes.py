@@ -38,6 +38,7 @@ from .base import DESIGNS, Simulation, Simulator, SimulatorConfig, covering_size
 from .branches import TrainerBranches
 from .lora_probes import LoRAProbeSimulator, ProbeConfig
 
+
 logger = logging.getLogger(__name__)
 
 OLD = "op_mix:old"
@@ -90,44 +91,73 @@ class LoRAProbesConfig(SimulatorConfig):
 
     probe_steps: int | None = field(
         default=None,
-        metadata={"help": "Optimizer steps per probe, >= 1; null: scaled to the run as in the paper's code, 10 % of "
-                  "a pretraining run (at most 5000) or 25 % of a continual stage (at most 2500)."},
+        metadata={
+            "help": "Optimizer steps per probe, >= 1; null: scaled to the run as in the paper's code, 10 % of "
+            "a pretraining run (at most 5000) or 25 % of a continual stage (at most 2500)."
+        },
     )
-    probe_batch_size: int | None = field(default=None, metadata={
-        "help": "Probe batch per process (default: the per-device train batch); processes train probes together."})
+    probe_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Probe batch per process (default: the per-device train batch); processes train probes together."
+        },
+    )
     probe_rank: int = field(default=16, metadata={"help": "LoRA rank of the probes."})
     probe_alpha: float = field(default=32.0, metadata={"help": "LoRA alpha of the probes."})
     probe_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout of the probes."})
-    probe_target_modules: list[str] | None = field(default=None, metadata={"help": "LoRA targets (default: attention+MLP)."})
+    probe_target_modules: list[str] | None = field(
+        default=None, metadata={"help": "LoRA targets (default: attention+MLP)."}
+    )
     probe_lr_multiplier: float = field(default=2.0, metadata={"help": "Probe LR = base LR x this."})
-    probe_bf16: bool | None = field(default=None, metadata={
-        "help": "Train/evaluate probes under bf16 autocast; null: when the run trains in bf16 on a GPU."})
-    probe_compile: bool = field(default=False, metadata={
-        "help": "torch.compile each probe's forward + backward (GPU, long probes: each probe compiles anew)."})
-    domain_probe_share: float = field(default=0.9, metadata={
-        "help": "Probe d trains on share*d + (1-share)*old, in (0, 1]."})
+    probe_bf16: bool | None = field(
+        default=None,
+        metadata={"help": "Train/evaluate probes under bf16 autocast; null: when the run trains in bf16 on a GPU."},
+    )
+    probe_compile: bool = field(
+        default=False,
+        metadata={
+            "help": "torch.compile each probe's forward + backward (GPU, long probes: each probe compiles anew)."
+        },
+    )
+    domain_probe_share: float = field(
+        default=0.9, metadata={"help": "Probe d trains on share*d + (1-share)*old, in (0, 1]."}
+    )
     num_candidates: int = field(default=12, metadata={"help": "Dirichlet candidates over {old, d1..dk}, >= 2."})
     dirichlet_alpha: float = field(default=1.0, metadata={"help": "Concentration of the candidate Dirichlet."})
-    candidate_design: str = field(default="dirichlet", metadata={
-        "help": "Own candidates: dirichlet (num_candidates draws over the probes, as published) or covering (also "
-                "every probe alone, uniform and natural, and at least 5 x (probes + 1) in all)."})
+    candidate_design: str = field(
+        default="dirichlet",
+        metadata={
+            "help": "Own candidates: dirichlet (num_candidates draws over the probes, as published) or covering (also "
+            "every probe alone, uniform and natural, and at least 5 x (probes + 1) in all)."
+        },
+    )
     eval_blocks: int | None = field(
         default=64, metadata={"help": "Decision blocks (SFT: decision examples) per domain used to score candidates."}
     )
     score: str = field(
         default="auto",
-        metadata={"help": "Candidate score: loss, task_error (generation, SFT only), answer_logprob (the gold answer's "
-                  "NLL given the prompt, per answer, SFT only) or auto (task_error under SFT)."},
+        metadata={
+            "help": "Candidate score: loss, task_error (generation, SFT only), answer_logprob (the gold answer's "
+            "NLL given the prompt, per answer, SFT only) or auto (task_error under SFT)."
+        },
     )
     eval_batch_size: int = field(default=16, metadata={"help": "Batch size of candidate scoring."})
     save_probe_adapters: bool = field(
         default=False, metadata={"help": "Keep every decision's probes in output_dir/probe_adapters/ (PEFT format)."}
     )
-    encoding: str = field(default="spread", metadata={
-        "help": "How given data mixtures are encoded as probe weights: spread or old (see hf_datamix.simulate.probes)."})
-    anneal_steps: int = field(default=0, metadata={
-        "help": "Train a copy of the model this many steps with a decaying learning rate before probing it (>= 0; "
-                "the reference code probes an annealed model); the model is restored after."})
+    encoding: str = field(
+        default="spread",
+        metadata={
+            "help": "How given data mixtures are encoded as probe weights: spread or old (see hf_datamix.simulate.probes)."
+        },
+    )
+    anneal_steps: int = field(
+        default=0,
+        metadata={
+            "help": "Train a copy of the model this many steps with a decaying learning rate before probing it (>= 0; "
+            "the reference code probes an annealed model); the model is restored after."
+        },
+    )
     anneal_to: float = field(default=0.1, metadata={"help": "The anneal's final learning-rate factor, in [0, 1]."})
 
     def __post_init__(self):
@@ -140,8 +170,10 @@ class LoRAProbesConfig(SimulatorConfig):
             "domain_probe_share": (0 < self.domain_probe_share <= 1, "in (0, 1]"),
             "num_candidates": (self.num_candidates >= 2, ">= 2"),
             "candidate_design": (self.candidate_design in DESIGNS, " or ".join(DESIGNS)),
-            "score": (self.score in ("auto", "loss", "task_error", "answer_logprob"),
-                      "auto, loss, task_error or answer_logprob"),
+            "score": (
+                self.score in ("auto", "loss", "task_error", "answer_logprob"),
+                "auto, loss, task_error or answer_logprob",
+            ),
             "encoding": (self.encoding in ENCODINGS, " or ".join(ENCODINGS)),
             "anneal_steps": (self.anneal_steps >= 0, ">= 0"),
             "anneal_to": (0 <= self.anneal_to <= 1, "in [0, 1]"),
@@ -175,13 +207,24 @@ class LoRAProbes(Simulator):
         """A probe simulator on the trainer's (unwrapped) model; the model is restored on exit."""
         cfg, trainer = self.config, context.trainer
         probe_config = ProbeConfig(
-            rank=cfg.probe_rank, alpha=cfg.probe_alpha, dropout=cfg.probe_dropout,
-            target_modules=cfg.probe_target_modules, lr_multiplier=cfg.probe_lr_multiplier, steps=steps,
-            batch_size=self.batch_size(context), bf16=self.bf16(trainer), compile=cfg.probe_compile, seed=self.seed,
+            rank=cfg.probe_rank,
+            alpha=cfg.probe_alpha,
+            dropout=cfg.probe_dropout,
+            target_modules=cfg.probe_target_modules,
+            lr_multiplier=cfg.probe_lr_multiplier,
+            steps=steps,
+            batch_size=self.batch_size(context),
+            bf16=self.bf16(trainer),
+            compile=cfg.probe_compile,
+            seed=self.seed,
         )
         with LoRAProbeSimulator(
-            trainer.accelerator.unwrap_model(trainer.model), probe_config, base_learning_rate=trainer.args.learning_rate,
-            ledger=context.ledger, device=trainer.args.device, collective=probes_run_collectively(trainer),
+            trainer.accelerator.unwrap_model(trainer.model),
+            probe_config,
+            base_learning_rate=trainer.args.learning_rate,
+            ledger=context.ledger,
+            device=trainer.args.device,
+            collective=probes_run_collectively(trainer),
         ) as simulator:
             yield simulator
 
@@ -194,27 +237,37 @@ class LoRAProbes(Simulator):
     def batch_size(self, context) -> int:
         return self.config.probe_batch_size or context.trainer.args.per_device_train_batch_size
 
-    def train_probes(self, context, simulator: LoRAProbeSimulator, probes: Mapping[str, Mixture], steps: int
-                     ) -> dict[str, Any]:
+    def train_probes(
+        self, context, simulator: LoRAProbeSimulator, probes: Mapping[str, Mixture], steps: int
+    ) -> dict[str, Any]:
         """Train one probe per ``{name: data mixture}``; returns what to record about each."""
         results, trainer = {}, context.trainer
         bar = tqdm(
-            total=len(probes), desc=f"op_mix probes (stage {context.stage}, step {context.step})",
-            disable=trainer.args.disable_tqdm or not trainer.is_world_process_zero(), leave=False,
+            total=len(probes),
+            desc=f"op_mix probes (stage {context.stage}, step {context.step})",
+            disable=trainer.args.disable_tqdm or not trainer.is_world_process_zero(),
+            leave=False,
         )
         for index, (name, mixture) in enumerate(probes.items()):
             seed = self.seed * 1000 + 17 * context.step + index
             # Collectively, each process trains the shared probe on its share of one global batch,
             # so the probes (and the decision) do not depend on how many processes there are.
-            batches = trainer.probe_batches(mixture, self.batch_size(context), seed=seed,
-                                            shard=(simulator.rank, simulator.world_size))
+            batches = trainer.probe_batches(
+                mixture, self.batch_size(context), seed=seed, shard=(simulator.rank, simulator.world_size)
+            )
             result = simulator.train_probe(name, batches, steps=steps)
             bar.update(1)
-            results[name] = {"mixture": mixture.to_dict(), "final_loss": result.final_loss,
-                             "diverged": result.diverged, "reason": result.reason}
+            results[name] = {
+                "mixture": mixture.to_dict(),
+                "final_loss": result.final_loss,
+                "diverged": result.diverged,
+                "reason": result.reason,
+            }
         bar.close()
         if self.config.save_probe_adapters and simulator.probes:
-            folder = os.path.join(trainer.args.output_dir, "probe_adapters", f"stage{context.stage}-step{context.step}")
+            folder = os.path.join(
+                trainer.args.output_dir, "probe_adapters", f"stage{context.stage}-step{context.step}"
+            )
             if trainer.is_world_process_zero():  # the probes are the same on every process: one writer
                 simulator.save_adapters(folder)
             for name in simulator.probes:
@@ -228,27 +281,40 @@ class LoRAProbes(Simulator):
     def scores(self, context, simulator: LoRAProbeSimulator, candidates: Sequence[Mapping[str, float]]) -> np.ndarray:
         """``(C, D)`` decision-split scores of candidates given as probe weights, with the trainer's scorer."""
         trainer, cfg = context.trainer, self.config
-        scorer = trainer.decision_scorer(self.metric(trainer), cfg.eval_blocks, cfg.eval_batch_size,
-                                         collective=simulator.collective, bf16=simulator.config.bf16)
+        scorer = trainer.decision_scorer(
+            self.metric(trainer),
+            cfg.eval_blocks,
+            cfg.eval_batch_size,
+            collective=simulator.collective,
+            bf16=simulator.config.bf16,
+        )
         progress = not trainer.args.disable_tqdm and trainer.is_world_process_zero()
         return np.asarray(simulator.score_candidates(candidates, scorer, progress=progress))
 
     # -- Simulator --------------------------------------------------------------------------------
-    def interpolate(self, context, ends: Mapping[str, Mixture], weights: Sequence[Mapping[str, float]]
-                    ) -> tuple[np.ndarray, dict[str, Any]] | None:
+    def interpolate(
+        self, context, ends: Mapping[str, Mixture], weights: Sequence[Mapping[str, float]]
+    ) -> tuple[np.ndarray, dict[str, Any]] | None:
         """One probe per end; a blend is the model ``θ + Σ_e w_e ΔW_e`` (op_mix's continual design)."""
         steps = self.probe_steps(context)
         with self.session(context, steps) as simulator:
             probe_info = self.train_probes(context, simulator, ends, steps)
             if set(simulator.probes) != set(ends):
-                logger.warning("lora_probes: a probe was dropped (%s); the mixture is kept.",
-                               sorted(set(ends) - set(simulator.probes)))
+                logger.warning(
+                    "lora_probes: a probe was dropped (%s); the mixture is kept.",
+                    sorted(set(ends) - set(simulator.probes)),
+                )
                 return None
             Y = self.scores(context, simulator, weights)
         return Y, {"probes": probe_info, "probe_steps": steps}
 
-    def simulate(self, context, around: Mixture, candidates: Sequence[Mapping[str, float]] | None = None,
-                 groups: Mapping[str, Mixture] | None = None) -> Simulation | None:
+    def simulate(
+        self,
+        context,
+        around: Mixture,
+        candidates: Sequence[Mapping[str, float]] | None = None,
+        groups: Mapping[str, Mixture] | None = None,
+    ) -> Simulation | None:
         if groups:
             raise ValueError("lora_probes cannot hold reused domains together (groups); use simulator=proxy_swarm.")
         cfg, names = self.config, context.domains.names
@@ -285,14 +351,18 @@ class LoRAProbes(Simulator):
                 record["candidate_design"] = cfg.candidate_design
             else:
                 if len(alive) < len(probes):
-                    logger.warning("lora_probes: probes %s diverged; given candidates cannot be encoded.",
-                                   sorted(set(probes) - set(alive)))
+                    logger.warning(
+                        "lora_probes: probes %s diverged; given candidates cannot be encoded.",
+                        sorted(set(probes) - set(alive)),
+                    )
                     return None
                 old = around.to_array(names)
                 encoded = {e: np.array([encode(m.to_array(names), old, share, e) for m in given]) for e in ENCODINGS}
                 probe_names = ["old"] + [f"d{i}" for i in range(len(names))]
-                ys = {e: self.scores(context, simulator, [dict(zip(probe_names, row)) for row in w])
-                      for e, w in encoded.items()}
+                ys = {
+                    e: self.scores(context, simulator, [dict(zip(probe_names, row)) for row in w])
+                    for e, w in encoded.items()
+                }
                 record["encodings"] = {e: {"weights": encoded[e].tolist(), "Y": ys[e].tolist()} for e in ENCODINGS}
                 # X in data coordinates [old, d1..dk] (probe d carries share·d), so mixtures() gives back the
                 # given data mixtures whichever encoding scored them.
@@ -300,8 +370,9 @@ class LoRAProbes(Simulator):
                 X, Y = np.column_stack([1 - domain_part.sum(axis=1), domain_part]), ys[cfg.encoding]
         # The data each candidate was simulated on: probe d trained on share·d + (1 − share)·old.
         old = around.to_array(names)
-        probe_data = np.array([old] + [share * np.eye(len(names))[names.index(c)] + (1 - share) * old
-                                       for c in coordinates[1:]])
+        probe_data = np.array(
+            [old] + [share * np.eye(len(names))[names.index(c)] + (1 - share) * old for c in coordinates[1:]]
+        )
         data = X @ probe_data if given is None else np.array([m.to_array(names) for m in given])
         # The reference code's KL prior over the probes: half on "old", the rest split equally.
         prior = {OLD: 0.5, **{c: 0.5 / (len(coordinates) - 1) for c in coordinates[1:]}}
@@ -325,8 +396,9 @@ class LoRAProbes(Simulator):
             if sorted(alive) == sorted(probe_names):
                 for mixture in reference_mixtures(names, context.token_counts).values():
                     try:
-                        weights = encode(mixture.to_array(names), around.to_array(names), cfg.domain_probe_share,
-                                         cfg.encoding)
+                        weights = encode(
+                            mixture.to_array(names), around.to_array(names), cfg.domain_probe_share, cfg.encoding
+                        )
                     except ValueError:  # a reference mixture outside what the probes span is left out
                         continue
                     by_name = dict(zip(probe_names, weights))

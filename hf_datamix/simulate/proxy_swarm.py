@@ -34,6 +34,7 @@ from ..mixture import Mixture
 from ..settings import check_ranges
 from .base import Simulation, Simulator, SimulatorConfig, data_mixtures
 
+
 logger = logging.getLogger(__name__)
 
 
@@ -111,8 +112,20 @@ class ProxyRuns:
 
     def _args(self, index: int) -> DataMixArguments:
         values = {} if self.base_args is None else copy.deepcopy(self.base_args).to_dict()
-        keep = {k: values[k] for k in ("block_size", "bf16", "fp16", "use_cpu", "dataloader_num_workers",
-                                       "max_repetitions", "on_exhausted", "preprocessing_num_workers") if k in values}
+        keep = {
+            k: values[k]
+            for k in (
+                "block_size",
+                "bf16",
+                "fp16",
+                "use_cpu",
+                "dataloader_num_workers",
+                "max_repetitions",
+                "on_exhausted",
+                "preprocessing_num_workers",
+            )
+            if k in values
+        }
         return DataMixArguments(
             output_dir=self.member_dir(index),
             max_steps=self.config.steps,
@@ -147,8 +160,13 @@ class ProxyRuns:
         torch.manual_seed(self.config.seed)
         tok = self.tokenizer
         model = LlamaForCausalLM(
-            llama_config(self.config.preset, vocab_size=len(tok), eos_token_id=tok.eos_token_id,
-                         bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id)
+            llama_config(
+                self.config.preset,
+                vocab_size=len(tok),
+                eos_token_id=tok.eos_token_id,
+                bos_token_id=tok.bos_token_id,
+                pad_token_id=tok.pad_token_id,
+            )
         )
         member_ledger = ComputeLedger()
         started = time.perf_counter()
@@ -194,7 +212,9 @@ class ProxyRuns:
             )
         return result
 
-    def run(self, mixtures: Sequence[Mixture], rank: int = 0, world_size: int = 1, poll_seconds: float = 5.0) -> SwarmResult:
+    def run(
+        self, mixtures: Sequence[Mixture], rank: int = 0, world_size: int = 1, poll_seconds: float = 5.0
+    ) -> SwarmResult:
         """Train (or reuse) every member; process ``rank`` of ``world_size`` trains its share, then all gather."""
         mixtures = [Mixture(m, domains=self.domains.names) for m in mixtures]
         trained = reused = 0
@@ -244,9 +264,13 @@ def _decision_sets(targets: DomainSet, tokenizer, args: DataMixArguments, traine
 class ProxySwarmConfig(SimulatorConfig):
     """Settings of the ``proxy_swarm`` simulator (Olmix's published values where it gives them)."""
 
-    swarm_size: int | None = field(default=None, metadata={
-        "help": "Proxies per swarm, >= 2 (default Olmix's: 5m for a whole domain set, 3(m+1) for an update's m "
-                "re-simulated coordinates)."})
+    swarm_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Proxies per swarm, >= 2 (default Olmix's: 5m for a whole domain set, 3(m+1) for an update's m "
+            "re-simulated coordinates)."
+        },
+    )
     min_weight: float = field(default=0.002, metadata={"help": "Swarm weights below this are zeroed."})
     proxy_preset: str = field(default="tiny", metadata={"help": "Proxy model size (hf_datamix.models.PRESETS)."})
     proxy_steps: int = field(default=100, metadata={"help": "Optimizer steps per proxy, >= 1."})
@@ -255,11 +279,17 @@ class ProxySwarmConfig(SimulatorConfig):
     proxy_eval_blocks: int = field(default=16, metadata={"help": "Decision blocks per domain scoring a proxy."})
 
     def __post_init__(self):
-        check_ranges("proxy_swarm", self, {
-            "proxy_steps": (self.proxy_steps >= 1, ">= 1"),
-            "swarm_size": (self.swarm_size is None or self.swarm_size >= 2,
-                           ">= 2, or null for Olmix's default (5m, 3(m+1) at an update)"),
-        })
+        check_ranges(
+            "proxy_swarm",
+            self,
+            {
+                "proxy_steps": (self.proxy_steps >= 1, ">= 1"),
+                "swarm_size": (
+                    self.swarm_size is None or self.swarm_size >= 2,
+                    ">= 2, or null for Olmix's default (5m, 3(m+1) at an update)",
+                ),
+            },
+        )
 
 
 class ProxySwarm(Simulator):
@@ -278,11 +308,22 @@ class ProxySwarm(Simulator):
 
     def proxy_config(self) -> ProxyConfig:
         cfg = self.config
-        return ProxyConfig(cfg.proxy_preset, cfg.proxy_steps, cfg.proxy_batch_size, cfg.proxy_learning_rate,
-                           cfg.proxy_eval_blocks, self.seed)
+        return ProxyConfig(
+            cfg.proxy_preset,
+            cfg.proxy_steps,
+            cfg.proxy_batch_size,
+            cfg.proxy_learning_rate,
+            cfg.proxy_eval_blocks,
+            self.seed,
+        )
 
-    def simulate(self, context, around: Mixture, candidates: Sequence[Mapping[str, float]] | None = None,
-                 groups: Mapping[str, Mixture] | None = None) -> Simulation:
+    def simulate(
+        self,
+        context,
+        around: Mixture,
+        candidates: Sequence[Mapping[str, float]] | None = None,
+        groups: Mapping[str, Mixture] | None = None,
+    ) -> Simulation:
         from ..swarm import default_swarm_size, sample_swarm
 
         groups = dict(groups or {})
@@ -300,8 +341,11 @@ class ProxySwarm(Simulator):
             # held together (an update's re-simulated coordinates).
             size = self.config.swarm_size or default_swarm_size(len(coordinates), initial=not groups)
             swarm = sample_swarm(
-                coordinates, prior=centre, size=size,
-                min_weight=self.config.min_weight, caps=None if caps is None else dict(zip(coordinates, caps)),
+                coordinates,
+                prior=centre,
+                size=size,
+                min_weight=self.config.min_weight,
+                caps=None if caps is None else dict(zip(coordinates, caps)),
                 seed=self.seed + 1000 * context.stage,
             )
         result, record = self.train_members(context, [m.expand(groups) for m in swarm])
@@ -313,7 +357,13 @@ class ProxySwarm(Simulator):
         result and what to record (``proxy_runs``: members trained now).  A subclass may get the members elsewhere."""
         trainer = context.trainer
         folder = f"swarm-stage{context.stage}" + (f"-step{context.step}" if context.step else "")
-        runs = ProxyRuns(context.domains, trainer.processing_class, self.proxy_config(),
-                         os.path.join(trainer.args.output_dir, folder), base_args=trainer.args, ledger=context.ledger)
+        runs = ProxyRuns(
+            context.domains,
+            trainer.processing_class,
+            self.proxy_config(),
+            os.path.join(trainer.args.output_dir, folder),
+            base_args=trainer.args,
+            ledger=context.ledger,
+        )
         result = runs.run(mixtures)
         return result, {"proxy_runs": result.trained, "proxy": asdict(runs.config)}

@@ -52,8 +52,13 @@ class BlockLossScorer:
         for domain, value in blocks.items():
             tensor = torch.from_numpy(np.asarray(value, dtype=np.int64)) if isinstance(value, np.ndarray) else value
             shape = tuple(tensor.shape) if torch.is_tensor(tensor) else type(value).__name__
-            if not (isinstance(shape, tuple) and len(shape) == 2 and shape[0] >= 1 and shape[1] >= 2
-                    and not tensor.is_floating_point()):
+            if not (
+                isinstance(shape, tuple)
+                and len(shape) == 2
+                and shape[0] >= 1
+                and shape[1] >= 2
+                and not tensor.is_floating_point()
+            ):
                 raise ValueError(
                     f"blocks[{domain!r}] must be integer blocks (n_blocks >= 1, block_len >= 2), got {shape}."
                 )

@@ -32,6 +32,7 @@ import torch
 from ..compute import ComputeLedger, non_embedding_parameters
 from ..metrics import load_metric
 
+
 if TYPE_CHECKING:
     import datasets
 
@@ -52,8 +53,10 @@ class TaskEvalSet:
     def __post_init__(self):
         self.prompts, self.answers = list(self.prompts), [str(a) for a in self.answers]
         if len(self.prompts) != len(self.answers):
-            raise ValueError(f"TaskEvalSet: {len(self.prompts)} prompts for {len(self.answers)} answers; "
-                             "give one gold answer per prompt.")
+            raise ValueError(
+                f"TaskEvalSet: {len(self.prompts)} prompts for {len(self.answers)} answers; "
+                "give one gold answer per prompt."
+            )
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -84,15 +87,22 @@ def task_eval_sets(eval_datasets: Mapping[str, datasets.Dataset], limit: int | N
     for domain, dataset in eval_datasets.items():
         columns = list(dataset.column_names or [])
         if "prompt" not in columns:
-            raise ValueError(f"task_eval_sets: domain {domain!r} has no 'prompt' column (columns: {columns}); "
-                             "task scoring needs TRL prompt-completion data.")
+            raise ValueError(
+                f"task_eval_sets: domain {domain!r} has no 'prompt' column (columns: {columns}); "
+                "task scoring needs TRL prompt-completion data."
+            )
         answer_column = "answer" if "answer" in columns else "completion" if "completion" in columns else None
         if answer_column is None:
-            raise ValueError(f"task_eval_sets: domain {domain!r} has neither an 'answer' nor a 'completion' "
-                             f"column (columns: {columns}); one of them gives the gold answers.")
+            raise ValueError(
+                f"task_eval_sets: domain {domain!r} has neither an 'answer' nor a 'completion' "
+                f"column (columns: {columns}); one of them gives the gold answers."
+            )
         if limit is not None:
-            dataset = dataset.select(range(min(int(limit), len(dataset)))) if hasattr(dataset, "select") \
+            dataset = (
+                dataset.select(range(min(int(limit), len(dataset))))
+                if hasattr(dataset, "select")
                 else dataset.take(int(limit))
+            )
         # Only the two needed columns are read: other columns (e.g. images) may be large.
         subset = dataset.select_columns(["prompt", answer_column])
         prompts, answers = [], []
@@ -101,7 +111,8 @@ def task_eval_sets(eval_datasets: Mapping[str, datasets.Dataset], limit: int | N
             if isinstance(prompt, str):  # a data-format problem, reported like the others: ValueError
                 raise ValueError(  # noqa: TRY004
                     f"task_eval_sets: domain {domain!r} has plain-text prompts; task scoring needs "
-                    "conversational prompts (a list of {'role', 'content'} messages).")
+                    "conversational prompts (a list of {'role', 'content'} messages)."
+                )
             prompts.append(list(prompt))
             answers.append(str(row["answer"]) if answer_column == "answer" else _completion_text(row["completion"]))
         if not prompts:
@@ -130,7 +141,9 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 def _eos_ids(tokenizer, eos_token_id) -> list[int]:
     ids = tokenizer.eos_token_id if eos_token_id is None else eos_token_id
     if ids is None:
-        raise ValueError("generate_answers: the tokenizer has no eos token; pass eos_token_id to say where answers end.")
+        raise ValueError(
+            "generate_answers: the tokenizer has no eos token; pass eos_token_id to say where answers end."
+        )
     return [int(i) for i in ([ids] if isinstance(ids, int) else ids)]
 
 
@@ -138,8 +151,13 @@ def _render(tokenizer, messages: list[dict]) -> list[int]:
     """Token ids of one conversational prompt, rendered as TRL renders prompts."""
     # A prompt that ends with an assistant turn is a prefill: continue it rather than open a new turn.
     prefill = bool(messages) and messages[-1].get("role") == "assistant"
-    ids = tokenizer.apply_chat_template(list(messages), tokenize=True, return_dict=False,
-                                        add_generation_prompt=not prefill, continue_final_message=prefill)
+    ids = tokenizer.apply_chat_template(
+        list(messages),
+        tokenize=True,
+        return_dict=False,
+        add_generation_prompt=not prefill,
+        continue_final_message=prefill,
+    )
     if ids and isinstance(ids[0], list):  # some tokenizers return a batch of one
         ids = ids[0]
     return [int(i) for i in ids]
@@ -177,8 +195,9 @@ def generate_answers(
     from trl.trainer.utils import pad  # imported here: trl is slow to import and only generation needs it
 
     if int(max_new_tokens) < 1 or int(batch_size) < 1:
-        raise ValueError(f"generate_answers: max_new_tokens and batch_size must be >= 1, "
-                         f"got {max_new_tokens!r} and {batch_size!r}.")
+        raise ValueError(
+            f"generate_answers: max_new_tokens and batch_size must be >= 1, got {max_new_tokens!r} and {batch_size!r}."
+        )
     prompts = list(prompts)
     if not prompts:
         return []
@@ -188,11 +207,19 @@ def generate_answers(
     # Longest first: similar lengths share a batch (little padding), and an out-of-memory shows at once.
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     config = GenerationConfig(
-        do_sample=False, num_beams=1, max_new_tokens=int(max_new_tokens), eos_token_id=eos, pad_token_id=int(pad_id),
+        do_sample=False,
+        num_beams=1,
+        max_new_tokens=int(max_new_tokens),
+        eos_token_id=eos,
+        pad_token_id=int(pad_id),
         # Set explicitly: unset (None) fields are filled from the model's generation_config, which may
         # ship a repetition penalty (Qwen does) and would then turn greedy decoding into something else.
         # Neutral sampling values keep generate() from warning about the model's (unused) temperature/top_p.
-        repetition_penalty=1.0, no_repeat_ngram_size=0, temperature=1.0, top_k=50, top_p=1.0,
+        repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
+        temperature=1.0,
+        top_k=50,
+        top_p=1.0,
     )
     device = _model_device(model)
     answers: list[str] = [""] * len(prompts)
@@ -207,8 +234,9 @@ def generate_answers(
             input_ids = pad(ids, int(pad_id), padding_side="left")
             attention_mask = pad([torch.ones_like(t) for t in ids], 0, padding_side="left")
             width = input_ids.shape[1]
-            output = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                                    generation_config=config)
+            output = model.generate(
+                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), generation_config=config
+            )
             new_tokens = output[:, width:].tolist()
             for row, i in enumerate(batch):
                 generated = new_tokens[row]
@@ -243,8 +271,16 @@ def task_errors(
     if empty:
         raise ValueError(f"task_errors: domain(s) {empty} have no prompts; every domain needs at least one.")
     prompts = [p for s in eval_sets.values() for p in s.prompts]
-    predictions = generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                   ledger=ledger, num_parameters=num_parameters, eos_token_id=eos_token_id)
+    predictions = generate_answers(
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        ledger=ledger,
+        num_parameters=num_parameters,
+        eos_token_id=eos_token_id,
+    )
     metric = load_metric("exact_match")
     errors, start = {}, 0
     for name, eval_set in eval_sets.items():
@@ -271,7 +307,9 @@ def _real_tokens(batch: Mapping[str, torch.Tensor]) -> int:
     return total
 
 
-def _labelled_logprobs(model, batch: Mapping[str, torch.Tensor], device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _labelled_logprobs(
+    model, batch: Mapping[str, torch.Tensor], device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(log-probs, targets, example ids)`` of one batch's labelled positions (labels shifted by one).
 
     An example is a row, or with ``position_ids`` (padding-free, packed) a run starting at position 0.
@@ -295,8 +333,9 @@ def _labelled_logprobs(model, batch: Mapping[str, torch.Tensor], device) -> tupl
 
 def _check_batch(batch, domain: str, caller: str) -> None:
     if "input_ids" not in batch or "labels" not in batch:
-        raise ValueError(f"{caller}: batches of domain {domain!r} need 'input_ids' and 'labels', "
-                         f"got keys {sorted(batch)}.")
+        raise ValueError(
+            f"{caller}: batches of domain {domain!r} need 'input_ids' and 'labels', got keys {sorted(batch)}."
+        )
 
 
 def completion_losses(
@@ -332,8 +371,10 @@ def completion_losses(
                 count += int(logprobs.numel())
                 tokens += _real_tokens(batch)
             if count == 0:
-                raise ValueError(f"completion_losses: domain {domain!r} has no labelled token (all labels are "
-                                 "-100, or no batches); its loss is undefined.")
+                raise ValueError(
+                    f"completion_losses: domain {domain!r} has no labelled token (all labels are "
+                    "-100, or no batches); its loss is undefined."
+                )
             losses[domain] = total / count
     if ledger is not None:
         n_params = int(num_parameters) if num_parameters is not None else non_embedding_parameters(model)
@@ -358,8 +399,11 @@ def answer_logprobs(
     ``eos_token_id=None`` every labelled token counts.  ``ledger`` as for :func:`completion_losses`.
     """
     device = _model_device(model)
-    eos = None if eos_token_id is None else torch.tensor(
-        [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id), device=device)
+    eos = (
+        None
+        if eos_token_id is None
+        else torch.tensor([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id), device=device)
+    )
     out: dict[str, list[list[float]]] = {}
     tokens = 0
     with _eval_mode(model), torch.no_grad():
@@ -376,8 +420,9 @@ def answer_logprobs(
                         values = values[: int(ends[0]) + 1]
                     answers.append(values.double().tolist())
             if not answers:
-                raise ValueError(f"answer_logprobs: domain {domain!r} has no labelled token (all labels are -100, "
-                                 "or no batches).")
+                raise ValueError(
+                    f"answer_logprobs: domain {domain!r} has no labelled token (all labels are -100, or no batches)."
+                )
             out[domain] = answers
     if ledger is not None:
         n_params = int(num_parameters) if num_parameters is not None else non_embedding_parameters(model)
@@ -391,5 +436,7 @@ def answer_nlls(model, batches: Mapping[str, Iterable[Mapping[str, torch.Tensor]
     from ..metrics import load_metric
 
     metric = load_metric("answer_nll")
-    return {domain: metric.compute(predictions=values)
-            for domain, values in answer_logprobs(model, batches, **kwargs).items()}
+    return {
+        domain: metric.compute(predictions=values)
+        for domain, values in answer_logprobs(model, batches, **kwargs).items()
+    }

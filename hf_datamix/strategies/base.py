@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ..mixture import Mixture
 from ..settings import build_config, settings_of
 
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..compute import ComputeLedger
     from ..domains import DomainSet, DomainUpdate
@@ -66,14 +67,14 @@ class DecisionContext:
     step: int
     max_steps: int
     stage: int
-    domains: "DomainSet"
+    domains: DomainSet
     token_counts: Mapping[str, int]
     mixture: Mixture | None = None
     previous_mixture: Mixture | None = None
-    update: "DomainUpdate | None" = None
+    update: DomainUpdate | None = None
     history: list = field(default_factory=list)
     trainer: Any = None
-    ledger: "ComputeLedger | None" = None
+    ledger: ComputeLedger | None = None
     drawn_tokens: Mapping[str, int] = field(default_factory=dict)
     max_repetitions: float | None = None
     remaining_tokens: int | None = None
@@ -130,7 +131,7 @@ class Strategy:
         """The mixture to start a run or stage with (cheap; heavy work belongs in :meth:`decide`)."""
         return Mixture.uniform(context.domains.names)
 
-    def check(self, domains: "DomainSet") -> None:
+    def check(self, domains: DomainSet) -> None:
         """Raise ``ValueError`` (naming the setting, its value and the fix) if this strategy cannot run on
         ``domains``.  Called before any data are loaded or any step runs (every stage of a continual run)."""
 

@@ -27,15 +27,23 @@ OLD_SPLITS = ("equal", "previous")
 @dataclass
 class ReplayConfig(StrategyConfig):
     new_share: float = field(default=0.9, metadata={"help": "Share of the new domains (the rest replays old data)."})
-    old_split: str = field(default="equal", metadata={
-        "help": "How the old share is split over the old domains: equal (the reference code's) or previous (by the "
-                "previous stage's mixture)."})
+    old_split: str = field(
+        default="equal",
+        metadata={
+            "help": "How the old share is split over the old domains: equal (the reference code's) or previous (by the "
+            "previous stage's mixture)."
+        },
+    )
 
     def __post_init__(self):
-        check_ranges("replay", self, {
-            "new_share": (0 <= self.new_share <= 1, "in [0, 1]"),
-            "old_split": (self.old_split in OLD_SPLITS, " or ".join(OLD_SPLITS)),
-        })
+        check_ranges(
+            "replay",
+            self,
+            {
+                "new_share": (0 <= self.new_share <= 1, "in [0, 1]"),
+                "old_split": (self.old_split in OLD_SPLITS, " or ".join(OLD_SPLITS)),
+            },
+        )
 
 
 class ReplayStrategy(Strategy):

@@ -38,8 +38,10 @@ class ComposedStrategy(Strategy):
         unknown = sorted(set(rest) - set(field_names(simulator_class.config_class)))
         if unknown:
             known = sorted(field_names(self.config_class) + field_names(simulator_class.config_class))
-            raise ValueError(f"{self.owner()} (simulator {self.config.simulator!r}) has no setting(s) {unknown}; "
-                             f"its settings are {known}.")
+            raise ValueError(
+                f"{self.owner()} (simulator {self.config.simulator!r}) has no setting(s) {unknown}; "
+                f"its settings are {known}."
+            )
         self.simulator: Simulator = simulator_class(rest, seed=self.config.decision_seed)
 
     @classmethod
@@ -59,4 +61,3 @@ class ComposedStrategy(Strategy):
 
     def runs_on_every_process(self, trainer) -> bool:
         return self.simulator.runs_on_every_process(trainer)
-

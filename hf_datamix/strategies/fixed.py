@@ -11,7 +11,8 @@ from .base import DecisionContext, Strategy, StrategyConfig
 @dataclass
 class FixedConfig(StrategyConfig):
     weights: dict = field(
-        default_factory=dict, metadata={"help": "Domain -> weight, for every domain of the run (normalised; 0 leaves one out)."}
+        default_factory=dict,
+        metadata={"help": "Domain -> weight, for every domain of the run (normalised; 0 leaves one out)."},
     )
 
 
@@ -27,7 +28,7 @@ class FixedStrategy(Strategy):
         if not weights or not isinstance(weights, dict):
             raise ValueError(
                 f"strategy 'fixed': weights={weights!r}; give every domain a weight: "
-                "--weights '{\"code\": 0.5, \"docs\": 0.5}'."
+                '--weights \'{"code": 0.5, "docs": 0.5}\'.'
             )
         missing = [name for name in domains.names if name not in weights]
         if missing:

@@ -21,6 +21,7 @@ from ..settings import check_ranges
 from .base import Decision, DecisionContext
 from .composed import ComposedStrategy
 
+
 logger = logging.getLogger(__name__)
 
 
@@ -30,14 +31,25 @@ class OlmixConfig(ProposerConfig):
 
     reuse: str = field(default="full", metadata={"help": f"Reuse mode at domain-set updates: {list(REUSE_MODES)}."})
     reopen: list[str] = field(default_factory=list, metadata={"help": "partial mode: unaffected domains to reopen."})
-    prior: str = field(default="natural", metadata={
-        "help": "Prior: natural (token shares) or uniform; the swarm is centred on it and the KL term pulls to it."})
-    simulator: str = field(default="proxy_swarm", metadata={
-        "help": "Simulator of the candidates (one that keeps reused domains together): proxy_swarm, or a plugin's."})
+    prior: str = field(
+        default="natural",
+        metadata={
+            "help": "Prior: natural (token shares) or uniform; the swarm is centred on it and the KL term pulls to it."
+        },
+    )
+    simulator: str = field(
+        default="proxy_swarm",
+        metadata={
+            "help": "Simulator of the candidates (one that keeps reused domains together): proxy_swarm, or a plugin's."
+        },
+    )
 
     def __post_init__(self):
-        check_ranges("olmix_reuse", self, {**self.proposer_checks(),
-                                          "reuse": (self.reuse in REUSE_MODES, f"one of {list(REUSE_MODES)}")})
+        check_ranges(
+            "olmix_reuse",
+            self,
+            {**self.proposer_checks(), "reuse": (self.reuse in REUSE_MODES, f"one of {list(REUSE_MODES)}")},
+        )
 
 
 class OlmixReuseStrategy(ComposedStrategy):

@@ -23,10 +23,15 @@ from typing import Any
 from transformers import TrainerCallback
 
 from ..distill import (
-    DEFAULT_TEACHER_PROMPT_TEMPLATE, DistillationCollator, DistillConfig, OnPolicyDistiller, add_distillation_columns,
+    DEFAULT_TEACHER_PROMPT_TEMPLATE,
+    DistillationCollator,
+    DistillConfig,
+    OnPolicyDistiller,
+    add_distillation_columns,
 )
 from .base import StrategyConfig
 from .baselines import SequentialStrategy
+
 
 logger = logging.getLogger(__name__)
 # Below this many nats per answer the teacher hardly knows more than the student (see demonstration_gain).
@@ -39,32 +44,54 @@ class OnPolicyDistillConfig(StrategyConfig):
     """Settings of ``on_policy_distill``: those of :class:`~hf_datamix.distill.DistillConfig` (``seed`` is
     ``rollout_seed`` here, ``seed`` being the run's)."""
 
-    teacher_update_rate: float = field(default=0.01, metadata={
-        "help": "EMA rate of the teacher after every optimizer step, in [0, 1] (0 keeps the initial teacher)."})
+    teacher_update_rate: float = field(
+        default=0.01,
+        metadata={
+            "help": "EMA rate of the teacher after every optimizer step, in [0, 1] (0 keeps the initial teacher)."
+        },
+    )
     max_new_tokens: int = field(default=32, metadata={"help": "Length limit of each on-policy completion."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the student's rollouts, > 0."})
-    top_k: int = field(default=0, metadata={"help": "Sample from the top_k most likely tokens; 0: the full vocabulary."})
-    teacher_prompt_template: str = field(default=DEFAULT_TEACHER_PROMPT_TEMPLATE, metadata={
-        "help": "The teacher's last user message; must contain {prompt} and {demonstration}."})
-    num_loss_tokens_to_skip: int = field(default=0, metadata={
-        "help": "Leave the first completion tokens out of the loss; below max_new_tokens."})
-    rollout_seed: int | None = field(default=None, metadata={
-        "help": "null: rollouts from the global torch RNG (saved in checkpoints); an int >= 0: each call from its own "
-                "generator derived from (rollout_seed, rank, call number)."})
+    top_k: int = field(
+        default=0, metadata={"help": "Sample from the top_k most likely tokens; 0: the full vocabulary."}
+    )
+    teacher_prompt_template: str = field(
+        default=DEFAULT_TEACHER_PROMPT_TEMPLATE,
+        metadata={"help": "The teacher's last user message; must contain {prompt} and {demonstration}."},
+    )
+    num_loss_tokens_to_skip: int = field(
+        default=0, metadata={"help": "Leave the first completion tokens out of the loss; below max_new_tokens."}
+    )
+    rollout_seed: int | None = field(
+        default=None,
+        metadata={
+            "help": "null: rollouts from the global torch RNG (saved in checkpoints); an int >= 0: each call from its own "
+            "generator derived from (rollout_seed, rank, call number)."
+        },
+    )
 
     def __post_init__(self):
         self.distill_config()  # DistillConfig checks every value
 
     def distill_config(self) -> DistillConfig:
-        return DistillConfig(self.teacher_update_rate, self.max_new_tokens, self.temperature, self.top_k,
-                             self.teacher_prompt_template, self.num_loss_tokens_to_skip, self.rollout_seed)
+        return DistillConfig(
+            self.teacher_update_rate,
+            self.max_new_tokens,
+            self.temperature,
+            self.top_k,
+            self.teacher_prompt_template,
+            self.num_loss_tokens_to_skip,
+            self.rollout_seed,
+        )
 
 
 class OnPolicyDistillStrategy(SequentialStrategy):
     """Each stage trains on its new domains by on-policy self-distillation (an EMA teacher that sees the answer)."""
 
     name = "on_policy_distill"
-    description = "Continual baseline: SDFT-style on-policy self-distillation on the new domains (EMA teacher, reverse KL)."
+    description = (
+        "Continual baseline: SDFT-style on-policy self-distillation on the new domains (EMA teacher, reverse KL)."
+    )
     config_class = OnPolicyDistillConfig
 
     def learner(self, trainer) -> DistillLearner:
@@ -115,7 +142,10 @@ class DistillLearner:
                 "demonstration in its context, so self-distillation has nothing to learn (its loss will fall to 0 as "
                 "the EMA teacher follows the student). Start from a model that follows instructions and reads "
                 "in-context examples, or use a supervised strategy.",
-                gain["teacher_nll"], gain["student_nll"], gain["gain"], MIN_DEMONSTRATION_GAIN,
+                gain["teacher_nll"],
+                gain["student_nll"],
+                gain["gain"],
+                MIN_DEMONSTRATION_GAIN,
             )
 
     def compute_loss(self, model, inputs) -> Any:

@@ -37,6 +37,7 @@ from ..simulate.probes import OLD
 from .base import Decision, DecisionContext
 from .composed import ComposedStrategy
 
+
 logger = logging.getLogger(__name__)
 
 NEW = "op_mix:new"
@@ -46,25 +47,36 @@ NEW = "op_mix:new"
 class OpMixConfig(ProposerConfig):
     """Settings of ``op_mix``: its schedule, the proposer's, and the simulator's (``lora_probes`` by default)."""
 
-    warmup_fraction: float = field(default=0.2, metadata={
-        "help": "Pretraining: uniform warm-up fraction before the decision, in (0, 1)."})
-    continual_probe_share: float = field(default=0.9, metadata={
-        "help": "Continual: the new end is 90% new data, the old end 90% old, in (0.5, 1]."})
+    warmup_fraction: float = field(
+        default=0.2, metadata={"help": "Pretraining: uniform warm-up fraction before the decision, in (0, 1)."}
+    )
+    continual_probe_share: float = field(
+        default=0.9, metadata={"help": "Continual: the new end is 90% new data, the old end 90% old, in (0.5, 1]."}
+    )
     alpha_points: int = field(default=9, metadata={"help": "Continual: interpolation points alpha in [0, 1], >= 3."})
-    redecide_every: int | None = field(default=None, metadata={
-        "help": "Beyond the paper: re-decide every N steps, >= 1 (null: never)."})
-    simulator: str = field(default="lora_probes", metadata={
-        "help": "Simulator of the candidates: lora_probes, branches, calibrated, proxy_swarm, or a plugin's "
-                "(hf_datamix.simulators)."})
+    redecide_every: int | None = field(
+        default=None, metadata={"help": "Beyond the paper: re-decide every N steps, >= 1 (null: never)."}
+    )
+    simulator: str = field(
+        default="lora_probes",
+        metadata={
+            "help": "Simulator of the candidates: lora_probes, branches, calibrated, proxy_swarm, or a plugin's "
+            "(hf_datamix.simulators)."
+        },
+    )
 
     def __post_init__(self):
-        check_ranges("op_mix", self, {
-            "warmup_fraction": (0 < self.warmup_fraction < 1, "in (0, 1)"),
-            "continual_probe_share": (0.5 < self.continual_probe_share <= 1, "in (0.5, 1]"),
-            "alpha_points": (self.alpha_points >= 3, ">= 3"),
-            "redecide_every": (self.redecide_every is None or self.redecide_every >= 1, ">= 1, or null"),
-            **self.proposer_checks(),
-        })
+        check_ranges(
+            "op_mix",
+            self,
+            {
+                "warmup_fraction": (0 < self.warmup_fraction < 1, "in (0, 1)"),
+                "continual_probe_share": (0.5 < self.continual_probe_share <= 1, "in (0.5, 1]"),
+                "alpha_points": (self.alpha_points >= 3, ">= 3"),
+                "redecide_every": (self.redecide_every is None or self.redecide_every >= 1, ">= 1, or null"),
+                **self.proposer_checks(),
+            },
+        )
 
 
 class OpMixStrategy(ComposedStrategy):
@@ -124,7 +136,10 @@ class OpMixStrategy(ComposedStrategy):
         new, old = context.new_and_old()
         previous, fresh = context.old_mixture(old), Mixture.uniform(new)
         share = cfg.continual_probe_share
-        ends = {"old": self._expand_new_old(1 - share, previous, fresh), "new": self._expand_new_old(share, previous, fresh)}
+        ends = {
+            "old": self._expand_new_old(1 - share, previous, fresh),
+            "new": self._expand_new_old(share, previous, fresh),
+        }
         alphas = np.linspace(0.0, 1.0, cfg.alpha_points)
         scored = self.simulator.interpolate(context, ends, [{"old": 1 - a, "new": a} for a in alphas])
         if scored is None:
@@ -136,8 +151,9 @@ class OpMixStrategy(ComposedStrategy):
         X = np.stack([1 - effective, effective], axis=1)
         record = {**record, "alphas": alphas.tolist(), "new_domains": new}
         # The reference code's continual prior: half the previous mixture, half the new domains.
-        return Simulation([OLD, NEW], {OLD: previous, NEW: fresh}, list(names), X, Y, list(names), record,
-                          prior={OLD: 0.5, NEW: 0.5})
+        return Simulation(
+            [OLD, NEW], {OLD: previous, NEW: fresh}, list(names), X, Y, list(names), record, prior={OLD: 0.5, NEW: 0.5}
+        )
 
     @staticmethod
     def _expand_new_old(new_share: float, previous: Mixture, fresh: Mixture) -> Mixture:

@@ -12,6 +12,7 @@ from typing import Any
 from ..registry import Registry, registrar
 from .base import Strategy
 
+
 ENTRY_POINT_GROUP = "hf_datamix.strategies"
 #: The library's own strategies (``setup.cfg`` declares the same under ``hf_datamix.strategies``).
 BUILTIN_STRATEGIES = {

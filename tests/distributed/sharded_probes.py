@@ -15,12 +15,14 @@ import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from test_lora_probes import VOCAB, tiny_llama  # noqa: E402
 
 from hf_datamix.compute import ComputeLedger  # noqa: E402
 from hf_datamix.simulate.lora_probes import LoRAProbeSimulator, ProbeConfig  # noqa: E402
+
 
 STEPS, GLOBAL_BATCH, LENGTH = 4, 4, 16
 
@@ -66,14 +68,19 @@ def run(model, collective: bool, rank: int, world: int) -> dict:
         batches = global_batches(seed)
         simulator.train_probe(name, my_half(batches, rank, world) if collective else batches)
     generator = torch.Generator().manual_seed(9)
-    eval_sets = {"x": torch.randint(0, VOCAB, (5, LENGTH), generator=generator),  # 5 blocks: 3 batches of 2,
-                 "y": torch.randint(0, VOCAB, (2, LENGTH), generator=generator)}  # uneven over 2 ranks
+    eval_sets = {
+        "x": torch.randint(0, VOCAB, (5, LENGTH), generator=generator),  # 5 blocks: 3 batches of 2,
+        "y": torch.randint(0, VOCAB, (2, LENGTH), generator=generator),
+    }  # uneven over 2 ranks
     candidates = [{}, {"pa": 1.0}, {"pa": 0.3, "pb": 0.7}]
     losses = simulator.evaluate_candidates(candidates, eval_sets, batch_size=2)
     layer = next(m for m in model.modules() if hasattr(m, "lora_B") and "pa" in m.lora_B)
-    record = {"losses": losses.tolist(), "probe_losses": simulator.results["pa"].losses,
-              "lora_B_pa": layer.lora_B["pa"].weight.detach().flatten()[:8].tolist(),
-              "probe_tokens": ledger.tokens_by_kind.get("probe", 0.0)}
+    record = {
+        "losses": losses.tolist(),
+        "probe_losses": simulator.results["pa"].losses,
+        "lora_B_pa": layer.lora_B["pa"].weight.detach().flatten()[:8].tolist(),
+        "probe_tokens": ledger.tokens_by_kind.get("probe", 0.0),
+    }
     simulator.close()
     return record
 

@@ -9,13 +9,16 @@ import json
 import os
 import sys
 
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from conftest import tiny_llama, tokenizer as tokenizer_fixture  # noqa: E402
+from conftest import (  # noqa: E402
+    datamix_args,  # noqa: E402
+    tiny_llama,
+)
+from conftest import tokenizer as tokenizer_fixture
 from test_streaming import BLOCK, blocks_drawn, streaming_domains  # noqa: E402
 from test_trainer import RecordingTrainer  # noqa: E402
-
-from conftest import datamix_args  # noqa: E402
 
 
 def main(out_dir: str) -> None:
@@ -32,11 +35,23 @@ def main(out_dir: str) -> None:
     type(tokenizer).__call__ = counting
     seen, drawn = [], None
     for steps, resume, dispatch in ((40, None, True), (60, os.path.join(out_dir, "run", "checkpoint-20"), False)):
-        args = datamix_args(os.path.join(out_dir, "run"), max_steps=steps, per_device_train_batch_size=4,
-                            save_steps=20, logging_steps=10, block_size=BLOCK, max_eval_blocks=2,
-                            accelerator_config={"dispatch_batches": dispatch})
-        trainer = RecordingTrainer(model=tiny_llama(len(tokenizer)), args=args, domains=domains, strategy="uniform",
-                                   processing_class=tokenizer)
+        args = datamix_args(
+            os.path.join(out_dir, "run"),
+            max_steps=steps,
+            per_device_train_batch_size=4,
+            save_steps=20,
+            logging_steps=10,
+            block_size=BLOCK,
+            max_eval_blocks=2,
+            accelerator_config={"dispatch_batches": dispatch},
+        )
+        trainer = RecordingTrainer(
+            model=tiny_llama(len(tokenizer)),
+            args=args,
+            domains=domains,
+            strategy="uniform",
+            processing_class=tokenizer,
+        )
         trainer.train(resume_from_checkpoint=resume)
         seen += trainer.seen
         drawn = blocks_drawn(trainer, steps * trainer.samples_per_step)

@@ -9,14 +9,17 @@ import json
 import os
 import sys
 
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from conftest import make_domain_set, tiny_llama, tokenizer as tokenizer_fixture  # noqa: E402
+from conftest import make_domain_set, tiny_llama  # noqa: E402
+from conftest import tokenizer as tokenizer_fixture
 from test_trainer import RecordingTrainer, SwitchStrategy, make_args  # noqa: E402
 
 
 def native_threads_at_exit(path: str) -> None:
     """At exit (after hf_datamix's own exit hook, registered later), write the names of this process's threads."""
+
     def report():
         names = []
         for tid in os.listdir("/proc/self/task"):
@@ -37,9 +40,14 @@ def main(out_dir: str) -> None:
     tokenizer = tokenizer_fixture.__wrapped__()
     trainer = RecordingTrainer(
         model=tiny_llama(len(tokenizer)),
-        args=make_args(out_dir, max_steps=8, save_steps=4, dataloader_num_workers=int(os.environ.get("WORKERS", "0")),
-                       # "read": every process reads the stream and keeps its share (as DataMixSFTTrainer does)
-                       accelerator_config={"dispatch_batches": os.environ.get("BATCHES") != "read"}),
+        args=make_args(
+            out_dir,
+            max_steps=8,
+            save_steps=4,
+            dataloader_num_workers=int(os.environ.get("WORKERS", "0")),
+            # "read": every process reads the stream and keeps its share (as DataMixSFTTrainer does)
+            accelerator_config={"dispatch_batches": os.environ.get("BATCHES") != "read"},
+        ),
         domains=make_domain_set(train_docs=200),
         strategy=SwitchStrategy(at=3, to="beta"),
         processing_class=tokenizer,
@@ -47,7 +55,8 @@ def main(out_dir: str) -> None:
     trainer.train()
     rank = trainer.args.process_index
     weights = [
-        trainer.interleaver.weights_at(step * trainer.samples_per_step).to_dict() for step in range(trainer.state.max_steps)
+        trainer.interleaver.weights_at(step * trainer.samples_per_step).to_dict()
+        for step in range(trainer.state.max_steps)
     ]
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as handle:
         json.dump({"seen": trainer.seen, "weights": weights, "world": trainer.args.world_size}, handle)

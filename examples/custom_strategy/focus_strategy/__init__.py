@@ -2,4 +2,5 @@
 
 from .focus import FocusConfig, FocusStrategy
 
+
 __all__ = ["FocusConfig", "FocusStrategy"]

@@ -34,7 +34,7 @@ class FocusStrategy(Strategy):
         if not others:
             return Mixture({self.config.domain: 1.0})
         rest = (1 - self.config.share) / len(others)
-        return Mixture({self.config.domain: self.config.share, **{n: rest for n in others}})
+        return Mixture({self.config.domain: self.config.share, **dict.fromkeys(others, rest)})
 
     def next_decision_step(self, step, max_steps):
         # Decide once, half-way through the run.

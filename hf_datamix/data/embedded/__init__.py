@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+
 EMBEDDED_DIR = Path(__file__).resolve().parent
 CORPUS_DIR = EMBEDDED_DIR / "corpus"
 TOKENIZER_DIR = EMBEDDED_DIR / "tokenizer"
@@ -21,8 +22,7 @@ def embedded_domain_names() -> list[str]:
     """Names of the embedded corpus domains, sorted."""
     if not CORPUS_DIR.is_dir():
         return []
-    return sorted(d.name for d in CORPUS_DIR.iterdir()
-                  if all((d / f"{split}.jsonl.gz").is_file() for split in SPLITS))
+    return sorted(d.name for d in CORPUS_DIR.iterdir() if all((d / f"{split}.jsonl.gz").is_file() for split in SPLITS))
 
 
 def embedded_corpus_files(names: str | Iterable[str] | None = None) -> dict[str, dict[str, str]]:
@@ -38,8 +38,7 @@ def embedded_corpus_files(names: str | Iterable[str] | None = None) -> dict[str,
         unknown = [n for n in chosen if n not in known]
         if unknown:
             raise ValueError(f"names: unknown embedded domain(s) {unknown}; known: {known}")
-    return {n: {split: str(CORPUS_DIR / n / f"{split}.jsonl.gz") for split in SPLITS}
-            for n in chosen}
+    return {n: {split: str(CORPUS_DIR / n / f"{split}.jsonl.gz") for split in SPLITS} for n in chosen}
 
 
 def embedded_tokenizer_path() -> str:

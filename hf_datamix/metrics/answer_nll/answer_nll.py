@@ -40,11 +40,17 @@ class AnswerNLL(evaluate.Metric):
 
     def _compute(self, predictions):
         if not predictions or any(len(p) == 0 for p in predictions):
-            raise ValueError("answer_nll: every answer needs at least one token log-probability (and there must "
-                             "be at least one answer).")
+            raise ValueError(
+                "answer_nll: every answer needs at least one token log-probability (and there must "
+                "be at least one answer)."
+            )
         sums = [-math.fsum(p) for p in predictions]
         if any(not math.isfinite(s) or s < -1e-6 for s in sums):
             raise ValueError("answer_nll: log-probabilities must be finite and <= 0; pass log-softmax values.")
         tokens = sum(len(p) for p in predictions)
-        return {"nll_per_answer": math.fsum(sums) / len(sums), "nll_per_token": math.fsum(sums) / tokens,
-                "num_answers": len(sums), "num_tokens": tokens}
+        return {
+            "nll_per_answer": math.fsum(sums) / len(sums),
+            "nll_per_token": math.fsum(sums) / tokens,
+            "num_answers": len(sums),
+            "num_tokens": tokens,
+        }

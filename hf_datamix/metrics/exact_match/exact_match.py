@@ -33,7 +33,11 @@ class ExactMatch(evaluate.Metric):
     """Number-aware exact match (see the module docstring)."""
 
     def _info(self):
-        return metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, {"predictions": datasets.Value("string"), "references": datasets.Value("string")})
+        return metric_info(
+            _DESCRIPTION,
+            _KWARGS_DESCRIPTION,
+            {"predictions": datasets.Value("string"), "references": datasets.Value("string")},
+        )
 
     def _compute(self, predictions, references):
         if not references:

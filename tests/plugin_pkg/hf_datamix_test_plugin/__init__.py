@@ -78,4 +78,6 @@ class HeldOutNow(Simulator):
         rng = np.random.default_rng([self.seed, context.step])
         X = rng.dirichlet(np.ones(len(names)), size=self.config.now_candidates)
         Y = now[None, :] - self.config.now_gain * X
-        return Simulation(list(names), {}, list(names), X, Y, list(names), {"simulator": self.name, "now": now.tolist()})
+        return Simulation(
+            list(names), {}, list(names), X, Y, list(names), {"simulator": self.name, "now": now.tolist()}
+        )
