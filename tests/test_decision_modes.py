@@ -194,3 +194,12 @@ def test_op_mix_reference_prior_end_to_end(tmp_path, tokenizer):
     train(tmp_path, tokenizer, strategy_args={"prior_space": "coordinates"})
     decision = json.load(open(tmp_path / "mixtures.json"))[1]
     assert decision["prior_space"] == "coordinates" and decision["collapsed_domains"][0] == OLD
+
+
+@pytest.mark.parametrize("name", ["lora_probes", "branches", "calibrated"])
+def test_simulators_without_groups_refuse_them_by_name(name):
+    from hf_datamix.simulate.base import create_simulator
+
+    simulator = create_simulator(name)
+    with pytest.raises(ValueError, match=f"^{name} cannot hold reused domains together"):
+        simulator.simulate(context(), Mixture.uniform(["alpha", "beta"]), groups={"g": Mixture({"alpha": 1.0})})

@@ -369,14 +369,12 @@ def _derived_calibrated(plan, lora, branches, agreement) -> dict[str, Any]:
     """``calibrated`` (hf_datamix.simulate.calibrated) computed from the ``lora`` and ``branches`` units of the
     same point: the spread-encoded probe scores corrected per target by the affine fit to the branch scores of
     the candidates that span the probes' mean score; those candidates keep their branch scores."""
-    from hf_datamix.simulate.calibrated import fit_affine, spanning
+    from hf_datamix.simulate.calibrated import corrected_scores, spanning
 
     L = np.asarray(lora["scores"]["spread"], dtype=float)
     B = np.asarray(branches["scores"]["decision"], dtype=float)
     chosen = spanning(L.mean(axis=1), CALIBRATION_BRANCHES)
-    fit = fit_affine(L[chosen], B[chosen])
-    Y = fit.apply(L)
-    Y[chosen] = B[chosen]
+    Y, fit = corrected_scores(L, B[chosen], chosen)
     share = len(chosen) / len(B)
     tokens = dict(lora["tokens"])
     for kind, count in branches["tokens"].items():

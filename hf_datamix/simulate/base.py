@@ -151,6 +151,11 @@ class Simulator:
         """True if every process of ``trainer``'s run must call :meth:`simulate` together."""
         return self.collective
 
+    def refuse_groups(self, groups: Mapping[str, Mixture] | None) -> None:
+        """Raise if ``groups`` are asked of a simulator that does not :attr:`supports_groups`."""
+        if groups and not self.supports_groups:
+            raise ValueError(f"{self.name} cannot hold reused domains together (groups); use simulator=proxy_swarm.")
+
     def simulate(
         self,
         context,

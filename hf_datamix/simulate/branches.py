@@ -292,8 +292,7 @@ class Branches(Simulator):
         candidates: Sequence[Mapping[str, float]] | None = None,
         groups: Mapping[str, Mixture] | None = None,
     ) -> Simulation:
-        if groups:
-            raise ValueError("branches cannot hold reused domains together (groups); use simulator=proxy_swarm.")
+        self.refuse_groups(groups)
         cfg, names = self.config, context.domains.names
         if candidates is None:
             candidates = self.design(context, around)

@@ -130,6 +130,19 @@ def fit_affine(lora: np.ndarray, real: np.ndarray) -> AffineFit:
     return AffineFit(a, b, reasons)
 
 
+def corrected_scores(lora: np.ndarray, real: np.ndarray, chosen: Sequence[int]) -> tuple[np.ndarray, AffineFit]:
+    """``(C, T)`` probe scores ``lora`` mapped onto the branches' scale by :func:`fit_affine` over the rows
+    ``chosen``, whose branch scores are ``real`` (``(len(chosen), T)``); those rows keep their finite branch
+    scores (a diverged branch keeps its corrected probe score).  Returns the scores and the fit."""
+    lora, real = np.asarray(lora, dtype=float), np.asarray(real, dtype=float)
+    fit = fit_affine(lora[list(chosen)], real)
+    Y = fit.apply(lora)
+    for row, i in enumerate(chosen):
+        finite = np.isfinite(real[row])
+        Y[i, finite] = real[row, finite]
+    return Y, fit
+
+
 def spanning(scores: np.ndarray, count: int) -> list[int]:
     """``count`` indices whose ``scores`` span their range: the lowest, the highest, evenly in between.
 
@@ -174,8 +187,7 @@ class Calibrated(Simulator):
         candidates: Sequence[Mapping[str, float]] | None = None,
         groups: Mapping[str, Mixture] | None = None,
     ) -> Simulation | None:
-        if groups:
-            raise ValueError("calibrated cannot hold reused domains together (groups); use simulator=proxy_swarm.")
+        self.refuse_groups(groups)
         lora = self.probes.simulate(context, around, candidates)
         if lora is None:
             return None
@@ -208,11 +220,7 @@ class Calibrated(Simulator):
         real, branch_targets, results = self.branches.branch(context, data, metric=self.probes.metric(context.trainer))
         if list(branch_targets) != list(targets):
             raise RuntimeError(f"calibrated: the branches score targets {branch_targets}, the probes {list(targets)}.")
-        fit = fit_affine(lora[chosen], real)
-        Y = fit.apply(lora)
-        for row, i in enumerate(chosen):
-            finite = np.isfinite(real[row])  # a diverged branch keeps its corrected probe score
-            Y[i, finite] = real[row, finite]
+        Y, fit = corrected_scores(lora, real, chosen)
         record = {
             "branched": chosen,
             "mixtures": [m.to_dict() for m in data],

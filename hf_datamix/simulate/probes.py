@@ -315,8 +315,7 @@ class LoRAProbes(Simulator):
         candidates: Sequence[Mapping[str, float]] | None = None,
         groups: Mapping[str, Mixture] | None = None,
     ) -> Simulation | None:
-        if groups:
-            raise ValueError("lora_probes cannot hold reused domains together (groups); use simulator=proxy_swarm.")
+        self.refuse_groups(groups)
         cfg, names = self.config, context.domains.names
         share = cfg.domain_probe_share
         probes = {"old": around}
