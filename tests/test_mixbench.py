@@ -46,12 +46,13 @@ def mixbench(*args, timeout=600):
     return done.stdout
 
 
-def staged(tmp_path):
-    """Stage the tiny ``five`` set from a fake corpus; the arguments every command of a test shares."""
-    fake_corpus(tmp_path / "corpus", "five")
+def staged(tmp_path, set_name="five", extra=("--points", "0.2")):
+    """Stage the tiny ``set_name`` set from a fake corpus; the arguments every command of a test shares
+    (``extra`` appended: by default the fidelity tests' one decision point)."""
+    fake_corpus(tmp_path / "corpus", set_name)
     common = [
         "--set",
-        "five",
+        set_name,
         "--shape",
         "tiny",
         "--data",
@@ -62,8 +63,7 @@ def staged(tmp_path):
         str(tmp_path / "scratch"),
         "--commit",
         "test",
-        "--points",
-        "0.2",
+        *extra,
     ]
     mixbench("stage", "--corpus", str(tmp_path / "corpus"), *common)
     return common

@@ -13,27 +13,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from test_mixbench import fake_corpus, mixbench  # noqa: E402
+from test_mixbench import mixbench, staged  # noqa: E402
 
 
 @pytest.mark.timeout(600)
 def test_reuse_arms_over_five_updates_resume_and_report(tmp_path):
-    fake_corpus(tmp_path / "corpus", "leaves")
-    common = [
-        "--set",
-        "leaves",
-        "--shape",
-        "tiny",
-        "--data",
-        str(tmp_path / "data"),
-        "--results",
-        str(tmp_path / "results"),
-        "--scratch",
-        str(tmp_path / "scratch"),
-        "--commit",
-        "test",
-    ]
-    mixbench("stage", "--corpus", str(tmp_path / "corpus"), *common)
+    common = staged(tmp_path, "leaves", extra=())
     manifest = json.load(open(tmp_path / "data" / "leaves" / "manifest.json"))
     assert len(manifest["domains"]) >= 16 and set(manifest["derived"]) == {"python_stdlib", "wordnet@v1"}
     assert manifest["derived"]["python_stdlib"]["train"]["tokens"] == sum(
