@@ -25,6 +25,7 @@ import glob
 import os
 import shutil
 import sys
+import time
 
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -174,7 +175,8 @@ def _write_results(opts, module) -> dict:
     return result
 
 
-def _worker_argv(opts, store: str) -> list[str]:
+def _worker_argv(opts, store: str, budget_s: float) -> list[str]:
+    """The command line of one worker; ``budget_s`` is what is left of this command's budget."""
     argv = [
         sys.executable,
         "-m",
@@ -195,7 +197,7 @@ def _worker_argv(opts, store: str) -> list[str]:
         "--procs",
         str(opts.procs),
         "--budget-s",
-        str(opts.budget_s),
+        str(budget_s),
         "--work",
         opts.work,
         "--scratch",
@@ -216,6 +218,7 @@ def _worker_argv(opts, store: str) -> list[str]:
 
 
 def main(argv=None) -> int:
+    started = time.monotonic()  # the budget counts from here: packing data and starting workers spend it too
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.mixbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -264,7 +267,12 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--merge", nargs="*", default=[], help="folders of worker-*.json to add to the store first")
     parser.add_argument("--procs", type=int, default=1, help="worker processes (several share one GPU)")
-    parser.add_argument("--budget-s", type=float, default=540.0, help="seconds the workers may run")
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=540.0,
+        help="seconds this command may run, counted from its start (data packing included); units that would not end in time are left for the next call",
+    )
     parser.add_argument("--work", default="/tmp/mixbench", help="worker files and logs")
     parser.add_argument("--scratch", default="/tmp/mixbench-scratch", help="unpacked data, trainer folders")
     parser.add_argument("--results", default=RESULTS_DIR)
@@ -344,7 +352,7 @@ def main(argv=None) -> int:
             [k for k, _ in pending] if dependent else shares[0],
             os.path.join(opts.scratch, "worker-0"),
             out,
-            Budget(opts.budget_s),
+            Budget(opts.budget_s - (time.monotonic() - started)),
             data_dir=opts.data,
             unpacked=opts.scratch,
             **extra,
@@ -352,7 +360,12 @@ def main(argv=None) -> int:
         store.merge_files(worker_files(opts.work))
     elif pending:
         store.save()  # the workers read the merged store
-        codes = launch_workers(_worker_argv(opts, store.path), opts.procs, opts.work, cwd=ROOT)
+        codes = launch_workers(
+            _worker_argv(opts, store.path, opts.budget_s - (time.monotonic() - started)),
+            opts.procs,
+            opts.work,
+            cwd=ROOT,
+        )
         store.merge_files(worker_files(opts.work))
         if any(codes):
             print(f"workers exited with {codes}; their finished units are kept", flush=True)

@@ -109,6 +109,18 @@ class FidelityPlan:
 
 
 # ---------------------------------------------------------------------------------- one worker
+def drop_unreachable(pending: dict[float, list[str]], step: int, plan: FidelityPlan, budget: Budget, log) -> None:
+    """Remove from ``pending`` (keys by decision point) the units that would not end before the deadline once
+    the prefix steps from ``step`` to their point are trained too, so a worker does not train a prefix
+    toward a point where none of its units fits."""
+    costs = dict(plan.units())
+    for point, keys in pending.items():
+        gap = max(0, plan.shape.step_at(point) - step)
+        for key in [k for k in keys if not budget.allows(costs[k] + gap)]:
+            log(f"skip: {key} (~{gap} prefix steps first) would not end before the deadline")
+            keys.remove(key)
+
+
 def run_worker(
     plan: FidelityPlan,
     keys: list[str],
@@ -179,6 +191,7 @@ def run_worker(
                     f"{key} done in {seconds:.1f} s"
                     + (f": mean test loss {result['test_mean']:.4f}" if kind == "oracle" else "")
                 )
+            drop_unreachable(pending, context.step, plan, budget, log)
             if not any(pending.values()):
                 trainer.control.should_training_stop = True  # nothing left for this worker past here
 
