@@ -8,12 +8,14 @@ needs no new runs.
 
 Modes: ``full`` reopens nothing; ``partial`` also reopens domains the user names; ``auto`` (beyond
 the paper) reopens the unaffected domains that the previously fitted law says drive the affected
-targets most, and records why.
+targets most, and records why.  A reopened domain becomes its own coordinate, whether the previous
+fit had it as one or held it inside its virtual domain; the virtual domain keeps the other fixed
+domains, their internal ratios renormalised from the previous mixture.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +83,8 @@ def plan_reuse(
     law_domains: Sequence[str] | None = None,
     max_reopen: int = 2,
     min_share: float = 0.25,
+    law_targets: Sequence[str] | None = None,
+    law_groups: Mapping[str, Mapping[str, float]] | None = None,
 ) -> ReusePlan:
     """Decide what to re-simulate after ``update``, given the ``previous`` mixture.
 
@@ -89,9 +93,14 @@ def plan_reuse(
         update: the :class:`~hf_datamix.domains.DomainUpdate`.
         mode: ``full``, ``partial`` (with ``reopen``), ``auto`` (with ``law``) or ``recompute``.
         reopen: unaffected domains to reopen in ``partial`` mode.
-        law: for ``auto``: a fitted log-linear law over ``law_domains`` (the previous coordinates).
+        law: for ``auto``: a fitted log-linear law over ``law_domains`` (the previous coordinates, its
+            columns) predicting ``law_targets`` (its rows).
         max_reopen, min_share: ``auto`` reopens at most ``max_reopen`` domains, each holding at least
             ``min_share`` of the affected targets' total sensitivity.
+        law_targets: the law's target names.  None: taken to be ``law_domains`` (as state saved before
+            the targets were kept assumed), refused when a coordinate is the virtual domain.
+        law_groups: ``{virtual coordinate: {member: internal weight}}`` of the previous fit, so that
+            ``auto`` can reopen a domain the previous fit held inside its virtual domain.
     """
     if mode not in REUSE_MODES:
         raise ValueError(f"reuse mode {mode!r} is unknown; use one of {list(REUSE_MODES)}.")
@@ -109,7 +118,8 @@ def plan_reuse(
         chosen = list(reopen)
         reasons = dict.fromkeys(chosen, "chosen by the user")
     elif mode == "auto":
-        chosen, reasons = _auto_reopen(update, unaffected, law, law_domains, max_reopen, min_share)
+        fitted = _PreviousLaw.of(law, law_domains, law_targets, law_groups)
+        chosen, reasons = _auto_reopen(update, unaffected, fitted, max_reopen, min_share)
     else:
         chosen = []
     fixed = [n for n in unaffected if n not in chosen]
@@ -121,24 +131,76 @@ def plan_reuse(
     return ReusePlan(mode, compute, fixed, internals, reasons)
 
 
-def _auto_reopen(update, unaffected, law, law_domains, max_reopen, min_share):
+@dataclass
+class _PreviousLaw:
+    """The previous step's fitted log-linear law, with the names of its rows and columns.
+
+    ``t`` is ``(targets, coordinates)``; ``groups`` maps a virtual coordinate to its members'
+    internal weights (a coordinate not in ``groups`` is the domain of that name).
+    """
+
+    t: np.ndarray
+    coordinates: list[str]
+    targets: list[str]
+    groups: dict[str, dict[str, float]]
+
+    @classmethod
+    def of(cls, law, coordinates, targets, groups) -> _PreviousLaw | str:
+        """The law with its names, or a note saying why ``auto`` cannot use it."""
+        if law is None or getattr(law, "t", None) is None or coordinates is None:
+            return "auto: no fitted log-linear law from the previous step; nothing reopened"
+        if targets is None:
+            # Before the targets were kept they were assumed to be the coordinates, which only holds
+            # for a fit without a virtual domain.
+            if VIRTUAL in coordinates:
+                return (
+                    "auto: the previous law's targets were not recorded (state from an older version) and "
+                    "its coordinates hold a virtual domain; nothing reopened"
+                )
+            targets = coordinates
+        t = np.asarray(law.t, dtype=float)
+        if t.shape != (len(targets), len(coordinates)):
+            return (
+                f"auto: the previous law's coefficients are {t.shape}, not (targets {len(targets)}, "
+                f"coordinates {len(coordinates)}); nothing reopened"
+            )
+        return cls(t, list(coordinates), list(targets), {v: dict(m) for v, m in (groups or {}).items()})
+
+    def members(self, coordinate: str) -> dict[str, float]:
+        """The domains a coordinate holds, with their internal weights (summing to 1)."""
+        weights = self.groups.get(coordinate, {coordinate: 1.0})
+        total = sum(weights.values()) or 1.0
+        return {name: w / total for name, w in weights.items()}
+
+
+def _auto_reopen(update, unaffected, law, max_reopen, min_share):
     """Reopen unaffected domains whose weight moves the affected targets most under the fitted law."""
-    if law is None or getattr(law, "t", None) is None or law_domains is None:
-        return [], {"note": "auto: no fitted log-linear law from the previous step; nothing reopened"}
-    index = {name: i for i, name in enumerate(law_domains)}
+    if isinstance(law, str):
+        return [], {"note": law}
     # Targets touched by the update: revised domains and partitioned parents had targets before;
     # an added domain had none, so then every previous target counts.
-    touched = [index[n] for n in list(update.affected) + list(update.removed) if n in index]
-    targets = touched or list(range(law.t.shape[0]))
-    sensitivity = np.abs(np.asarray(law.t)[targets]).sum(axis=0)
-    scored = {n: float(sensitivity[index[n]]) for n in unaffected if n in index}
+    rows = {name: i for i, name in enumerate(law.targets)}
+    touched = [rows[n] for n in list(update.affected) + list(update.removed) if n in rows]
+    targets = touched or list(range(len(law.targets)))
+    sensitivity = np.abs(law.t[targets]).sum(axis=0)
+    # The law saw a virtual domain's weight only as a whole, so its sensitivity is shared among the
+    # members by internal weight: the members' scores add up to the coordinate's, and the shares
+    # below still divide the law's sensitivity over its columns.
+    held: dict[str, float] = {}
+    for column, coordinate in enumerate(law.coordinates):
+        for name, weight in law.members(coordinate).items():
+            held[name] = held.get(name, 0.0) + float(sensitivity[column]) * weight
+    scored = {n: held[n] for n in unaffected if n in held}  # ties keep the new set's order
     total = sum(scored.values()) or 1.0
     ranked = sorted(scored, key=scored.get, reverse=True)
     chosen = [n for n in ranked[:max_reopen] if scored[n] / total >= min_share]
     reasons = {
-        "targets": [law_domains[i] if i < len(law_domains) else i for i in targets],
+        "targets": [law.targets[i] for i in targets],
         "sensitivity_share": {n: scored[n] / total for n in ranked},
-        "rule": f"reopen up to {max_reopen} domains holding >= {min_share:.0%} of |t| over those targets",
+        "rule": (
+            f"reopen up to {max_reopen} domains holding >= {min_share:.0%} of |t| over those targets "
+            "(a domain inside the virtual domain: its |t| times the domain's internal weight)"
+        ),
         "reopened": chosen,
     }
     return chosen, reasons

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from hf_datamix import DomainSet, DomainSpec, Mixture
 from hf_datamix.horizon import caps_for, virtual_cap
 from hf_datamix.reuse import VIRTUAL, plan_reuse
+from hf_datamix.simulate.base import Simulation
+from hf_datamix.strategies.base import DecisionContext
+from hf_datamix.strategies.registry import create_strategy
 
 
 def spec(name):
@@ -85,3 +90,133 @@ def test_auto_reopens_domains_that_drive_the_revised_target():
     assert plan.reasons["sensitivity_share"]["c"] > 0.9
     without_law = plan_reuse(PREVIOUS, BASE.revise("b", spec("b")), mode="auto")
     assert without_law.fixed == ["a", "c"] and "no fitted" in without_law.reasons["note"]
+
+
+# A previous fit after a first reuse step: a and b inside the virtual domain, c, d and e its own
+# coordinates; the law's rows are the five domains, its columns the four coordinates.
+WIDE = DomainSet([spec(n) for n in "abcde"])
+WIDE_PREVIOUS = Mixture({"a": 0.1, "b": 0.1, "c": 0.2, "d": 0.3, "e": 0.3})
+WIDE_LAW = dict(
+    law_domains=[VIRTUAL, "c", "d", "e"],
+    law_targets=["a", "b", "c", "d", "e"],
+    law_groups={VIRTUAL: {"a": 0.5, "b": 0.5}},
+)
+WIDE_T = [
+    [-1.0, 0.0, 0.0, 0.0],
+    [-0.1, -0.1, -3.0, -0.1],  # target b leans on d (row 1: where c's column index points)
+    [-0.1, -1.0, -0.1, -3.0],  # target c leans on e
+    [0.0, 0.0, -1.0, 0.0],
+    [0.0, 0.0, 0.0, -1.0],
+]
+
+
+def test_auto_reads_the_target_rows_by_name_after_a_virtual_domain():
+    # Revising c: c's own row (the third target) drives the choice, so e is reopened, not d.
+    plan = plan_reuse(WIDE_PREVIOUS, WIDE.revise("c", spec("c")), mode="auto", law=FakeLaw(WIDE_T), **WIDE_LAW)
+    assert plan.reasons["targets"] == ["c"] and plan.reasons["reopened"] == ["e"]
+    assert plan.coordinates == [VIRTUAL, "c", "e"] and plan.fixed == ["a", "b", "d"]
+    assert plan.internals.allclose({"a": 0.2, "b": 0.2, "d": 0.6})
+    # An added domain had no target: every previous target counts, each named.
+    added = plan_reuse(WIDE_PREVIOUS, WIDE.add(spec("new")), mode="auto", law=FakeLaw(WIDE_T), **WIDE_LAW)
+    assert added.reasons["targets"] == ["a", "b", "c", "d", "e"]
+
+
+# The previous fit: a and b inside the virtual domain (internal weights 1:3), c its own coordinate.
+INNER_LAW = dict(law_domains=[VIRTUAL, "c"], law_targets=["a", "b", "c"], law_groups={VIRTUAL: {"a": 0.25, "b": 0.75}})
+INNER_T = [[-2.0, -0.1], [-2.0, -0.1], [-1.0, -0.2]]
+INNER_PREVIOUS = Mixture({"a": 0.1, "b": 0.3, "c": 0.6})
+
+
+def assert_reopens_b_from_the_virtual_domain(plan):
+    # |t| over all targets (a domain was added): virtual 5.0, c 0.4; the virtual domain's share goes
+    # to a and b by internal weight (1.25, 3.75), so b holds 3.75 / 5.4 and is reopened.
+    assert plan.reasons["sensitivity_share"] == pytest.approx({"b": 3.75 / 5.4, "a": 1.25 / 5.4, "c": 0.4 / 5.4})
+    assert plan.reasons["reopened"] == ["b"]
+    # b becomes its own coordinate; the virtual domain keeps a and c, renormalised from the previous mixture.
+    assert plan.coordinates == [VIRTUAL, "b", "new"] and plan.fixed == ["a", "c"]
+    assert plan.internals.allclose({"a": 0.1 / 0.7, "c": 0.6 / 0.7})
+    full = plan.expand(Mixture({VIRTUAL: 0.5, "b": 0.2, "new": 0.3}))
+    assert full.allclose({"a": 0.5 / 7, "b": 0.2, "c": 3 / 7, "new": 0.3})
+
+
+def test_auto_reopens_a_domain_held_inside_the_virtual_domain():
+    plan = plan_reuse(INNER_PREVIOUS, BASE.add(spec("new")), mode="auto", law=FakeLaw(INNER_T), **INNER_LAW)
+    assert_reopens_b_from_the_virtual_domain(plan)
+
+
+def reuse_context(previous, update, **extra):
+    return DecisionContext(
+        step=0,
+        max_steps=3,
+        stage=1,
+        domains=update.domains,
+        token_counts=dict.fromkeys(update.domains.names, 100),
+        previous_mixture=previous,
+        update=update,
+        **extra,
+    )
+
+
+def law_state(t, law_domains, law_targets, law_groups):
+    """olmix_reuse's state after a fit with log-linear coefficients ``t``."""
+    law = {"name": "log_linear", "domains": len(law_domains), "targets": len(law_targets)}
+    law["params"] = {"c": [0.0] * len(law_targets), "t": t}
+    return {
+        "proxy_runs": 7,
+        "last_law": law,
+        "last_domains": law_domains,
+        "last_targets": law_targets,
+        "last_internals": law_groups,
+    }
+
+
+def older_state(state):
+    """``state`` as olmix_reuse saved it before it kept the law's targets and internals."""
+    return {k: state[k] for k in ("proxy_runs", "last_law", "last_domains")}
+
+
+def test_olmix_reuse_state_round_trips_the_law_targets_and_internals():
+    saved = create_strategy("olmix_reuse", reuse="auto")
+    saved.load_state_dict(law_state(INNER_T, **INNER_LAW))
+    state = json.loads(json.dumps(saved.state_dict()))  # as datamix_state.json keeps it
+    assert state["last_targets"] == ["a", "b", "c"] and state["last_internals"] == {VIRTUAL: {"a": 0.25, "b": 0.75}}
+    resumed = create_strategy("olmix_reuse", reuse="auto")
+    resumed.load_state_dict(state)
+    assert resumed.state_dict() == saved.state_dict()
+    assert_reopens_b_from_the_virtual_domain(resumed.plan(reuse_context(INNER_PREVIOUS, BASE.add(spec("new")))))
+    # State saved before targets and internals were kept: without a virtual domain the coordinates
+    # are the targets, as before; with one, auto declines instead of reading the wrong rows.
+    resumed.load_state_dict(older_state(law_state(INNER_T, **INNER_LAW)))
+    declined = resumed.plan(reuse_context(INNER_PREVIOUS, BASE.add(spec("new"))))
+    assert declined.fixed == ["a", "b", "c"] and "not recorded" in declined.reasons["note"]
+    flat = [[-2.0, 0.1, 0.1], [-0.1, -1.0, -3.0], [0.1, 0.1, -2.0]]  # test_auto_reopens_..._revised_target's
+    resumed.load_state_dict(older_state(law_state(flat, ["a", "b", "c"], ["a", "b", "c"], {})))
+    assert resumed.plan(reuse_context(PREVIOUS, BASE.revise("b", spec("b")))).reasons["reopened"] == ["c"]
+
+
+class FixedSimulator:
+    """Candidates over the plan's coordinates with made-up losses, scored on ``targets``."""
+
+    supports_groups = True
+
+    def __init__(self, targets):
+        self.targets = targets
+
+    def simulate(self, context, around, groups=None):
+        names = context.domains.names
+        grouped = {m for ratios in groups.values() for m in ratios}
+        coordinates = list(groups) + [n for n in names if n not in grouped]
+        X = np.random.default_rng(0).dirichlet(np.ones(len(coordinates)), size=8)
+        Y = 2.0 + np.exp(-X @ np.linspace(1.0, 2.0, len(coordinates)))[:, None] * np.ones(len(self.targets))
+        return Simulation(coordinates, dict(groups), list(names), X, Y, list(self.targets), {"proxy_runs": 8})
+
+
+def test_olmix_reuse_keeps_the_law_rows_columns_and_internals_of_its_decision():
+    strategy = create_strategy("olmix_reuse", reuse="full", prior="uniform", law_starts=3)
+    targets = ["a", "b", "c", "new"]
+    strategy.simulator = FixedSimulator(targets)
+    decision = strategy.decide(reuse_context(PREVIOUS, BASE.add(spec("new"))))
+    assert decision is not None
+    assert strategy.last_domains == [VIRTUAL, "new"] and strategy.last_targets == targets
+    assert Mixture(strategy.last_internals[VIRTUAL]).allclose(PREVIOUS)
+    assert np.asarray(strategy.last_law["params"]["t"]).shape == (len(targets), 2)

@@ -62,8 +62,12 @@ class OlmixReuseStrategy(ComposedStrategy):
     def __init__(self, config=None, **kwargs):
         super().__init__(config, **kwargs)
         self.proxy_runs = 0
+        # The previous decision's law, as ``auto`` reuse reads it: its coefficients, its columns (the
+        # coordinates), its rows (the targets) and the virtual domains' members with their weights.
         self.last_law: dict | None = None
         self.last_domains: list[str] | None = None
+        self.last_targets: list[str] | None = None
+        self.last_internals: dict[str, dict[str, float]] = {}
 
     def check(self, domains) -> None:
         super().check(domains)
@@ -80,11 +84,20 @@ class OlmixReuseStrategy(ComposedStrategy):
         return 0 if step == 0 else None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"proxy_runs": self.proxy_runs, "last_law": self.last_law, "last_domains": self.last_domains}
+        return {
+            "proxy_runs": self.proxy_runs,
+            "last_law": self.last_law,
+            "last_domains": self.last_domains,
+            "last_targets": self.last_targets,
+            "last_internals": self.last_internals,
+        }
 
     def load_state_dict(self, state):
         self.proxy_runs = state.get("proxy_runs", 0)
         self.last_law, self.last_domains = state.get("last_law"), state.get("last_domains")
+        # State saved before targets and internals were kept lacks them: plan_reuse then takes the
+        # coordinates for the targets, and declines when one of them is the virtual domain.
+        self.last_targets, self.last_internals = state.get("last_targets"), state.get("last_internals") or {}
 
     # -- pieces ---------------------------------------------------------------------------------
     def _prior(self, context: DecisionContext, names: list[str], tokens=None) -> Mixture:
@@ -104,7 +117,14 @@ class OlmixReuseStrategy(ComposedStrategy):
             return ReusePlan("recompute", context.domains.names, [], None, {"note": "no previous mixture"})
         law = MixingLaw.from_dict(self.last_law) if self.last_law and self.config.reuse == "auto" else None
         return plan_reuse(
-            previous, context.update, self.config.reuse, self.config.reopen, law=law, law_domains=self.last_domains
+            previous,
+            context.update,
+            self.config.reuse,
+            self.config.reopen,
+            law=law,
+            law_domains=self.last_domains,
+            law_targets=self.last_targets,
+            law_groups=self.last_internals,
         )
 
     def decide(self, context: DecisionContext) -> Decision | None:
@@ -124,6 +144,10 @@ class OlmixReuseStrategy(ComposedStrategy):
             return None
         self.proxy_runs += int(simulation.record.get("proxy_runs", 0))
         decision = decide(simulation, self.config, context)
-        self.last_law, self.last_domains = decision.details["law"], simulation.coordinates
+        # The law's columns are the record's (with law_space="data" the domains, not the simulation's
+        # coordinates); its rows are the simulation's targets.
+        details = decision.details
+        self.last_law, self.last_domains = details["law"], list(details["collapsed_domains"])
+        self.last_targets, self.last_internals = list(simulation.targets), dict(details["internals"])
         decision.details.update(reuse=plan.to_dict(), proxy_runs_total=self.proxy_runs)
         return decision
