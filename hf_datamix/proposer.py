@@ -361,12 +361,13 @@ def fit_and_propose(
     law_options: Mapping[str, Any] | None = None,
     prior_over_coordinates: bool = False,
     trust_full_spearman: float | None = None,
+    targets: Sequence[str] | None = None,
 ) -> tuple[Any, dict]:
     """The step both ``op_mix`` and ``olmix_reuse`` end with: fit a law on simulated runs, propose, expand.
 
     ``X`` (runs × coordinates) are the runs' weights over collapsed ``coordinates`` (virtual domains
     named in ``groups`` = ``{virtual: internal ratios}``), ``Y`` (runs × targets) their losses on
-    ``full_domains``.  ``law_starts`` are the log-linear law's random starts, ``law_options`` any other
+    ``targets`` (default: ``full_domains``; a simulator may score other targets).  ``law_starts`` are the log-linear law's random starts, ``law_options`` any other
     settings of the law.  ``prior`` is over ``full_domains``, or over ``coordinates`` with
     ``prior_over_coordinates`` (the KL is then measured there, as in OP-Mix's reference code).
     ``trust_full_spearman`` (None: off) scales the step from the feasible mixture closest to the prior
@@ -412,7 +413,7 @@ def fit_and_propose(
         "candidates": np.asarray(X).tolist(),
         "observed": np.asarray(Y).tolist(),
         "predicted": fitted.predict(X).tolist(),
-        "targets": list(full_domains),
+        "targets": list(full_domains if targets is None else targets),
         "law": fitted.to_dict(),
         "fit": report,
         "proposal": proposal.to_dict(),
@@ -603,6 +604,7 @@ def decide(simulation: Simulation, config: ProposerConfig, context: DecisionCont
         seed=config.decision_seed,
         prior_over_coordinates=config.prior_space == "coordinates",
         trust_full_spearman=config.trust_full_spearman if config.trust_region else None,
+        targets=simulation.targets,
     )
     record["law_space"] = space
     return Decision(mixture, {**record, **simulation.record})

@@ -203,3 +203,11 @@ def test_simulators_without_groups_refuse_them_by_name(name):
     simulator = create_simulator(name)
     with pytest.raises(ValueError, match=f"^{name} cannot hold reused domains together"):
         simulator.simulate(context(), Mixture.uniform(["alpha", "beta"]), groups={"g": Mixture({"alpha": 1.0})})
+
+
+def test_the_record_names_the_targets_the_simulator_scored():
+    two = ["a", "c"]  # a simulator that scores only some domains (e.g. proxy_swarm's targets option)
+    scored = Simulation(NAMES, {}, NAMES, DATA, true_loss(DATA)[:, [0, 2]], two)
+    decision = decide(scored, ProposerConfig(law_starts=20), decision_context())
+    assert decision.details["targets"] == two
+    assert np.asarray(decision.details["observed"]).shape == (len(DATA), 2)
