@@ -104,6 +104,16 @@ def pretrain_base(model, tokenizer, run: RunArguments, instruct: InstructArgumen
     return trainer.model_for_next_trainer(final)  # every process: collective under FSDP / DeepSpeed
 
 
+def base_model(run: RunArguments, instruct: InstructArguments, args: DataMixSFTConfig):
+    """``(tokenizer, model)`` every strategy starts from: the given model, or a random-init Llama pretrained
+    on the embedded text (``--pretrain_steps``; also used by benchmarks/instruct_tasks_calibration.py)."""
+    tokenizer = load_tokenizer(run)
+    base = load_model(run, tokenizer, seed=args.seed)
+    if not run.model_name_or_path and run.pretrain_steps > 0:
+        base = pretrain_base(base, tokenizer, run, instruct, args)
+    return tokenizer, base
+
+
 def summarise(name: str, results: dict) -> dict:
     """Final task errors, retention of earlier tasks, and the ledger of one strategy's run."""
     stages = results["stages"]
@@ -152,10 +162,7 @@ def main():
     domains, stages = plan(run, instruct)
     for strategy in built.values():
         check_plan(stages, strategy, args.init_mixture)
-    tokenizer = load_tokenizer(run)
-    base = load_model(run, tokenizer, seed=args.seed)
-    if not run.model_name_or_path and run.pretrain_steps > 0:
-        base = pretrain_base(base, tokenizer, run, instruct, args)
+    tokenizer, base = base_model(run, instruct, args)
     summary = []
     for name in strategies:
         strategy = built[name]

@@ -23,6 +23,7 @@ import random
 import re
 import textwrap
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from functools import cache
@@ -30,11 +31,13 @@ from functools import cache
 from .embedded import embedded_corpus_files
 
 
-TASK_NAMES = ("define", "term", "arith", "pyname", "book", "devil")
+# The last four answer from a small set of classes or by a rule (issue 20, item 2): the first six are at
+# their floor (exact-match error 0.92-1.0) for a 20M model, which cannot tell strategies apart.
+TASK_NAMES = ("define", "term", "arith", "pyname", "book", "devil", "pos", "section", "add", "cloze")
 EVAL_PER_MILLE = 100  # eval share of each task, by a hash of the prompt
 MIN_PROMPT_CHARS, MAX_PROMPT_CHARS = 20, 300  # the gloss/definition/docstring/verse quoted
 MAX_ANSWER_CHARS, MAX_ANSWER_WORDS = 30, 4
-ARITH_PROBLEMS = 3000
+ARITH_PROBLEMS = 3000  # problems drawn for arith and for add (duplicates kept once)
 
 _ABBREV = r"(?<!\be\.g)(?<!\bi\.e)(?<!\besp)(?<!\betc)(?<!\bvs)(?<!\bcf)(?<!\bMr)(?<!\bDr)(?<!\bSt)(?<!\bposs)"
 _SENTENCE_END = re.compile(_ABBREV + r"[.!?](?=\s+[A-Z\"'“‘(\[]|\s*$)")
@@ -70,10 +73,19 @@ def _entries(text: str) -> list[tuple[str, str]]:
 
 # ----------------------------------------------------------------------------------- generators
 # Each yields (question text quoted in the prompt, prompt, answer); _build filters and splits.
-def _define(seed):
+_POS_TAG = re.compile(r"\n {4}(?:(n|v|adj|adv) +)?\d+: ")
+_POS_NAMES = {"n": "noun", "v": "verb", "adj": "adjective", "adv": "adverb"}
+
+
+def _wordnet_senses():
+    """(headword, part-of-speech tag, gloss, synonyms) of every numbered sense of the WordNet entries;
+    the gloss has the ``[syn: ...]`` lists and the quoted usage examples cut off."""
     for text in _texts("dictionary"):
         for head, body in _entries(text):
-            for sense in re.split(r"\n {4}(?:(?:n|v|adj|adv) +)?\d+: ", "\n" + body)[1:]:
+            parts = _POS_TAG.split("\n" + body)
+            tag = None
+            for new_tag, sense in zip(parts[1::2], parts[2::2]):
+                tag = new_tag or tag  # "2: ..." continues the part of speech of the sense before
                 sense = " ".join(sense.split())
                 syns = {
                     s.strip().lower()
@@ -81,19 +93,23 @@ def _define(seed):
                     for s in re.findall(r"\{(.*?)\}", group)
                 }
                 gloss = re.sub(r"\[(?:syn|ant|also):.*?\]", "", sense)
-                gloss = re.split(r';?\s*"', gloss)[0].strip(" ;")
-                letter = head[:1].lower()
-                # WordNet synonyms share a gloss: keep only senses whose first letter picks the headword
-                if not letter.isalpha() or any(s[:1] == letter for s in syns - {head.lower()}):
-                    continue
-                yield (
-                    gloss,
-                    (
-                        f'Which word or phrase, starting with "{letter}", is defined as: "{gloss}"? '
-                        "Answer with the word or phrase only."
-                    ),
-                    head,
-                )
+                yield head, tag, re.split(r';?\s*"', gloss)[0].strip(" ;"), syns
+
+
+def _define(seed):
+    for head, _, gloss, syns in _wordnet_senses():
+        letter = head[:1].lower()
+        # WordNet synonyms share a gloss: keep only senses whose first letter picks the headword
+        if not letter.isalpha() or any(s[:1] == letter for s in syns - {head.lower()}):
+            continue
+        yield (
+            gloss,
+            (
+                f'Which word or phrase, starting with "{letter}", is defined as: "{gloss}"? '
+                "Answer with the word or phrase only."
+            ),
+            head,
+        )
 
 
 def _jargon(seed):
@@ -189,20 +205,24 @@ def _pyname(seed):
         )
 
 
-def _book(seed):
+def _verses():
+    """(book, verse) of every chapter whose heading is in the same corpus piece."""
     for text in _texts("scripture"):
-        heading = text.split("\n", 1)[0]
-        if not (m := re.fullmatch(r"(\S.*) \d+", heading)):
-            continue  # a later piece of a long chapter: no heading names its book
-        for verse in re.findall(r"^\d+ (.+)$", text, re.MULTILINE):
-            yield (
-                verse,
-                (
-                    f'Which book of the Authorized Version of the Bible contains this verse: "{verse}"? '
-                    "Answer with the book name only."
-                ),
-                m.group(1),
-            )
+        if m := re.fullmatch(r"(\S.*) \d+", text.split("\n", 1)[0]):
+            for verse in re.findall(r"^\d+ (.+)$", text, re.MULTILINE):
+                yield m.group(1), verse
+
+
+def _book(seed):
+    for book, verse in _verses():
+        yield (
+            verse,
+            (
+                f'Which book of the Authorized Version of the Bible contains this verse: "{verse}"? '
+                "Answer with the book name only."
+            ),
+            book,
+        )
 
 
 def _devil(seed):
@@ -221,7 +241,99 @@ def _devil(seed):
                 )
 
 
-_GENERATORS = {"define": _define, "term": _jargon, "arith": _arith, "pyname": _pyname, "book": _book, "devil": _devil}
+# The tasks below are meant to be partly learnable by a 20M model in one stage (~200 steps of 32), so
+# their exact-match error lands between the majority-class floor and 0 (issue 20 asks for 0.2-0.9).
+def _pos(seed):
+    # A classification read from the gloss's form: verb glosses start with a verb ("move fast"),
+    # adjective ones with "having", "of or relating to", adverb ones with "in a ... manner": enough to
+    # get well under the balanced floor (0.67).  Many glosses follow no such pattern ("a person who ..."
+    # vs "characterized by ..." is easy, "lacking ..." or a bare noun phrase is not), which should keep
+    # the error above 0.2.  Four answers, cut to balance (nouns are 72 % of the senses).
+    for _, tag, gloss, _ in _wordnet_senses():
+        if tag:
+            yield (
+                gloss,
+                f'Which part of speech is the word whose WordNet gloss is: "{gloss}"? Answer with one word.',
+                _POS_NAMES[tag],
+            )
+
+
+_SECTIONS = {  # the traditional divisions of the Protestant canon, in canonical order
+    "Pentateuch": "Genesis Exodus Leviticus Numbers Deuteronomy",
+    "Historical books": "Joshua Judges Ruth 1_Samuel 2_Samuel 1_Kings 2_Kings 1_Chronicles 2_Chronicles Ezra "
+    "Nehemiah Esther",
+    "Poetic books": "Job Psalms Proverbs Ecclesiastes Song_of_Solomon",
+    "Prophetic books": "Isaiah Jeremiah Lamentations Ezekiel Daniel Hosea Joel Amos Obadiah Jonah Micah Nahum "
+    "Habakkuk Zephaniah Haggai Zechariah Malachi",
+    "New Testament": "Matthew Mark Luke John Acts Romans 1_Corinthians 2_Corinthians Galatians Ephesians "
+    "Philippians Colossians 1_Thessalonians 2_Thessalonians 1_Timothy 2_Timothy Titus Philemon Hebrews James "
+    "1_Peter 2_Peter 1_John 2_John 3_John Jude Revelation",
+}
+_SECTION_OF = {book.replace("_", " "): name for name, books in _SECTIONS.items() for book in books.split()}
+
+
+def _section(seed):
+    # book's coarse version: five answers (balanced, floor 0.81) instead of 66, told apart by vocabulary
+    # and style (ritual law, kings and battles, psalm and proverb, "thus saith the LORD", Jesus and the
+    # apostles): below 0.9 once a model picks these up.  Neighbouring divisions share much (the narrative
+    # of Exodus and of Kings, the poetry of Psalms and of Isaiah), which should keep it above 0.2.
+    # The labels are not KJV words, so no verse is dropped for containing its answer.
+    for book, verse in _verses():
+        if book not in _SECTION_OF:
+            raise ValueError(f"instruct task 'section': book {book!r} of the scripture corpus is in no section")
+        yield (
+            verse,
+            f'Which section of the King James Bible is this verse from: "{verse}"? Answer with the section name only.',
+            _SECTION_OF[book],
+        )
+
+
+def _add(seed):
+    # Addition and subtraction of 1- and 2-digit numbers; arith's 3-digit sums, products and equations
+    # are beyond a 20M model after one stage.  Each operand is 1 or 2 digits with equal odds, so about a
+    # quarter are single-digit facts a small model memorises (and many two-digit ones need no carry),
+    # which should bring the error under 0.9; carries and borrows should keep it above 0.2.
+    rng = random.Random(f"instruct-add:{seed}")
+    for _ in range(ARITH_PROBLEMS):
+        a, b = (rng.randrange(10) if rng.random() < 0.5 else rng.randrange(10, 100) for _ in range(2))
+        if rng.random() < 0.5:
+            q, ans = f"What is {a} + {b}?", a + b
+        else:
+            a, b = max(a, b), min(a, b)  # no negative results
+            q, ans = f"What is {a} - {b}?", a - b
+        yield q, f"{q} Answer with the number only.", str(ans)
+
+
+def _cloze(seed):
+    # Language modelling as a task: the last word of a verse, blanked.  Open vocabulary, so far above
+    # 0.2, but the words that end verses are few and frequent (him, them, Israel, LORD, thee, ...) and
+    # the context often predicts them ("for ever", "saith the LORD"), so a base pretrained on the corpus
+    # should get more than one in ten right.  The riskiest of the four: it may stay above 0.9.  A word
+    # that also occurs earlier in its verse is dropped by the leak filter.
+    for _, verse in _verses():
+        if m := re.fullmatch(r"(.*\s)([A-Za-z][A-Za-z']*)(\W*)", verse):
+            quoted = f"{m.group(1)}___{m.group(3)}"
+            yield (
+                quoted,
+                f'Which word is missing at the end of this verse: "{quoted}"? Answer with the word only.',
+                m.group(2),
+            )
+
+
+_GENERATORS = {
+    "define": _define,
+    "term": _jargon,
+    "arith": _arith,
+    "pyname": _pyname,
+    "book": _book,
+    "devil": _devil,
+    "pos": _pos,
+    "section": _section,
+    "add": _add,
+    "cloze": _cloze,
+}
+_BALANCED = ("pos", "section")  # classes cut to the median class's size (see _balance)
+_GENERATED = ("arith", "add")  # no quoted text: the length filter does not apply
 
 
 def _words(text: str) -> str:
@@ -233,6 +345,26 @@ def _leaks(answer: str, prompt: str) -> bool:
     return answer.lower() in prompt.lower() or _words(answer) in _words(prompt)
 
 
+def _balance(name: str, kept: dict[str, str]) -> dict[str, str]:
+    """``kept`` (prompt -> answer) with every answer held by at most as many prompts as the median answer.
+
+    Without it always answering the largest class scores well without learning (nouns are 72 % of the
+    WordNet senses); the median keeps at least half the classes whole.  Which prompts stay is chosen by a
+    hash of the prompt without the seed, so the seed still changes the split only.
+    """
+    by_answer: dict[str, list[str]] = {}
+    for prompt, answer in kept.items():
+        by_answer.setdefault(answer, []).append(prompt)
+    sizes = sorted(len(prompts) for prompts in by_answer.values())
+    cap = sizes[len(sizes) // 2]
+    chosen = {
+        prompt
+        for prompts in by_answer.values()
+        for prompt in sorted(prompts, key=lambda p: hashlib.sha256(f"{name}:{p}".encode()).hexdigest())[:cap]
+    }
+    return {p: a for p, a in kept.items() if p in chosen}
+
+
 @cache
 def _build(name: str, seed: int) -> tuple[tuple[dict, ...], tuple[dict, ...]]:
     by_prompt: dict[str, set[str]] = {}
@@ -241,7 +373,7 @@ def _build(name: str, seed: int) -> tuple[tuple[dict, ...], tuple[dict, ...]]:
         answer = " ".join(answer.split())
         by_prompt.setdefault(prompt, set()).add(_normalise(answer))  # before the answer filters
         if (
-            (name != "arith" and not MIN_PROMPT_CHARS <= len(quoted) <= MAX_PROMPT_CHARS)
+            (name not in _GENERATED and not MIN_PROMPT_CHARS <= len(quoted) <= MAX_PROMPT_CHARS)
             or quoted.count("[") != quoted.count("]")
             or "{" in quoted
             or "}" in quoted
@@ -252,10 +384,11 @@ def _build(name: str, seed: int) -> tuple[tuple[dict, ...], tuple[dict, ...]]:
         ):
             continue
         kept.setdefault(prompt, answer)
+    kept = {p: a for p, a in kept.items() if len(by_prompt[p]) == 1}  # one prompt, several answers: ambiguous
+    if name in _BALANCED:
+        kept = _balance(name, kept)
     splits: dict[str, list[tuple[str, dict]]] = {"train": [], "eval": []}
     for prompt, answer in kept.items():
-        if len(by_prompt[prompt]) > 1:
-            continue  # one prompt, several answers: ambiguous
         key = hashlib.sha256(f"{name}:{seed}:{prompt}".encode()).hexdigest()
         split = "eval" if int(key[:8], 16) % 1000 < EVAL_PER_MILLE else "train"
         splits[split].append(
@@ -346,3 +479,12 @@ def task_error(predictions: Sequence[str], answers: Sequence[str]) -> float:
             "give one prediction per answer (and at least one)."
         )
     return 1.0 - sum(map(exact_match, predictions, answers)) / len(answers)
+
+
+def majority_error(name: str, seed: int = 0) -> float:
+    """The eval error of always giving the most common train answer of task ``name``: the floor a model
+    must beat to show that it learned the task rather than its answer distribution."""
+    _check_names([name])
+    train, evaluation = _build(name, int(seed))
+    guess = Counter(_normalise(r["answer"]) for r in train).most_common(1)[0][0]
+    return task_error([guess] * len(evaluation), [r["answer"] for r in evaluation])
