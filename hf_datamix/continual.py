@@ -195,7 +195,8 @@ def run_continual(
             ledger.save(root)
             write_json_atomic(os.path.join(root, RESULTS_FILE), results)
             previous.save(os.path.join(root, MIXTURE_FILE), strategy=strategy.name, stage=stage.index)
-            _plot(history, root, step_offset)
+            if args.write_plots:
+                _plot(history, root, step_offset)
         # Every process: saving is collective under FSDP / DeepSpeed.  Also after the last stage, as the
         # caller may build another trainer in this process (recipes/instruct.py runs strategy after strategy).
         model = trainer.model_for_next_trainer(os.path.join(stage_args.output_dir, "final"))

@@ -6,12 +6,13 @@
     python -m benchmarks.mixbench quality --set five --procs 2       # every arm (--arms a,b) end to end, paired
     python -m benchmarks.mixbench transfer --set even                # Olmix proxy -> target transfer ladder
     python -m benchmarks.mixbench reuse --set leaves --procs 2       # Olmix mixture reuse over 5 updates
+    python -m benchmarks.mixbench continual --set continual            # op_mix vs retrain, replay, ... over 5 stages
 
-``fidelity``, ``baselines``, ``quality``, ``transfer`` and ``reuse`` are resumable: finished units live in a store (``--store``,
+``fidelity``, ``baselines``, ``quality``, ``transfer``, ``reuse`` and ``continual`` are resumable: finished units live in a store (``--store``,
 default ``benchmarks/mixbench/stores/<kind>-<set>-<shape>.json``, kept in git with the results); a command runs what is pending within ``--budget-s`` seconds
 and can be run again until everything is done.  Every command ends by rewriting the results file
 (``benchmarks/results/mixbench_<kind>.json`` + PNG, quality's ``opmix_quality_pretrain.json``, reuse's
-``olmix_reuse_scale.json``; ``"status":
+``olmix_reuse_scale.json``, continual's ``opmix_quality_continual.json``; ``"status":
 "partial"`` until all units are in) from
 every store of that kind, so each results file comes from one command, repeated.  ``--shape tiny`` is
 a CPU check of the whole pipeline.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import glob
+import inspect
 import os
 import shutil
 import sys
@@ -34,21 +36,33 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from _common import RESULTS_DIR, provenance, read_json, write_json  # noqa: E402
 
-from . import baselines, fidelity, quality, reuse, transfer, updates  # noqa: E402
+from . import baselines, continual, fidelity, quality, reuse, transfer, updates  # noqa: E402
 from .common import DATA_DIR, SETS, SHAPES, Shape, prepare, stage  # noqa: E402
 from .runner import Board, Budget, Store, WorkerFile, assign, launch_workers, worker_files  # noqa: E402
 
 
-KINDS = {"fidelity": fidelity, "baselines": baselines, "quality": quality, "transfer": transfer, "reuse": reuse}
+KINDS = {
+    "fidelity": fidelity,
+    "baselines": baselines,
+    "quality": quality,
+    "transfer": transfer,
+    "reuse": reuse,
+    "continual": continual,
+}
 PLANS = {
     "fidelity": fidelity.FidelityPlan,
     "baselines": baselines.BaselinePlan,
     "quality": quality.QualityPlan,
     "transfer": transfer.TransferPlan,
     "reuse": reuse.ReuseScalePlan,
+    "continual": continual.ContinualPlan,
 }
 #: results files not named mixbench_<kind>
-RESULTS_NAMES = {"quality": "opmix_quality_pretrain", "reuse": "olmix_reuse_scale"}
+RESULTS_NAMES = {
+    "quality": "opmix_quality_pretrain",
+    "reuse": "olmix_reuse_scale",
+    "continual": "opmix_quality_continual",
+}
 #: --seeds when not given
 DEFAULT_SEEDS = {"reuse": "0,1"}
 PLAN_FIELDS = {kind: {f.name for f in dataclasses.fields(plan)} for kind, plan in PLANS.items()}
@@ -79,6 +93,14 @@ def _plan(opts):
         singles = tuple(d for d in (opts.single_reopens or "").split(",") if d)
         return reuse.ReuseScalePlan(
             opts.set, seeds=seeds, shape=shape, rung=rung, single_reopens=singles, swarm_size=opts.swarm_size
+        )
+    if opts.command == "continual":
+        return continual.ContinualPlan(
+            opts.set,
+            seeds=seeds,
+            shape=shape,
+            stage_steps=continual.STAGE_STEPS[opts.shape],
+            arms=tuple(a for a in (opts.arms or "").split(",") if a),
         )
     if opts.command == "quality":
         return quality.QualityPlan(
@@ -223,7 +245,7 @@ def main(argv=None) -> int:
         prog="python -m benchmarks.mixbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "command", choices=["stage", "fidelity", "baselines", "quality", "transfer", "reuse", "report"]
+        "command", choices=["stage", "fidelity", "baselines", "quality", "transfer", "reuse", "continual", "report"]
     )
     parser.add_argument("--set", required=True, choices=sorted(SETS))
     parser.add_argument("--shape", default="gpu", choices=sorted(SHAPES))
@@ -232,10 +254,14 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="fidelity: the seed of the prefix run")
     parser.add_argument(
         "--seeds",
-        help="baselines, quality: paired seeds (default 0,1,2); reuse: the last update's "
+        help="baselines, quality, continual: paired seeds (default 0,1,2); reuse: the last update's "
         "(default 0,1; the earlier updates train the first)",
     )
-    parser.add_argument("--arms", help=f"quality: arms to run, comma-separated (default: all of {list(quality.ARMS)})")
+    parser.add_argument(
+        "--arms",
+        help=f"quality: arms to run, comma-separated (default: all of {list(quality.ARMS)}); "
+        f"continual: of {list(continual.ARMS)}",
+    )
     parser.add_argument("--points", default="0.2,0.5", help="fidelity: decision points (fractions of the run)")
     parser.add_argument(
         "--planned",
@@ -329,9 +355,11 @@ def main(argv=None) -> int:
     pending = [(k, c) for k, c in plan.units() if k not in store.units]
     print(f"{len(store.units)} units done, {len(pending)} pending", flush=True)
     if opts.dry_run:
+        print(f"pending units: {', '.join(k for k, _ in pending) or 'none'}", flush=True)
         print(f"estimated cost of the pending units: {sum(c for _, c in pending):.0f} target steps", flush=True)
-        if hasattr(plan, "estimate"):
-            print(plan.estimate(), flush=True)
+        if hasattr(plan, "estimate"):  # of the pending units where the plan can tell, else of all
+            takes = "pending" in inspect.signature(plan.estimate).parameters
+            print(plan.estimate(pending=[k for k, _ in pending]) if takes else plan.estimate(), flush=True)
         return 0
     if pending:
         counts = prepare(opts.set, plan.shape, opts.scratch, opts.data)  # data checked before any GPU work

@@ -29,6 +29,20 @@ SETS: dict[str, dict[str, int | None]] = {
     "five": {"python_stdlib": 12_000_000, "python_docs": None, "scripture": None, "wordnet": None, "man_de": None},
     # Four domains of >= 10 M tokens each: no cap binds at any oracle mixture (largest share 0.5).
     "even": {"python_stdlib": 12_000_000, "gcide": 12_000_000, "wordnet": None, "arithmetic": 12_000_000},
+    # Continual midtraining (issue 18, second measurement; the stage plan in continual.STAGE_PLANS): a base of
+    # python_stdlib + gcide (23.7 M tokens: 1400 steps of the natural mix stay under 4 epochs), then 5 stages
+    # each adding one domain.  A 600-step stage is 39 M tokens: wordnet and arithmetic (>= 10 M) stay under 4
+    # epochs even at 100 %, scripture (~1.0 M tokens) is the scarce one (its cap binds above a ~10 % share),
+    # and man_de / python_docs bind too at the high new shares of sequential and replay.
+    "continual": {
+        "python_stdlib": 12_000_000,
+        "gcide": 13_000_000,
+        "wordnet": None,
+        "man_de": None,
+        "scripture": None,
+        "arithmetic": 12_000_000,
+        "python_docs": None,
+    },
     # Olmix's setting at 16+ domains (issue 19): 20 leaves cut from real sources by document key
     # (hf_datamix.data.corpus_build.LEAF_RULES), the update sequence over them in updates.SEQUENCES.
     "leaves": {

@@ -92,6 +92,8 @@ class QualityPlan:
     kind: ClassVar[str] = "quality"
     #: settings that may grow from call to call (the store checks the entries they share)
     extensible: ClassVar[tuple[str, ...]] = ("seeds", "arms")
+    #: the table the arms are named from
+    table: ClassVar[dict[str, dict[str, Any]]] = ARMS
 
     def __post_init__(self):
         if self.set_name not in SETS:
@@ -103,11 +105,11 @@ class QualityPlan:
         if isinstance(self.arms, Mapping):
             self.definitions = {name: dict(d) for name, d in self.arms.items()}
         else:
-            names = tuple(self.arms) or tuple(ARMS)
-            unknown = [n for n in names if n not in ARMS]
+            names = tuple(self.arms) or tuple(self.table)
+            unknown = [n for n in names if n not in self.table]
             if unknown:
-                raise ValueError(f"unknown arm(s) {unknown}; known arms: {list(ARMS)}.")
-            self.definitions = {name: resolve(ARMS[name], self.shape) for name in names}
+                raise ValueError(f"unknown arm(s) {unknown}; known arms: {list(self.table)}.")
+            self.definitions = {name: resolve(self.table[name], self.shape) for name in names}
         self.arms = tuple(self.definitions)
 
     def settings(self) -> dict[str, Any]:
@@ -305,6 +307,15 @@ def paired(arms: dict[str, dict], a: str, b: str, seed: int = 0) -> dict[str, An
     }
 
 
+def add_differences(arms: dict[str, dict], references: tuple[str, ...]) -> dict[str, dict]:
+    """``arms`` with every arm's paired difference to each reference run (``minus_<reference>``)."""
+    for arm, entry in arms.items():
+        for ref in references:
+            if ref != arm and ref in arms:
+                entry[f"minus_{ref}"] = paired(arms, arm, ref)
+    return arms
+
+
 def headroom_at(plan: QualityPlan, step: int | None, fidelity: dict | None) -> dict[str, Any]:
     """The oracle headroom the fidelity results give at decision step ``step`` of this plan's set and shape."""
     if step is None:
@@ -435,11 +446,7 @@ def report(
     for plan, units, _ in plans_and_units:
         complete = all(key in units for key in plan.unit_keys())
         out["complete"] &= complete
-        arms = {arm: arm_summary(plan, arm, units) for arm in plan.arms}
-        for arm, entry in arms.items():
-            for ref in REFERENCES:
-                if ref != arm and ref in arms:
-                    entry[f"minus_{ref}"] = paired(arms, arm, ref)
+        arms = add_differences({arm: arm_summary(plan, arm, units) for arm in plan.arms}, REFERENCES)
         judged = {}
         for arm in (a for a in plan.arms if plan.definitions[a]["strategy"] == "op_mix"):
             steps = sorted(

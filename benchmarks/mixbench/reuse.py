@@ -33,7 +33,7 @@ from hf_datamix.simulate.proxy_swarm import ProxySwarm, SwarmResult
 
 from .common import DATA_DIR, SETS, Shape, tokenizer
 from .reuse_report import plot, report, report_inputs  # noqa: E402,F401  (this kind's report)
-from .runner import Board, Budget, WorkerFile
+from .runner import Board, Budget, WorkerFile, run_ready
 from .transfer import non_embedding_parameters, proxy_shape, train_and_score
 from .updates import SEQUENCES, affected, check, stage_names, stages
 
@@ -452,42 +452,21 @@ def run_worker(
 ) -> None:
     """Take ready units until every one of ``keys`` (and the proxies they need) is done or none fits the budget."""
     st = Stages(plan, work, data_dir, unpacked)
-    board = Board(os.path.dirname(out.path), done)
     wanted = set(keys)
-    while True:
-        results = board.results()
-        ready = [u for u in _ready(plan, st, wanted, results) if not board.busy(u[0])]
-        fitting = [u for u in ready if budget.allows(u[1])]
-        if not fitting:
-            if ready:
-                print(
-                    f"stop: {len(ready)} ready units would not end before the deadline ({budget.left:.0f} s left)",
-                    flush=True,
-                )
-                return
-            if not board.any_busy() or budget.left <= 0:
-                return
-            time.sleep(POLL_S)
-            continue
-        key, cost, job = fitting[0]
-        if not board.claim(key):
-            continue
-        started = time.perf_counter()
-        try:
-            value = job()
-        except BaseException:
-            board.release(key)  # the others need not wait for it
-            raise
-        out.add(key, value)
-        seconds = time.perf_counter() - started
-        if cost:
-            budget.observe(cost, seconds)
-        shown = (
-            f"mean {value['split']} loss {value['mean']:.4f}"
-            if "mean" in value
-            else f"{value['proxy_runs']} members, plan {value['plan'] and value['plan']['compute']}"
-        )
-        print(f"{key}: {shown} in {seconds:.0f} s", flush=True)
+
+    def show(key, value):
+        if "mean" in value:
+            return f"mean {value['split']} loss {value['mean']:.4f}"
+        return f"{value['proxy_runs']} members, plan {value['plan'] and value['plan']['compute']}"
+
+    run_ready(
+        Board(os.path.dirname(out.path), done),
+        lambda results: _ready(plan, st, wanted, results),
+        out,
+        budget,
+        show,
+        POLL_S,
+    )
 
 
 def prepare(plan: ReuseScalePlan, scratch: str, data_dir: str) -> dict[str, Any]:

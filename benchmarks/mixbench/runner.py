@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 
@@ -213,6 +214,51 @@ class Board:
         """Give ``key`` back (its unit failed in this process)."""
         if os.path.exists(self._path(key)) and not self.busy(key):
             os.remove(self._path(key))
+
+
+def run_ready(
+    board: Board,
+    ready: Callable[[dict[str, Any]], list[tuple]],
+    out: WorkerFile,
+    budget: Budget,
+    show: Callable[[str, Any], str],
+    poll_s: float = 2.0,
+) -> None:
+    """Take units whose inputs are done until none is left or none fits the budget: ``ready(results)`` gives
+    ``[(key, cost, job)]`` or ``[(key, cost, job, claim)]`` (``claim``: the board's key when it is not ``key``, e.g.
+    a unit done elsewhere that this machine must redo) in the order to take them; ``job()`` gives the unit's value,
+    added to ``out`` as ``key``; ``show(key, value)`` is the line printed after it."""
+    while True:
+        units = [(*u, u[0])[:4] for u in ready(board.results())]
+        units = [u for u in units if not board.busy(u[3])]
+        fitting = [u for u in units if budget.allows(u[1])]
+        if not fitting:
+            if units:
+                print(
+                    f"stop: {len(units)} ready units would not end before the deadline ({budget.left:.0f} s left)",
+                    flush=True,
+                )
+                return
+            if not board.any_busy() or budget.left <= 0:
+                return
+            time.sleep(poll_s)
+            continue
+        key, cost, job, claim = fitting[0]
+        if not board.claim(claim):
+            continue
+        started = time.perf_counter()
+        try:
+            value = job()
+        except BaseException:
+            board.release(claim)  # the others need not wait for it
+            raise
+        out.add(key, value)
+        if claim != key:
+            board.release(claim)
+        seconds = time.perf_counter() - started
+        if cost:
+            budget.observe(cost, seconds)
+        print(f"{key}: {show(key, value)} in {seconds:.0f} s", flush=True)
 
 
 class Budget:
