@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib.util
+import json
 import os
 import random
 import shutil
@@ -27,6 +29,13 @@ WORDS = {
     "beta": "bolt bracket beam brace bearing bushing bevel".split(),
     "gamma": "cello guitar gong glockenspiel harp horn clarinet".split(),
 }
+
+
+def pytest_collection_finish(session):
+    # Every Trainer.train() begins with a full gc.collect() (accelerate's free_memory): over the ~0.5 M objects
+    # of torch, transformers and the collected test modules that is ~0.25 s a run on CI's CPUs.  They live
+    # for the whole session; frozen, collections skip them (what the tests create is still collected).
+    gc.freeze()
 
 
 def make_docs(domain: str, n: int, seed: int = 0) -> list[str]:
@@ -106,6 +115,29 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_DATAMIX_CACHE", str(tmp_path_factory.getbasetemp() / "packed-cache"))
     monkeypatch.setenv("WANDB_DISABLED", "true")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def task_files(folder) -> str:
+    """A ``--domains`` file of the embedded tasks arith and book, cut to 32 train and 16 eval examples each.
+
+    The instruct recipe prepares every example of a domain (chat template, tokens, distillation columns) in
+    every process (each seed's, each rank's): at the full ~2,500 per task that was over half of a tiny run, whose
+    2 steps a stage and few eval prompts use only these.  With ``--initial_domains arith --added_domains book``
+    the stages are those of ``--tasks arith,book`` (test_readme runs the whole tasks through ``--tasks``).
+    """
+    from hf_datamix.data.instruct_tasks import build_task
+
+    domains = {}
+    for name in ("arith", "book"):
+        task = build_task(name)
+        domains[name] = {}
+        for split, n in (("train", 32), ("eval", 16)):
+            path = folder / f"{name}.{split}.jsonl"
+            task[split].select(range(n)).to_json(str(path))
+            domains[name][split] = str(path)
+    path = folder / "domains.yaml"
+    path.write_text(json.dumps(domains))  # JSON is YAML
+    return str(path)
 
 
 def pip_available() -> bool:

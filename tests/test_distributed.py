@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import task_files
 
 from hf_datamix.callbacks import DECISION_LOG
 
@@ -116,8 +117,12 @@ def test_instruct_recipe_on_two_processes(tmp_path):
         str(tmp_path),
         "--strategies",
         "op_mix,sequential",
-        "--tasks",
-        "arith,book",
+        "--domains",
+        task_files(tmp_path),  # the tasks cut to a few examples: each process prepares every example
+        "--initial_domains",
+        "arith",
+        "--added_domains",
+        "book",
         "--steps_per_stage",
         "2",
         "--pretrain_steps",

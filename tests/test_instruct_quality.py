@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+from conftest import task_files
+
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
@@ -14,8 +16,10 @@ TINY = [
     os.path.join(ROOT, "recipes", "configs", "instruct.yaml"),
     "--strategies",
     "on_policy_distill,sequential",
-    "--tasks",
-    "arith,book",
+    "--initial_domains",
+    "arith",
+    "--added_domains",
+    "book",
     "--steps_per_stage",
     "2",
     "--pretrain_steps",
@@ -45,6 +49,8 @@ def test_instruct_quality_runs_seeds_and_writes_the_arms(tmp_path):
             "--results",
             str(results),
             *TINY,
+            "--domains",
+            task_files(tmp_path),
         ],
         capture_output=True,
         text=True,

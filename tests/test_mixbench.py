@@ -46,17 +46,17 @@ def mixbench(*args, timeout=600):
     return done.stdout
 
 
-def staged(tmp_path, set_name="five", extra=("--points", "0.2")):
-    """Stage the tiny ``set_name`` set from a fake corpus; the arguments every command of a test shares
-    (``extra`` appended: by default the fidelity tests' one decision point)."""
-    fake_corpus(tmp_path / "corpus", set_name)
+def staged(tmp_path, set_name="five", extra=("--points", "0.2"), data=None):
+    """Stage the tiny ``set_name`` set from a fake corpus (into ``tmp_path/data``, unless ``data`` holds it
+    staged already); the arguments every command of a test shares (``extra`` appended: by default the
+    fidelity tests' one decision point)."""
     common = [
         "--set",
         set_name,
         "--shape",
         "tiny",
         "--data",
-        str(tmp_path / "data"),
+        str(data or tmp_path / "data"),
         "--results",
         str(tmp_path / "results"),
         "--scratch",
@@ -65,14 +65,25 @@ def staged(tmp_path, set_name="five", extra=("--points", "0.2")):
         "test",
         *extra,
     ]
-    mixbench("stage", "--corpus", str(tmp_path / "corpus"), *common)
+    if data is None:
+        fake_corpus(tmp_path / "corpus", set_name)
+        mixbench("stage", "--corpus", str(tmp_path / "corpus"), *common)
     return common
 
 
+@pytest.fixture(scope="module")
+def five(tmp_path_factory):
+    """The tiny five set staged once for the module's tests (commands only read it; each test keeps its own
+    results, stores and scratch): staging is a process of its own, ~7 s."""
+    folder = tmp_path_factory.mktemp("five")
+    staged(folder)
+    return folder / "data"
+
+
 @pytest.mark.timeout(900)
-def test_fidelity_and_baselines_pipeline_at_tiny_size(tmp_path):
-    common = staged(tmp_path)
-    manifest = json.load(open(tmp_path / "data" / "five" / "manifest.json"))
+def test_fidelity_and_baselines_pipeline_at_tiny_size(tmp_path, five):
+    common = staged(tmp_path, data=five)
+    manifest = json.load(open(five / "five" / "manifest.json"))
     assert set(manifest["domains"]) == set(SETS["five"])
     store = str(tmp_path / "store" / "fidelity-five-tiny.json")
     # Two workers share the units (one prefix run each).
@@ -164,8 +175,8 @@ def test_fidelity_and_baselines_pipeline_at_tiny_size(tmp_path):
 
 
 @pytest.mark.timeout(900)
-def test_quality_arms_resume_and_report(tmp_path, monkeypatch, capsys):
-    common = staged(tmp_path)
+def test_quality_arms_resume_and_report(tmp_path, monkeypatch, capsys, five):
+    common = staged(tmp_path, data=five)
     store = tmp_path / "store" / "quality-five-tiny.json"
     arms = ["--arms", "natural,uniform,op_mix,op_mix_late", "--seeds", "0,1", "--store", str(store)]
     out = mixbench("quality", *common, *arms, "--procs", "2", "--work", str(tmp_path / "w1"))
