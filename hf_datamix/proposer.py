@@ -558,13 +558,16 @@ class ProposerConfig:
         return ProposerConfig(**{name: getattr(self, name) for name in ProposerConfig.__dataclass_fields__})
 
 
-def prior_weights(prior: str, context: DecisionContext, domains: Sequence[str]) -> np.ndarray:
-    """The KL prior over ``domains``: uniform, or natural (proportional to their training tokens)."""
+def prior_weights(prior: str, context: DecisionContext, domains: Sequence[str], setting: str = "prior") -> np.ndarray:
+    """The KL prior over ``domains``: uniform, or natural (proportional to their training tokens); ``setting``
+    names the setting that asked for it in the error."""
     if prior == "uniform":
         return Mixture.uniform(domains).to_array(domains)
     counts = {name: context.token_counts.get(name) for name in domains}
     if any(value is None for value in counts.values()):
-        raise ValueError(f"prior=natural needs every domain's token count; set DomainSpec.num_tokens for {counts}.")
+        raise ValueError(
+            f"{setting}=natural needs every domain's token count; set DomainSpec.num_tokens for {counts}."
+        )
     return Mixture.proportional(counts).to_array(domains)
 
 

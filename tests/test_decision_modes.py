@@ -211,3 +211,15 @@ def test_the_record_names_the_targets_the_simulator_scored():
     decision = decide(scored, ProposerConfig(law_starts=20), decision_context())
     assert decision.details["targets"] == two
     assert np.asarray(decision.details["observed"]).shape == (len(DATA), 2)
+
+
+def test_op_mix_warms_up_on_the_natural_mixture_when_asked():
+    published = create_strategy("op_mix")
+    assert published.initial_mixture(context())["alpha"] == pytest.approx(1 / 3)
+    natural = create_strategy("op_mix", warmup_mixture="natural")
+    mixture = natural.initial_mixture(context())
+    assert [mixture[n] for n in ("alpha", "beta", "gamma")] == pytest.approx([0.6, 0.3, 0.1])
+    with pytest.raises(ValueError, match="warmup_mixture=natural needs every domain's token count"):
+        natural.initial_mixture(context(token_counts={"alpha": 600}))
+    with pytest.raises(ValueError, match="warmup_mixture='proportional'.*uniform or natural"):
+        create_strategy("op_mix", warmup_mixture="proportional")

@@ -77,6 +77,7 @@ def _plan(opts):
             seed=opts.seed,
             shape=shape,
             planned=opts.planned,
+            prefix=opts.prefix,
             points=tuple(float(p) for p in opts.points.split(",")),
         )
     if opts.command == "transfer":
@@ -122,8 +123,10 @@ def _rung(text: str) -> tuple[str, str, float]:
 
 
 def _variant(opts) -> str:
-    """The command's name in store and results file names: ``fidelity_planned`` with ``--planned``."""
-    return opts.command + ("_planned" if getattr(opts, "planned", False) else "")
+    """The command's name in store and results file names: ``fidelity_planned`` with ``--planned``,
+    ``fidelity_natural`` with ``--prefix natural`` (both: ``fidelity_planned_natural``)."""
+    natural = getattr(opts, "prefix", "uniform") == "natural"
+    return opts.command + ("_planned" if getattr(opts, "planned", False) else "") + ("_natural" if natural else "")
 
 
 def _store_path(opts) -> str:
@@ -236,6 +239,7 @@ def _worker_argv(opts, store: str, budget_s: float) -> list[str]:
     argv += ["--single-reopens", opts.single_reopens] if opts.single_reopens else []
     argv += ["--swarm-size", str(opts.swarm_size)] if opts.swarm_size is not None else []
     argv += ["--planned"] if opts.planned else []
+    argv += ["--prefix", opts.prefix]
     argv += ["--arms", opts.arms] if opts.arms else []
     return argv + (["--commit", opts.commit] if opts.commit else [])
 
@@ -268,6 +272,12 @@ def main(argv=None) -> int:
         "--planned",
         action="store_true",
         help="fidelity: caps planned over the horizon, as the library trains by default (own store and results file)",
+    )
+    parser.add_argument(
+        "--prefix",
+        default="uniform",
+        choices=fidelity.PREFIXES,
+        help="fidelity: the mixture trained up to the decision points (natural: own store and results file)",
     )
     parser.add_argument("--mixtures", type=int, default=16, help="transfer: swarm mixtures (targets)")
     parser.add_argument("--rungs", help="transfer: name=preset:chinchilla_multiple,... (default: the issue's ladder)")

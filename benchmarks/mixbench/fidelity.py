@@ -1,6 +1,6 @@
 """The oracle sweep and simulator fidelity at decision points (protocol rules 4 and 5).
 
-One run per (domain set, seed) trains on the uniform mixture (op_mix's pretraining prefix) and stops
+One run per (domain set, seed) trains on the prefix mixture (uniform, op_mix's published warm-up) and stops
 at each decision point D.  There, from θ_D with its optimizer state and LR schedule:
 
 * **oracle**: each of >= 12 mixtures (``design.oracle_mixtures``) is trained for real to the end of
@@ -20,6 +20,11 @@ sweep as the library trains by default, with repetition caps planned over the ho
 horizon at the decision point before it is trained and simulated (each unit records the mixture
 requested and the one trained).  Without it mixtures are trained as given and a capped domain runs
 dry part-way, as the first units were measured.
+
+``prefix="natural"`` (``--prefix natural``; its own store and ``mixbench_fidelity_natural.json``) trains
+the prefix on the natural mixture instead (op_mix's ``warmup_mixture=natural``): where a uniform
+prefix has spent the small domains' epochs before the first decision point, this asks whether any
+mixture beats natural from a natural prefix, and how well the simulators rank from there.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ SIMULATORS = ("lora", "lora_annealed", "branches", "branches_quarter")
 CALIBRATION_BRANCHES = 3
 #: LoRA probes train on the unwrapped (eager) model: this many times a compiled training step, per step.
 _PROBE_STEP_COST = 2.5
+#: Prefix mixtures: uniform (op_mix's published warm-up) or natural (``OpMixConfig.warmup_mixture``).
+PREFIXES = ("uniform", "natural")
 
 
 @dataclass
@@ -57,6 +64,7 @@ class FidelityPlan:
     mixtures: int = 12
     domains: tuple[str, ...] = ()  # the set's domains when the units were run (default: SETS[set_name])
     planned: bool = False  # caps planned over the horizon (module docstring)
+    prefix: str = "uniform"  # the mixture trained up to the decision points: uniform or natural (module docstring)
 
     def __post_init__(self):
         if self.set_name not in SETS:
@@ -65,6 +73,8 @@ class FidelityPlan:
         self.points = tuple(float(p) for p in self.points)
         if not all(0 < p < 1 for p in self.points):
             raise ValueError(f"decision points {self.points} must be fractions of the run in (0, 1).")
+        if self.prefix not in PREFIXES:
+            raise ValueError(f"prefix={self.prefix!r}: the prefix mixture is one of {PREFIXES}.")
 
     @property
     def probe_steps(self) -> int:
@@ -83,6 +93,8 @@ class FidelityPlan:
         values = asdict(self)
         if not self.planned:  # the settings of the stores measured before `planned` existed
             del values["planned"]
+        if self.prefix == "uniform":  # ... and before `prefix` existed
+            del values["prefix"]
         return {
             "kind": "fidelity",
             **values,
@@ -109,6 +121,16 @@ class FidelityPlan:
 
 
 # ---------------------------------------------------------------------------------- one worker
+def prefix_mixture(plan: FidelityPlan, context):
+    """The mixture the sweep's run trains up to its decision points (``plan.prefix``), which the simulators
+    are given as the run's current mixture."""
+    from hf_datamix import Mixture
+
+    if plan.prefix == "uniform":
+        return Mixture.uniform(context.domains.names)
+    return Mixture.proportional({name: context.token_counts[name] for name in context.domains.names})
+
+
 def drop_unreachable(pending: dict[float, list[str]], step: int, plan: FidelityPlan, budget: Budget, log) -> None:
     """Remove from ``pending`` (keys by decision point) the units that would not end before the deadline once
     the prefix steps from ``step`` to their point are trained too, so a worker does not train a prefix
@@ -130,7 +152,7 @@ def run_worker(
     data_dir: str = DATA_DIR,
     unpacked: str | None = None,
 ) -> None:
-    """Train the uniform prefix and run ``keys`` at their decision points, within ``budget``."""
+    """Train the prefix (``plan.prefix``) and run ``keys`` at their decision points, within ``budget``."""
     from transformers import TrainerCallback
 
     from hf_datamix import DataMixTrainer, Mixture, Strategy
@@ -139,6 +161,7 @@ def run_worker(
     from hf_datamix.simulate.scoring import BlockLossScorer
 
     shape = plan.shape
+
     pending = {point: [k for k in keys if k.startswith(f"{point}/")] for point in plan.points}
     steps = {shape.step_at(p): p for p in plan.points}
 
@@ -149,7 +172,7 @@ def run_worker(
         name = "mixbench_sweep"
 
         def initial_mixture(self, context):
-            return Mixture.uniform(context.domains.names)
+            return prefix_mixture(plan, context)
 
         def next_decision_step(self, step, max_steps):
             due = [s for s, p in steps.items() if s >= step and pending[p]]
@@ -220,7 +243,9 @@ def run_worker(
         trainer = context.trainer
         candidates = [m["weights"] for m in mixtures]
         before = dict(trainer.ledger.tokens_by_kind)
-        uniform = Mixture.uniform(trainer.domains.names)
+        current = prefix_mixture(
+            plan, context
+        )  # the mixture the run trains at the decision point: the simulators' own
         if name.startswith("lora"):
             anneal = plan.anneal_steps if name == "lora_annealed" else 0
             probes = LoRAProbes(
@@ -232,7 +257,7 @@ def run_worker(
                 anneal_steps=anneal,
                 seed=plan.seed,
             )
-            simulation = probes.simulate(context, uniform, candidates)
+            simulation = probes.simulate(context, current, candidates)
             scores = {e: v["Y"] for e, v in simulation.record["encodings"].items()} if simulation else None
             extra = {
                 "probes": simulation.record.get("probes") if simulation else None,
@@ -242,7 +267,7 @@ def run_worker(
             steps_each = plan.branch_steps(quarter=name == "branches_quarter")
             simulation = Branches(
                 branch_steps=steps_each, eval_blocks=shape.decision_blocks, eval_batch_size=32
-            ).simulate(context, uniform, candidates)
+            ).simulate(context, current, candidates)
             scores, extra = {"decision": simulation.Y.tolist()}, {"steps_per_branch": steps_each}
         tokens = {
             k: v - before.get(k, 0.0) for k, v in trainer.ledger.tokens_by_kind.items() if v != before.get(k, 0.0)

@@ -14,8 +14,8 @@ strategy is built with the library's factory) before anything is trained.
 
 The report (``opmix_quality_pretrain.json``): per set and arm the per-seed mean test loss (one per seed,
 the plan's seed order), per-domain test losses, FLOPs by kind, decisions; every arm's paired difference
-(arm − natural, arm − uniform); the fraction of the oracle headroom (from ``mixbench_fidelity.json``)
-at an op_mix arm's decision point; and ``verdicts`` by the protocol's rules, each with its rule's text.
+(arm − natural, arm − uniform); the fraction of the oracle headroom at an op_mix arm's decision point (from the fidelity
+results of the sweep trained as the arm trains: :func:`fidelity_variant`); and ``verdicts`` by the protocol's rules, each with its rule's text.
 """
 
 from __future__ import annotations
@@ -60,6 +60,10 @@ ARMS: dict[str, dict[str, Any]] = {
     "op_mix_branches": _arm("op_mix", simulator="branches"),
     "op_mix_calibrated": _arm("op_mix", simulator="calibrated"),
     "op_mix_late": _arm("op_mix", warmup_fraction=0.5),
+    # Beyond the paper: warm up on the natural mixture, KL prior natural (a uniform warm-up spends the small
+    # domains' epochs before the decision: on `five`, natural after a uniform 20 % ends 0.36 nats above
+    # natural from scratch: mixbench_fidelity.json's oracle vs mixbench_baselines.json).
+    "op_mix_natural": _arm("op_mix", warmup_mixture="natural", prior="natural"),
     "op_mix_redecide": _arm("op_mix", redecide_every=RunFraction(0.25)),
 }
 #: The references of the paired differences, and the baselines the protocol's "best baseline" is chosen from.
@@ -321,7 +325,7 @@ def headroom_at(plan: QualityPlan, step: int | None, fidelity: dict | None) -> d
     if step is None:
         return {"headroom": None, "why": "the arm made no decision"}
     if not fidelity:
-        return {"headroom": None, "why": "no mixbench_fidelity results file next to this one"}
+        return {"headroom": None, "why": "no fidelity results file of the arm's variant next to this one"}
     entry = fidelity.get("domain_sets", {}).get(plan.set_name)
     if not entry:
         return {"headroom": None, "why": f"the fidelity results have no set {plan.set_name!r}"}
@@ -438,10 +442,19 @@ def _verdicts(arms: dict, judged: dict[str, dict]) -> dict[str, Any]:
     return out
 
 
+def fidelity_variant(definition: Mapping[str, Any]) -> str:
+    """The fidelity results an arm's headroom is read from: the sweep trained as the arm trains (caps planned
+    or not, the warm-up on uniform or natural), e.g. ``mixbench_fidelity_planned``."""
+    natural = definition["settings"].get("warmup_mixture", "uniform") == "natural"
+    return "mixbench_fidelity" + ("_planned" if definition["plan_caps"] else "") + ("_natural" if natural else "")
+
+
 def report(
-    plans_and_units: list[tuple[QualityPlan, dict[str, Any], dict[str, list]]], fidelity: dict | None = None
+    plans_and_units: list[tuple[QualityPlan, dict[str, Any], dict[str, list]]],
+    fidelity: dict[str, dict | None] | None = None,
 ) -> dict[str, Any]:
-    """The ``opmix_quality_pretrain.json`` body (module docstring); ``fidelity``: the fidelity results, for the headroom."""
+    """The ``opmix_quality_pretrain.json`` body (module docstring); ``fidelity``: the fidelity results by
+    variant (:func:`fidelity_variant`), for each op_mix arm's headroom."""
     out: dict[str, Any] = {"domain_sets": {}, "complete": bool(plans_and_units)}
     for plan, units, _ in plans_and_units:
         complete = all(key in units for key in plan.unit_keys())
@@ -458,7 +471,11 @@ def report(
                     if d["kind"] in ("decision", "kept")
                 }
             )
-            headroom = headroom_at(plan, steps[0] if steps else None, fidelity)
+            variant = fidelity_variant(plan.definitions[arm])
+            headroom = {
+                **headroom_at(plan, steps[0] if steps else None, (fidelity or {}).get(variant)),
+                "fidelity_file": variant,
+            }
             fraction = headroom_fraction(arms[arm]["mean_test_loss"], headroom)
             arms[arm].update({"decision_steps": steps, "headroom": headroom, "headroom_fraction": fraction})
             judged[arm] = {"headroom": headroom, "headroom_fraction": fraction}
@@ -480,8 +497,9 @@ def report_inputs(results_dir: str, shape: str) -> dict[str, Any]:
     """What :func:`report` reads besides the stores: the fidelity results of the same shape (the headroom)."""
     from _common import read_json  # benchmarks/ is on sys.path (runner puts it there)
 
-    name = "mixbench_fidelity" + ("" if shape == "gpu" else f"_{shape}")
-    return {"fidelity": read_json(os.path.join(results_dir, f"{name}.json"), default=None)}
+    suffix = "" if shape == "gpu" else f"_{shape}"
+    variants = [f"mixbench_fidelity{p}{n}" for p in ("", "_planned") for n in ("", "_natural")]
+    return {"fidelity": {v: read_json(os.path.join(results_dir, f"{v}{suffix}.json"), default=None) for v in variants}}
 
 
 def plot(result: dict[str, Any], path: str) -> None:

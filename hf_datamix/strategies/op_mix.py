@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..mixture import Mixture
-from ..proposer import ProposerConfig, decide
+from ..proposer import PRIORS, ProposerConfig, decide, prior_weights
 from ..settings import check_ranges
 from ..simulate.base import Simulation
 from ..simulate.probes import OLD
@@ -48,7 +48,14 @@ class OpMixConfig(ProposerConfig):
     """Settings of ``op_mix``: its schedule, the proposer's, and the simulator's (``lora_probes`` by default)."""
 
     warmup_fraction: float = field(
-        default=0.2, metadata={"help": "Pretraining: uniform warm-up fraction before the decision, in (0, 1)."}
+        default=0.2, metadata={"help": "Pretraining: warm-up fraction before the decision, in (0, 1)."}
+    )
+    warmup_mixture: str = field(
+        default="uniform",
+        metadata={
+            "help": "Pretraining: the mixture of the warm-up, uniform (as published) or natural (token shares: where "
+            "small domains would run dry, a uniform warm-up spends their epochs before any decision)."
+        },
     )
     continual_probe_share: float = field(
         default=0.9, metadata={"help": "Continual: the new end is 90% new data, the old end 90% old, in (0.5, 1]."}
@@ -71,6 +78,7 @@ class OpMixConfig(ProposerConfig):
             self,
             {
                 "warmup_fraction": (0 < self.warmup_fraction < 1, "in (0, 1)"),
+                "warmup_mixture": (self.warmup_mixture in PRIORS, " or ".join(PRIORS)),
                 "continual_probe_share": (0.5 < self.continual_probe_share <= 1, "in (0.5, 1]"),
                 "alpha_points": (self.alpha_points >= 3, ">= 3"),
                 "redecide_every": (self.redecide_every is None or self.redecide_every >= 1, ">= 1, or null"),
@@ -96,8 +104,13 @@ class OpMixStrategy(ComposedStrategy):
         self.mode = "continual" if new and old else "pretrain"
         if len(context.domains) == 1:
             self.mode = "single"  # nothing to mix: no probes, no decision
-        if self.mode in ("pretrain", "single"):
+        if self.mode == "single":
             return Mixture.uniform(context.domains.names)
+        if self.mode == "pretrain":
+            names = context.domains.names
+            return Mixture(
+                dict(zip(names, prior_weights(self.config.warmup_mixture, context, names, setting="warmup_mixture")))
+            )
         # Until the stage-start decision lands (or if it fails): the middle candidate, e = 0.5.
         return self._expand_new_old(0.5, context.old_mixture(old), Mixture.uniform(new))
 
