@@ -29,6 +29,18 @@ SETS: dict[str, dict[str, int | None]] = {
     "five": {"python_stdlib": 12_000_000, "python_docs": None, "scripture": None, "wordnet": None, "man_de": None},
     # Four domains of >= 10 M tokens each: no cap binds at any oracle mixture (largest share 0.5).
     "even": {"python_stdlib": 12_000_000, "gcide": 12_000_000, "wordnet": None, "arithmetic": 12_000_000},
+    # Rule 7 of the protocol as written: domains of very different sizes where caps bind, so that natural !=
+    # uniform and neither is good.  `five` has binding caps but natural was the best of its oracle mixtures at
+    # both decision points (headroom 0) and `even` has no binding cap; here natural puts about half the run on
+    # generated arithmetic (all of it: its test loss barely moves with its share, see `even`'s tilts) while
+    # uniform asks for 20 % of scripture (~1.0 M tokens: its 4-epoch cap allows ~4 % of the run).
+    "skewed": {
+        "arithmetic": None,
+        "gcide": 12_000_000,
+        "python_stdlib": 12_000_000,
+        "wordnet": None,
+        "scripture": None,
+    },
     # Continual midtraining (issue 18, second measurement; the stage plan in continual.STAGE_PLANS): a base of
     # python_stdlib + gcide (23.7 M tokens: 1400 steps of the natural mix stay under 4 epochs), then 5 stages
     # each adding one domain.  A 600-step stage is 39 M tokens: wordnet and arithmetic (>= 10 M) stay under 4
