@@ -125,8 +125,7 @@ def _rung(text: str) -> tuple[str, str, float]:
 def _variant(opts) -> str:
     """The command's name in store and results file names: ``fidelity_planned`` with ``--planned``,
     ``fidelity_natural`` with ``--prefix natural`` (both: ``fidelity_planned_natural``)."""
-    natural = getattr(opts, "prefix", "uniform") == "natural"
-    return opts.command + ("_planned" if getattr(opts, "planned", False) else "") + ("_natural" if natural else "")
+    return opts.command + fidelity.variant_suffix(getattr(opts, "planned", False), getattr(opts, "prefix", "uniform"))
 
 
 def _store_path(opts) -> str:
@@ -246,6 +245,10 @@ def _worker_argv(opts, store: str, budget_s: float) -> list[str]:
 
 def main(argv=None) -> int:
     started = time.monotonic()  # the budget counts from here: packing data and starting workers spend it too
+
+    def budget_left() -> float:
+        return opts.budget_s - (time.monotonic() - started)
+
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.mixbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -395,7 +398,7 @@ def main(argv=None) -> int:
             [k for k, _ in pending] if dependent else shares[0],
             os.path.join(opts.scratch, "worker-0"),
             out,
-            Budget(opts.budget_s - (time.monotonic() - started)),
+            Budget(budget_left()),
             data_dir=opts.data,
             unpacked=opts.scratch,
             **extra,
@@ -404,7 +407,7 @@ def main(argv=None) -> int:
     elif pending:
         store.save()  # the workers read the merged store
         codes = launch_workers(
-            _worker_argv(opts, store.path, opts.budget_s - (time.monotonic() - started)),
+            _worker_argv(opts, store.path, budget_left()),
             opts.procs,
             opts.work,
             cwd=ROOT,

@@ -36,10 +36,17 @@ from typing import Any
 
 import numpy as np
 
+from hf_datamix.proposer import PRIORS, prior_weights
+
 from . import stats
 from .common import DATA_DIR, SETS, Shape, domain_set, epochs_per_domain, new_model, run_args, tokenizer
 from .design import oracle_mixtures
 from .runner import Budget, WorkerFile
+
+
+def variant_suffix(planned: bool, prefix: str) -> str:
+    """What a sweep variant adds to the names of its store and results file: ``_planned``, ``_natural``."""
+    return ("_planned" if planned else "") + ("_natural" if prefix == "natural" else "")
 
 
 SIMULATORS = ("lora", "lora_annealed", "branches", "branches_quarter")
@@ -47,8 +54,9 @@ SIMULATORS = ("lora", "lora_annealed", "branches", "branches_quarter")
 CALIBRATION_BRANCHES = 3
 #: LoRA probes train on the unwrapped (eager) model: this many times a compiled training step, per step.
 _PROBE_STEP_COST = 2.5
-#: Prefix mixtures: uniform (op_mix's published warm-up) or natural (``OpMixConfig.warmup_mixture``).
-PREFIXES = ("uniform", "natural")
+#: Prefix mixtures: uniform (op_mix's published warm-up) or natural (``OpMixConfig.warmup_mixture``), the
+#: priors the library builds (:func:`hf_datamix.proposer.prior_weights`).
+PREFIXES = PRIORS
 
 
 @dataclass
@@ -126,9 +134,8 @@ def prefix_mixture(plan: FidelityPlan, context):
     are given as the run's current mixture."""
     from hf_datamix import Mixture
 
-    if plan.prefix == "uniform":
-        return Mixture.uniform(context.domains.names)
-    return Mixture.proportional({name: context.token_counts[name] for name in context.domains.names})
+    names = context.domains.names
+    return Mixture.from_array(names, prior_weights(plan.prefix, context, names, setting="prefix"))
 
 
 def drop_unreachable(pending: dict[float, list[str]], step: int, plan: FidelityPlan, budget: Budget, log) -> None:
@@ -161,7 +168,6 @@ def run_worker(
     from hf_datamix.simulate.scoring import BlockLossScorer
 
     shape = plan.shape
-
     pending = {point: [k for k in keys if k.startswith(f"{point}/")] for point in plan.points}
     steps = {shape.step_at(p): p for p in plan.points}
 
@@ -243,9 +249,7 @@ def run_worker(
         trainer = context.trainer
         candidates = [m["weights"] for m in mixtures]
         before = dict(trainer.ledger.tokens_by_kind)
-        current = prefix_mixture(
-            plan, context
-        )  # the mixture the run trains at the decision point: the simulators' own
+        current = prefix_mixture(plan, context)  # what the run trains at the decision point: the simulators' own
         if name.startswith("lora"):
             anneal = plan.anneal_steps if name == "lora_annealed" else 0
             probes = LoRAProbes(

@@ -30,6 +30,7 @@ import numpy as np
 
 from . import stats
 from .common import DATA_DIR, SETS, Shape, domain_set, new_model, run_args, tokenizer
+from .fidelity import PREFIXES, variant_suffix
 from .runner import Budget, WorkerFile
 
 
@@ -445,8 +446,8 @@ def _verdicts(arms: dict, judged: dict[str, dict]) -> dict[str, Any]:
 def fidelity_variant(definition: Mapping[str, Any]) -> str:
     """The fidelity results an arm's headroom is read from: the sweep trained as the arm trains (caps planned
     or not, the warm-up on uniform or natural), e.g. ``mixbench_fidelity_planned``."""
-    natural = definition["settings"].get("warmup_mixture", "uniform") == "natural"
-    return "mixbench_fidelity" + ("_planned" if definition["plan_caps"] else "") + ("_natural" if natural else "")
+    prefix = definition["settings"].get("warmup_mixture", "uniform")
+    return "mixbench_fidelity" + variant_suffix(definition["plan_caps"], prefix)
 
 
 def report(
@@ -498,7 +499,7 @@ def report_inputs(results_dir: str, shape: str) -> dict[str, Any]:
     from _common import read_json  # benchmarks/ is on sys.path (runner puts it there)
 
     suffix = "" if shape == "gpu" else f"_{shape}"
-    variants = [f"mixbench_fidelity{p}{n}" for p in ("", "_planned") for n in ("", "_natural")]
+    variants = [f"mixbench_fidelity{variant_suffix(planned, p)}" for planned in (False, True) for p in PREFIXES]
     return {"fidelity": {v: read_json(os.path.join(results_dir, f"{v}{suffix}.json"), default=None) for v in variants}}
 
 

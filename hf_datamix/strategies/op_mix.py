@@ -108,9 +108,8 @@ class OpMixStrategy(ComposedStrategy):
             return Mixture.uniform(context.domains.names)
         if self.mode == "pretrain":
             names = context.domains.names
-            return Mixture(
-                dict(zip(names, prior_weights(self.config.warmup_mixture, context, names, setting="warmup_mixture")))
-            )
+            weights = prior_weights(self.config.warmup_mixture, context, names, setting="warmup_mixture")
+            return Mixture.from_array(names, weights)
         # Until the stage-start decision lands (or if it fails): the middle candidate, e = 0.5.
         return self._expand_new_old(0.5, context.old_mixture(old), Mixture.uniform(new))
 
