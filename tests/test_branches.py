@@ -144,6 +144,25 @@ def test_probe_encodings_stand_for_the_same_data_mixture():
         encode(np.array([0.99, 0.005, 0.005]), old, 0.9, "spread")
 
 
+def test_a_mixture_outside_the_probe_span_moves_toward_the_current_mixture_just_enough():
+    from hf_datamix.simulate.probes import encode, into_span
+
+    old = np.full(5, 0.2)
+    natural = np.array([0.4551, 0.1913, 0.1699, 0.1671, 0.0166])  # the smallest domain under 0.1 x 0.2
+    with pytest.raises(ValueError, match="cannot represent"):
+        encode(natural, old, 0.9, "spread")
+    moved, t = into_span(natural, old, 0.9)
+    assert 0 < t < 0.02  # (0.1 − 0.083) / (1 − 0.083)
+    np.testing.assert_allclose(moved, (1 - t) * natural + t * old)
+    assert moved.min() == pytest.approx(0.1 * 0.2)  # on the span's edge, not past it
+    for encoding in ("spread", "old"):
+        w = encode(moved, old, 0.9, encoding)
+        data = w[0] * old + sum(w[1 + d] * (0.9 * np.eye(5)[d] + 0.1 * old) for d in range(5))
+        np.testing.assert_allclose(data, moved, atol=1e-12)
+    same, none = into_span(old, old, 0.9)
+    assert none == 0.0 and same is old
+
+
 def test_lora_probes_from_an_annealed_copy_score_both_encodings_and_restore_the_run(tmp_path, tokenizer):
     from hf_datamix.simulate.probes import LoRAProbes
 

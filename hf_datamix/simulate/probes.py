@@ -85,6 +85,23 @@ def encode(mixture: np.ndarray, old: np.ndarray, share: float, encoding: str) ->
     return weights / weights.sum()
 
 
+def into_span(mixture: np.ndarray, old: np.ndarray, share: float) -> tuple[np.ndarray, float]:
+    """The nearest mixture on the segment from ``mixture`` to ``old`` that the probes span, and how far along it.
+
+    Every probe trains on at least ``(1 − share)·old``, so a mixture giving some domain less than ``1 − share``
+    times its share of ``old`` (a natural mixture's smallest domain after a uniform warm-up, say) cannot be
+    encoded.  Moving toward ``old`` by the least ``t`` that lifts every domain to that floor keeps the
+    mixture's direction; ``t = 0`` when it is already spanned.
+    """
+    positive = old > 0
+    ratios = mixture[positive] / old[positive]
+    low, lowest = 1.0 - share, float(ratios.min()) if positive.any() else 1.0
+    if lowest >= low - 1e-12:
+        return mixture, 0.0
+    t = (low - lowest) / (1.0 - lowest)
+    return (1 - t) * mixture + t * old, float(t)
+
+
 @dataclass
 class LoRAProbesConfig(SimulatorConfig):
     """Settings of the ``lora_probes`` simulator (OP-Mix's published values where the paper gives them)."""
@@ -356,7 +373,18 @@ class LoRAProbes(Simulator):
                     )
                     return None
                 old = around.to_array(names)
-                encoded = {e: np.array([encode(m.to_array(names), old, share, e) for m in given]) for e in ENCODINGS}
+                spanned = [into_span(m.to_array(names), old, share) for m in given]
+                moved = {i: t for i, (_, t) in enumerate(spanned) if t > 0}
+                if moved:
+                    logger.warning(
+                        "lora_probes: candidates %s give a domain less than %.3g x its share of the current "
+                        "mixture, which no probe spans; each is scored at the nearest spanned mixture toward the "
+                        "current one (fractions of the way recorded under 'moved_into_span').",
+                        sorted(moved),
+                        1 - share,
+                    )
+                    record["moved_into_span"] = {str(i): t for i, t in moved.items()}
+                encoded = {e: np.array([encode(p, old, share, e) for p, _ in spanned]) for e in ENCODINGS}
                 probe_names = ["old"] + [f"d{i}" for i in range(len(names))]
                 ys = {
                     e: self.scores(context, simulator, [dict(zip(probe_names, row)) for row in w])
@@ -372,7 +400,7 @@ class LoRAProbes(Simulator):
         probe_data = np.array(
             [old] + [share * np.eye(len(names))[names.index(c)] + (1 - share) * old for c in coordinates[1:]]
         )
-        data = X @ probe_data if given is None else np.array([m.to_array(names) for m in given])
+        data = X @ probe_data if given is None else np.array([p for p, _ in spanned])
         # The reference code's KL prior over the probes: half on "old", the rest split equally.
         prior = {OLD: 0.5, **{c: 0.5 / (len(coordinates) - 1) for c in coordinates[1:]}}
         return Simulation(coordinates, {OLD: around}, list(names), X, Y, list(names), record, data=data, prior=prior)
