@@ -11,6 +11,8 @@ import contextlib
 import json
 import os
 import platform
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -137,6 +139,37 @@ def timed_methods(
     finally:
         for restore in reversed(undo):
             restore()
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, for ``accelerate launch --main_process_port``.
+
+    Two multi-process launches on one machine (parallel test workers, a benchmark beside a run) must not
+    share accelerate's default port 29500: the second one's processes join the first one's rendezvous.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run_process_group(command: list[str], *, timeout: float, **kwargs: Any) -> subprocess.CompletedProcess:
+    """``subprocess.run(command, capture_output=True, text=True, timeout=...)`` that, on a timeout, kills the
+    command's whole process group before raising :class:`subprocess.TimeoutExpired`.
+
+    ``subprocess.run`` kills only the child: the worker processes ``accelerate launch`` started would live
+    on, holding their rendezvous port and CPU, and hang the next launch.
+    """
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **kwargs
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        raise subprocess.TimeoutExpired(command, timeout, output=stdout, stderr=stderr) from None
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def write_json(path: str, payload: Any) -> None:

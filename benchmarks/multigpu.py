@@ -38,7 +38,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import provenance  # noqa: E402
+from _common import free_port, provenance, run_process_group  # noqa: E402
 
 from hf_datamix.callbacks import DECISION_LOG  # noqa: E402
 
@@ -66,14 +66,14 @@ def launch(
         "--num_processes",
         str(processes),
         "--main_process_port",
-        str(29500 + processes),
+        str(free_port()),
         script,
         *args,
     ]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     started = time.perf_counter()
     try:
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        done = run_process_group(command, env=env, timeout=timeout, cwd=ROOT)
         code, output = done.returncode, done.stdout + done.stderr
     except subprocess.TimeoutExpired as error:
         code, output = 124, f"timed out after {timeout}s: {error}"

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 from conftest import task_files
 
+from benchmarks._common import free_port, run_process_group
 from hf_datamix.callbacks import DECISION_LOG
 
 
@@ -27,17 +27,12 @@ def launch_on_two_cpu_processes(script: str, *args: str, timeout: int, **env: st
         "accelerate.commands.launch",
         "--config_file",
         os.path.join(ROOT, "accelerate_configs", "cpu.yaml"),
+        "--main_process_port",
+        str(free_port()),
         script,
         *args,
     ]
-    result = subprocess.run(
-        command,
-        env=dict(os.environ, OMP_NUM_THREADS="1", **env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-    )
+    result = run_process_group(command, env=dict(os.environ, OMP_NUM_THREADS="1", **env), timeout=timeout, cwd=ROOT)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-8000:]
     return output
@@ -84,10 +79,12 @@ def test_probes_on_an_fsdp_sharded_model_train_and_score_collectively(tmp_path):
         "torch.distributed.run",
         "--nproc_per_node",
         "2",
+        "--master_port",
+        str(free_port()),
         os.path.join(ROOT, "tests", "distributed", "sharded_probes.py"),
         str(tmp_path),
     ]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    result = run_process_group(command, env=env, timeout=600, cwd=ROOT)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     ranks = [json.load(open(tmp_path / f"rank{r}.json")) for r in (0, 1)]
     together, reference = ranks[0]["collective_sharded"], ranks[0]["alone_unsharded"]

@@ -6,6 +6,9 @@ import json
 import os
 import subprocess
 import sys
+import time
+
+import pytest
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,3 +63,25 @@ def test_midtrain_recipe_on_two_processes_logs_the_same_decisions_on_every_rank(
     assert record["every_rank_logged_every_decision"] and record["every_rank_same_mixture_every_decision"]
     assert record["final_line"] is not None
     assert record["stage_models_saved"] == ["stage-1", "stage-2", "stage-3"]
+
+
+def test_a_timed_out_launch_leaves_no_worker_behind(tmp_path):
+    from benchmarks._common import free_port, run_process_group
+
+    # A launcher that starts a long-lived worker and waits on it, like accelerate launch.
+    pid_file = tmp_path / "worker.pid"
+    script = f"import subprocess, sys; w = subprocess.Popen(['sleep', '60']); open({str(pid_file)!r}, 'w').write(str(w.pid)); w.wait()"
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_process_group([sys.executable, "-c", script], timeout=3)
+    worker = int(pid_file.read_text())
+    for _ in range(50):  # killed with the group (subprocess.run kills only the launcher); init reaps it
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"worker {worker} outlived its launcher's timeout")
+    assert run_process_group([sys.executable, "-c", "print('ok')"], timeout=60).stdout == "ok\n"
+    ports = {free_port() for _ in range(3)}
+    assert all(1024 < port < 65536 for port in ports)

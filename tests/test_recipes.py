@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from benchmarks._common import free_port, run_process_group
 from hf_datamix import DataMixArguments, create_strategy
 from hf_datamix.recipe_args import RunArguments, parse_args
 
@@ -86,7 +87,12 @@ def launch(script, *flags, timeout=900, processes=1):
     where = (
         ["--num_processes", "1", "--cpu"]
         if processes == 1
-        else ["--config_file", os.path.join(ROOT, "accelerate_configs", "cpu.yaml")]
+        else [
+            "--config_file",
+            os.path.join(ROOT, "accelerate_configs", "cpu.yaml"),
+            "--main_process_port",
+            str(free_port()),
+        ]
     )
     command = [
         sys.executable,
@@ -97,7 +103,7 @@ def launch(script, *flags, timeout=900, processes=1):
         *flags,
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+    result = run_process_group(command, timeout=timeout, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result.stdout
 
