@@ -173,6 +173,17 @@ def test_covering_designs():
     assert rows[4] == pytest.approx([0, 1 / 3, 1 / 3, 1 / 3])
     np.testing.assert_allclose(rows.sum(axis=1), 1.0)
 
+    # A natural mixture under the probes' floor (gamma 1 % < 10 % of uniform's third) is a candidate too,
+    # by its nearest spanned mixture (it was left out): the rows' data mixtures hold it, gamma at the floor.
+    skewed = context(token_counts={"alpha": 900, "beta": 90, "gamma": 10})
+    rows = probes.design(skewed, around, alive)
+    assert rows.shape == (covering_size(4, 12), 4)
+    probe_data = np.vstack([np.full(3, 1 / 3), SHARE * np.eye(3) + (1 - SHARE) / 3])
+    data = rows[:6] @ probe_data  # vertices, uniform, natural
+    t = (0.1 - 0.03) / (1 - 0.03)  # natural's ratio to the current mixture is 0.03 at gamma
+    np.testing.assert_allclose(data[5], (1 - t) * np.array([0.9, 0.09, 0.01]) + t / 3, atol=1e-12)
+    assert data[5][2] == pytest.approx(0.1 / 3)
+
 
 def test_op_mix_with_every_mode_end_to_end(tmp_path, tokenizer):
     from test_op_mix import FAST, train

@@ -408,7 +408,7 @@ class LoRAProbes(Simulator):
     def design(self, context, around: Mixture, alive: Sequence[str]) -> np.ndarray:
         """Own candidates as probe weights over ``alive`` (rows on the simplex): ``num_candidates`` Dirichlet
         draws, or (``candidate_design="covering"``) every probe alone, uniform and natural encoded as probe
-        weights (when every probe survived and the probes span them), then draws up to
+        weights (when every probe survived; one the probes do not span by its nearest spanned mixture), then draws up to
         :func:`~hf_datamix.simulate.base.covering_size`."""
         cfg, names = self.config, context.domains.names
         rng = np.random.default_rng([self.seed, context.stage, context.step])
@@ -421,14 +421,12 @@ class LoRAProbes(Simulator):
             rows = list(np.eye(len(alive)))
             probe_names = ["old"] + [f"d{i}" for i in range(len(names))]
             if sorted(alive) == sorted(probe_names):
+                old, share = around.to_array(names), cfg.domain_probe_share
                 for mixture in reference_mixtures(names, context.token_counts).values():
-                    try:
-                        weights = encode(
-                            mixture.to_array(names), around.to_array(names), cfg.domain_probe_share, cfg.encoding
-                        )
-                    except ValueError:  # a reference mixture outside what the probes span is left out
-                        continue
-                    by_name = dict(zip(probe_names, weights))
+                    # natural after a uniform warm-up may give a small domain less than the probes span: the
+                    # nearest spanned mixture stands for it (the candidates' data mixtures record which)
+                    spanned, _ = into_span(mixture.to_array(names), old, share)
+                    by_name = dict(zip(probe_names, encode(spanned, old, share, cfg.encoding)))
                     rows.append(np.array([by_name[p] for p in alive]))
             fixed = np.array(rows)
         draws = rng.dirichlet(np.full(len(alive), cfg.dirichlet_alpha), size=max(0, count - len(fixed)))
