@@ -42,3 +42,40 @@ def test_an_arm_reads_the_headroom_of_the_sweep_trained_as_it_trains():
     assert fidelity_variant(ARMS["op_mix"]) == "mixbench_fidelity_planned"  # caps planned: the library default
     assert fidelity_variant(ARMS["op_mix_natural"]) == "mixbench_fidelity_planned_natural"
     assert fidelity_variant({"settings": {}, "plan_caps": False}) == "mixbench_fidelity"
+
+
+def test_quality_adopts_the_unplanned_baselines_units_the_baselines_store_holds(tmp_path):
+    from mixbench.baselines import BaselinePlan
+    from mixbench.common import SHAPES
+    from mixbench.quality import QualityPlan, adopt_baselines
+    from mixbench.runner import Store
+
+    tiny = SHAPES["tiny"]
+    baselines = BaselinePlan("five", seeds=(0, 1), shape=tiny)
+    stored = Store(str(tmp_path / "baselines-five-tiny.json"), baselines.settings())
+    stored.units = {key: {"test_mean": 2.0 + i, "seed": int(key[-1])} for i, key in enumerate(baselines.unit_keys())}
+    stored.calls = [{"command": "mixbench baselines", "commit": "abc"}]
+    stored.save()
+
+    plan = QualityPlan("five", seeds=(0, 1, 2), shape=tiny, arms=("natural", "natural_unplanned", "uniform_unplanned"))
+    store = Store(str(tmp_path / "quality-five-tiny.json"), plan.settings(), extensible=plan.extensible)
+    assert adopt_baselines(plan, store, str(tmp_path), "tiny") == 4  # 2 arms x seeds 0, 1 (no seed 2 there)
+    assert sorted(store.units) == [
+        "natural_unplanned/0",
+        "natural_unplanned/1",
+        "uniform_unplanned/0",
+        "uniform_unplanned/1",
+    ]
+    assert store.units["natural_unplanned/1"]["test_mean"] == stored.units["natural/1"]["test_mean"]
+    assert store.units["natural_unplanned/1"]["adopted_from"] == "baselines-five-tiny.json"
+    assert store.calls == stored.calls  # the call that measured them
+    assert adopt_baselines(plan, store, str(tmp_path), "tiny") == 0  # nothing twice
+
+    # Other settings are other units: a planned arm, another shape, another set.
+    planned_only = QualityPlan("five", seeds=(0, 1), shape=tiny, arms=("natural", "uniform"))
+    fresh = Store(str(tmp_path / "q2.json"), planned_only.settings(), extensible=planned_only.extensible)
+    assert adopt_baselines(planned_only, fresh, str(tmp_path), "tiny") == 0
+    gpu = QualityPlan("five", seeds=(0, 1), arms=("natural_unplanned",))
+    assert adopt_baselines(gpu, Store(str(tmp_path / "q3.json"), gpu.settings()), str(tmp_path), "tiny") == 0
+    even = QualityPlan("even", seeds=(0, 1), shape=tiny, arms=("natural_unplanned",))
+    assert adopt_baselines(even, Store(str(tmp_path / "q4.json"), even.settings()), str(tmp_path), "tiny") == 0

@@ -349,6 +349,11 @@ def main(argv=None) -> int:
     except ValueError as error:
         parser.error(str(error))
     store = Store(_store_path(opts), plan.settings(), extensible=getattr(plan, "extensible", ()))
+    if opts.command == "quality":  # natural_unplanned / uniform_unplanned units the baselines store already holds
+        adopted = quality.adopt_baselines(plan, store, os.path.dirname(_store_path(opts)), opts.shape)
+        if adopted and opts.worker is None and not opts.dry_run:
+            store.save()  # before the workers read the store to find their share
+            print(f"adopted {adopted} unit(s) from the baselines store", flush=True)
     pending = [(k, c) for k, c in plan.units() if k not in store.units]
     shares = assign(pending, max(1, opts.procs))
     dependent = getattr(module, "DEPENDENT_UNITS", False)  # every worker takes ready units from all pending ones

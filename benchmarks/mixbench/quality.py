@@ -31,7 +31,7 @@ import numpy as np
 from . import stats
 from .common import DATA_DIR, SETS, Shape, domain_set, new_model, run_args, tokenizer
 from .fidelity import PREFIXES, variant_suffix
-from .runner import Budget, WorkerFile
+from .runner import Budget, WorkerFile, as_stored
 
 
 @dataclass(frozen=True)
@@ -266,6 +266,40 @@ def run_worker(
         )
         budget.observe(cost, seconds)
         print(f"{key}: mean test loss {np.mean(test):.4f} in {seconds:.0f} s", flush=True)
+
+
+def adopt_baselines(plan: QualityPlan, store, folder: str, shape_name: str) -> int:
+    """Copy into ``store`` the units the baselines store of the same set and shape (``baselines-<set>-<shape>.json``
+    in ``folder``) already holds for this plan's ``natural_unplanned`` / ``uniform_unplanned`` arms; returns how many.
+
+    ``mixbench baselines`` runs exactly those arms (same definition, shape, domains and seeds: checked), so a
+    quality run that asks for them would train them again for nothing.  An adopted unit keeps its measurement
+    and names the file it came from (``adopted_from``); the calls that measured it join this store's calls.
+    """
+    from _common import read_json  # benchmarks/ is on sys.path (runner puts it there)
+
+    from .baselines import ARMS as BASELINE_ARMS
+    from .baselines import BaselinePlan
+
+    path = os.path.join(folder, f"baselines-{plan.set_name}-{shape_name}.json")
+    data = read_json(path, default=None)
+    if not data:
+        return 0
+    same = BaselinePlan(plan.set_name, seeds=data["settings"]["seeds"], shape=plan.shape, domains=plan.domains)
+    if any(data["settings"].get(k) != v for k, v in as_stored(same.settings()).items() if k != "seeds"):
+        return 0  # another shape or other domains: not the same units
+    adopted = 0
+    for base, arm in BASELINE_ARMS.items():
+        if arm not in plan.definitions or plan.definitions[arm] != same.definitions[base]:
+            continue
+        for seed in plan.seeds:
+            unit = data["units"].get(f"{base}/{seed}")
+            if unit is not None and f"{arm}/{seed}" not in store.units:
+                store.units[f"{arm}/{seed}"] = {**unit, "adopted_from": os.path.basename(path)}
+                adopted += 1
+    if adopted:
+        store.calls.extend(c for c in data["calls"] if c not in store.calls)
+    return adopted
 
 
 # ---------------------------------------------------------------------------------- the report

@@ -25,6 +25,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from _common import read_json, write_json  # noqa: E402
 
 
+def as_stored(value: Any) -> Any:
+    """``value`` as it reads back from a store's JSON file (tuples become lists)."""
+    return json.loads(json.dumps(value))
+
+
 def _differences(a: dict[str, Any], b: dict[str, Any], extensible: tuple[str, ...]) -> list[str]:
     """Settings in which ``a`` and ``b`` disagree; an ``extensible`` one (a list or a mapping that grows from
     call to call) disagrees only in the entries both have (``key.entry`` for a mapping)."""
@@ -58,7 +63,7 @@ class Store:
     """
 
     def __init__(self, path: str, settings: dict[str, Any], extensible: tuple[str, ...] = ()):
-        settings = json.loads(json.dumps(settings))  # as it reads back from the file (tuples -> lists)
+        settings = as_stored(settings)
         self.path, self.extensible = path, tuple(extensible)
         data = read_json(path, default={"settings": settings, "units": {}, "calls": []})
         changed = _differences(settings, data["settings"], self.extensible)
