@@ -64,14 +64,20 @@ def probes_run_collectively(trainer) -> bool:
     return trainer.args.world_size > 1
 
 
+def _lowest_ratio(mixture: np.ndarray, old: np.ndarray) -> float:
+    """``min_d mixture_d / old_d`` over the domains ``old`` holds (1 when it holds none): the probes span
+    ``mixture`` when this is at least ``1 − share``."""
+    positive = old > 0
+    return float(np.min(mixture[positive] / old[positive])) if positive.any() else 1.0
+
+
 def encode(mixture: np.ndarray, old: np.ndarray, share: float, encoding: str) -> np.ndarray:
     """Probe weights ``[w_old, w_1..w_k]`` whose data mixture ``w_old·old + Σ w_d (share·e_d + (1−share)·old)``
     is ``mixture`` (see the module docstring); raises if ``mixture`` is outside what the probes span."""
     if encoding not in ENCODINGS:
         raise ValueError(f"encoding={encoding!r}; use one of {list(ENCODINGS)}.")
     # p = c·old + share·w with c = w_old + (1 − share)(1 − w_old): c ranges over [1 − share, min_d p_d / old_d].
-    positive = old > 0
-    highest = min(1.0, float(np.min(mixture[positive] / old[positive]))) if positive.any() else 1.0
+    highest = min(1.0, _lowest_ratio(mixture, old))
     low = 1.0 - share
     if highest < low - 1e-9:
         raise ValueError(
@@ -93,9 +99,7 @@ def into_span(mixture: np.ndarray, old: np.ndarray, share: float) -> tuple[np.nd
     encoded.  Moving toward ``old`` by the least ``t`` that lifts every domain to that floor keeps the
     mixture's direction; ``t = 0`` when it is already spanned.
     """
-    positive = old > 0
-    ratios = mixture[positive] / old[positive]
-    low, lowest = 1.0 - share, float(ratios.min()) if positive.any() else 1.0
+    low, lowest = 1.0 - share, _lowest_ratio(mixture, old)
     if lowest >= low - 1e-12:
         return mixture, 0.0
     t = (low - lowest) / (1.0 - lowest)
