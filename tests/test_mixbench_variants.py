@@ -52,14 +52,15 @@ def test_quality_adopts_the_unplanned_baselines_units_the_baselines_store_holds(
 
     tiny = SHAPES["tiny"]
     baselines = BaselinePlan("five", seeds=(0, 1), shape=tiny)
-    stored = Store(str(tmp_path / "baselines-five-tiny.json"), baselines.settings())
+    baselines_path = str(tmp_path / "baselines-five-tiny.json")
+    stored = Store(baselines_path, baselines.settings())
     stored.units = {key: {"test_mean": 2.0 + i, "seed": int(key[-1])} for i, key in enumerate(baselines.unit_keys())}
     stored.calls = [{"command": "mixbench baselines", "commit": "abc"}]
     stored.save()
 
     plan = QualityPlan("five", seeds=(0, 1, 2), shape=tiny, arms=("natural", "natural_unplanned", "uniform_unplanned"))
     store = Store(str(tmp_path / "quality-five-tiny.json"), plan.settings(), extensible=plan.extensible)
-    assert adopt_baselines(plan, store, str(tmp_path), "tiny") == 4  # 2 arms x seeds 0, 1 (no seed 2 there)
+    assert adopt_baselines(plan, store, baselines_path) == 4  # 2 arms x seeds 0, 1 (no seed 2 there)
     assert sorted(store.units) == [
         "natural_unplanned/0",
         "natural_unplanned/1",
@@ -69,13 +70,13 @@ def test_quality_adopts_the_unplanned_baselines_units_the_baselines_store_holds(
     assert store.units["natural_unplanned/1"]["test_mean"] == stored.units["natural/1"]["test_mean"]
     assert store.units["natural_unplanned/1"]["adopted_from"] == "baselines-five-tiny.json"
     assert store.calls == stored.calls  # the call that measured them
-    assert adopt_baselines(plan, store, str(tmp_path), "tiny") == 0  # nothing twice
+    assert adopt_baselines(plan, store, baselines_path) == 0  # nothing twice
 
     # Other settings are other units: a planned arm, another shape, another set.
     planned_only = QualityPlan("five", seeds=(0, 1), shape=tiny, arms=("natural", "uniform"))
     fresh = Store(str(tmp_path / "q2.json"), planned_only.settings(), extensible=planned_only.extensible)
-    assert adopt_baselines(planned_only, fresh, str(tmp_path), "tiny") == 0
+    assert adopt_baselines(planned_only, fresh, baselines_path) == 0
     gpu = QualityPlan("five", seeds=(0, 1), arms=("natural_unplanned",))
-    assert adopt_baselines(gpu, Store(str(tmp_path / "q3.json"), gpu.settings()), str(tmp_path), "tiny") == 0
+    assert adopt_baselines(gpu, Store(str(tmp_path / "q3.json"), gpu.settings()), baselines_path) == 0
     even = QualityPlan("even", seeds=(0, 1), shape=tiny, arms=("natural_unplanned",))
-    assert adopt_baselines(even, Store(str(tmp_path / "q4.json"), even.settings()), str(tmp_path), "tiny") == 0
+    assert adopt_baselines(even, Store(str(tmp_path / "q4.json"), even.settings()), baselines_path) == 0

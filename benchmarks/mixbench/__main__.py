@@ -39,7 +39,7 @@ from _common import RESULTS_DIR, provenance, read_json, write_json  # noqa: E402
 
 from . import baselines, continual, fidelity, quality, reuse, transfer, updates  # noqa: E402
 from .common import DATA_DIR, SETS, SHAPES, Shape, prepare, stage  # noqa: E402
-from .runner import Board, Budget, Store, WorkerFile, assign, launch_workers, worker_files  # noqa: E402
+from .runner import Board, Budget, Store, WorkerFile, assign, launch_workers, store_name, worker_files  # noqa: E402
 
 
 KINDS = {
@@ -129,14 +129,14 @@ def _variant(opts) -> str:
 
 
 def _store_path(opts) -> str:
-    return opts.store or os.path.join(HERE, "stores", f"{_variant(opts)}-{opts.set}-{opts.shape}.json")
+    return opts.store or os.path.join(HERE, "stores", store_name(_variant(opts), opts.set, opts.shape))
 
 
 def _stores(folder: str, kind: str, shape: str, variant: str | None = None) -> tuple[list, dict]:
     """``[(plan, units, replicates)]`` and the calls of every store of ``kind`` (named ``variant``, default
     ``kind``) and ``shape`` in ``folder``."""
     pairs, calls = [], {}
-    for path in sorted(glob.glob(os.path.join(folder, f"{variant or kind}-*-{shape}.json"))):
+    for path in sorted(glob.glob(os.path.join(folder, store_name(variant or kind, "*", shape)))):
         data = read_json(path)
         settings = {k: v for k, v in data["settings"].items() if k in PLAN_FIELDS[kind]}
         settings["shape"] = Shape(**settings["shape"])
@@ -336,9 +336,8 @@ def main(argv=None) -> int:
         for command in KINDS:
             opts.command = command
             folder = os.path.dirname(_store_path(opts))
-            if glob.glob(os.path.join(folder, f"{command}-*-{opts.shape}.json")) or glob.glob(
-                os.path.join(folder, "pilot", f"{command}-*-{opts.shape}.json")
-            ):
+            pattern = store_name(command, "*", opts.shape)
+            if glob.glob(os.path.join(folder, pattern)) or glob.glob(os.path.join(folder, "pilot", pattern)):
                 _write_results(opts, KINDS[command])
         return 0
     module = KINDS[opts.command]
@@ -350,7 +349,8 @@ def main(argv=None) -> int:
         parser.error(str(error))
     store = Store(_store_path(opts), plan.settings(), extensible=getattr(plan, "extensible", ()))
     if opts.command == "quality":  # natural_unplanned / uniform_unplanned units the baselines store already holds
-        adopted = quality.adopt_baselines(plan, store, os.path.dirname(_store_path(opts)), opts.shape)
+        baselines_store = os.path.join(os.path.dirname(store.path), store_name("baselines", opts.set, opts.shape))
+        adopted = quality.adopt_baselines(plan, store, baselines_store)
         if adopted and opts.worker is None and not opts.dry_run:
             store.save()  # before the workers read the store to find their share
             print(f"adopted {adopted} unit(s) from the baselines store", flush=True)

@@ -31,7 +31,7 @@ import numpy as np
 from . import stats
 from .common import DATA_DIR, SETS, Shape, domain_set, new_model, run_args, tokenizer
 from .fidelity import PREFIXES, variant_suffix
-from .runner import Budget, WorkerFile, as_stored
+from .runner import Budget, WorkerFile, as_stored, differences
 
 
 @dataclass(frozen=True)
@@ -268,9 +268,9 @@ def run_worker(
         print(f"{key}: mean test loss {np.mean(test):.4f} in {seconds:.0f} s", flush=True)
 
 
-def adopt_baselines(plan: QualityPlan, store, folder: str, shape_name: str) -> int:
-    """Copy into ``store`` the units the baselines store of the same set and shape (``baselines-<set>-<shape>.json``
-    in ``folder``) already holds for this plan's ``natural_unplanned`` / ``uniform_unplanned`` arms; returns how many.
+def adopt_baselines(plan: QualityPlan, store, path: str) -> int:
+    """Copy into ``store`` the units the baselines store at ``path`` (that of the same set and shape) already
+    holds for this plan's ``natural_unplanned`` / ``uniform_unplanned`` arms; returns how many.
 
     ``mixbench baselines`` runs exactly those arms (same definition, shape, domains and seeds: checked), so a
     quality run that asks for them would train them again for nothing.  An adopted unit keeps its measurement
@@ -281,13 +281,12 @@ def adopt_baselines(plan: QualityPlan, store, folder: str, shape_name: str) -> i
     from .baselines import ARMS as BASELINE_ARMS
     from .baselines import BaselinePlan
 
-    path = os.path.join(folder, f"baselines-{plan.set_name}-{shape_name}.json")
     data = read_json(path, default=None)
     if not data:
         return 0
     same = BaselinePlan(plan.set_name, seeds=data["settings"]["seeds"], shape=plan.shape, domains=plan.domains)
-    if any(data["settings"].get(k) != v for k, v in as_stored(same.settings()).items() if k != "seeds"):
-        return 0  # another shape or other domains: not the same units
+    if differences(as_stored(same.settings()), data["settings"], extensible=("seeds",)):
+        return 0  # another set, shape or domains: not the same units
     adopted = 0
     for base, arm in BASELINE_ARMS.items():
         if arm not in plan.definitions or plan.definitions[arm] != same.definitions[base]:

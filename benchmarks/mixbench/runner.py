@@ -25,12 +25,17 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from _common import read_json, write_json  # noqa: E402
 
 
+def store_name(variant: str, set_name: str, shape: str) -> str:
+    """The file name of a store: ``<kind[_variant]>-<set>-<shape>.json`` (e.g. ``fidelity_planned-five-gpu.json``)."""
+    return f"{variant}-{set_name}-{shape}.json"
+
+
 def as_stored(value: Any) -> Any:
     """``value`` as it reads back from a store's JSON file (tuples become lists)."""
     return json.loads(json.dumps(value))
 
 
-def _differences(a: dict[str, Any], b: dict[str, Any], extensible: tuple[str, ...]) -> list[str]:
+def differences(a: dict[str, Any], b: dict[str, Any], extensible: tuple[str, ...]) -> list[str]:
     """Settings in which ``a`` and ``b`` disagree; an ``extensible`` one (a list or a mapping that grows from
     call to call) disagrees only in the entries both have (``key.entry`` for a mapping)."""
     out = []
@@ -66,7 +71,7 @@ class Store:
         settings = as_stored(settings)
         self.path, self.extensible = path, tuple(extensible)
         data = read_json(path, default={"settings": settings, "units": {}, "calls": []})
-        changed = _differences(settings, data["settings"], self.extensible)
+        changed = differences(settings, data["settings"], self.extensible)
         if changed:
             raise ValueError(f"{path} holds units of other settings (differ: {changed}); use another --store.")
         self.settings = _union(data["settings"], settings, self.extensible)
@@ -81,7 +86,7 @@ class Store:
         added = 0
         for path in paths:
             data = read_json(path, default=None)
-            if not data or _differences(data.get("settings", {}), self.settings, self.extensible):
+            if not data or differences(data.get("settings", {}), self.settings, self.extensible):
                 continue
             for key, value in data["units"].items():
                 if key not in self.units:
