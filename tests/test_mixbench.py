@@ -190,6 +190,9 @@ def test_quality_arms_resume_and_report(tmp_path, monkeypatch, capsys, five):
         assert all(total > 0 and flops["train"] > 0 for total, flops in zip(arm["total_flops"], arm["flops_by_kind"]))
         assert arm["decisions"]["0"][0]["kind"] == "initial"
     late = entry["arms"]["op_mix_late"]
+    records = json.loads(store.read_text())["units"]["op_mix_late/0"]["decision_records"]
+    assert [r["step"] for r in records] == [5] and records[0]["candidates"] and records[0]["proposal"]["x"]
+    assert "decision_records" not in late  # the store keeps them; the results file the compact history
     assert late["decision_steps"] == [5] and all(f["probe"] > 0 for f in late["flops_by_kind"])
     assert late["minus_natural"]["t_ci"] and late["minus_uniform"]["bootstrap_ci"]
     assert late["headroom_fraction"]["fraction"] is None and late["headroom_fraction"]["why"]  # no fidelity run here

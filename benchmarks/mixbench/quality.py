@@ -167,7 +167,8 @@ class QualityPlan:
 
 
 # ---------------------------------------------------------------------------------- one worker
-#: What a unit keeps of each ``mixtures.json`` record (the law fit and the candidates stay in the run's folder).
+#: What a unit's ``decisions`` keep of each ``mixtures.json`` record (copied to the results file); the
+#: decisions' full records (candidates, scores, law fit, proposal) go to ``decision_records``, in the store only.
 _RECORD_KEYS = (
     "step",
     "kind",
@@ -259,6 +260,10 @@ def run_worker(
                 "total_flops": ledger["total_flops"],
                 "tokens": ledger["tokens_by_kind"],
                 "decisions": decisions,
+                # The run's folder is scratch on the device: without these, why a decision went where it did is lost.
+                "decision_records": [
+                    record for record in trainer.history if record.get("kind") in ("decision", "kept")
+                ],
                 "decision_seconds": sum(
                     d.get("seconds") or 0.0 for d in decisions if d["kind"] in ("decision", "kept")
                 ),
