@@ -111,6 +111,8 @@ def test_fidelity_and_baselines_pipeline_at_tiny_size(tmp_path, five):
     for sim in point["simulators"].values():
         assert -1 <= sim["spearman"] <= 1 and -1 <= sim["kendall"] <= 1 and sim["top1_regret"] >= 0 and sim["tokens"]
     assert point["simulators"]["lora:spread"]["encoding_inconsistency"] is not None
+    gaps = [point["simulators"][f"lora:{e}"]["encoding_gap"] for e in ("spread", "old")]
+    assert gaps[0]["mean"] == pytest.approx(-gaps[1]["mean"]) and gaps[0]["min"] <= gaps[0]["mean"] <= gaps[0]["max"]
     assert point["simulators"]["lora_annealed:spread"]["tokens"]["branch"] > 0  # the anneal is counted
     assert (tmp_path / "results" / "mixbench_fidelity_tiny.png").stat().st_size > 5000
     assert result["commits"] == ["test"] and len(result["unit_calls"]["five"]) == 2 and result["device"]

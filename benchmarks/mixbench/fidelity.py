@@ -401,6 +401,10 @@ def _point_report(plan, point, oracle, sims, complete) -> dict[str, Any]:
                 found["encoding_inconsistency"] = (
                     float(abs(Y[0].mean() - other[0].mean()) / spread) if spread else None
                 )
+                # Signed, in nats, over every mixture: > 0 when this encoding scores the same data worse (the
+                # spread encoding interpolates more probes' deltas; op_mix's law then favours the "old" vertex).
+                gap = Y.mean(axis=1) - other.mean(axis=1)
+                found["encoding_gap"] = {"mean": float(gap.mean()), "min": float(gap.min()), "max": float(gap.max())}
     lora, branches = sims.get("lora"), sims.get("branches")
     if lora and branches and lora.get("scores") and branches.get("scores"):
         result["simulators"]["calibrated"] = _derived_calibrated(plan, lora, branches, agreement)
