@@ -185,6 +185,35 @@ def test_covering_designs():
     assert data[5][2] == pytest.approx(0.1 / 3)
 
 
+@pytest.mark.parametrize("encoding", ["spread", "old"])
+def test_canonical_design_scores_each_data_mixture_at_one_preimage(encoding):
+    from hf_datamix.simulate.probes import encode
+
+    skewed = context(token_counts={"alpha": 900, "beta": 90, "gamma": 10})
+    names = skewed.domains.names
+    around = Mixture.uniform(names)
+    alive = ["old", "d0", "d1", "d2"]
+    rows = LoRAProbes({"candidate_design": "canonical", "encoding": encoding}).design(skewed, around, alive)
+    assert rows.shape == (covering_size(4, 12), 4)
+    np.testing.assert_allclose(rows.sum(axis=1), 1.0)
+    probe_data = np.vstack([np.full(3, 1 / 3), SHARE * np.eye(3) + (1 - SHARE) / 3])
+    data = rows @ probe_data
+    for row, mixture in zip(rows, data):  # the row is the encoding of its own data mixture
+        np.testing.assert_allclose(row, encode(mixture, around.to_array(names), SHARE, encoding), atol=1e-9)
+    for own in probe_data:  # every probe's data mixture is a candidate; with spread, "old" is not weighted alone
+        assert any(np.allclose(own, d) for d in data)
+    assert any(np.allclose(d[2], 0.1 / 3) for d in data[:6])  # natural at the probes' floor
+    assert (rows[:, 0] == 1).sum() == (1 if encoding == "old" else 0)
+    assert len(np.unique(np.round(data, 12), axis=0)) == len(data)  # uniform = old is not scored twice
+    draws = data[len(data) - (covering_size(4, 12) - 5) :]
+    assert draws.min() >= (1 - SHARE) / 3 - 1e-12 and np.ptp(draws) > 0.3  # spread over the span
+
+    # A diverged probe: canonical falls back to draws over the probes that survived.
+    rows = LoRAProbes({"candidate_design": "canonical"}).design(skewed, around, ["old", "d0", "d2"])
+    assert rows.shape == (covering_size(3, 12), 3)
+    np.testing.assert_allclose(rows[:3], np.eye(3))
+
+
 def test_op_mix_with_every_mode_end_to_end(tmp_path, tokenizer):
     from test_op_mix import FAST, train
 
@@ -197,6 +226,17 @@ def test_op_mix_with_every_mode_end_to_end(tmp_path, tokenizer):
     assert decision["candidate_design"] == "covering"
     assert {"step", "anchor", "law_proposal"} <= set(decision["trust_region"])
     assert sum(decision["weights"].values()) == pytest.approx(1.0)
+
+
+def test_op_mix_canonical_design_end_to_end(tmp_path, tokenizer):
+    from test_op_mix import train
+
+    train(tmp_path, tokenizer, strategy_args={"law_space": "data", "candidate_design": "canonical", "encoding": "old"})
+    decision = json.load(open(tmp_path / "mixtures.json"))[1]
+    assert decision["candidate_design"] == "canonical" and decision["law_space"] == "data"
+    assert decision["collapsed_domains"] == ["alpha", "beta", "gamma"] and sum(
+        decision["weights"].values()
+    ) == pytest.approx(1)
 
 
 def test_op_mix_reference_prior_end_to_end(tmp_path, tokenizer):

@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 OLD = "op_mix:old"
 ENCODINGS = ("spread", "old")
+#: ``canonical`` (beyond the paper): draws are data mixtures, each scored at its one preimage (``encoding``).
+PROBE_DESIGNS = (*DESIGNS, "canonical")
 
 
 def probes_run_collectively(trainer) -> bool:
@@ -148,8 +150,10 @@ class LoRAProbesConfig(SimulatorConfig):
     candidate_design: str = field(
         default="dirichlet",
         metadata={
-            "help": "Own candidates: dirichlet (num_candidates draws over the probes, as published) or covering (also "
-            "every probe alone, uniform and natural, and at least 5 x (probes + 1) in all)."
+            "help": "Own candidates: dirichlet (num_candidates draws over the probes, as published), covering (also "
+            "every probe alone, uniform and natural, and at least 5 x (probes + 1) in all) or canonical (covering's "
+            "size and fixed mixtures, its draws made over the data mixtures the probes span, every candidate scored "
+            "at its one preimage under `encoding`: the score then depends on the data mixture only)."
         },
     )
     eval_blocks: int | None = field(
@@ -190,7 +194,7 @@ class LoRAProbesConfig(SimulatorConfig):
             "probe_steps": (self.probe_steps is None or self.probe_steps >= 1, ">= 1, or null: scaled to the run"),
             "domain_probe_share": (0 < self.domain_probe_share <= 1, "in (0, 1]"),
             "num_candidates": (self.num_candidates >= 2, ">= 2"),
-            "candidate_design": (self.candidate_design in DESIGNS, " or ".join(DESIGNS)),
+            "candidate_design": (self.candidate_design in PROBE_DESIGNS, ", ".join(PROBE_DESIGNS)),
             "score": (
                 self.score in ("auto", "loss", "task_error", "answer_logprob"),
                 "auto, loss, task_error or answer_logprob",
@@ -413,25 +417,52 @@ class LoRAProbes(Simulator):
         """Own candidates as probe weights over ``alive`` (rows on the simplex): ``num_candidates`` Dirichlet
         draws, or (``candidate_design="covering"``) every probe alone, uniform and natural encoded as probe
         weights (when every probe survived; one the probes do not span by its nearest spanned mixture), then draws up to
-        :func:`~hf_datamix.simulate.base.covering_size`."""
+        :func:`~hf_datamix.simulate.base.covering_size`; ``"canonical"``: each probe's own data mixture, uniform
+        and natural, then Dirichlet draws over the data mixtures the probes span, every one of them encoded under
+        ``encoding`` (so a row is a function of its data mixture).
+
+        Why ``canonical``: one data mixture has many probe weightings, and the more probes a weighting spreads
+        over, the worse it scores (mixbench_fidelity.json's ``encoding_gap``), so draws over the probes make the
+        score depend on the weighting as well as on the data.  A design that needs every probe falls back to
+        draws over the probes when one diverged (logged)."""
         cfg, names = self.config, context.domains.names
         rng = np.random.default_rng([self.seed, context.stage, context.step])
         # The log-linear law over len(alive) coordinates has len(alive) + 1 parameters per domain:
         # with many domains, 12 candidates cannot determine it (the fit would refuse after all probes).
         count = max(cfg.num_candidates, len(alive) + 1)
         fixed = np.zeros((0, len(alive)))
-        if cfg.candidate_design == "covering":
+        probe_names = ["old"] + [f"d{i}" for i in range(len(names))]
+        complete = sorted(alive) == sorted(probe_names)
+        if cfg.candidate_design in ("covering", "canonical"):
             count = covering_size(len(alive), cfg.num_candidates)
+            old, share = around.to_array(names), cfg.domain_probe_share
+
+            def encoded(mixture: np.ndarray) -> np.ndarray:
+                by_name = dict(zip(probe_names, encode(mixture, old, share, cfg.encoding)))
+                return np.array([by_name[p] for p in alive])
+
+            canonical = cfg.candidate_design == "canonical" and complete
             rows = list(np.eye(len(alive)))
-            probe_names = ["old"] + [f"d{i}" for i in range(len(names))]
-            if sorted(alive) == sorted(probe_names):
-                old, share = around.to_array(names), cfg.domain_probe_share
+            if canonical:  # each probe's own data mixture, at its canonical preimage ("old" alone is not, for spread)
+                rows = [encoded(old)] + [
+                    encoded(share * np.eye(len(names))[i] + (1 - share) * old) for i in range(len(names))
+                ]
+            if complete:
                 for mixture in reference_mixtures(names, context.token_counts).values():
                     # natural after a uniform warm-up may give a small domain less than the probes span: the
                     # nearest spanned mixture stands for it (the candidates' data mixtures record which)
-                    spanned, _ = into_span(mixture.to_array(names), old, share)
-                    by_name = dict(zip(probe_names, encode(spanned, old, share, cfg.encoding)))
-                    rows.append(np.array([by_name[p] for p in alive]))
+                    row = encoded(into_span(mixture.to_array(names), old, share)[0])
+                    if not (canonical and any(np.allclose(row, kept) for kept in rows)):  # uniform = old, say
+                        rows.append(row)
             fixed = np.array(rows)
+            if canonical:
+                # Every spanned mixture is (1 − share)·old + share·w for one w on the simplex.
+                w = rng.dirichlet(np.full(len(names), cfg.dirichlet_alpha), size=max(0, count - len(fixed)))
+                drawn = [encoded((1 - share) * old + share * row) for row in w]
+                return np.vstack([fixed, *drawn]) if drawn else fixed
+            if cfg.candidate_design == "canonical":
+                logger.warning(
+                    "lora_probes: a probe diverged, so canonical candidates fall back to draws over %s.", alive
+                )
         draws = rng.dirichlet(np.full(len(alive), cfg.dirichlet_alpha), size=max(0, count - len(fixed)))
         return np.vstack([fixed, draws])
