@@ -553,6 +553,13 @@ class ProposerConfig:
             "trust_full_spearman": (0 < self.trust_full_spearman <= 1, "in (0, 1]"),
         }
 
+    @staticmethod
+    def proposal_settings() -> tuple[str, ...]:
+        """The settings that only turn a simulation into a mixture
+        (:meth:`~hf_datamix.strategies.composed.ComposedStrategy.propose`): every one of this class but
+        ``decision_seed``, which seeds the simulator's draws too."""
+        return tuple(name for name in ProposerConfig.__dataclass_fields__ if name != "decision_seed")
+
     def proposer(self) -> ProposerConfig:
         """These settings as a plain :class:`ProposerConfig`."""
         return ProposerConfig(**{name: getattr(self, name) for name in ProposerConfig.__dataclass_fields__})

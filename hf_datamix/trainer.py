@@ -278,15 +278,24 @@ class DataMixMixin:
             rows = [next(iterator) for _ in range(batch_size * count)]
             yield self.data_collator(rows[index::count])
 
-    def branch_batches(self, mixture: Mixture, start_sample: int | None = None):
-        """This process's micro-batches of the run's own stream continued on ``mixture`` (for branches).
+    def branch_stream(
+        self, mixture: Mixture, start_sample: int | None = None, from_sample: int | None = None
+    ) -> Interleaver:
+        """The run's own stream continued on ``mixture`` (for branches), read from global sample ``start_sample``.
 
         The stream is the training interleaver's — its seed, weight schedule and per-domain positions —
-        up to global sample ``start_sample`` (default: the first sample after the optimizer steps done),
-        with ``mixture`` from there on: what training would read had it decided ``mixture`` there.  Every
-        process reads each global micro-batch and keeps its slice, as training does.
+        up to ``start_sample`` (default: the first sample after the optimizer steps done), with ``mixture``
+        from global sample ``from_sample`` on (default: ``start_sample``): what training would read had it
+        decided ``mixture`` there.  A decision taken after optimizer step ``t`` applies from the first sample
+        of step ``t + 2`` (:mod:`hf_datamix.callbacks`): ``from_sample = (t + 1) * samples_per_step``.
         """
         start = self.state.global_step * self.samples_per_step if start_sample is None else int(start_sample)
+        switch = start if from_sample is None else int(from_sample)
+        if switch < start:
+            raise ValueError(
+                f"from_sample={switch} is before the branch's first sample {start}: a branch cannot change "
+                "the mixture of samples it does not read; give from_sample >= start_sample."
+            )
         main = self.interleaver
         state = main.state_dict()
         # Changes already scheduled past the branch point do not belong to the branch's stream.
@@ -301,8 +310,14 @@ class DataMixMixin:
             shuffle=main.shuffle,
         )
         stream.load_state_dict(state)
-        stream.set_weights(Mixture(mixture, domains=self.domains.names), from_sample=start)
+        stream.set_weights(Mixture(mixture, domains=self.domains.names), from_sample=switch)
         stream.start_sample, stream.chunk_size, stream.log_exhaustion = start, self.global_micro_batch, False
+        return stream
+
+    def branch_batches(self, mixture: Mixture, start_sample: int | None = None, from_sample: int | None = None):
+        """This process's micro-batches of :meth:`branch_stream` (same arguments). Every process reads each
+        global micro-batch and keeps its slice, as training does."""
+        stream = self.branch_stream(mixture, start_sample, from_sample)
         per_process, rank = self._train_batch_size, self.args.process_index
         if self.args.accelerator_config.split_batches:
             per_process = self._train_batch_size // self.args.world_size

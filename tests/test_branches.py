@@ -105,6 +105,33 @@ def test_a_branch_to_the_end_is_the_run_on_that_mixture(tmp_path, tokenizer):
     assert max((x - y).abs().max() for x, y in zip(reference.model.parameters(), final["uniform"])) > 1e-3
 
 
+def test_a_branch_from_a_decision_point_is_the_run_that_decided_there(tmp_path, tokenizer):
+    """With ``from_sample`` where the controller applies a decision taken now (the step after next), a branch to the
+    end is the run that decided that mixture; the same branch on the mixture from its first sample is not."""
+    gamma = {"alpha": 0.0, "beta": 0.0, "gamma": 1.0}
+
+    class Decide(BranchAt):
+        def decide(self, context):
+            return Mixture(gamma)
+
+    decided = run(tmp_path / "decided", tokenizer, Decide(3, None), plan_caps=False)
+    final = {}
+
+    def branch(context):
+        trainer = context.trainer
+        with TrainerBranches(trainer) as branches:
+            for name, start in (("decision", (context.step + 1) * trainer.samples_per_step), ("now", None)):
+                branches.restore()
+                branches.train(gamma, 8 - context.step, from_sample=start)
+                final[name] = [p.detach().clone() for p in trainer.model.parameters()]
+            with pytest.raises(ValueError, match="from_sample"):
+                trainer.branch_stream(gamma, from_sample=context.step * trainer.samples_per_step - 1)
+
+    run(tmp_path / "branch", tokenizer, BranchAt(3, branch), plan_caps=False)
+    assert all(torch.equal(x, y) for x, y in zip(decided.model.parameters(), final["decision"]))
+    assert max((x - y).abs().max() for x, y in zip(decided.model.parameters(), final["now"])) > 1e-4
+
+
 def test_branches_simulator_scores_given_mixtures_on_the_decision_split(tmp_path, tokenizer):
     found = {}
 

@@ -106,6 +106,63 @@ def test_diverged_probes_keep_the_current_mixture(tmp_path, tokenizer, caplog):
     assert "too few probes survived" in caplog.text
 
 
+def test_strategies_proposing_from_one_shared_simulation_decide_as_each_does_alone(tmp_path, tokenizer):
+    """``Simulator.shared`` trains the probes once and scores each candidate design on them; each strategy's
+    ``propose`` on that simulation is the decision it takes when it simulates alone (its prior, law, design)."""
+    from hf_datamix import Strategy
+    from hf_datamix.proposer import ProposerConfig
+
+    extra = {
+        "op_mix": {},
+        "prior": {"prior_space": "coordinates"},
+        "design": {"law_space": "data", "candidate_design": "covering", "trust_region": True},
+    }
+    strategies = {name: create_strategy("op_mix", **{**FAST, **settings}) for name, settings in extra.items()}
+    found = {}
+
+    class Compare(Strategy):
+        name = "compare"
+
+        def next_decision_step(self, step, max_steps):
+            return 2 if step <= 2 else None
+
+        def decide(self, context):
+            probe = context.ledger.by_kind.get("probe", 0.0)
+            with strategies["op_mix"].simulator.shared(context, context.mixture) as simulate:
+                simulations = {"dirichlet": simulate(), "covering": simulate(candidate_design="covering")}
+                with pytest.raises(ValueError, match="probe_rank"):
+                    simulate(probe_rank=8)  # changes the probes: not a design setting
+            found["shared_probe"] = context.ledger.by_kind["probe"] - probe
+            found["shared"] = {
+                name: strategy.propose(context, simulations["covering" if name == "design" else "dirichlet"])
+                for name, strategy in strategies.items()
+            }
+            probe = context.ledger.by_kind["probe"]
+            found["alone"] = {name: strategy.decide(context) for name, strategy in strategies.items()}
+            found["alone_probe"] = (context.ledger.by_kind["probe"] - probe) / len(strategies)
+
+    trainer = DataMixTrainer(
+        model=tiny_llama(len(tokenizer)),
+        args=make_args(tmp_path),
+        domains=make_domain_set(),
+        strategy=Compare(),
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    assert found["shared_probe"] == pytest.approx(found["alone_probe"])  # one set of probes for every design
+    for name in strategies:
+        shared, alone = found["shared"][name], found["alone"][name]
+        assert dict(shared.mixture) == dict(alone.mixture), name
+        for key in ("candidates", "observed", "predicted", "schedule", "prior_space", "law_space"):
+            assert shared.details[key] == alone.details[key], (name, key)
+    assert len(found["alone"]["design"].details["candidates"]) > len(found["alone"]["op_mix"].details["candidates"])
+    assert len({tuple(dict(d.mixture).values()) for d in found["alone"].values()}) == 3
+    assert (
+        "decision_seed" not in ProposerConfig.proposal_settings()
+        and "prior_space" in ProposerConfig.proposal_settings()
+    )
+
+
 def test_bad_settings_are_rejected_before_any_compute():
     with pytest.raises(ValueError, match="warmup_fraction=1.5"):
         create_strategy("op_mix", warmup_fraction=1.5)

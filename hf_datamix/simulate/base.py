@@ -18,7 +18,9 @@ A strategy that decides through a simulator takes ``simulator=<name>`` and the s
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -132,6 +134,9 @@ class Simulator:
     collective: bool = False
     #: True if :meth:`simulate` honours ``groups`` (mixture reuse keeps domains together).
     supports_groups: ClassVar[bool] = False
+    #: Settings that only choose or score the candidates, not what the simulator trains: simulations whose
+    #: settings differ only in these can share that training (:meth:`shared`).
+    design_settings: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any = None, *, seed: int = 0, **kwargs: Any):
         self.config = build_config(
@@ -170,6 +175,30 @@ class Simulator:
         (e.g. every probe diverged); the mixture is then kept.
         """
         raise NotImplementedError
+
+    def with_design(self, **design: Any) -> Simulator:
+        """A simulator of this class with this one's settings and seed, but the given :attr:`design_settings`."""
+        unknown = sorted(set(design) - set(self.design_settings))
+        if unknown:
+            raise ValueError(
+                f"simulator {self.name!r}: {unknown} are not settings of the candidate design; those are "
+                f"{list(self.design_settings)} (the others change what the simulator trains)."
+            )
+        return type(self)(dataclasses.replace(self.config, **design), seed=self.seed)
+
+    @contextlib.contextmanager
+    def shared(self, context, around: Mixture) -> Iterator[Callable[..., Simulation | None]]:
+        """Several simulations around ``around`` that share what they train, e.g. to compare candidate designs.
+
+        Yields ``simulate(candidates=None, **design)``: what :meth:`simulate` of :meth:`with_design`
+        ``(**design)`` would return at this point.  This default shares nothing (each call simulates in
+        full); a simulator with :attr:`design_settings` trains once on entry and restores the model on exit.
+        """
+
+        def simulate(candidates: Sequence[Mapping[str, float]] | None = None, **design: Any) -> Simulation | None:
+            return (self.with_design(**design) if design else self).simulate(context, around, candidates)
+
+        yield simulate
 
     def interpolate(
         self, context, ends: Mapping[str, Mixture], weights: Sequence[Mapping[str, float]]

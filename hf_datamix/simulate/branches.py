@@ -132,12 +132,18 @@ class TrainerBranches:
 
     # -- branches -------------------------------------------------------------------------------
     def train(
-        self, mixture: Mapping[str, float], steps: int, lr_scale: Callable[[int], float] | None = None
+        self,
+        mixture: Mapping[str, float],
+        steps: int,
+        lr_scale: Callable[[int], float] | None = None,
+        from_sample: int | None = None,
     ) -> tuple[list[float], int]:
         """Train the model in its current state for ``steps`` optimizer steps on ``mixture``.
 
-        The data continue the run's stream from its current position.  ``lr_scale(step)``, if given,
-        sets the learning rate to the snapshot's times that factor instead of following the schedule
+        The data continue the run's stream from its current position, with ``mixture`` from global sample
+        ``from_sample`` on (default: the branch's first sample; ``(step + 1) * samples_per_step`` is where a
+        decision taken now would apply: :meth:`~hf_datamix.DataMixTrainer.branch_stream`).  ``lr_scale(step)``,
+        if given, sets the learning rate to the snapshot's times that factor instead of following the schedule
         (e.g. an anneal).  Returns the mean training loss of each step and the tokens trained (all processes).
         """
         saved, trainer = self._require(), self.trainer
@@ -145,7 +151,9 @@ class TrainerBranches:
             raise ValueError(f"branch steps must be >= 0, got {steps!r}.")
         args, model = trainer.args, trainer.model_wrapped
         optimizer = trainer.optimizer
-        batches = trainer.branch_batches(Mixture(dict(mixture), domains=trainer.domains.names))
+        batches = trainer.branch_batches(
+            Mixture(dict(mixture), domains=trainer.domains.names), from_sample=from_sample
+        )
         base_lrs = [g["lr"] for g in saved["groups"]]
         losses, tokens = [], 0
         accumulation = args.gradient_accumulation_steps

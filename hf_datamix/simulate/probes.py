@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,6 +211,8 @@ class LoRAProbes(Simulator):
     name = "lora_probes"
     description = "LoRA probes trained on the current model; candidates interpolate their weight deltas exactly."
     config_class = LoRAProbesConfig
+    # What candidates are drawn and how they are scored: the probes do not depend on these.
+    design_settings = ("candidate_design", "num_candidates", "dirichlet_alpha", "encoding", "eval_blocks", "score")
 
     def probe_steps(self, context) -> int:
         """Steps per probe: ``probe_steps``, or scaled to the run when it is None (see its help)."""
@@ -341,12 +343,21 @@ class LoRAProbes(Simulator):
         groups: Mapping[str, Mixture] | None = None,
     ) -> Simulation | None:
         self.refuse_groups(groups)
+        if candidates is not None:
+            data_mixtures(candidates, context.domains.names)  # a bad candidate fails before any probe trains
+        with self.shared(context, around) as simulate:
+            return simulate(candidates)
+
+    @contextlib.contextmanager
+    def shared(self, context, around: Mixture) -> Iterator[Callable[..., Simulation | None]]:
+        """The probes around ``around`` trained once (from an annealed copy with ``anneal_steps``); each
+        ``simulate(candidates=None, **design)`` scores its candidates on them, as :meth:`simulate` with those
+        :attr:`design_settings` would (the probes do not depend on them).  The model is restored on exit."""
         cfg, names = self.config, context.domains.names
         share = cfg.domain_probe_share
         probes = {"old": around}
         for i, name in enumerate(names):
             probes[f"d{i}"] = Mixture({n: share * (n == name) + (1 - share) * around[n] for n in names})
-        given = data_mixtures(candidates, names) if candidates is not None else None
         record: dict[str, Any] = {"probe_steps": self.probe_steps(context)}
         with contextlib.ExitStack() as stack:
             if cfg.anneal_steps:
@@ -354,55 +365,61 @@ class LoRAProbes(Simulator):
                 steps, end = cfg.anneal_steps, cfg.anneal_to
                 losses, tokens = branches.train(around, steps, lr_scale=lambda s: 1 - (1 - end) * (s + 1) / steps)
                 record["anneal"] = {"steps": steps, "lr_to": end, "tokens": tokens, "final_loss": losses[-1]}
-            return self._simulate_on_model(context, around, given, probes, record)
+            simulator = stack.enter_context(self.session(context, record["probe_steps"]))
+            record["probes"] = self.train_probes(context, simulator, probes, record["probe_steps"])
 
-    def _simulate_on_model(self, context, around, given, probes, record) -> Simulation | None:
+            def simulate(candidates: Sequence[Mapping[str, float]] | None = None, **design: Any) -> Simulation | None:
+                given = data_mixtures(candidates, names) if candidates is not None else None
+                chosen = self.with_design(**design) if design else self
+                return chosen._score_probes(context, around, given, probes, simulator, dict(record))
+
+            yield simulate
+
+    def _score_probes(self, context, around, given, probes, simulator, record) -> Simulation | None:
+        """The simulation of the trained ``probes``: this simulator's own candidates, or the ``given`` data mixtures."""
         cfg, names, share = self.config, context.domains.names, self.config.domain_probe_share
-        with self.session(context, record["probe_steps"]) as simulator:
-            probe_info = self.train_probes(context, simulator, probes, record["probe_steps"])
-            alive = simulator.probes
-            if "old" not in alive or len(alive) < 2:
-                logger.warning("op_mix: too few probes survived (%s); keeping the current mixture.", alive)
+        alive = simulator.probes
+        if "old" not in alive or len(alive) < 2:
+            logger.warning("op_mix: too few probes survived (%s); keeping the current mixture.", alive)
+            return None
+        # Coordinates [old, surviving domain probes]; X's columns in that order.
+        order = [alive.index("old")] + [alive.index(p) for p in alive if p != "old"]
+        coordinates = [OLD] + [names[int(p[1:])] for p in alive if p != "old"]
+        if given is None:
+            weights = self.design(context, around, alive)
+            Y = self.scores(context, simulator, [dict(zip(alive, row)) for row in weights])
+            X = weights[:, order]
+            record["candidate_design"] = cfg.candidate_design
+        else:
+            if len(alive) < len(probes):
+                logger.warning(
+                    "lora_probes: probes %s diverged; given candidates cannot be encoded.",
+                    sorted(set(probes) - set(alive)),
+                )
                 return None
-            # Coordinates [old, surviving domain probes]; X's columns in that order.
-            order = [alive.index("old")] + [alive.index(p) for p in alive if p != "old"]
-            coordinates = [OLD] + [names[int(p[1:])] for p in alive if p != "old"]
-            record["probes"] = probe_info
-            if given is None:
-                weights = self.design(context, around, alive)
-                Y = self.scores(context, simulator, [dict(zip(alive, row)) for row in weights])
-                X = weights[:, order]
-                record["candidate_design"] = cfg.candidate_design
-            else:
-                if len(alive) < len(probes):
-                    logger.warning(
-                        "lora_probes: probes %s diverged; given candidates cannot be encoded.",
-                        sorted(set(probes) - set(alive)),
-                    )
-                    return None
-                old = around.to_array(names)
-                spanned = [into_span(m.to_array(names), old, share) for m in given]
-                moved = {i: t for i, (_, t) in enumerate(spanned) if t > 0}
-                if moved:
-                    logger.warning(
-                        "lora_probes: candidates %s give a domain less than %.3g x its share of the current "
-                        "mixture, which no probe spans; each is scored at the nearest spanned mixture toward the "
-                        "current one (fractions of the way recorded under 'moved_into_span').",
-                        sorted(moved),
-                        1 - share,
-                    )
-                    record["moved_into_span"] = {str(i): t for i, t in moved.items()}
-                encoded = {e: np.array([encode(p, old, share, e) for p, _ in spanned]) for e in ENCODINGS}
-                probe_names = ["old"] + [f"d{i}" for i in range(len(names))]
-                ys = {
-                    e: self.scores(context, simulator, [dict(zip(probe_names, row)) for row in w])
-                    for e, w in encoded.items()
-                }
-                record["encodings"] = {e: {"weights": encoded[e].tolist(), "Y": ys[e].tolist()} for e in ENCODINGS}
-                # X in data coordinates [old, d1..dk] (probe d carries share·d), so mixtures() gives back the
-                # given data mixtures whichever encoding scored them.
-                domain_part = share * encoded[cfg.encoding][:, 1:]
-                X, Y = np.column_stack([1 - domain_part.sum(axis=1), domain_part]), ys[cfg.encoding]
+            old = around.to_array(names)
+            spanned = [into_span(m.to_array(names), old, share) for m in given]
+            moved = {i: t for i, (_, t) in enumerate(spanned) if t > 0}
+            if moved:
+                logger.warning(
+                    "lora_probes: candidates %s give a domain less than %.3g x its share of the current "
+                    "mixture, which no probe spans; each is scored at the nearest spanned mixture toward the "
+                    "current one (fractions of the way recorded under 'moved_into_span').",
+                    sorted(moved),
+                    1 - share,
+                )
+                record["moved_into_span"] = {str(i): t for i, t in moved.items()}
+            encoded = {e: np.array([encode(p, old, share, e) for p, _ in spanned]) for e in ENCODINGS}
+            probe_names = ["old"] + [f"d{i}" for i in range(len(names))]
+            ys = {
+                e: self.scores(context, simulator, [dict(zip(probe_names, row)) for row in w])
+                for e, w in encoded.items()
+            }
+            record["encodings"] = {e: {"weights": encoded[e].tolist(), "Y": ys[e].tolist()} for e in ENCODINGS}
+            # X in data coordinates [old, d1..dk] (probe d carries share·d), so mixtures() gives back the
+            # given data mixtures whichever encoding scored them.
+            domain_part = share * encoded[cfg.encoding][:, 1:]
+            X, Y = np.column_stack([1 - domain_part.sum(axis=1), domain_part]), ys[cfg.encoding]
         # The data each candidate was simulated on: probe d trained on share·d + (1 − share)·old.
         old = around.to_array(names)
         probe_data = np.array(

@@ -14,10 +14,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ..proposer import ProposerConfig
+from ..proposer import ProposerConfig, decide
 from ..settings import as_values, build_config, field_names
-from ..simulate.base import Simulator, get_simulator_class
-from .base import Strategy
+from ..simulate.base import Simulation, Simulator, get_simulator_class
+from .base import Decision, DecisionContext, Strategy
 
 
 class ComposedStrategy(Strategy):
@@ -58,6 +58,16 @@ class ComposedStrategy(Strategy):
 
     def check(self, domains) -> None:
         self.simulator.check(domains)
+
+    def propose(self, context: DecisionContext, simulation: Simulation) -> Decision:
+        """The decision this strategy takes from a given ``simulation``: its law fitted on the simulated
+        candidates and the mixture its proposer settings give (:func:`~hf_datamix.proposer.decide`).
+
+        A decision is the simulator's ``simulate`` followed by this, so strategies that differ only in their
+        proposer settings (prior, law, trust region, ...) can be compared on one simulation, each giving the
+        decision it would have taken after simulating alone.
+        """
+        return decide(simulation, self.config, context)
 
     def runs_on_every_process(self, trainer) -> bool:
         return self.simulator.runs_on_every_process(trainer)

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..laws import MixingLaw
 from ..mixture import Mixture
-from ..proposer import ProposerConfig, decide
+from ..proposer import ProposerConfig
 from ..reuse import REUSE_MODES, VIRTUAL, ReusePlan, plan_reuse
 from ..settings import check_ranges
 from .base import Decision, DecisionContext
@@ -143,7 +143,7 @@ class OlmixReuseStrategy(ComposedStrategy):
         if simulation is None:
             return None
         self.proxy_runs += int(simulation.record.get("proxy_runs", 0))
-        decision = decide(simulation, self.config, context)
+        decision = self.propose(context, simulation)
         # The law's columns are the record's (with law_space="data" the domains, not the simulation's
         # coordinates); its rows are the simulation's targets.
         details = decision.details

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..mixture import Mixture
-from ..proposer import PRIORS, ProposerConfig, decide, prior_weights
+from ..proposer import PRIORS, ProposerConfig, prior_weights
 from ..settings import check_ranges
 from ..simulate.base import Simulation
 from ..simulate.probes import OLD
@@ -135,9 +135,11 @@ class OpMixStrategy(ComposedStrategy):
             simulation = self._simulate_continual(context)
         else:  # the pretraining schedule (and mid-stage re-decisions): around the mixture in force
             simulation = self.simulator.simulate(context, context.mixture or Mixture.uniform(context.domains.names))
-        if simulation is None:
-            return None
-        decision = decide(simulation, self.config, context)
+        return None if simulation is None else self.propose(context, simulation)
+
+    def propose(self, context: DecisionContext, simulation: Simulation) -> Decision:
+        """The decision from ``simulation`` (:meth:`ComposedStrategy.propose`), recorded with its schedule."""
+        decision = super().propose(context, simulation)
         schedule = self.mode if context.step == 0 else ("pretrain" if self.mode == "pretrain" else "redecide")
         decision.details["schedule"] = schedule
         return decision
