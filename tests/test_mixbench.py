@@ -180,13 +180,15 @@ def test_fidelity_and_baselines_pipeline_at_tiny_size(tmp_path, five):
 def test_quality_arms_resume_and_report(tmp_path, monkeypatch, capsys, five):
     common = staged(tmp_path, data=five)
     store = tmp_path / "store" / "quality-five-tiny.json"
-    arms = ["--arms", "natural,uniform,op_mix,op_mix_late", "--seeds", "0,1", "--store", str(store)]
+    arms = ["--arms", "natural,uniform,op_mix,op_mix_prior,op_mix_late", "--seeds", "0,1", "--store", str(store)]
     out = mixbench("quality", *common, *arms, "--procs", "2", "--work", str(tmp_path / "w1"))
-    assert "0 units done, 8 pending" in out
+    assert "0 units done, 8 pending" in out  # op_mix_prior shares op_mix's warm-up and decision: one unit a seed
     result = json.load(open(tmp_path / "results" / "opmix_quality_pretrain_tiny.json"))
     assert result["status"] == "complete", out
     entry = result["domain_sets"]["five"]
-    assert set(entry["arms"]) == {"natural", "uniform", "op_mix", "op_mix_late"}
+    assert set(entry["arms"]) == {"natural", "uniform", "op_mix", "op_mix_prior", "op_mix_late"}
+    assert entry["arms"]["op_mix_prior"]["shared_decision_with"] == {"0": ["op_mix"], "1": ["op_mix"]}
+    assert entry["shared_decision"]["differences"]["op_mix_prior - op_mix"]["shared_decision_seeds"] == [0, 1]
     for arm in entry["arms"].values():
         assert arm["seeds"] == [0, 1] and len(arm["mean_test_loss"]) == 2 and len(arm["test_by_domain"]) == 5
         assert all(total > 0 and flops["train"] > 0 for total, flops in zip(arm["total_flops"], arm["flops_by_kind"]))
@@ -208,7 +210,7 @@ def test_quality_arms_resume_and_report(tmp_path, monkeypatch, capsys, five):
     # Run again: nothing is retrained, the store is unchanged.
     before = store.read_text()
     again = mixbench("quality", *common, *arms, "--work", str(tmp_path / "w2"))
-    assert "8 units done, 0 pending" in again and "mean test loss" not in again
+    assert "10 units done, 0 pending" in again and "mean test loss" not in again
     assert json.loads(store.read_text())["units"] == json.loads(before)["units"]
 
     # An arm with a setting its strategy does not have fails before anything is trained or stored.

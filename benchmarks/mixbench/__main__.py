@@ -39,7 +39,17 @@ from _common import RESULTS_DIR, provenance, read_json, write_json  # noqa: E402
 
 from . import baselines, continual, fidelity, quality, reuse, transfer, updates  # noqa: E402
 from .common import DATA_DIR, SETS, SHAPES, Shape, prepare, stage  # noqa: E402
-from .runner import Board, Budget, Store, WorkerFile, assign, launch_workers, store_name, worker_files  # noqa: E402
+from .runner import (  # noqa: E402
+    Board,
+    Budget,
+    Store,
+    WorkerFile,
+    assign,
+    launch_workers,
+    pending_units,
+    store_name,
+    worker_files,
+)
 
 
 KINDS = {
@@ -354,7 +364,7 @@ def main(argv=None) -> int:
         if adopted and opts.worker is None and not opts.dry_run:
             store.save()  # before the workers read the store to find their share
             print(f"adopted {adopted} unit(s) from the baselines store", flush=True)
-    pending = [(k, c) for k, c in plan.units() if k not in store.units]
+    pending = pending_units(plan, store.units)
     shares = assign(pending, max(1, opts.procs))
     dependent = getattr(module, "DEPENDENT_UNITS", False)  # every worker takes ready units from all pending ones
     extra = {"done": store.units} if dependent else {}
@@ -375,7 +385,7 @@ def main(argv=None) -> int:
     for stale in worker_files(opts.work):
         os.remove(stale)
     Board(opts.work).clear()
-    pending = [(k, c) for k, c in plan.units() if k not in store.units]
+    pending = pending_units(plan, store.units)
     print(f"{len(store.units)} units done, {len(pending)} pending", flush=True)
     if opts.dry_run:
         print(f"pending units: {', '.join(k for k, _ in pending) or 'none'}", flush=True)

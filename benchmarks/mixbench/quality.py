@@ -12,6 +12,15 @@ resolved for the shape: an arm added later joins the store, but an arm whose def
 Seeds added later join too.  Every arm's settings are checked (:meth:`QualityPlan.check`: the arm's
 strategy is built with the library's factory) before anything is trained.
 
+Arms that train the same run up to one decision and differ only in how its simulation becomes a mixture
+(:func:`.shared_decision.shared_decision_groups`: op_mix, op_mix_prior, op_mix_design and op_mix_canonical) are one unit of work per
+seed, ``op_mix+op_mix_prior+op_mix_design/<seed>`` (:mod:`.shared_decision`): the warm-up and the probes
+run once and every arm continues from the decision-time model, optimizer, schedule and data stream.  The
+store still holds one ``arm/seed`` record each, as the arm alone would have produced it (its compute is the
+warm-up, its decision and its continuation), with ``shared_decision_with`` (the arms that forked from the
+same decision-time model θ_D) and ``group`` (the group's actual compute and seconds).  A group cut short
+keeps its finished arms; the others form the next call's unit.
+
 The report (``opmix_quality_pretrain.json``): per set and arm the per-seed mean test loss (one per seed,
 the plan's seed order), per-domain test losses, FLOPs by kind, decisions; every arm's paired difference
 (arm − natural, arm − uniform); the fraction of the oracle headroom at an op_mix arm's decision point (from the fidelity
@@ -22,7 +31,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
@@ -32,6 +41,7 @@ from . import stats
 from .common import DATA_DIR, SETS, Shape, domain_set, new_model, run_args, tokenizer
 from .fidelity import PREFIXES, variant_suffix
 from .runner import Budget, WorkerFile, as_stored, differences
+from .shared_decision import planned_decisions, shared_decision_groups
 
 
 @dataclass(frozen=True)
@@ -153,23 +163,34 @@ class QualityPlan:
 
     def decision_steps(self, arm: str) -> list[int]:
         """The steps at which ``arm``'s strategy plans to decide in a pretraining run of this shape."""
-        strategy, steps, found = self.strategy(arm), self.shape.steps, []
-        nxt = strategy.next_decision_step(0, steps)
-        while nxt is not None and nxt < steps:
-            found.append(int(nxt))
-            nxt = strategy.next_decision_step(nxt + 1, steps)
-        return found
+        return planned_decisions(self.strategy(arm), self.shape.steps)
 
-    def cost(self, arm: str) -> float:
-        """Estimated cost of one unit of ``arm`` in training steps (orders the units, paces the budget)."""
-        return self.shape.steps * (1 + DECISION_COST * len(self.decision_steps(arm)))
+    def groups(self) -> list[tuple[str, ...]]:
+        """The arms grouped by what they can share (:func:`shared_decision_groups`)."""
+        return shared_decision_groups(self.definitions, self.shape)
+
+    def cost(self, arms: str | tuple[str, ...]) -> float:
+        """Estimated cost in training steps of one unit (orders the units, paces the budget): an arm alone, or arms
+        sharing their warm-up and decision (the warm-up and the decision once, then a continuation each)."""
+        arms = (arms,) if isinstance(arms, str) else tuple(arms)
+        steps, decisions = self.shape.steps, self.decision_steps(arms[0])
+        start = decisions[0] if decisions else 0
+        return start + steps * DECISION_COST * len(decisions) + len(arms) * (steps - start)
 
     def unit_keys(self) -> list[str]:
+        """The ``arm/seed`` records the store holds when every unit is done."""
         return [f"{arm}/{seed}" for seed in self.seeds for arm in self.arms]
 
-    def units(self) -> list[tuple[str, float]]:
-        costs = {arm: self.cost(arm) for arm in self.arms}
-        return [(key, costs[key.rsplit("/", 1)[0]]) for key in self.unit_keys()]
+    def units(self, done: Container[str] = ()) -> list[tuple[str, float]]:
+        """``[(key, cost)]`` of the work left when the records ``done`` are finished: per seed, each group of
+        :meth:`groups` over its arms not done, keyed ``arm+arm/seed`` (an arm alone: ``arm/seed``)."""
+        out = []
+        for seed in self.seeds:
+            for group in self.groups():
+                todo = tuple(arm for arm in group if f"{arm}/{seed}" not in done)
+                if todo:
+                    out.append((f"{'+'.join(todo)}/{seed}", self.cost(todo)))
+        return out
 
 
 # ---------------------------------------------------------------------------------- one worker
@@ -201,12 +222,59 @@ def _decisions(history: list[dict]) -> list[dict]:
     return out
 
 
-def _epochs(trainer, steps: int) -> dict[str, float]:
-    """Epochs over each domain's training blocks drawn in ``steps`` steps (the run's own stream, caps included)."""
-    stream = trainer.interleaver
+def _epochs(trainer, steps: int, stream=None) -> dict[str, float]:
+    """Epochs over each domain's training blocks drawn in ``steps`` steps of ``stream`` (default: the run's own
+    stream, caps included)."""
+    stream = stream or trainer.interleaver
     drawn = stream.drawn(steps * trainer.samples_per_step)
     return {
         name: drawn[name] / (trainer.sources[name].num_blocks * stream.segments_per_block) for name in stream.domains
+    }
+
+
+def new_trainer(plan: QualityPlan, arm: str, seed: int, folder: str, domains, tok, strategy):
+    """The DataMixTrainer ``arm`` trains with on ``seed`` (the shape's model from the seed's init), under ``strategy``."""
+    from hf_datamix import DataMixTrainer
+
+    return DataMixTrainer(
+        model=new_model(tok, plan.shape, seed),
+        domains=domains,
+        strategy=strategy,
+        args=run_args(plan.shape, folder, seed, plan_caps=plan.definitions[arm]["plan_caps"]),
+        processing_class=tok,
+    )
+
+
+def score_test(trainer) -> np.ndarray:
+    """The test split's loss per domain of the trainer's model as it is (not counted: not the arm's compute)."""
+    from hf_datamix.simulate.scoring import BlockLossScorer
+
+    return BlockLossScorer(trainer.eval_blocks, 32, trainer.args.device)(trainer.model)
+
+
+def unit_record(
+    arm: str, seed: int, weights, test, seconds: float, train_loss, epochs, ledger: Mapping, history: list[dict]
+) -> dict[str, Any]:
+    """One ``arm/seed`` record of the store: its test losses, initial weights, compute (a ledger's ``to_dict()``),
+    its run's ``mixtures.json`` records (``history``) compacted (:func:`_decisions`) and the decisions' in full,
+    epochs and seconds."""
+    decisions = _decisions(history)
+    return {
+        "arm": arm,
+        "seed": int(seed),
+        "weights": weights,
+        "test": np.asarray(test).tolist(),
+        "test_mean": float(np.mean(test)),
+        "seconds": seconds,
+        "final_train_loss": train_loss,
+        "epochs": epochs,
+        "flops": ledger["by_kind"],
+        "total_flops": ledger["total_flops"],
+        "tokens": ledger["tokens_by_kind"],
+        "decisions": decisions,
+        # The run's folder is scratch on the device: without these, why a decision went where it did is lost.
+        "decision_records": [record for record in history if record.get("kind") in ("decision", "kept")],
+        "decision_seconds": sum(d.get("seconds") or 0.0 for d in decisions if d["kind"] in ("decision", "kept")),
     }
 
 
@@ -219,62 +287,41 @@ def run_worker(
     data_dir: str = DATA_DIR,
     unpacked: str | None = None,
 ) -> None:
-    """Train each ``arm/seed`` run in ``keys`` from its seed's init under the arm's strategy; score the test split."""
-    from hf_datamix import DataMixTrainer
-    from hf_datamix.simulate.scoring import BlockLossScorer
+    """Run each unit in ``keys``: ``arm/seed`` trains the arm from its seed's init under its strategy and scores the
+    test split; ``arm+arm/seed`` does so for arms sharing their warm-up and decision (:mod:`.shared_decision`)."""
+    from .shared_decision import run_group
 
     tok = tokenizer()
     domains = domain_set(plan.set_name, unpacked or work, data_dir)
-    shape = plan.shape
     for key in keys:
-        arm, seed = key.rsplit("/", 1)
-        cost = plan.cost(arm)
+        names, seed = key.rsplit("/", 1)
+        arms, seed = tuple(names.split("+")), int(seed)
+        cost = plan.cost(arms)
         if not budget.allows(cost):
             print(f"stop: {key} would not end before the deadline ({budget.left:.0f} s left)", flush=True)
             return
+        folder = os.path.join(work, "runs", key.replace("/", "-"))
+        if len(arms) > 1:
+            run_group(plan, arms, seed, folder, out, budget, domains, tok)
+            continue
         started = time.perf_counter()
-        args = run_args(
-            shape,
-            os.path.join(work, "runs", key.replace("/", "-")),
-            int(seed),
-            plan_caps=plan.definitions[arm]["plan_caps"],
-        )
-        trainer = DataMixTrainer(
-            model=new_model(tok, shape, int(seed)),
-            domains=domains,
-            strategy=plan.strategy(arm),
-            args=args,
-            processing_class=tok,
-        )
+        trainer = new_trainer(plan, names, seed, folder, domains, tok, plan.strategy(names))
         trainer.train()
         ledger = trainer.ledger.to_dict()  # before the test pass: scoring the benchmark is not the arm's compute
-        test = BlockLossScorer(trainer.eval_blocks, 32, trainer.args.device)(trainer.model)
+        test = score_test(trainer)
         seconds = time.perf_counter() - started
-        decisions = _decisions(trainer.history)
-        out.add(
-            key,
-            {
-                "arm": arm,
-                "seed": int(seed),
-                "weights": trainer.interleaver.weights_at(0).to_dict(),
-                "test": test.tolist(),
-                "test_mean": float(np.mean(test)),
-                "seconds": seconds,
-                "final_train_loss": trainer.state.log_history[-1].get("train_loss"),
-                "epochs": _epochs(trainer, shape.steps),
-                "flops": ledger["by_kind"],
-                "total_flops": ledger["total_flops"],
-                "tokens": ledger["tokens_by_kind"],
-                "decisions": decisions,
-                # The run's folder is scratch on the device: without these, why a decision went where it did is lost.
-                "decision_records": [
-                    record for record in trainer.history if record.get("kind") in ("decision", "kept")
-                ],
-                "decision_seconds": sum(
-                    d.get("seconds") or 0.0 for d in decisions if d["kind"] in ("decision", "kept")
-                ),
-            },
+        record = unit_record(
+            names,
+            seed,
+            trainer.interleaver.weights_at(0).to_dict(),
+            test,
+            seconds,
+            trainer.state.log_history[-1].get("train_loss"),
+            _epochs(trainer, plan.shape.steps),
+            ledger,
+            trainer.history,
         )
+        out.add(key, record)
         budget.observe(cost, seconds)
         print(f"{key}: mean test loss {np.mean(test):.4f} in {seconds:.0f} s", flush=True)
 
@@ -326,6 +373,8 @@ def arm_summary(plan: QualityPlan, arm: str, units: dict[str, Any]) -> dict[str,
         "seconds": [r["seconds"] for r in done],
         "seed_std": float(np.std(means, ddof=1)) if len(done) > 1 else None,
         "definition": plan.definitions[arm],
+        # per seed, the arms whose run forked from the same decision-time model as this one (shared_decision)
+        "shared_decision_with": {str(r["seed"]): r.get("shared_decision_with", []) for r in done},
     }
     if done and all("flops" in r for r in done):  # units of the first baselines runs have no compute record
         entry.update(
@@ -342,7 +391,9 @@ def arm_summary(plan: QualityPlan, arm: str, units: dict[str, Any]) -> dict[str,
 
 
 def paired(arms: dict[str, dict], a: str, b: str, seed: int = 0) -> dict[str, Any] | None:
-    """``a − b`` over the seeds both arms finished (None below 2)."""
+    """``a − b`` over the seeds both arms finished (None below 2); ``shared_decision_seeds``: those on which both
+    forked from one decision-time model θ_D (one warm-up, one simulation), so the difference is the proposers'
+    and their continuations' alone."""
     if a not in arms or b not in arms:
         return None
     mine = dict(zip(arms[a]["seeds"], arms[a]["mean_test_loss"]))
@@ -350,9 +401,11 @@ def paired(arms: dict[str, dict], a: str, b: str, seed: int = 0) -> dict[str, An
     common = [s for s in arms[a]["seeds"] if s in theirs]
     if len(common) < 2:
         return None
+    shared = arms[a].get("shared_decision_with", {})
     return {
         **stats.paired_difference([mine[s] for s in common], [theirs[s] for s in common], seed=seed),
         "seed_values": common,
+        "shared_decision_seeds": [s for s in common if b in shared.get(str(s), [])],
     }
 
 
@@ -532,10 +585,26 @@ def report(
             "domains": list(plan.domains),
             "arms": arms,
             "planned_minus_unplanned": caps,
+            "shared_decision": _shared_pairs(plan, arms),
             "verdicts": _verdicts(arms, judged),
             "rules": RULES,
         }
     return out
+
+
+def _shared_pairs(plan: QualityPlan, arms: dict[str, dict]) -> dict[str, Any]:
+    """The paired differences among the arms of each group that shares a warm-up and a decision."""
+    pairs = {
+        f"{b} - {a}": paired(arms, b, a)
+        for group in plan.groups()
+        for i, a in enumerate(group)
+        for b in group[i + 1 :]
+    }
+    return {
+        "differences": pairs,
+        "note": "on its shared_decision_seeds a pair forked from one decision-time model θ_D (one warm-up, one "
+        "simulation): the difference there is the proposers' and their continuations' alone",
+    }
 
 
 def report_inputs(results_dir: str, shape: str) -> dict[str, Any]:

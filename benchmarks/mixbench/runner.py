@@ -12,6 +12,7 @@ finished unit and the same command, run again, goes on where it stopped.
 from __future__ import annotations
 
 import glob
+import inspect
 import json
 import os
 import subprocess
@@ -145,6 +146,15 @@ def launch_workers(argv: list[str], procs: int, work: str, cwd: str) -> list[int
             tail = handle.read()[-3000:]
         print(f"---- worker {k} (exit {codes[k]}) ----\n{tail}", flush=True)
     return codes
+
+
+def pending_units(plan, done: dict[str, Any]) -> list[tuple[str, float]]:
+    """``[(key, cost)]`` of the plan's units not finished in ``done`` (a store's units).  A plan whose unit of work
+    stands for several stored records (quality's arms sharing a decision) says itself what is left:
+    ``plan.units(done)``."""
+    if "done" in inspect.signature(plan.units).parameters:
+        return plan.units(done)
+    return [(key, cost) for key, cost in plan.units() if key not in done]
 
 
 def worker_files(folder: str) -> list[str]:

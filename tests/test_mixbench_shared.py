@@ -1,0 +1,150 @@
+"""mixbench quality: arms that differ only in how a decision's simulation becomes a mixture share one warm-up and one
+simulation, and each arm's record is the one its own run gives (tiny shape, CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from mixbench import quality  # noqa: E402
+from mixbench.common import SHAPES  # noqa: E402
+from mixbench.quality import QualityPlan  # noqa: E402
+from mixbench.runner import Budget, WorkerFile, pending_units  # noqa: E402
+from mixbench.shared_decision import shared_decision_groups  # noqa: E402
+from test_mixbench import staged  # noqa: E402
+
+
+SHARING = ("op_mix", "op_mix_prior", "op_mix_design")
+#: every op_mix arm of the table that decides once from a uniform warm-up on the LoRA probes
+GROUP = (*SHARING, "op_mix_canonical")
+
+
+def test_arms_share_a_decision_when_only_the_proposal_or_the_candidate_design_differs(monkeypatch):
+    plan = QualityPlan("skewed")  # every arm of the table
+    groups = plan.groups()
+    assert GROUP in groups
+    assert all(len(g) == 1 for g in groups if g != GROUP)  # other warm-ups, simulators, several decisions
+    table = {
+        "kl": quality._arm("op_mix", kl=0.2, law="linear"),  # proposer settings: shares
+        "more_candidates": quality._arm("op_mix", num_candidates=20),  # the candidate design: shares
+        "rank": quality._arm("op_mix", probe_rank=8),  # other probes: alone
+        "unplanned": quality._arm("op_mix", plan_caps=False),  # another data stream: alone
+        "seeded": quality._arm("op_mix", decision_seed=1),  # other probe data: alone
+        "redecide": quality._arm("op_mix", redecide_every=4),  # several decisions: alone
+        "uniform": quality._arm("uniform"),
+    }
+    definitions = {name: quality.resolve(d, SHAPES["tiny"]) for name, d in table.items()}
+    assert shared_decision_groups({"op_mix": plan.definitions["op_mix"], **definitions}, SHAPES["tiny"]) == [
+        ("op_mix", "kl", "more_candidates"),
+        ("rank",),
+        ("unplanned",),
+        ("seeded",),
+        ("redecide",),
+        ("uniform",),
+    ]
+
+
+def test_a_shared_group_costs_one_warm_up_and_one_decision():
+    plan = QualityPlan("skewed", arms=SHARING, seeds=(0, 1, 2))  # 1400 steps, the decision at 280
+    alone = plan.cost("op_mix")
+    assert alone == 1400 * (1 + quality.DECISION_COST)
+    assert plan.cost(SHARING) == 280 + 1400 * quality.DECISION_COST + 3 * 1120 < 3 * alone
+    assert plan.units() == [(f"op_mix+op_mix_prior+op_mix_design/{s}", plan.cost(SHARING)) for s in (0, 1, 2)]
+    # What is left of a group cut short: its arms not stored yet, still sharing; an arm left alone is a plain unit.
+    done = {"op_mix/0": {}, "op_mix/1": {}, "op_mix_prior/1": {}}
+    assert pending_units(plan, done) == [
+        ("op_mix_prior+op_mix_design/0", plan.cost(("op_mix_prior", "op_mix_design"))),
+        ("op_mix_design/1", alone),
+        ("op_mix+op_mix_prior+op_mix_design/2", plan.cost(SHARING)),
+    ]
+    assert plan.unit_keys()[:3] == ["op_mix/0", "op_mix_prior/0", "op_mix_design/0"]  # the store's records
+
+
+class StopAfter(Budget):
+    """A budget that lets ``calls`` checks pass, then none (a deadline reached mid-group)."""
+
+    def __init__(self, calls):
+        super().__init__(1e9)
+        self.calls = calls
+
+    def allows(self, cost, margin=1.15):
+        self.calls -= 1
+        return self.calls >= 0
+
+
+def _run(plan, keys, tmp_path, name, data, budget=None):
+    out = WorkerFile(str(tmp_path / f"{name}.json"), plan.settings(), {"call": name})
+    work = str(tmp_path / name)
+    quality.run_worker(plan, keys, work, out, budget or Budget(1e9), data_dir=str(data), unpacked=str(tmp_path / "u"))
+    return out.units, work
+
+
+def _timeless(records):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
+def _full_records(work, unit, arm=None):
+    folder = os.path.join(work, "runs", unit.replace("/", "-"), *([arm] if arm else []))
+    with open(os.path.join(folder, "mixtures.json")) as handle:
+        return json.load(handle)
+
+
+@pytest.mark.timeout(600)
+def test_each_arm_of_a_shared_group_is_its_own_run(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    staged(tmp_path, "skewed")
+    monkeypatch.setenv("HF_DATAMIX_CACHE", str(tmp_path / "scratch" / "packed"))
+    plan = QualityPlan("skewed", seeds=(0, 1), shape=SHAPES["tiny"], arms=GROUP)
+    # Seed 1: there the first step after the decision reads other domains under the decided mixture than under
+    # the warm-up's, so a continuation that applied the mixture a step early would not be the arm's run.
+    group = "+".join(GROUP) + "/1"
+    shared, shared_work = _run(plan, [group], tmp_path, "shared", data)
+    alone, alone_work = _run(plan, [f"{arm}/1" for arm in GROUP], tmp_path, "alone", data)
+
+    assert sorted(shared) == sorted(alone) == sorted(f"{arm}/1" for arm in GROUP)
+    for arm in GROUP:
+        mine, theirs = shared[f"{arm}/1"], alone[f"{arm}/1"]
+        # (a) the record an arm's own run stores, and what it shared
+        assert set(mine) == set(theirs) | {"shared_decision_with", "group"}
+        assert mine["shared_decision_with"] == [a for a in GROUP if a != arm]
+        assert mine["group"]["arms"] == list(GROUP) and mine["group"]["unit"] == group
+        # (b) the same warm-up: initial mixture, records before the decision, decision step
+        assert mine["weights"] == theirs["weights"]
+        before = [d for d in theirs["decisions"] if d["kind"] not in ("decision", "kept")]
+        assert [d for d in mine["decisions"] if d["kind"] not in ("decision", "kept")] == before
+        # (c) the same decision, continuation and test losses (CPU: deterministic)
+        assert _timeless(mine["decisions"]) == _timeless(theirs["decisions"])
+        assert mine["test"] == theirs["test"] and mine["test_mean"] == theirs["test_mean"]
+        assert mine["epochs"] == theirs["epochs"]
+        assert mine["final_train_loss"] == pytest.approx(theirs["final_train_loss"], rel=1e-6)
+        # compute: what the arm alone costs (warm-up, probes, its own candidates, its continuation)
+        assert mine["flops"] == pytest.approx(theirs["flops"], rel=1e-12)
+        assert mine["tokens"] == pytest.approx(theirs["tokens"], rel=1e-12)
+        # the decision in full: probes, candidates and their simulated scores, law fit, proposal
+        ours, own = mine["decision_records"], theirs["decision_records"]
+        assert len(ours) == len(own) == 1 and ours[0]["kind"] == "decision" and ours[0]["observed"]
+        assert _timeless(ours) == _timeless(own)
+        # ... and the run's mixtures.json, kept in the group's folder as the arm's own run keeps it
+        assert _timeless(_full_records(shared_work, group, arm)) == _timeless(_full_records(alone_work, f"{arm}/1"))
+    # One warm-up, one set of probes, three designs scored (dirichlet for op_mix and op_mix_prior, covering,
+    # canonical), four continuations: the group cost less than the four runs.
+    actual = shared["op_mix/1"]["group"]
+    runs = [alone[f"{arm}/1"] for arm in GROUP]
+    assert actual["flops"]["probe"] == pytest.approx(runs[0]["flops"]["probe"])
+    assert actual["flops"]["eval"] == pytest.approx(sum(runs[i]["flops"]["eval"] for i in (0, 2, 3)))
+    assert actual["total_flops"] < sum(r["total_flops"] for r in runs)
+    decisions = {arm: next(d for d in shared[f"{arm}/1"]["decisions"] if d["kind"] == "decision") for arm in GROUP}
+    assert len({json.dumps(d["weights"], sort_keys=True) for d in decisions.values()}) == 4  # four proposals
+
+    # Cut short after its first arm: that one is stored (sharing with no arm), the rest is left as one unit.
+    cut, _ = _run(plan, ["+".join(GROUP) + "/0"], tmp_path, "cut", data, StopAfter(2))
+    assert list(cut) == ["op_mix/0"] and cut["op_mix/0"]["shared_decision_with"] == []
+    assert [k for k, _ in pending_units(plan, {**shared, **cut})] == ["op_mix_prior+op_mix_design+op_mix_canonical/0"]
