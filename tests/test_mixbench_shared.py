@@ -68,6 +68,17 @@ def test_a_shared_group_costs_one_warm_up_and_one_decision():
     assert plan.unit_keys()[:3] == ["op_mix/0", "op_mix_prior/0", "op_mix_design/0"]  # the store's records
 
 
+class UpTo(Budget):
+    """A budget that allows any unit costing at most ``most`` steps (the time left for one arm alone, say)."""
+
+    def __init__(self, most):
+        super().__init__(1e9)
+        self.most = most
+
+    def allows(self, cost, margin=1.15):
+        return cost <= self.most
+
+
 class StopAfter(Budget):
     """A budget that lets ``calls`` checks pass, then none (a deadline reached mid-group)."""
 
@@ -148,3 +159,8 @@ def test_each_arm_of_a_shared_group_is_its_own_run(tmp_path, monkeypatch):
     cut, _ = _run(plan, ["+".join(GROUP) + "/0"], tmp_path, "cut", data, StopAfter(2))
     assert list(cut) == ["op_mix/0"] and cut["op_mix/0"]["shared_decision_with"] == []
     assert [k for k, _ in pending_units(plan, {**shared, **cut})] == ["op_mix_prior+op_mix_design+op_mix_canonical/0"]
+    # A group starts when its warm-up, decision and first continuation fit, though the whole group would not:
+    # the continuations after the first are checked one by one.
+    assert plan.cost(GROUP) > plan.cost(GROUP[:1])
+    started, _ = _run(plan, ["+".join(GROUP[:2]) + "/0"], tmp_path, "first", data, UpTo(plan.cost(GROUP[:1])))
+    assert sorted(started) == sorted(f"{arm}/0" for arm in GROUP[:2])
