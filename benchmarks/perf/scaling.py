@@ -55,7 +55,7 @@ def split_domains(ctx: Context, count: int, pieces: int = 10):
 
 
 def run_opmix_decision(ctx: Context, preset: str, count: int, settings: dict) -> dict:
-    import hf_datamix.strategies.op_mix as op_mix_module
+    import hf_datamix.strategies.composed as composed  # op_mix's propose step calls its decide
     from hf_datamix import DataMixTrainer
     from hf_datamix.simulate.lora_probes import LoRAProbeSimulator
 
@@ -79,7 +79,7 @@ def run_opmix_decision(ctx: Context, preset: str, count: int, settings: dict) ->
             [
                 (LoRAProbeSimulator, "train_probe", "probe_training_s"),
                 (LoRAProbeSimulator, "score_candidates", "candidate_scoring_s"),
-                (op_mix_module, "decide", "law_fit_and_proposal_s"),
+                (composed, "decide", "law_fit_and_proposal_s"),
             ],
             times,
         ),
@@ -105,7 +105,7 @@ def run_opmix_decision(ctx: Context, preset: str, count: int, settings: dict) ->
 
 
 def run_olmix_reuse(ctx: Context, preset: str, count: int, settings: dict) -> dict:
-    import hf_datamix.strategies.olmix_reuse as olmix_module
+    import hf_datamix.strategies.composed as composed  # olmix_reuse's propose step calls its decide
     from hf_datamix import DataMixTrainer, Mixture
     from hf_datamix.simulate.proxy_swarm import ProxyRuns
 
@@ -137,7 +137,7 @@ def run_olmix_reuse(ctx: Context, preset: str, count: int, settings: dict) -> di
     times: dict[str, float] = {}
     with (
         timed_methods(
-            [(ProxyRuns, "_train_member", "proxy_runs_s"), (olmix_module, "decide", "law_fit_and_proposal_s")], times
+            [(ProxyRuns, "_train_member", "proxy_runs_s"), (composed, "decide", "law_fit_and_proposal_s")], times
         ),
         quiet(ctx),
     ):
