@@ -162,5 +162,7 @@ def test_each_arm_of_a_shared_group_is_its_own_run(tmp_path, monkeypatch):
     # A group starts when its warm-up, decision and first continuation fit, though the whole group would not:
     # the continuations after the first are checked one by one.
     assert plan.cost(GROUP) > plan.cost(GROUP[:1])
-    started, _ = _run(plan, ["+".join(GROUP[:2]) + "/0"], tmp_path, "first", data, UpTo(plan.cost(GROUP[:1])))
+    budget = UpTo(plan.cost(GROUP[:1]))
+    started, _ = _run(plan, ["+".join(GROUP[:2]) + "/0"], tmp_path, "first", data, budget)
     assert sorted(started) == sorted(f"{arm}/0" for arm in GROUP[:2])
+    assert budget.per_cost > 0  # the warm-up and each continuation pace the later checks, on a fresh call too

@@ -172,6 +172,7 @@ def run_group(
         history = [dict(r) for r in context.history]  # the warm-up's records: every arm's
         warmup, warmup_loss = trainer.ledger.state_dict(), _loss_sum(trainer)
         warmup_seconds = time.perf_counter() - started
+        budget.observe(step, warmup_seconds)  # a training rate for the continuations' checks, on a fresh call too
         designs = {arm: _design(strategy) for arm, strategy in strategies.items()}
         keys = {arm: json.dumps(design, sort_keys=True) for arm, design in designs.items()}
         (shared, shared_seconds), simulations = _simulate(lead, {keys[a]: designs[a] for a in arms}, context)
@@ -186,7 +187,9 @@ def run_group(
                 seconds = shared_seconds + scoring_seconds + time.perf_counter() - arm_started
                 mixture, record = _decision_record(trainer, context, strategies[arm], decision, seconds, from_sample)
                 before = trainer.ledger.state_dict()
+                continued = time.perf_counter()
                 losses, _ = branch.train(mixture, rest, from_sample=from_sample)
+                budget.observe(rest, time.perf_counter() - continued)
                 continuation = _since(trainer.ledger, before)
                 test = score_test(trainer)
             stream = trainer.branch_stream(mixture, from_sample=from_sample)
