@@ -67,6 +67,11 @@ def test_continual_arms_resume_and_report(tmp_path, monkeypatch, capsys):
     assert set(entry["rules"]) >= {"within_retrain", "flops", "better_than_replay", "better_than_sequential"}
     assert (tmp_path / "results" / "opmix_quality_continual_tiny.png").stat().st_size > 5000
 
+    # The store keeps op_mix's stage decisions in full (the run's folder is removed); the results file does not.
+    records = json.loads(store.read_text())["units"]["op_mix/0"]["decision_records"]
+    assert len(records) == 5 and all(r["candidates"] and r["proposal"]["x"] for r in records)
+    assert "decision_records" not in arms["op_mix"]
+
     # Run again: nothing is trained, the store is unchanged.
     before = store.read_text()
     again = mixbench(*run, "--work", str(tmp_path / "w2"))

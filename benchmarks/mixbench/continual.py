@@ -53,7 +53,7 @@ import numpy as np
 
 from .common import DATA_DIR, SETS, domain_set, new_model, run_args, tokenizer
 from .continual_report import plot, report  # noqa: F401  (this kind's report)
-from .quality import QualityPlan, _arm, _decisions
+from .quality import QualityPlan, _arm, _decisions, decision_records
 from .runner import Board, Budget, WorkerFile, run_ready
 
 
@@ -358,6 +358,8 @@ class Worker:
             "flops_factor": factor,
             "scoring_flops": scoring.to_dict()["total_flops"],
             "decisions": decisions,
+            # the run's folder is removed below: the decisions' full records stay in the store only
+            "decision_records": decision_records(out["history"]),
             "decision_seconds": sum(d.get("seconds") or 0.0 for d in decisions if d["kind"] in ("decision", "kept")),
             "base": base,
             "seconds": time.perf_counter() - started,

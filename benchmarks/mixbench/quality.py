@@ -252,6 +252,11 @@ def score_test(trainer) -> np.ndarray:
     return BlockLossScorer(trainer.eval_blocks, 32, trainer.args.device)(trainer.model)
 
 
+def decision_records(history: list[dict]) -> list[dict]:
+    """The run's decisions in full (candidates, scores, law fit, proposal): a unit's ``decision_records``."""
+    return [record for record in history if record.get("kind") in ("decision", "kept")]
+
+
 def unit_record(
     arm: str, seed: int, weights, test, seconds: float, train_loss, epochs, ledger: Mapping, history: list[dict]
 ) -> dict[str, Any]:
@@ -273,7 +278,7 @@ def unit_record(
         "tokens": ledger["tokens_by_kind"],
         "decisions": decisions,
         # The run's folder is scratch on the device: without these, why a decision went where it did is lost.
-        "decision_records": [record for record in history if record.get("kind") in ("decision", "kept")],
+        "decision_records": decision_records(history),
         "decision_seconds": sum(d.get("seconds") or 0.0 for d in decisions if d["kind"] in ("decision", "kept")),
     }
 
