@@ -162,16 +162,26 @@ class MixingController(TrainerCallback):
             f" ({', '.join(f'{k} {v:.3g}' for k, v in sorted(spent.items()))})" if spent else ""
         )
         where = (trainer.args.process_index, trainer.args.world_size, self.stage, step)
-        if decision is None:
-            self.record_mixture(current, step, kind="kept", seconds=seconds)
-            logger.info("Process %d/%d, stage %d step %d: kept mixture %s (%s)", *where, current, cost)
-            return
-        mixture, lowered = self.plan_mixture(Mixture(decision.mixture, domains=trainer.domains.names), from_sample)
-        trainer.interleaver.set_weights(mixture, from_sample)
-        details = {**decision.details, **({"capped_for_horizon": lowered} if lowered else {})}
-        self.record_mixture(mixture, step, kind="decision", seconds=seconds, from_sample=from_sample, **details)
+        mixture, record = self.decision_record(decision, current, step, from_sample, seconds)
+        if decision is not None:
+            trainer.interleaver.set_weights(mixture, from_sample)
+        self._keep(record)
         # One line per decision, the default level of the recipes: what changed and what it cost.
-        logger.info("Process %d/%d, stage %d step %d: new mixture %s (%s)", *where, mixture, cost)
+        what = "kept mixture" if decision is None else "new mixture"
+        logger.info("Process %d/%d, stage %d step %d: %s %s (%s)", *where, what, mixture, cost)
+
+    def decision_record(
+        self, decision: Decision | None, current: Mixture, step: int, from_sample: int, seconds: float
+    ) -> tuple[Mixture, dict[str, Any]]:
+        """The mixture trained from global sample ``from_sample`` after ``decision`` (planned over the horizon;
+        ``current`` when there is none) and its ``mixtures.json`` record (``decision``, or ``kept``)."""
+        if decision is None:
+            return current, self.record(current, step, "kept", seconds=seconds)
+        mixture, lowered = self.plan_mixture(
+            Mixture(decision.mixture, domains=self.trainer.domains.names), from_sample
+        )
+        details = {**decision.details, **({"capped_for_horizon": lowered} if lowered else {})}
+        return mixture, self.record(mixture, step, "decision", seconds=seconds, from_sample=from_sample, **details)
 
     # -- decision points ---------------------------------------------------------------------------
     def _schedule_next(self, after: int, max_steps: int) -> None:
@@ -228,20 +238,26 @@ class MixingController(TrainerCallback):
         self._reported_exhaustion = len(events)
 
     # -- records -----------------------------------------------------------------------------------
+    def record(self, mixture: Mixture, step: int, kind: str, **details: Any) -> dict[str, Any]:
+        """A ``mixtures.json`` record of ``mixture`` at ``step`` of this stage (what :meth:`record_mixture` keeps)."""
+        return {
+            "step": self.step_offset + step,
+            "stage_step": step,
+            "stage": self.stage,
+            "strategy": self.strategy.name,
+            "kind": kind,
+            "weights": mixture.to_dict(),
+            **details,
+        }
+
     def record_mixture(self, mixture: Mixture, step: int, kind: str, **details: Any) -> None:
         """Append a decision record (the ``mixtures.json`` schema), write the file, log a decision's summary."""
-        trainer = self.trainer
-        self.history.append(
-            {
-                "step": self.step_offset + step,
-                "stage_step": step,
-                "stage": self.stage,
-                "strategy": self.strategy.name,
-                "kind": kind,
-                "weights": mixture.to_dict(),
-                **details,
-            }
-        )
+        self._keep(self.record(mixture, step, kind, **details))
+
+    def _keep(self, record: dict[str, Any]) -> None:
+        """Append ``record`` to the history, write ``mixtures.json``, and log a decision's summary to the trackers."""
+        trainer, kind = self.trainer, record["kind"]
+        self.history.append(record)
         if trainer.is_world_process_zero():
             write_json_atomic(os.path.join(self.records_dir, MIXTURES_FILE), self.history)
         if kind in ("decision", "kept"):  # to every report_to tracker, at this step

@@ -95,40 +95,14 @@ def _loss_sum(trainer) -> float | None:
     return None if logged is None or pending is None else float(logged) + float(pending.item())
 
 
-def _header(trainer, strategy, step: int) -> dict[str, Any]:
-    """What the run's controller puts first in each record it keeps at ``step`` (``mixtures.json``)."""
-    mixing = trainer.mixing
-    return {"step": mixing.step_offset + step, "stage_step": step, "stage": mixing.stage, "strategy": strategy.name}
-
-
-def _decision_record(trainer, context, strategy, decision, seconds: float, from_sample: int):
-    """The mixture the run's controller trains from ``from_sample`` after ``strategy``'s ``decision`` (planned over the
-    horizon) and the record it keeps of it (``kept``: no decision, the mixture in force goes on)."""
-    from hf_datamix import Mixture
-
-    header = _header(trainer, strategy, context.step)
-    if decision is None:
-        return context.mixture, {**header, "kind": "kept", "weights": context.mixture.to_dict(), "seconds": seconds}
-    requested = Mixture(decision.mixture, domains=trainer.domains.names)
-    mixture, lowered = trainer.mixing.plan_mixture(requested, from_sample)
-    record = {**header, "kind": "decision", "weights": mixture.to_dict(), "seconds": seconds}
-    return mixture, {
-        **record,
-        "from_sample": from_sample,
-        **decision.details,
-        **({"capped_for_horizon": lowered} if lowered else {}),
-    }
-
-
-def _exhausted(trainer, strategy, stream, step: int, reported: int) -> list[dict]:
+def _exhausted(trainer, stream, step: int, reported: int) -> list[dict]:
     """The ``exhausted`` records the run's controller writes on ``stream`` from step ``step`` to the end: after
     every step s, the domains that ran dry before sample (s + 1)·samples_per_step (``reported`` of them were)."""
     out, per_step = [], trainer.samples_per_step
     for s in range(step, trainer.state.max_steps + 1):
         events = stream.exhaustion_events((s + 1) * per_step)
-        record = {**_header(trainer, strategy, s), "kind": "exhausted"}
-        weights = stream.weights_at((s + 1) * per_step).to_dict()
-        out += [{**record, "weights": weights, **e.to_dict()} for e in events[reported:]]
+        weights = stream.weights_at((s + 1) * per_step)
+        out += [trainer.mixing.record(weights, s, "exhausted", **e.to_dict()) for e in events[reported:]]
         reported = len(events)
     return out
 
@@ -185,7 +159,7 @@ def run_group(
                 arm_started = time.perf_counter()
                 decision = None if simulation is None else strategies[arm].propose(context, copy.deepcopy(simulation))
                 seconds = shared_seconds + scoring_seconds + time.perf_counter() - arm_started
-                mixture, record = _decision_record(trainer, context, strategies[arm], decision, seconds, from_sample)
+                mixture, record = trainer.mixing.decision_record(decision, context.mixture, step, from_sample, seconds)
                 before = trainer.ledger.state_dict()
                 continued = time.perf_counter()
                 losses, _ = branch.train(mixture, rest, from_sample=from_sample)
@@ -195,7 +169,7 @@ def run_group(
             stream = trainer.branch_stream(mixture, from_sample=from_sample)
             reported = sum(r["kind"] == "exhausted" for r in history)
             mine = [{**r, "settings": strategies[arm].settings()} if r["kind"] == "initial" else r for r in history]
-            records = [*mine, record, *_exhausted(trainer, strategies[arm], stream, step, reported)]
+            records = [*mine, record, *_exhausted(trainer, stream, step, reported)]
             # the full records (law fit, candidates, scores) stay in the run's folder, as an arm's own run keeps them
             write_json_atomic(os.path.join(folder, arm, MIXTURES_FILE), records)
             alone = ComputeLedger(**warmup).merge(shared).merge(scoring).merge(continuation)
