@@ -172,6 +172,11 @@ def run_process_group(command: list[str], *, timeout: float, **kwargs: Any) -> s
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
+def decision_records(history: list[dict]) -> list[dict]:
+    """The decisions in a run's ``mixtures.json`` records (``trainer.history``), kept-mixture decisions included."""
+    return [record for record in history if record.get("kind") in ("decision", "kept")]
+
+
 def write_json(path: str, payload: Any) -> None:
     """Write ``payload`` atomically (a cut run never leaves half a file)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

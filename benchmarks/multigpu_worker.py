@@ -18,6 +18,7 @@ import sys
 import time
 
 import torch
+from _common import decision_records  # this script's folder, benchmarks/, is on sys.path
 from transformers import TrainerCallback
 
 from hf_datamix import DataMixArguments, DataMixTrainer
@@ -113,7 +114,7 @@ def main(argv=None) -> None:
     trainer.train(resume_from_checkpoint=opts.resume)
     wall = time.perf_counter() - started
     metrics = trainer.evaluate()
-    decisions = [r for r in trainer.history if r.get("kind") in ("decision", "kept")]
+    decisions = decision_records(trainer.history)
     record = {
         "rank": trainer.args.process_index,
         "world_size": trainer.args.world_size,

@@ -53,7 +53,7 @@ import numpy as np
 
 from .common import DATA_DIR, SETS, domain_set, new_model, run_args, tokenizer
 from .continual_report import plot, report  # noqa: F401  (this kind's report)
-from .quality import QualityPlan, _arm, _decisions, decision_records
+from .quality import QualityPlan, _arm, _decisions
 from .runner import Board, Budget, WorkerFile, run_ready
 
 
@@ -291,6 +291,7 @@ class Worker:
 
     def arm_unit(self, arm: str, seed: int) -> dict[str, Any]:
         """``arm`` from seed's base through the stages; per stage its mixture and test losses; FLOPs by kind."""
+        from _common import decision_records  # benchmarks/ is on sys.path (runner puts it there)
         from transformers import AutoModelForCausalLM
 
         from hf_datamix import ComputeLedger

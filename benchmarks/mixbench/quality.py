@@ -252,17 +252,14 @@ def score_test(trainer) -> np.ndarray:
     return BlockLossScorer(trainer.eval_blocks, 32, trainer.args.device)(trainer.model)
 
 
-def decision_records(history: list[dict]) -> list[dict]:
-    """The run's decisions in full (candidates, scores, law fit, proposal): a unit's ``decision_records``."""
-    return [record for record in history if record.get("kind") in ("decision", "kept")]
-
-
 def unit_record(
     arm: str, seed: int, weights, test, seconds: float, train_loss, epochs, ledger: Mapping, history: list[dict]
 ) -> dict[str, Any]:
     """One ``arm/seed`` record of the store: its test losses, initial weights, compute (a ledger's ``to_dict()``),
     its run's ``mixtures.json`` records (``history``) compacted (:func:`_decisions`) and the decisions' in full,
     epochs and seconds."""
+    from _common import decision_records  # benchmarks/ is on sys.path (runner puts it there)
+
     decisions = _decisions(history)
     return {
         "arm": arm,

@@ -22,6 +22,7 @@ if BENCHMARKS not in sys.path:
     sys.path.insert(0, BENCHMARKS)
 
 import _common  # noqa: E402  (benchmarks/_common.py: provenance, timers)
+from _common import decision_records  # noqa: E402, F401  (for the parts: the one implementation)
 
 
 #: Reference consumption of a 20M Llama on one H100 with a plain bf16 loop (issue 7), used when part 5 did not run.
@@ -258,14 +259,9 @@ def datamix_args(output_dir: str, strategy: str = "uniform", strategy_args: dict
     )
 
 
-def decision_records(trainer) -> list[dict]:
-    """The decisions a strategy took in ``trainer``'s run (kept-mixture decisions included)."""
-    return [r for r in trainer.history if r.get("kind") in ("decision", "kept")]
-
-
 def only_decision(trainer, strategy: str, count: int) -> tuple[dict, dict]:
     """The run's first decision record and its ledger; RuntimeError if ``strategy`` took none."""
-    decisions = decision_records(trainer)
+    decisions = decision_records(trainer.history)
     if not decisions:
         raise RuntimeError(f"{strategy} took no decision with {count} domains")
     return decisions[0], trainer.ledger.to_dict()

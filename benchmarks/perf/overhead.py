@@ -172,7 +172,7 @@ def part_overhead(ctx: Context) -> dict:
         if name in ("plain_trainer@1", "datamix_uniform@1", "datamix_uniform_dispatch_on@1"):
             record["loader_only_s_per_batch"] = loader_seconds(trainer, 50 if quick else 100)
         if spec is not None:
-            decisions = decision_records(trainer)
+            decisions = decision_records(trainer.history)
             record["decisions"] = [
                 {"stage_step": r["stage_step"], "kind": r["kind"], "seconds": r.get("seconds")} for r in decisions
             ]
