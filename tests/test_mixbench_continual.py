@@ -77,3 +77,29 @@ def test_continual_arms_resume_and_report(tmp_path, monkeypatch, capsys):
     again = mixbench(*run, "--work", str(tmp_path / "w2"))
     assert "12 units done, 0 pending" in again and "mean test loss" not in again
     assert json.loads(store.read_text())["units"] == json.loads(before)["units"]
+
+
+def test_a_worker_finishes_a_seed_before_it_trains_the_next_base():
+    """A call on a fresh machine trains a base again for every seed it touches: the seed whose base weights are
+    here comes first, arms before the next seed's base."""
+    from mixbench import continual
+
+    plan = continual.ContinualPlan("continual", seeds=(0, 1))
+
+    class Here:  # the machine holds the base weights of these seeds
+        def __init__(self, seeds):
+            self.seeds = seeds
+
+        def has_weights(self, seed):
+            return seed in self.seeds
+
+    wanted = set(plan.unit_keys())
+    arms0 = [f"{arm}/0" for arm in plan.arms]
+    keys = lambda worker, results: [u[0] for u in continual._ready(plan, worker, wanted, results)]  # noqa: E731
+    assert keys(Here(()), {}) == ["base/0", "base/1"]
+    bases = {"base/0": {}, "base/1": {}}
+    assert keys(Here((0,)), {"base/0": {}}) == [*arms0, "base/1"]
+    # a later call on a fresh machine: both bases stored, no weights here; seed 0's come first
+    assert keys(Here(()), bases) == ["base/0", "base/1"]
+    assert [u[3] for u in continual._ready(plan, Here(()), wanted, bases)] == ["weights/0", "weights/1"]
+    assert keys(Here((0,)), {**bases, arms0[0]: {}}) == [*arms0[1:], "base/1"]

@@ -166,3 +166,14 @@ def test_each_arm_of_a_shared_group_is_its_own_run(tmp_path, monkeypatch):
     started, _ = _run(plan, ["+".join(GROUP[:2]) + "/0"], tmp_path, "first", data, budget)
     assert sorted(started) == sorted(f"{arm}/0" for arm in GROUP[:2])
     assert budget.per_cost > 0  # the warm-up and each continuation pace the later checks, on a fresh call too
+
+
+@pytest.mark.timeout(300)
+def test_a_unit_that_does_not_fit_is_skipped_and_a_cheaper_one_after_it_runs(tmp_path, monkeypatch):
+    staged(tmp_path, "skewed")
+    monkeypatch.setenv("HF_DATAMIX_CACHE", str(tmp_path / "scratch" / "packed"))
+    plan = QualityPlan("skewed", seeds=(0, 1), shape=SHAPES["tiny"], arms=("natural", *GROUP))
+    group = "+".join(GROUP) + "/0"
+    assert plan.cost("natural") < plan.cost(GROUP[:1])
+    done, _ = _run(plan, [group, "natural/0"], tmp_path, "skip", tmp_path / "data", UpTo(plan.cost("natural")))
+    assert list(done) == ["natural/0"]

@@ -299,11 +299,13 @@ def run_worker(
         names, seed = key.rsplit("/", 1)
         arms, seed = tuple(names.split("+")), int(seed)
         # A group needs only its warm-up, decision and first continuation to fit: it checks each further
-        # continuation itself and leaves the arms it cannot finish to the next call.
+        # continuation itself and leaves the arms it cannot finish to the next call.  A unit that does not fit
+        # is skipped, not the end of the worker: a cheaper one after it may still fit (a 77-s natural run once
+        # waited for the next call behind a 4-arm group with 133 s left).
         cost = plan.cost(arms[:1])
         if not budget.allows(cost):
-            print(f"stop: {key} would not end before the deadline ({budget.left:.0f} s left)", flush=True)
-            return
+            print(f"skip: {key} would not end before the deadline ({budget.left:.0f} s left)", flush=True)
+            continue
         folder = os.path.join(work, "runs", key.replace("/", "-"))
         if len(arms) > 1:
             run_group(plan, arms, seed, folder, out, budget, domains, tok)
