@@ -77,6 +77,21 @@ ARMS: dict[str, dict[str, Any]] = {
     "op_mix_branches": _arm("op_mix", simulator="branches"),
     "op_mix_calibrated": _arm("op_mix", simulator="calibrated"),
     "op_mix_late": _arm("op_mix", warmup_fraction=0.5),
+    # The fixes of op_mix_design and op_mix_canonical decided at 50 %: where fidelity --set skewed measured headroom
+    # (0.017 nats; 0 at 20 %, op_mix's default) and every simulator ranked the oracle positively; op_mix_late as
+    # published decides in the probes' coordinates.  Defined before any run (session 10); they share op_mix_late's
+    # warm-up and probes, so each costs one continuation.
+    "op_mix_late_design": _arm(
+        "op_mix", warmup_fraction=0.5, law_space="data", candidate_design="covering", trust_region=True
+    ),
+    "op_mix_late_canonical": _arm(
+        "op_mix",
+        warmup_fraction=0.5,
+        law_space="data",
+        candidate_design="canonical",
+        encoding="old",
+        trust_region=True,
+    ),
     # Beyond the paper: warm up on the natural mixture, KL prior natural (a uniform warm-up spends the small
     # domains' epochs before the decision: on `five`, natural after a uniform 20 % ends 0.36 nats above
     # natural from scratch: mixbench_fidelity.json's oracle vs mixbench_baselines.json).
