@@ -267,6 +267,38 @@ def test_quality_verdicts_follow_the_protocol():
     assert paired(arms(**base), "natural", "uniform")["mean"] < 0
 
 
+def test_run_to_run_noise_is_measured_on_runs_that_read_the_same_stream():
+    from mixbench import stats
+    from mixbench.quality import QualityPlan, run_to_run_noise
+
+    plan = QualityPlan("skewed", arms=("natural", "natural_unplanned", "uniform"), seeds=(0, 1, 2))
+
+    def unit(loss, weights, epochs):
+        return {
+            "test_mean": loss,
+            "epochs": epochs,
+            "decisions": [{"step": 0, "kind": "initial", "weights": weights}, {"step": 9, "kind": "exhausted"}],
+        }
+
+    natural, uniform = {"a": 0.7, "b": 0.3}, {"a": 0.5, "b": 0.5}
+    same, other = {"a": 1.5, "b": 1.5}, {"a": 1.1, "b": 2.5}
+    units = {}
+    for seed, (x, y) in enumerate([(2.0, 2.01), (2.1, 2.08), (1.9, 1.9)]):
+        units[f"natural/{seed}"] = unit(x, natural, same)
+        units[f"natural_unplanned/{seed}"] = unit(y, natural, same)
+        units[f"uniform/{seed}"] = unit(1.5, uniform, other)
+    units["natural_unplanned/2"]["epochs"] = {"a": 1.5, "b": 1.4}  # a cap bound: another stream, no pair
+    noise = run_to_run_noise(plan, units, headroom=0.02)
+    assert [(p["arms"], p["seed"]) for p in noise["pairs"]] == [(["natural", "natural_unplanned"], s) for s in (0, 1)]
+    sd = (((-0.01) ** 2 + 0.02**2) / 2) ** 0.5
+    assert noise["sd_of_difference"] == pytest.approx(sd)
+    assert noise["detectable"]["3"] == pytest.approx(4.302652729911275 * sd / 3**0.5)
+    assert noise["detectable"]["10"] < noise["detectable"]["5"] < noise["detectable"]["3"]
+    n = noise["seeds_for_half_headroom"]
+    assert stats.detectable_difference(sd, n) <= 0.01 < stats.detectable_difference(sd, n - 1)
+    assert run_to_run_noise(plan, {k: v for k, v in units.items() if k.endswith("/0")})["sd_of_difference"] is None
+
+
 def test_store_keeps_finished_units_and_replicates(tmp_path):
     from mixbench.runner import Budget, Store, WorkerFile, assign
 

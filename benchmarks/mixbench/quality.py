@@ -24,11 +24,15 @@ keeps its finished arms; the others form the next call's unit.
 The report (``opmix_quality_pretrain.json``): per set and arm the per-seed mean test loss (one per seed,
 the plan's seed order), per-domain test losses, FLOPs by kind, decisions; every arm's paired difference
 (arm − natural, arm − uniform); the fraction of the oracle headroom at an op_mix arm's decision point (from the fidelity
-results of the sweep trained as the arm trains: :func:`fidelity_variant`); and ``verdicts`` by the protocol's rules, each with its rule's text.
+results of the sweep trained as the arm trains: :func:`fidelity_variant`); ``run_to_run_noise`` (the noise floor
+of a paired difference, from arms of one seed that read the same stream, and the smallest difference a
+t-interval can resolve at 3-10 seeds: :func:`run_to_run_noise`); and ``verdicts`` by the protocol's rules, each
+with its rule's text.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Container, Mapping
@@ -607,10 +611,60 @@ def report(
             "arms": arms,
             "planned_minus_unplanned": caps,
             "shared_decision": _shared_pairs(plan, arms),
+            "run_to_run_noise": run_to_run_noise(plan, units, _best_headroom(judged)),
             "verdicts": _verdicts(arms, judged),
             "rules": RULES,
         }
     return out
+
+
+#: the seed counts at which the report gives the smallest paired difference a t-interval can tell from 0
+POWER_SEEDS = (3, 5, 8, 10)
+
+
+def _stream(record: dict) -> str:
+    """What a run read: its mixtures in force (step, weights) and its epochs per domain, exactly."""
+    mixtures = [(d["step"], d["weights"]) for d in record["decisions"] if d["kind"] in ("initial", "decision", "kept")]
+    return json.dumps([mixtures, record.get("epochs")], sort_keys=True)
+
+
+def run_to_run_noise(plan: QualityPlan, units: dict[str, Any], headroom: float | None = None) -> dict[str, Any]:
+    """The noise floor of a paired difference, measured where two arms of one seed read the same data stream
+    (same init, same mixtures at the same steps, same epochs per domain: natural and natural_unplanned when no
+    cap binds).  Their test losses differ only by the GPU's run-to-run nondeterminism, amplified by training;
+    two arms that read different streams differ at least that much by chance, so ``sd_of_difference`` bounds
+    from below the noise of every paired difference, and ``detectable`` gives the smallest one a t-interval can
+    tell from 0 at a few seed counts (and how many seeds half the oracle ``headroom`` would need)."""
+    pairs = []
+    for seed in plan.seeds:
+        done = [(arm, units[f"{arm}/{seed}"]) for arm in plan.arms if f"{arm}/{seed}" in units]
+        for i, (a, ra) in enumerate(done):
+            for b, rb in done[i + 1 :]:
+                if ra.get("epochs") and _stream(ra) == _stream(rb):
+                    pairs.append({"arms": [a, b], "seed": seed, "difference": ra["test_mean"] - rb["test_mean"]})
+    out: dict[str, Any] = {
+        "pairs": pairs,
+        "note": "pairs of runs of one seed that read the same data stream; their difference is run-to-run noise, "
+        "a lower bound on the chance part of any paired difference",
+    }
+    if len(pairs) < 2:
+        return {**out, "sd_of_difference": None}
+    # E[d] = 0 for such a pair: the root mean square is the standard deviation of a difference
+    sd = float(np.sqrt(np.mean([p["difference"] ** 2 for p in pairs])))
+    out.update(
+        sd_of_difference=sd,
+        detectable={str(n): stats.detectable_difference(sd, n) for n in POWER_SEEDS},
+        half_headroom=None if headroom is None else headroom / 2,
+        seeds_for_half_headroom=None if not headroom else stats.seeds_to_detect(sd, headroom / 2),
+    )
+    return out
+
+
+def _best_headroom(judged: dict[str, dict]) -> float | None:
+    """The largest oracle headroom (nats) measured at any op_mix arm's decision point, or None."""
+    values = [j["headroom"].get("headroom") for j in judged.values()]
+    values = [v for v in values if v is not None]
+    return max(values) if values else None
 
 
 def _shared_pairs(plan: QualityPlan, arms: dict[str, dict]) -> dict[str, Any]:

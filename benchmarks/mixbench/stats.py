@@ -84,3 +84,22 @@ def paired_difference(a: Sequence[float], b: Sequence[float], seed: int = 0) -> 
         "bootstrap_ci": bootstrap_interval(lambda i: d[i].mean(), len(d), seed),
         "seeds": len(d),
     }
+
+
+def detectable_difference(sd_of_difference: float, seeds: int) -> float:
+    """Half-width of the t-interval (``LEVEL``) of a paired mean difference over ``seeds`` seeds whose per-seed
+    differences have standard deviation ``sd_of_difference``: smaller true differences cannot exclude 0."""
+    if seeds < 2:
+        raise ValueError(f"seeds={seeds}: a t-interval needs >= 2 paired seeds.")
+    return float(st.t.ppf((1 + LEVEL) / 2, seeds - 1) * sd_of_difference / np.sqrt(seeds))
+
+
+def seeds_to_detect(sd_of_difference: float, difference: float, most: int = 100) -> int | None:
+    """The fewest paired seeds whose t-interval half-width (:func:`detectable_difference`) is at most
+    ``difference``; None if more than ``most`` would be needed (or ``difference`` <= 0)."""
+    if difference <= 0:
+        return None
+    for n in range(2, most + 1):
+        if detectable_difference(sd_of_difference, n) <= difference:
+            return n
+    return None
