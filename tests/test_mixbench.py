@@ -299,6 +299,28 @@ def test_run_to_run_noise_is_measured_on_runs_that_read_the_same_stream():
     assert run_to_run_noise(plan, {k: v for k, v in units.items() if k.endswith("/0")})["sd_of_difference"] is None
 
 
+def test_the_confirmation_stage_judges_the_selected_arm_on_fresh_seeds_alone():
+    from mixbench.quality import CONFIRMATION_SEEDS, SELECTION_ARMS, SELECTION_SEEDS, confirmation
+
+    def entry(losses):
+        return {"seeds": list(losses), "mean_test_loss": list(losses.values())}
+
+    seeds = (*SELECTION_SEEDS, *CONFIRMATION_SEEDS)
+    arms = {a: entry(dict.fromkeys(SELECTION_SEEDS, 2.0)) for a in SELECTION_ARMS}
+    assert confirmation({**arms, "op_mix": entry({0: 2.0})}, {})["selected"] is None  # selection unfinished
+    # op_mix_design is best on the selection seeds, where it also beats uniform by far; on the fresh seeds it
+    # ties uniform: the verdict reads the fresh seeds only.
+    arms["op_mix_design"] = entry({**dict.fromkeys(SELECTION_SEEDS, 1.0), **{s: 2.0 + 0.001 * s for s in seeds[3:]}})
+    arms["uniform"] = entry({s: 2.0 + (0.001 * s if s > 2 else 0.5) for s in seeds})
+    arms["natural"] = entry({s: 2.5 + 0.01 * (s % 2) for s in seeds})
+    headroom = {"headroom": 0.2, "headroom_relative": 0.1, "best_baseline_loss": 2.0}
+    result = confirmation(arms, {"op_mix_design": {"headroom": headroom}})
+    assert result["selected"] == "op_mix_design" and result["seeds_run"] == list(CONFIRMATION_SEEDS)
+    assert result["vs_uniform"]["verdict"] == "not distinguishable" and result["vs_natural"]["verdict"] == "better"
+    assert result["protocol"]["best_baseline"] == "uniform" and result["protocol"]["difference"]["seeds"] == 5
+    assert result["protocol"]["verdict"] == "refuted"
+
+
 def test_store_keeps_finished_units_and_replicates(tmp_path):
     from mixbench.runner import Budget, Store, WorkerFile, assign
 
