@@ -288,14 +288,17 @@ def test_run_to_run_noise_is_measured_on_runs_that_read_the_same_stream():
         units[f"natural_unplanned/{seed}"] = unit(y, natural, same)
         units[f"uniform/{seed}"] = unit(1.5, uniform, other)
     units["natural_unplanned/2"]["epochs"] = {"a": 1.5, "b": 1.4}  # a cap bound: another stream, no pair
-    noise = run_to_run_noise(plan, units, headroom=0.02)
+    noise = run_to_run_noise(plan, units, headroom={"headroom": 0.02, "oracle_mixtures": 12, "oracle_baselines": 2})
     assert [(p["arms"], p["seed"]) for p in noise["pairs"]] == [(["natural", "natural_unplanned"], s) for s in (0, 1)]
     sd = (((-0.01) ** 2 + 0.02**2) / 2) ** 0.5
     assert noise["sd_of_difference"] == pytest.approx(sd)
     assert noise["detectable"]["3"] == pytest.approx(4.302652729911275 * sd / 3**0.5)
     assert noise["detectable"]["10"] < noise["detectable"]["5"] < noise["detectable"]["3"]
-    n = noise["seeds_for_half_headroom"]
+    n = noise["headroom"]["seeds_for_half_headroom"]
     assert stats.detectable_difference(sd, n) <= 0.01 < stats.detectable_difference(sd, n - 1)
+    # best of 2 minus best of 12 equal runs: E[min of 2] - E[min of 12] = (-0.564 + 1.629) sd of one run
+    assert noise["headroom"]["chance_headroom"] == pytest.approx(1.065 * sd / 2**0.5, rel=0.02)
+    assert stats.chance_headroom(0.01, 1, 1) == 0.0
     assert run_to_run_noise(plan, {k: v for k, v in units.items() if k.endswith("/0")})["sd_of_difference"] is None
 
 

@@ -466,6 +466,8 @@ def headroom_at(plan: QualityPlan, step: int | None, fidelity: dict | None) -> d
             by_name = {o["name"]: o["test_mean"] for o in result["oracle"]}
             return {
                 "headroom": result["headroom"],
+                "oracle_mixtures": len(by_name),
+                "oracle_baselines": sum(name in by_name for name in REFERENCES),
                 "headroom_relative": result["headroom_relative"],
                 "point": float(point),
                 "step": step,
@@ -683,13 +685,15 @@ def _stream(record: dict) -> str:
     return json.dumps([mixtures, record.get("epochs")], sort_keys=True)
 
 
-def run_to_run_noise(plan: QualityPlan, units: dict[str, Any], headroom: float | None = None) -> dict[str, Any]:
+def run_to_run_noise(plan: QualityPlan, units: dict[str, Any], headroom: dict | None = None) -> dict[str, Any]:
     """The noise floor of a paired difference, measured where two arms of one seed read the same data stream
     (same init, same mixtures at the same steps, same epochs per domain: natural and natural_unplanned when no
     cap binds).  Their test losses differ only by the GPU's run-to-run nondeterminism, amplified by training;
     two arms that read different streams differ at least that much by chance, so ``sd_of_difference`` bounds
     from below the noise of every paired difference, and ``detectable`` gives the smallest one a t-interval can
-    tell from 0 at a few seed counts (and how many seeds half the oracle ``headroom`` would need)."""
+    tell from 0 at a few seed counts.  With ``headroom`` (:func:`headroom_at`'s entry), how many seeds half of it
+    would need, and the headroom its oracle sweep would show by chance (each mixture one run, all equally good:
+    :func:`.stats.chance_headroom`, at a run's noise sd = ``sd_of_difference`` / √2)."""
     pairs = []
     for seed in plan.seeds:
         done = [(arm, units[f"{arm}/{seed}"]) for arm in plan.arms if f"{arm}/{seed}" in units]
@@ -706,20 +710,26 @@ def run_to_run_noise(plan: QualityPlan, units: dict[str, Any], headroom: float |
         return {**out, "sd_of_difference": None}
     # E[d] = 0 for such a pair: the root mean square is the standard deviation of a difference
     sd = float(np.sqrt(np.mean([p["difference"] ** 2 for p in pairs])))
-    out.update(
-        sd_of_difference=sd,
-        detectable={str(n): stats.detectable_difference(sd, n) for n in POWER_SEEDS},
-        half_headroom=None if headroom is None else headroom / 2,
-        seeds_for_half_headroom=None if not headroom else stats.seeds_to_detect(sd, headroom / 2),
-    )
+    out.update(sd_of_difference=sd, detectable={str(n): stats.detectable_difference(sd, n) for n in POWER_SEEDS})
+    room = (headroom or {}).get("headroom")
+    if room is not None:
+        out["headroom"] = {
+            "headroom": room,
+            "point": headroom.get("point"),
+            "half_headroom": room / 2,
+            "seeds_for_half_headroom": stats.seeds_to_detect(sd, room / 2),
+        }
+        if headroom.get("oracle_mixtures"):
+            out["headroom"]["chance_headroom"] = stats.chance_headroom(
+                sd / np.sqrt(2), headroom["oracle_mixtures"], max(1, headroom.get("oracle_baselines") or 1)
+            )
     return out
 
 
-def _best_headroom(judged: dict[str, dict]) -> float | None:
-    """The largest oracle headroom (nats) measured at any op_mix arm's decision point, or None."""
-    values = [j["headroom"].get("headroom") for j in judged.values()]
-    values = [v for v in values if v is not None]
-    return max(values) if values else None
+def _best_headroom(judged: dict[str, dict]) -> dict | None:
+    """The :func:`headroom_at` entry with the largest oracle headroom at any op_mix arm's decision point, or None."""
+    measured = [j["headroom"] for j in judged.values() if j["headroom"].get("headroom") is not None]
+    return max(measured, key=lambda h: h["headroom"]) if measured else None
 
 
 def _shared_pairs(plan: QualityPlan, arms: dict[str, dict]) -> dict[str, Any]:

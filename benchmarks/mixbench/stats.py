@@ -103,3 +103,13 @@ def seeds_to_detect(sd_of_difference: float, difference: float, most: int = 100)
         if detectable_difference(sd_of_difference, n) <= difference:
             return n
     return None
+
+
+def chance_headroom(run_sd: float, mixtures: int, baselines: int, draws: int = 100_000, seed: int = 0) -> float:
+    """The oracle headroom (the best of ``baselines`` runs minus the best of all ``mixtures`` runs, baselines
+    among them) expected from noise alone: every run's loss the same plus independent noise of sd ``run_sd``.
+    A measured headroom near it is chance: the best of many single runs is lucky (Monte Carlo, fixed seed)."""
+    if not 1 <= baselines <= mixtures:
+        raise ValueError(f"baselines={baselines}, mixtures={mixtures}: need 1 <= baselines <= mixtures.")
+    losses = np.random.default_rng(seed).normal(0.0, run_sd, size=(draws, mixtures))
+    return float(np.mean(losses[:, :baselines].min(axis=1) - losses.min(axis=1)))
