@@ -585,7 +585,9 @@ SELECTION_ARMS = (
     "op_mix_late_canonical",
 )
 SELECTION_SEEDS = (0, 1, 2)
-CONFIRMATION_SEEDS = (3, 4, 5, 6, 7)
+#: Eight: at the noise floor 8 seeds resolve 0.0064 nats, 5 only 0.0095 (half the largest headroom: 0.0085).
+#: Natural needs fewer (it trails uniform by > 0.1 nats): the report judges against whichever seeds each ran.
+CONFIRMATION_SEEDS = tuple(range(3, 11))
 
 
 def _on_seeds(entry: dict, seeds: tuple[int, ...]) -> dict:
