@@ -179,7 +179,7 @@ def test_fidelity_and_baselines_pipeline_at_tiny_size(tmp_path, five):
 @pytest.mark.timeout(900)
 def test_quality_arms_resume_and_report(tmp_path, monkeypatch, capsys, five):
     common = staged(tmp_path, data=five)
-    store = tmp_path / "store" / "quality-five-tiny.json"
+    store = tmp_path / "store" / "mine.json"  # a --store named otherwise than the stores folder's: reported too
     arms = ["--arms", "natural,uniform,op_mix,op_mix_prior,op_mix_late", "--seeds", "0,1", "--store", str(store)]
     out = mixbench("quality", *common, *arms, "--procs", "2", "--work", str(tmp_path / "w1"))
     assert "0 units done, 8 pending" in out  # op_mix_prior shares op_mix's warm-up and decision: one unit a seed

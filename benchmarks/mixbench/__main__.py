@@ -142,11 +142,16 @@ def _store_path(opts) -> str:
     return opts.store or os.path.join(HERE, "stores", store_name(_variant(opts), opts.set, opts.shape))
 
 
-def _stores(folder: str, kind: str, shape: str, variant: str | None = None) -> tuple[list, dict]:
+def _stores(
+    folder: str, kind: str, shape: str, variant: str | None = None, also: str | None = None
+) -> tuple[list, dict]:
     """``[(plan, units, replicates)]`` and the calls of every store of ``kind`` (named ``variant``, default
-    ``kind``) and ``shape`` in ``folder``."""
+    ``kind``) and ``shape`` in ``folder``, and of the store ``also`` (a ``--store`` named otherwise)."""
     pairs, calls = [], {}
-    for path in sorted(glob.glob(os.path.join(folder, store_name(variant or kind, "*", shape)))):
+    paths = sorted(glob.glob(os.path.join(folder, store_name(variant or kind, "*", shape))))
+    if also and os.path.isfile(also) and os.path.abspath(also) not in map(os.path.abspath, paths):
+        paths.append(also)
+    for path in paths:
         data = read_json(path)
         settings = {k: v for k, v in data["settings"].items() if k in PLAN_FIELDS[kind]}
         settings["shape"] = Shape(**settings["shape"])
@@ -160,7 +165,7 @@ def _write_results(opts, module) -> dict:
     """The results file of this kind from every store of this kind and shape (sets side by side), with the
     pilot stores (``stores/pilot/``: earlier units kept when the benchmark changed) in a ``pilot`` section."""
     folder = os.path.dirname(_store_path(opts))
-    pairs, calls = _stores(folder, opts.command, opts.shape, _variant(opts))
+    pairs, calls = _stores(folder, opts.command, opts.shape, _variant(opts), also=opts.store)
     inputs = module.report_inputs(opts.results, opts.shape) if hasattr(module, "report_inputs") else {}
     body = module.report(pairs, **inputs)
     pilot_pairs, pilot_calls = _stores(os.path.join(folder, "pilot"), opts.command, opts.shape, _variant(opts))
