@@ -319,6 +319,7 @@ def test_the_confirmation_stage_judges_the_selected_arm_on_fresh_seeds_alone():
     headroom = {"headroom": 0.2, "headroom_relative": 0.1, "best_baseline_loss": 2.0}
     result = confirmation(arms, {"op_mix_design": {"headroom": headroom}})
     assert result["selected"] == "op_mix_design" and result["seeds_run"] == list(CONFIRMATION_SEEDS)
+    assert result["complete"]
     assert result["vs_uniform"]["verdict"] == "not distinguishable" and result["vs_natural"]["verdict"] == "better"
     protocol = result["protocol"]
     assert protocol["best_baseline"] == "uniform" and protocol["difference"]["seeds"] == len(CONFIRMATION_SEEDS)

@@ -614,7 +614,15 @@ def confirmation(arms: dict[str, dict], judged: dict[str, dict]) -> dict[str, An
     selected = min(SELECTION_ARMS, key=lambda a: first[a])  # min keeps the first of equal means: table order
     sub = {a: _on_seeds(arms[a], CONFIRMATION_SEEDS) for a in (selected, *BASELINES) if a in arms}
     sub = {a: e for a, e in sub.items() if e["seeds"]}
-    out.update(selected=selected, selection_means=first, seeds_run=sub.get(selected, {}).get("seeds", []))
+    seeds_run = sub.get(selected, {}).get("seeds", [])
+    out.update(
+        selected=selected,
+        selection_means=first,
+        seeds_run=seeds_run,
+        # the stage is done when the selected arm and uniform have every confirmation seed (natural needs fewer)
+        complete=set(seeds_run) == set(CONFIRMATION_SEEDS)
+        and set(sub.get("uniform", {}).get("seeds", [])) == set(CONFIRMATION_SEEDS),
+    )
     if selected not in sub:
         return {**out, "why": "the selected arm has not run on a confirmation seed"}
     headroom = judged.get(selected, {}).get("headroom") or {"headroom": None, "why": "not judged in this report"}
