@@ -14,6 +14,7 @@ and records them.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -599,6 +600,7 @@ def decide(simulation: Simulation, config: ProposerConfig, context: DecisionCont
         prior = simulation.coordinate_prior()
     else:
         prior = prior_weights(config.prior, context, domains)
+    started = time.perf_counter()
     mixture, record = fit_and_propose(
         X,
         simulation.Y,
@@ -617,4 +619,10 @@ def decide(simulation: Simulation, config: ProposerConfig, context: DecisionCont
         targets=simulation.targets,
     )
     record["law_space"] = space
-    return Decision(mixture, {**record, **simulation.record})
+    details = {**record, **simulation.record}
+    # seconds by phase: the simulator's (probes, scoring, ...) and the law fit with the proposal
+    details["phase_seconds"] = {
+        **simulation.record.get("phase_seconds", {}),
+        "fit_and_propose": time.perf_counter() - started,
+    }
+    return Decision(mixture, details)

@@ -226,6 +226,10 @@ def test_op_mix_with_every_mode_end_to_end(tmp_path, tokenizer):
     assert decision["candidate_design"] == "covering"
     assert {"step", "anchor", "law_proposal"} <= set(decision["trust_region"])
     assert sum(decision["weights"].values()) == pytest.approx(1.0)
+    # where the decision's seconds went: probe training, candidate scoring, the law fit and proposal
+    phases = decision["phase_seconds"]
+    assert set(phases) == {"probes", "scoring", "fit_and_propose"} and all(v > 0 for v in phases.values())
+    assert sum(phases.values()) <= decision["seconds"]
 
 
 def test_op_mix_canonical_design_end_to_end(tmp_path, tokenizer):

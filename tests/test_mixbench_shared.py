@@ -100,7 +100,7 @@ def _run(plan, keys, tmp_path, name, data, budget=None):
 
 
 def _timeless(records):
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+    return [{k: v for k, v in r.items() if k not in ("seconds", "phase_seconds")} for r in records]
 
 
 def _full_records(work, unit, arm=None):

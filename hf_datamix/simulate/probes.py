@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -359,19 +360,28 @@ class LoRAProbes(Simulator):
         for i, name in enumerate(names):
             probes[f"d{i}"] = Mixture({n: share * (n == name) + (1 - share) * around[n] for n in names})
         record: dict[str, Any] = {"probe_steps": self.probe_steps(context)}
+        phases: dict[str, float] = {}  # seconds by phase (the decision's cost, where it goes)
         with contextlib.ExitStack() as stack:
             if cfg.anneal_steps:
+                started = time.perf_counter()
                 branches = stack.enter_context(TrainerBranches(context.trainer))  # θ comes back on exit
                 steps, end = cfg.anneal_steps, cfg.anneal_to
                 losses, tokens = branches.train(around, steps, lr_scale=lambda s: 1 - (1 - end) * (s + 1) / steps)
                 record["anneal"] = {"steps": steps, "lr_to": end, "tokens": tokens, "final_loss": losses[-1]}
+                phases["anneal"] = time.perf_counter() - started
+            started = time.perf_counter()
             simulator = stack.enter_context(self.session(context, record["probe_steps"]))
             record["probes"] = self.train_probes(context, simulator, probes, record["probe_steps"])
+            phases["probes"] = time.perf_counter() - started
 
             def simulate(candidates: Sequence[Mapping[str, float]] | None = None, **design: Any) -> Simulation | None:
                 given = data_mixtures(candidates, names) if candidates is not None else None
                 chosen = self.with_design(**design) if design else self
-                return chosen._score_probes(context, around, given, probes, simulator, dict(record))
+                started = time.perf_counter()
+                own = {**record, "phase_seconds": dict(phases)}
+                simulation = chosen._score_probes(context, around, given, probes, simulator, own)
+                own["phase_seconds"]["scoring"] = time.perf_counter() - started
+                return simulation
 
             yield simulate
 
