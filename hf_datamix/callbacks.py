@@ -140,7 +140,7 @@ class MixingController(TrainerCallback):
         trainer = self.trainer
         current = trainer.interleaver.weights_at(from_sample)
         context = self.context(step, trainer.state.max_steps, current, from_sample)
-        started, spent_before = time.perf_counter(), dict(self.ledger.by_kind)
+        started, before = time.perf_counter(), self.ledger.state_dict()
         result = None
         everywhere = self.strategy.runs_on_every_process(trainer)
         if everywhere or trainer.args.world_size == 1 or trainer.is_world_process_zero():
@@ -155,9 +155,7 @@ class MixingController(TrainerCallback):
             result = payload[0]
         decision = result if isinstance(result, Decision) or result is None else Decision(Mixture(result))
         seconds = time.perf_counter() - started
-        spent = {
-            k: v - spent_before.get(k, 0.0) for k, v in self.ledger.by_kind.items() if v > spent_before.get(k, 0.0)
-        }
+        spent = self.ledger.since(before).by_kind
         cost = f"took {seconds:.1f} s, {sum(spent.values()):.3g} FLOPs" + (
             f" ({', '.join(f'{k} {v:.3g}' for k, v in sorted(spent.items()))})" if spent else ""
         )

@@ -118,6 +118,15 @@ class ComputeLedger:
     def state_dict(self) -> dict:
         return {"by_kind": dict(self.by_kind), "tokens_by_kind": dict(self.tokens_by_kind)}
 
+    def since(self, state: Mapping) -> ComputeLedger:
+        """What this ledger counted since its :meth:`state_dict` was ``state``: a ledger of the kinds that grew."""
+        before, tokens_before = state.get("by_kind", {}), state.get("tokens_by_kind", {})
+        grew = [k for k, v in self.by_kind.items() if v > before.get(k, 0.0)]
+        return ComputeLedger(
+            {k: self.by_kind[k] - before.get(k, 0.0) for k in grew},
+            {k: self.tokens_by_kind.get(k, 0.0) - tokens_before.get(k, 0.0) for k in grew},
+        )
+
     def load_state_dict(self, state: Mapping) -> None:
         self.by_kind = {k: float(v) for k, v in state.get("by_kind", {}).items()}
         self.tokens_by_kind = {k: float(v) for k, v in state.get("tokens_by_kind", {}).items()}

@@ -124,6 +124,17 @@ def test_state_dict_round_trip():
     assert other.by_kind == ledger.by_kind and other.tokens_by_kind == ledger.tokens_by_kind
 
 
+def test_since_gives_what_was_counted_after_a_state_dict():
+    ledger = ComputeLedger()
+    ledger.add_training("train", 4, 8)
+    before = ledger.state_dict()
+    ledger.add_training("probe", 2, 10)
+    ledger.add_forward("eval", 4, 2)
+    spent = ledger.since(before)
+    assert spent.by_kind == {"probe": 120.0, "eval": 16.0} and spent.tokens_by_kind == {"probe": 10.0, "eval": 2.0}
+    assert ledger.since(ledger.state_dict()).by_kind == {}  # nothing since now
+
+
 def test_save_load_compute_json(tmp_path):
     ledger = ComputeLedger()
     ledger.add_training("train", 1_000, 300)  # 1.8e6

@@ -72,16 +72,6 @@ def shared_decision_groups(definitions: Mapping[str, Mapping[str, Any]], shape: 
     return [tuple(arms) for arms in groups.values()]
 
 
-def _since(ledger, before: Mapping[str, Mapping[str, float]]):
-    """What ``ledger`` counted since its ``state_dict()`` was ``before``, as a ledger."""
-    from hf_datamix import ComputeLedger
-
-    flops = {k: v - before["by_kind"].get(k, 0.0) for k, v in ledger.by_kind.items()}
-    kinds = [k for k, v in flops.items() if v]
-    tokens = {k: ledger.tokens_by_kind.get(k, 0.0) - before["tokens_by_kind"].get(k, 0.0) for k in kinds}
-    return ComputeLedger({k: flops[k] for k in kinds}, tokens)
-
-
 def _design(strategy) -> dict[str, Any]:
     """An arm's candidate design: the values of its simulator's ``design_settings``."""
     simulator = strategy.simulator
@@ -114,11 +104,11 @@ def _simulate(lead, designs: Mapping[str, Mapping[str, Any]], context):
     before, started = trainer.ledger.state_dict(), time.perf_counter()
     # op_mix's pretraining decision simulates around the mixture in force
     with lead.simulator.shared(context, context.mixture) as simulate:
-        shared = (_since(trainer.ledger, before), time.perf_counter() - started)
+        shared = (trainer.ledger.since(before), time.perf_counter() - started)
         for key, design in designs.items():
             mark, design_started = trainer.ledger.state_dict(), time.perf_counter()
             simulation = simulate(**design)
-            out[key] = (simulation, _since(trainer.ledger, mark), time.perf_counter() - design_started)
+            out[key] = (simulation, trainer.ledger.since(mark), time.perf_counter() - design_started)
     return shared, out
 
 
@@ -172,7 +162,7 @@ def run_group(
                 continued = time.perf_counter()
                 losses, _ = branch.train(mixture, rest, from_sample=from_sample)
                 budget.observe(rest, time.perf_counter() - continued)
-                continuation = _since(trainer.ledger, before)
+                continuation = trainer.ledger.since(before)
                 test = score_test(trainer)
             stream = trainer.branch_stream(mixture, from_sample=from_sample)
             reported = sum(r["kind"] == "exhausted" for r in history)
