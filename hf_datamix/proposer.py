@@ -425,6 +425,64 @@ def fit_and_propose(
     return Mixture.from_array(list(full_domains), proposal.x_full), record
 
 
+def best_candidate(
+    X: np.ndarray,
+    Y: np.ndarray,
+    coordinates: Sequence[str],
+    groups: Any,
+    full_domains: Sequence[str],
+    prior: np.ndarray,
+    *,
+    caps: np.ndarray | None = None,
+    prior_over_coordinates: bool = False,
+    targets: Sequence[str] | None = None,
+) -> tuple[Any, dict]:
+    """The ``proposal="best_candidate"`` step: the simulated run with the lowest mean loss over the targets
+    among those whose weights honour ``caps``, expanded to the domains; no law is fitted.  When no run honours
+    the caps, the feasible mixture closest to ``prior`` (:func:`closest_to_prior`), with the reason recorded.
+    Arguments as :func:`fit_and_propose`; the record has its keys, with ``law`` and ``fit`` None and
+    ``predicted`` the observations (this proposal reads them)."""
+    X, Y = np.asarray(X, dtype=np.float64), np.asarray(Y, dtype=np.float64)
+    E = expansion_matrix(list(coordinates), groups, list(full_domains))
+    cap = np.ones(X.shape[1]) if caps is None else np.minimum(np.asarray(caps, dtype=np.float64), 1.0)
+    mean = Y.mean(axis=1)
+    ok = np.flatnonzero((X <= cap + CAP_TOLERANCE).all(axis=1) & np.isfinite(mean))
+    if len(ok):
+        row, reason = int(ok[np.argmin(mean[ok])]), None
+        x, status = X[row] / X[row].sum(), "best_candidate"
+    else:
+        row, status = None, "fallback_prior"
+        x = closest_to_prior(prior, caps, None if prior_over_coordinates else E, X.shape[1])
+        reason = f"none of the {len(X)} candidates honours the caps; the feasible mixture closest to the prior"
+        logger.warning("best_candidate: %s", reason)
+    proposal = {
+        "x": x.tolist(),
+        "x_full": (E @ x).tolist(),
+        "domains": list(coordinates),
+        "full_domains": list(full_domains),
+        "row": row,
+        "objective": None if row is None else float(mean[row]),
+        "predicted": None if row is None else Y[row].tolist(),
+        "candidates_within_caps": len(ok),
+        "solver": None,
+        "status": status,
+        "fallback_reason": reason,
+    }
+    record = {
+        "collapsed_domains": list(coordinates),
+        "internals": {k: dict(v) for k, v in groups.items()},
+        "candidates": X.tolist(),
+        "observed": Y.tolist(),
+        "predicted": Y.tolist(),
+        "targets": list(full_domains if targets is None else targets),
+        "law": None,
+        "fit": None,
+        "proposal": proposal,
+        "prior_space": "coordinates" if prior_over_coordinates else "domains",
+    }
+    return Mixture.from_array(list(full_domains), E @ x), record
+
+
 def trust_step(report: Mapping[str, Any], full_at: float) -> tuple[float, str]:
     """How far to move from the prior towards the law's proposal, in [0, 1], and why.
 
@@ -470,6 +528,7 @@ def law_settings(law: str, law_starts: int, law_options: Mapping[str, Any] | Non
 
 
 PRIORS = ("uniform", "natural")
+PROPOSALS = ("law", "best_candidate")
 PRIOR_SPACES = ("domains", "coordinates")
 LAW_SPACES = ("coordinates", "data")
 
@@ -528,6 +587,14 @@ class ProposerConfig:
         default=0.8,
         metadata={"help": "trust_region: the held-out Spearman at which the proposal is followed fully, in (0, 1]."},
     )
+    proposal: str = field(
+        default="law",
+        metadata={
+            "help": "How the mixture is chosen: law (fit the law, minimise it with the KL term: the published "
+            "method) or best_candidate (the simulated candidate with the lowest mean loss among those within the "
+            "caps, no law: beyond the paper, for simulators that rank well but a law that fits them coarsely)."
+        },
+    )
     decision_seed: int = field(
         default=0,
         metadata={
@@ -552,6 +619,7 @@ class ProposerConfig:
                 "the mixture is proposed over the domains)",
             ),
             "trust_full_spearman": (0 < self.trust_full_spearman <= 1, "in (0, 1]"),
+            "proposal": (self.proposal in PROPOSALS, " or ".join(PROPOSALS)),
         }
 
     @staticmethod
@@ -587,7 +655,8 @@ def decide(simulation: Simulation, config: ProposerConfig, context: DecisionCont
     (:func:`hf_datamix.horizon.decision_caps`).  With ``law_space="data"`` and coordinates that do not
     identify a mixture (:meth:`Simulation.identifiable`), the law is fitted on the data each candidate
     was simulated on and the mixture proposed over the domains.  The record holds the fit and
-    proposal (:func:`fit_and_propose`), the space used and the simulation's own record.
+    proposal (:func:`fit_and_propose`; with ``proposal="best_candidate"`` the best simulated candidate within the
+    caps, :func:`best_candidate`), the space used, the simulation's own record and the seconds by phase.
     """
     domains = list(simulation.domains)
     X, coordinates, groups = simulation.X, list(simulation.coordinates), dict(simulation.groups)
@@ -601,28 +670,42 @@ def decide(simulation: Simulation, config: ProposerConfig, context: DecisionCont
     else:
         prior = prior_weights(config.prior, context, domains)
     started = time.perf_counter()
-    mixture, record = fit_and_propose(
-        X,
-        simulation.Y,
-        coordinates,
-        groups,
-        domains,
-        prior,
-        law=config.law,
-        law_starts=config.law_starts,
-        law_options=config.law_options,
-        kl=config.kl,
-        caps=decision_caps(coordinates, groups, context),
-        seed=config.decision_seed,
-        prior_over_coordinates=config.prior_space == "coordinates",
-        trust_full_spearman=config.trust_full_spearman if config.trust_region else None,
-        targets=simulation.targets,
-    )
+    caps, over_coordinates = decision_caps(coordinates, groups, context), config.prior_space == "coordinates"
+    if config.proposal == "best_candidate":
+        mixture, record = best_candidate(
+            X,
+            simulation.Y,
+            coordinates,
+            groups,
+            domains,
+            prior,
+            caps=caps,
+            prior_over_coordinates=over_coordinates,
+            targets=simulation.targets,
+        )
+    else:
+        mixture, record = fit_and_propose(
+            X,
+            simulation.Y,
+            coordinates,
+            groups,
+            domains,
+            prior,
+            law=config.law,
+            law_starts=config.law_starts,
+            law_options=config.law_options,
+            kl=config.kl,
+            caps=caps,
+            seed=config.decision_seed,
+            prior_over_coordinates=over_coordinates,
+            trust_full_spearman=config.trust_full_spearman if config.trust_region else None,
+            targets=simulation.targets,
+        )
     record["law_space"] = space
     details = {**record, **simulation.record}
-    # seconds by phase: the simulator's (probes, scoring, ...) and the law fit with the proposal
+    # seconds by phase: the simulator's (probes, scoring, ...) and the proposal (the law's fit included)
     details["phase_seconds"] = {
         **simulation.record.get("phase_seconds", {}),
-        "fit_and_propose": time.perf_counter() - started,
+        "proposal": time.perf_counter() - started,
     }
     return Decision(mixture, details)

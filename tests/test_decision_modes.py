@@ -133,6 +133,35 @@ def test_trust_region_stays_at_the_prior_when_the_law_cannot_rank():
     assert followed.mixture.to_array(NAMES) == pytest.approx(followed.details["trust_region"]["law_proposal"])
 
 
+def test_best_candidate_takes_the_lowest_simulated_mean_within_the_caps():
+    from hf_datamix.proposer import best_candidate
+
+    Y = true_loss(DATA)
+    mean = Y.mean(axis=1)
+    best = int(np.argmin(mean))
+    simulation = Simulation(NAMES, {}, NAMES, DATA, Y, NAMES)
+    decision = decide(simulation, ProposerConfig(proposal="best_candidate"), decision_context())
+    assert decision.mixture.to_array(NAMES) == pytest.approx(DATA[best] / DATA[best].sum())
+    proposal = decision.details["proposal"]
+    assert proposal["row"] == best and proposal["status"] == "best_candidate" and decision.details["law"] is None
+    assert proposal["objective"] == pytest.approx(mean[best]) and decision.details["predicted"] == Y.tolist()
+    # a cap below the best row's share of "a" leaves it out: the best of the rows within the caps
+    caps = np.array([DATA[best, 0] - 1e-3, 1.0, 1.0])
+    prior = np.full(3, 1 / 3)
+    within = np.flatnonzero(DATA[:, 0] <= caps[0])
+    mixture, record = best_candidate(DATA, Y, NAMES, {}, NAMES, prior, caps=caps)
+    assert record["proposal"]["row"] == int(within[np.argmin(mean[within])])
+    assert record["proposal"]["candidates_within_caps"] == len(within)
+    # none within the caps: the feasible mixture closest to the prior, and why
+    caps = np.array([0.02, 0.99, 0.99])  # every candidate gives "a" >= 0.1 / 3
+    mixture, record = best_candidate(DATA, Y, NAMES, {}, NAMES, prior, caps=caps)
+    assert record["proposal"]["status"] == "fallback_prior" and record["proposal"]["row"] is None
+    assert "honours the caps" in record["proposal"]["fallback_reason"]
+    assert mixture.to_array(NAMES) == pytest.approx([0.02, 0.49, 0.49], abs=1e-4)
+    with pytest.raises(ValueError, match="proposal"):
+        create_strategy("op_mix", proposal="law of averages")  # refused by name, with the choices
+
+
 def test_trust_step_and_closest_feasible_prior():
     assert trust_step({"spearman_average_loss": 0.4}, 0.8)[0] == pytest.approx(0.5)
     assert trust_step({"spearman_average_loss": -0.3}, 0.8)[0] == 0.0
@@ -228,7 +257,7 @@ def test_op_mix_with_every_mode_end_to_end(tmp_path, tokenizer):
     assert sum(decision["weights"].values()) == pytest.approx(1.0)
     # where the decision's seconds went: probe training, candidate scoring, the law fit and proposal
     phases = decision["phase_seconds"]
-    assert set(phases) == {"probes", "scoring", "fit_and_propose"} and all(v > 0 for v in phases.values())
+    assert set(phases) == {"probes", "scoring", "proposal"} and all(v > 0 for v in phases.values())
     assert sum(phases.values()) <= decision["seconds"]
 
 
@@ -241,6 +270,19 @@ def test_op_mix_canonical_design_end_to_end(tmp_path, tokenizer):
     assert decision["collapsed_domains"] == ["alpha", "beta", "gamma"] and sum(
         decision["weights"].values()
     ) == pytest.approx(1)
+
+
+def test_op_mix_best_candidate_end_to_end(tmp_path, tokenizer):
+    from test_op_mix import train
+
+    settings = {"law_space": "data", "candidate_design": "canonical", "encoding": "old", "proposal": "best_candidate"}
+    train(tmp_path, tokenizer, strategy_args=settings)
+    decision = json.load(open(tmp_path / "mixtures.json"))[1]
+    row = decision["proposal"]["row"]
+    means = np.mean(decision["observed"], axis=1)
+    assert decision["proposal"]["status"] == "best_candidate" and means[row] == pytest.approx(means.min())
+    chosen = [decision["weights"][d] for d in decision["collapsed_domains"]]
+    assert chosen == pytest.approx(decision["candidates"][row], abs=1e-9)  # the run trains the candidate itself
 
 
 def test_op_mix_reference_prior_end_to_end(tmp_path, tokenizer):

@@ -30,7 +30,7 @@ GROUP = (*SHARING, "op_mix_canonical")
 def test_arms_share_a_decision_when_only_the_proposal_or_the_candidate_design_differs(monkeypatch):
     plan = QualityPlan("skewed")  # every arm of the table
     groups = plan.groups()
-    late = ("op_mix_late", "op_mix_late_design", "op_mix_late_canonical")  # the same fixes, decided at 50 %
+    late = ("op_mix_late", "op_mix_late_design", "op_mix_late_canonical", "op_mix_late_best")  # decided at 50 %
     assert GROUP in groups and late in groups
     assert all(len(g) == 1 for g in groups if g not in (GROUP, late))  # other warm-ups, simulators, decisions
     table = {

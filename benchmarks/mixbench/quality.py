@@ -97,6 +97,18 @@ ARMS: dict[str, dict[str, Any]] = {
         encoding="old",
         trust_region=True,
     ),
+    # No law: the best simulated candidate within the caps.  In the decisions recorded on skewed (seeds 0-1) the
+    # law's held-out error (0.03-0.04 nats a target) exceeded the candidates' spread near the mixture in force and
+    # its proposals were predicted worse than the best simulated candidate, while at 50 % the fidelity sweep's LoRA
+    # ranking had top-1 regret 0.  Defined before any late run (session 10); shares op_mix_late's probes.
+    "op_mix_late_best": _arm(
+        "op_mix",
+        warmup_fraction=0.5,
+        law_space="data",
+        candidate_design="canonical",
+        encoding="old",
+        proposal="best_candidate",
+    ),
     # Beyond the paper: warm up on the natural mixture, KL prior natural (a uniform warm-up spends the small
     # domains' epochs before the decision: on `five`, natural after a uniform 20 % ends 0.36 nats above
     # natural from scratch: mixbench_fidelity.json's oracle vs mixbench_baselines.json).
@@ -583,6 +595,7 @@ SELECTION_ARMS = (
     "op_mix_late",
     "op_mix_late_design",
     "op_mix_late_canonical",
+    "op_mix_late_best",
 )
 SELECTION_SEEDS = (0, 1, 2)
 #: Eight: at the noise floor 8 seeds resolve 0.0064 nats, 5 only 0.0095 (half the largest headroom: 0.0085).
