@@ -326,6 +326,21 @@ def test_the_confirmation_stage_judges_the_selected_arm_on_fresh_seeds_alone():
     assert result["protocol"]["verdict"] == "refuted"
 
 
+def test_a_two_stage_plan_is_complete_when_both_stages_are():
+    from mixbench.quality import CONFIRMATION_SEEDS, SELECTION_SEEDS, QualityPlan, _complete
+
+    plan = QualityPlan("skewed", arms=("natural", "uniform", "op_mix"), seeds=(*SELECTION_SEEDS, *CONFIRMATION_SEEDS))
+    first = {f"{a}/{s}": {} for a in plan.arms for s in SELECTION_SEEDS}
+    assert not _complete(plan, first, {"selected": None})  # no selection yet: every unit of the plan
+    assert not _complete(plan, first, {"selected": "op_mix", "complete": False})
+    assert _complete(plan, first, {"selected": "op_mix", "complete": True})
+    assert not _complete(
+        plan, {k: v for k, v in first.items() if k != "natural/2"}, {"selected": "op_mix", "complete": True}
+    )
+    one_stage = QualityPlan("skewed", arms=("natural", "uniform"), seeds=SELECTION_SEEDS)
+    assert _complete(one_stage, {f"{a}/{s}": {} for a in one_stage.arms for s in SELECTION_SEEDS}, {"selected": None})
+
+
 def test_store_keeps_finished_units_and_replicates(tmp_path):
     from mixbench.runner import Budget, Store, WorkerFile, assign
 

@@ -659,8 +659,6 @@ def report(
     variant (:func:`fidelity_variant`), for each op_mix arm's headroom."""
     out: dict[str, Any] = {"domain_sets": {}, "complete": bool(plans_and_units)}
     for plan, units, _ in plans_and_units:
-        complete = all(key in units for key in plan.unit_keys())
-        out["complete"] &= complete
         arms = add_differences({arm: arm_summary(plan, arm, units) for arm in plan.arms}, REFERENCES)
         judged = {}
         for arm in (a for a in plan.arms if plan.definitions[a]["strategy"] == "op_mix"):
@@ -682,6 +680,9 @@ def report(
             arms[arm].update({"decision_steps": steps, "headroom": headroom, "headroom_fraction": fraction})
             judged[arm] = {"headroom": headroom, "headroom_fraction": fraction}
         caps = {base: paired(arms, base, f"{base}_unplanned") for base in REFERENCES}
+        confirmed = confirmation(arms, judged)
+        complete = _complete(plan, units, confirmed)
+        out["complete"] &= complete
         out["domain_sets"][plan.set_name] = {
             "seeds": list(plan.seeds),
             "settings": plan.settings(),
@@ -691,7 +692,7 @@ def report(
             "planned_minus_unplanned": caps,
             "shared_decision": _shared_pairs(plan, arms),
             "run_to_run_noise": run_to_run_noise(plan, units, _best_headroom(judged)),
-            "confirmation": confirmation(arms, judged),
+            "confirmation": confirmed,
             "verdicts": _verdicts(arms, judged),
             "rules": RULES,
         }
@@ -747,6 +748,15 @@ def run_to_run_noise(plan: QualityPlan, units: dict[str, Any], headroom: dict | 
                 sd / np.sqrt(2), headroom["oracle_mixtures"], max(1, headroom.get("oracle_baselines") or 1)
             )
     return out
+
+
+def _complete(plan: QualityPlan, units: dict[str, Any], confirmed: dict[str, Any]) -> bool:
+    """Every unit of the plan; with seeds past the selection seeds (the two-stage design), every arm on the
+    selection seeds and the confirmation stage complete (only the selected arm and the references run there)."""
+    if set(plan.seeds) <= set(SELECTION_SEEDS) or not confirmed.get("selected"):
+        return all(key in units for key in plan.unit_keys())
+    first = [s for s in plan.seeds if s in SELECTION_SEEDS]
+    return all(f"{arm}/{s}" in units for arm in plan.arms for s in first) and bool(confirmed.get("complete"))
 
 
 def _best_headroom(judged: dict[str, dict]) -> dict | None:
