@@ -316,6 +316,13 @@ def propose(
     )
 
 
+def _best_within_caps(X: np.ndarray, mean: np.ndarray, cap: np.ndarray) -> tuple[int | None, int]:
+    """The row of ``X`` with the lowest finite ``mean`` among those honouring ``cap`` (None if none does), and how
+    many rows honour it."""
+    ok = np.flatnonzero((X <= cap + CAP_TOLERANCE).all(axis=1) & np.isfinite(mean))
+    return (int(ok[np.argmin(mean[ok])]) if len(ok) else None), len(ok)
+
+
 def _fallback(objective, law, cap, w, candidates, samples, seed):
     """Best observed run honouring the caps, else the best random capped-simplex point."""
     if candidates is not None:
@@ -325,13 +332,12 @@ def _fallback(objective, law, cap, w, candidates, samples, seed):
         if scores.shape[1] != len(w):
             raise ValueError(f"fallback_candidates Y has {scores.shape[1]} targets but the law has {len(w)}.")
         mean = scores @ w / w.sum()
-        ok = np.flatnonzero((X <= cap + CAP_TOLERANCE).all(axis=1) & np.isfinite(mean))
-        if len(ok):
-            best = ok[np.argmin(mean[ok])]
+        best, within = _best_within_caps(X, mean, cap)
+        if best is not None:
             source = "predicted" if Y is None else "observed"
             how = (
                 f"using fallback candidate row {best} (lowest {source} mean loss {mean[best]:.6g} "
-                f"among the {len(ok)} of {len(X)} candidates that honour the caps)"
+                f"among the {within} of {len(X)} candidates that honour the caps)"
             )
             return X[best], "fallback", "fallback_candidate", how
         how = f"none of the {len(X)} fallback candidates honours the caps; "
@@ -408,18 +414,19 @@ def fit_and_propose(
             "predicted": fitted.predict(x[None])[0].tolist(),
         }
         proposal.x, proposal.x_full = x, E @ x
-    record = {
-        "collapsed_domains": list(coordinates),
-        "internals": {k: dict(v) for k, v in groups.items()},
-        "candidates": np.asarray(X).tolist(),
-        "observed": np.asarray(Y).tolist(),
-        "predicted": fitted.predict(X).tolist(),
-        "targets": list(full_domains if targets is None else targets),
-        "law": fitted.to_dict(),
-        "fit": report,
-        "proposal": proposal.to_dict(),
-        "prior_space": "coordinates" if prior_over_coordinates else "domains",
-    }
+    record = _record(
+        X,
+        Y,
+        coordinates,
+        groups,
+        full_domains,
+        targets,
+        prior_over_coordinates,
+        predicted=fitted.predict(X),
+        law=fitted.to_dict(),
+        fit=report,
+        proposal=proposal.to_dict(),
+    )
     if trust is not None:
         record["trust_region"] = trust
     return Mixture.from_array(list(full_domains), proposal.x_full), record
@@ -446,12 +453,11 @@ def best_candidate(
     E = expansion_matrix(list(coordinates), groups, list(full_domains))
     cap = np.ones(X.shape[1]) if caps is None else np.minimum(np.asarray(caps, dtype=np.float64), 1.0)
     mean = Y.mean(axis=1)
-    ok = np.flatnonzero((X <= cap + CAP_TOLERANCE).all(axis=1) & np.isfinite(mean))
-    if len(ok):
-        row, reason = int(ok[np.argmin(mean[ok])]), None
-        x, status = X[row] / X[row].sum(), "best_candidate"
+    row, within = _best_within_caps(X, mean, cap)
+    if row is not None:
+        reason, x, status = None, X[row] / X[row].sum(), "best_candidate"
     else:
-        row, status = None, "fallback_prior"
+        status = "fallback_prior"
         x = closest_to_prior(prior, caps, None if prior_over_coordinates else E, X.shape[1])
         reason = f"none of the {len(X)} candidates honours the caps; the feasible mixture closest to the prior"
         logger.warning("best_candidate: %s", reason)
@@ -463,24 +469,43 @@ def best_candidate(
         "row": row,
         "objective": None if row is None else float(mean[row]),
         "predicted": None if row is None else Y[row].tolist(),
-        "candidates_within_caps": len(ok),
+        "candidates_within_caps": within,
         "solver": None,
         "status": status,
         "fallback_reason": reason,
     }
-    record = {
+    record = _record(
+        X,
+        Y,
+        coordinates,
+        groups,
+        full_domains,
+        targets,
+        prior_over_coordinates,
+        predicted=Y,
+        law=None,
+        fit=None,
+        proposal=proposal,
+    )
+    return Mixture.from_array(list(full_domains), E @ x), record
+
+
+def _record(
+    X, Y, coordinates, groups, full_domains, targets, prior_over_coordinates, *, predicted, law, fit, proposal
+):
+    """The decision record both proposal steps write (:func:`fit_and_propose`, :func:`best_candidate`)."""
+    return {
         "collapsed_domains": list(coordinates),
         "internals": {k: dict(v) for k, v in groups.items()},
-        "candidates": X.tolist(),
-        "observed": Y.tolist(),
-        "predicted": Y.tolist(),
+        "candidates": np.asarray(X).tolist(),
+        "observed": np.asarray(Y).tolist(),
+        "predicted": np.asarray(predicted).tolist(),
         "targets": list(full_domains if targets is None else targets),
-        "law": None,
-        "fit": None,
+        "law": law,
+        "fit": fit,
         "proposal": proposal,
         "prior_space": "coordinates" if prior_over_coordinates else "domains",
     }
-    return Mixture.from_array(list(full_domains), E @ x), record
 
 
 def trust_step(report: Mapping[str, Any], full_at: float) -> tuple[float, str]:
@@ -671,35 +696,20 @@ def decide(simulation: Simulation, config: ProposerConfig, context: DecisionCont
         prior = prior_weights(config.prior, context, domains)
     started = time.perf_counter()
     caps, over_coordinates = decision_caps(coordinates, groups, context), config.prior_space == "coordinates"
+    inputs = (X, simulation.Y, coordinates, groups, domains, prior)
+    common = {"caps": caps, "prior_over_coordinates": over_coordinates, "targets": simulation.targets}
     if config.proposal == "best_candidate":
-        mixture, record = best_candidate(
-            X,
-            simulation.Y,
-            coordinates,
-            groups,
-            domains,
-            prior,
-            caps=caps,
-            prior_over_coordinates=over_coordinates,
-            targets=simulation.targets,
-        )
+        mixture, record = best_candidate(*inputs, **common)
     else:
         mixture, record = fit_and_propose(
-            X,
-            simulation.Y,
-            coordinates,
-            groups,
-            domains,
-            prior,
+            *inputs,
+            **common,
             law=config.law,
             law_starts=config.law_starts,
             law_options=config.law_options,
             kl=config.kl,
-            caps=caps,
             seed=config.decision_seed,
-            prior_over_coordinates=over_coordinates,
             trust_full_spearman=config.trust_full_spearman if config.trust_region else None,
-            targets=simulation.targets,
         )
     record["law_space"] = space
     details = {**record, **simulation.record}
