@@ -31,6 +31,7 @@ import time
 
 import numpy as np
 import torch
+from peft.tuners.lora import LoraLayer
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,11 +69,11 @@ CANDIDATE = "_candidate"  # the adapter peft_cat builds for each candidate
 
 
 @contextlib.contextmanager
-def peft_scales(sim: LoRAProbeSimulator, weights: dict[str, float]):
+def peft_scales(sim: LoRAProbeSimulator, peft_model, weights: dict[str, float]):
     """PEFT's multi-adapter forward with per-adapter scales (the scales are put back afterwards)."""
-    lora, active = sim._peft.base_model, [n for n in sim.probes if weights.get(n, 0.0)]
+    lora, active = peft_model.base_model, [n for n in sim.probes if weights.get(n, 0.0)]
     lora.set_adapter(active, inference_mode=True)
-    layers = sim._lora_layers()
+    layers = [m for m in sim.model.modules() if isinstance(m, LoraLayer)]
     for layer in layers:
         for name in active:
             layer.set_scale(name, weights[name])
@@ -86,9 +87,9 @@ def peft_scales(sim: LoRAProbeSimulator, weights: dict[str, float]):
 
 
 @contextlib.contextmanager
-def peft_cat(sim: LoRAProbeSimulator, weights: dict[str, float]):
+def peft_cat(sim: LoRAProbeSimulator, peft_model, weights: dict[str, float]):
     """PEFT's ``add_weighted_adapter(combination_type="cat")``: one concatenated adapter per candidate."""
-    lora, active = sim._peft.base_model, [n for n in sim.probes if weights.get(n, 0.0)]
+    lora, active = peft_model.base_model, [n for n in sim.probes if weights.get(n, 0.0)]
     lora.add_weighted_adapter(active, [weights[n] for n in active], CANDIDATE, combination_type="cat")
     lora.set_adapter(CANDIDATE, inference_mode=True)
     sim.model.eval()  # the new adapter's modules are made in training mode: its dropout would be on
@@ -101,7 +102,7 @@ def peft_cat(sim: LoRAProbeSimulator, weights: dict[str, float]):
         lora.set_adapter([], inference_mode=True)
 
 
-METHODS = {"hook": lambda sim, w: sim.interpolated(w), "peft_scales": peft_scales, "peft_cat": peft_cat}
+METHODS = {"hook": lambda sim, peft_model, w: sim.interpolated(w), "peft_scales": peft_scales, "peft_cat": peft_cat}
 
 
 def sync(device: torch.device) -> None:
@@ -109,26 +110,27 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def score_all(sim, method, candidates, scorer) -> np.ndarray:
-    """Losses ``(C, D)``: every candidate through ``method``, scored by the scorer op_mix uses."""
+def score_all(sim, method, candidates, scorer, peft_model=None) -> np.ndarray:
+    """Losses ``(C, D)``: every candidate through ``method``, scored by the scorer op_mix uses; ``peft_model``:
+    the probes as PEFT adapters (``LoRAProbeSimulator.as_peft_adapters``), for PEFT's methods."""
     rows = []
     with torch.no_grad():
         for candidate in candidates:
-            with METHODS[method](sim, candidate):
+            with METHODS[method](sim, peft_model, candidate):
                 rows.append(scorer(sim.model))
     return np.asarray(rows)
 
 
-def timed(sim, method, candidates, scorer, reps, device) -> dict:
+def timed(sim, method, candidates, scorer, reps, device, peft_model=None) -> dict:
     """Median seconds of scoring all ``candidates`` (after one warm-up candidate), peak memory, losses."""
-    score_all(sim, method, candidates[:1], scorer)
+    score_all(sim, method, candidates[:1], scorer, peft_model)
     times, peak = [], None
     for _ in range(reps):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         sync(device)
         start = time.perf_counter()
-        losses = score_all(sim, method, candidates, scorer)
+        losses = score_all(sim, method, candidates, scorer, peft_model)
         sync(device)
         times.append(time.perf_counter() - start)
         if device.type == "cuda":
@@ -168,7 +170,10 @@ def bench_preset(preset: str, settings: dict, device: torch.device) -> dict:
     for count in settings["candidates"]:
         weights = np.random.default_rng(count).dirichlet(np.ones(len(names)), size=count)
         candidates = [{n: float(w) for n, w in zip(names, row)} for row in weights]
-        runs = {m: timed(sim, m, candidates, scorer, settings["reps"], device) for m in METHODS}
+        # Every method with the probes also PEFT adapters (none active), so the hook is timed on the same modules.
+        with sim.as_peft_adapters() as peft_model:
+            model.eval()  # the new adapters' modules are made in training mode
+            runs = {m: timed(sim, m, candidates, scorer, settings["reps"], device, peft_model) for m in METHODS}
         hook = runs["hook"]
         record = {}
         for method, run in runs.items():

@@ -4,6 +4,10 @@
 runs as main recorded them before the mixing loop became explicit objects (Simulator → decide →
 MixingController); the refactor must not move a decision.  The CPU main job (``accelerate launch
 recipes/midtrain.py``, two minutes) is compared when ``HF_DATAMIX_MAIN_JOB=1``.
+
+A change that moves decisions on purpose re-records them (one process, so the runs do not race on the file):
+``HF_DATAMIX_RECORD_GOLDEN=1 HF_DATAMIX_MAIN_JOB=1 python -m pytest -n 0 tests/test_decisions.py``;
+say in ``_about`` why.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from hf_datamix import DataMixTrainer, create_strategy
 from hf_datamix.continual import plan_stages, run_continual
 
 
-GOLDEN = json.loads((Path(__file__).parent / "golden" / "decisions.json").read_text())
+GOLDEN_FILE = Path(__file__).parent / "golden" / "decisions.json"
+GOLDEN = json.loads(GOLDEN_FILE.read_text())
+RECORD = os.environ.get("HF_DATAMIX_RECORD_GOLDEN") == "1"
 ROOT = Path(__file__).resolve().parent.parent
 OP_MIX = dict(probe_steps=4, law_starts=20, eval_blocks=3, probe_batch_size=2)
 OLMIX = dict(swarm_size=5, proxy_steps=2, proxy_batch_size=2, proxy_eval_blocks=2, law_starts=10)
@@ -32,6 +38,16 @@ def records(path, *keys):
         [r[k] if k != "observed" else r.get("observed") for k in keys]
         for r in json.loads((Path(path) / "mixtures.json").read_text())
     ]
+
+
+def matches_golden(case, actual):
+    """``actual`` equals the golden records of ``case`` (re-recorded instead under HF_DATAMIX_RECORD_GOLDEN=1)."""
+    if RECORD:
+        golden = json.loads(GOLDEN_FILE.read_text())
+        golden[case] = actual
+        GOLDEN_FILE.write_text(json.dumps(golden, indent=1) + "\n")
+        return
+    same(actual, GOLDEN[case])
 
 
 def same(actual, expected, where="records"):
@@ -62,7 +78,7 @@ def test_op_mix_in_one_run(case, steps, settings, tmp_path, tokenizer):
         processing_class=tokenizer,
     )
     trainer.train()
-    same(records(tmp_path, "kind", "weights", "observed"), GOLDEN[case])
+    matches_golden(case, records(tmp_path, "kind", "weights", "observed"))
 
 
 @pytest.mark.parametrize(
@@ -83,7 +99,7 @@ def test_continual_stages(case, name, settings, decision_blocks, tmp_path, token
         create_strategy(name, **settings),
         report=lambda text: None,
     )
-    same(records(tmp_path, "kind", "weights", "observed"), GOLDEN[case])
+    matches_golden(case, records(tmp_path, "kind", "weights", "observed"))
 
 
 @pytest.mark.skipif(
@@ -108,4 +124,4 @@ def test_the_cpu_main_job(tmp_path):
         cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    same(records(tmp_path, "kind", "stage", "step", "weights", "observed"), GOLDEN["midtrain"])
+    matches_golden("midtrain", records(tmp_path, "kind", "stage", "step", "weights", "observed"))

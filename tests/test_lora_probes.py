@@ -10,7 +10,7 @@ import torch
 import transformers
 
 from hf_datamix.compute import ComputeLedger, non_embedding_parameters
-from hf_datamix.simulate.lora_probes import LoRAProbeSimulator, ProbeConfig, default_target_modules
+from hf_datamix.simulate.lora_probes import SLOT, LoRAProbeSimulator, ProbeConfig, default_target_modules
 
 
 VOCAB, BLOCK = 101, 16
@@ -63,12 +63,11 @@ def explicit_merge(base, simulator, weights):
     """A copy of ``base`` with Σ w_c (alpha/r) B_c A_c added to its weights by hand."""
     merged = copy.deepcopy(base)
     with torch.no_grad():
-        for name, layer in simulator.model.named_modules():
-            if not isinstance(layer, peft.tuners.lora.LoraLayer):
-                continue
-            weight = merged.get_submodule(name).weight
-            for probe, w in weights.items():
-                weight += w * (ALPHA / RANK) * (layer.lora_B[probe].weight @ layer.lora_A[probe].weight)
+        for probe, w in weights.items():
+            factors = simulator.lora_factors(probe)
+            assert factors and {scaling for _, _, scaling in factors.values()} == {ALPHA / RANK}
+            for name, (down, up, _) in factors.items():
+                merged.get_submodule(name).weight.add_(w * (ALPHA / RANK) * (up @ down))
     return merged
 
 
@@ -120,13 +119,34 @@ def test_candidates_equal_explicitly_merged_model(tmp_path):
 
     # Why not add_weighted_adapter(..., "linear"): it combines A and B separately, which is not Σ w_c B_c A_c.
     weights = {"pa": 0.3, "pb": 0.7}
-    simulator._peft.add_weighted_adapter(list(weights), list(weights.values()), "linmix", combination_type="linear")
-    simulator._peft.base_model.set_adapter(["linmix"], inference_mode=True)
-    with torch.no_grad():
-        model.eval()
-        linear = model(input_ids=ids).logits
-        exact = explicit_merge(base, simulator, weights)(input_ids=ids).logits
-    assert not torch.allclose(linear, exact, atol=1e-4)
+    with simulator.as_peft_adapters() as peft_model:
+        assert set(weights) <= set(peft_model.peft_config)
+        peft_model.add_weighted_adapter(list(weights), list(weights.values()), "linmix", combination_type="linear")
+        peft_model.base_model.set_adapter(["linmix"], inference_mode=True)
+        with torch.no_grad():
+            model.eval()
+            linear = model(input_ids=ids).logits
+            exact = explicit_merge(base, simulator, weights)(input_ids=ids).logits
+        assert not torch.allclose(linear, exact, atol=1e-4)
+        # PEFT's own multi-adapter forward of one probe at scale 1 is the probe's interpolated model.
+        peft_model.base_model.set_adapter(["pb"], inference_mode=True)
+        with torch.no_grad():
+            model.eval()
+            torch.testing.assert_close(
+                model(input_ids=ids).logits,
+                explicit_merge(base, simulator, {"pb": 1.0})(input_ids=ids).logits,
+                atol=1e-5,
+                rtol=1e-5,
+            )
+        peft_model.delete_adapter("linmix")
+    assert set(peft_model.peft_config) == {SLOT}  # the probes' adapters are gone again; scoring still works
+    with torch.no_grad(), simulator.interpolated({"pa": 1.0}) as interpolated:
+        torch.testing.assert_close(
+            interpolated(input_ids=ids).logits,
+            explicit_merge(base, simulator, {"pa": 1.0})(input_ids=ids).logits,
+            atol=1e-5,
+            rtol=1e-5,
+        )
     simulator.close()
 
 
@@ -255,3 +275,45 @@ def test_errors_name_the_problem():
     simulator.close()
     with pytest.raises(RuntimeError, match="closed"):
         simulator.train_probe("pa", batches(1))
+
+
+def test_compiled_probes_share_one_compilation_and_match_eager(monkeypatch):
+    # Every probe trains in the same adapter slot, so torch.compile traces the probe step once for all
+    # probes (a new PEFT adapter per probe made dynamo recompile for each).  Dynamo's "eager" backend
+    # traces and guards as inductor would, without the minutes of code generation on a CPU.
+    import functools
+
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    results = {}
+    for compiled in (False, True):
+        simulator = LoRAProbeSimulator(tiny_llama(), probe_config(compile=compiled), base_learning_rate=1e-2)
+        before = counters["stats"]["unique_graphs"]
+        losses = [
+            simulator.train_probe(name, batches(5, seed=seed)).losses
+            for name, seed in (("pa", 1), ("pb", 2), ("pc", 3))
+        ]
+        results[compiled] = losses, simulator.lora_factors("pc"), counters["stats"]["unique_graphs"] - before
+        simulator.close()
+    assert results[False][2] == 0 and results[True][2] == 1
+    assert sum(results[True][0], []) == pytest.approx(sum(results[False][0], []), rel=1e-5)
+    for module, (down, up, _) in results[False][1].items():
+        torch.testing.assert_close(results[True][1][module][0], down)
+        torch.testing.assert_close(results[True][1][module][1], up, atol=1e-6, rtol=1e-5)
+
+
+def test_probe_compile_null_follows_the_runs_compilation_on_a_gpu():
+    from types import SimpleNamespace
+
+    from hf_datamix.simulate.probes import LoRAProbes
+
+    def trainer(compiled, device):
+        return SimpleNamespace(args=SimpleNamespace(torch_compile=compiled, device=torch.device(device)))
+
+    auto = LoRAProbes({"probe_compile": None})
+    assert auto.compile(trainer(True, "cuda")) and not auto.compile(trainer(True, "cpu"))
+    assert not auto.compile(trainer(False, "cuda"))
+    assert not LoRAProbes({}).compile(trainer(True, "cuda"))  # the default: eager probes
+    assert LoRAProbes({"probe_compile": True}).compile(trainer(False, "cpu"))

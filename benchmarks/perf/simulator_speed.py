@@ -48,6 +48,8 @@ def probe_speed(trainer, batch: int, warm: int, steps: int, bf16: bool, compile_
         model, config, base_learning_rate=trainer.args.learning_rate, device=trainer.args.device
     ) as simulator:
         simulator.train_probe("warm", trainer.probe_batches(mixture, batch, seed=1), steps=warm)
+        sync()
+        warm_s = time.perf_counter() - started  # compiled: the probe step's one compilation is in here
         clock = _Clock(trainer.probe_batches(mixture, batch, seed=2))
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
@@ -67,6 +69,7 @@ def probe_speed(trainer, batch: int, warm: int, steps: int, bf16: bool, compile_
         "compiled": compile_probe,
         "fused_adamw": trainer.args.device.type == "cuda",
         "final_loss": result.final_loss,
+        "warm_probe_s": warm_s,
         "wall_s": time.perf_counter() - started,
         "timing": f"a {warm}-step probe first (warm-up), then the timed probe from its first batch request to "
         "its last step, synchronised at both ends (adapter creation excluded)",

@@ -179,7 +179,7 @@ def simulators(
         ("probe", lambda: simulator_speed.probe_speed(trainer, batch, warm, steps, bf16=gpu, compile_probe=compiled)),
         ("branch", lambda: simulator_speed.branch_speed(trainer, warm, steps)),
     ):
-        # a compiled probe compiles twice (the warm-up probe and the timed one: each probe is a new graph)
+        # a compiled probe step compiles in the warm-up probe; the timed probe reuses it (same adapter slot)
         need = 1.5 if ctx.quick else (120 if compiled and name == "probe" else 40)
         if ctx.remaining() < need:
             out[name] = {"skipped": f"time budget ({ctx.remaining():.0f}s left of this part, needs ~{need}s)"}

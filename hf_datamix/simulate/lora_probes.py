@@ -4,6 +4,13 @@ A candidate is ``θ(w) = θ + Σ_c w_c·ΔW_c`` with ``ΔW_c = (alpha/rank)·B_c
 probes' *weight deltas* (not of their A and B factors).  While a candidate is scored the PEFT
 adapters are switched off and each adapted layer adds one stacked low-rank product
 ``[w_1 s B_1 | ... | w_K s B_K] · [A_1; ...; A_K] x`` (``s = alpha/rank``), which is that sum exactly.
+
+Every probe trains in the same PEFT adapter (one *slot*, re-initialised per probe); a trained probe's
+factors are kept aside and the slot's ``B`` zeroed, so between probes the model computes θ.  The
+adapted modules therefore never change while probes train, and a compiled probe step
+(``ProbeConfig.compile``) is compiled once for all probes instead of once per probe (a new PEFT
+adapter changes the modules torch.compile guards on).  :meth:`LoRAProbeSimulator.as_peft_adapters`
+gives the probes as PEFT adapters of their own names, for PEFT's multi-adapter methods.
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ _RUNNING_LOSS_DECAY = 0.9
 _SYNC_EVERY = 16
 # Only these batch entries reach the model, so interleaver metadata (domain ids, ...) cannot break forward().
 _MODEL_INPUTS = ("input_ids", "labels", "attention_mask", "position_ids")
+# The PEFT adapter every probe trains in (a reserved probe name).
+SLOT = "hf_datamix_probe_slot"
 
 
 @dataclass
@@ -63,8 +72,8 @@ class ProbeConfig:
     compile: bool = field(
         default=False,
         metadata={
-            "help": "torch.compile each probe's forward + backward (pays off for long probes on a GPU: every probe "
-            "recompiles in its first step)."
+            "help": "torch.compile the probes' forward + backward (once per simulator: every probe trains in the "
+            "same adapter slot; pays off on a GPU when the probes' steps outweigh one compilation)."
         },
     )
     seed: int = field(default=0, metadata={"help": "Seed of probe init and dropout (the global RNG is untouched)."})
@@ -158,7 +167,11 @@ class LoRAProbeSimulator:
         self.target_modules = list(self.config.target_modules or default_target_modules(model))
         self.results: dict[str, ProbeResult] = {}
         self._probes: list[str] = []
+        # Each surviving probe's factors, {probe: {adapted module name: (A, B, scaling)}}: ΔW = scaling·B·A.
+        self._factors: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor, float]]] = {}
         self._peft = None
+        self._slot_parameters: list[torch.nn.Parameter] = []
+        self._compiled_loss = None
         self._snapshot: dict | None = None
         self._closed = False
 
@@ -179,12 +192,13 @@ class LoRAProbeSimulator:
         steps = int(self.config.steps if steps is None else steps)
         if steps < 1:
             raise ValueError(f"train_probe({name!r}): steps must be >= 1, got {steps}.")
+        self._ensure_slot()
         with self._rng(name), self._modes(train=True):
-            self._add_adapter(name)
+            self._reset_slot()  # under the probe's own seed: its init depends on its name only
             try:
                 losses, tokens, reason = self._optimize(name, iter(batches), steps)
             except BaseException:
-                self._delete(name)  # a half-trained probe must never become a candidate
+                self._clear_slot()  # a half-trained probe must never become a candidate
                 raise
         if self.ledger is not None and tokens:
             self.ledger.add_frozen_training("probe", self.num_parameters, tokens * self.world_size)
@@ -192,8 +206,51 @@ class LoRAProbeSimulator:
         result = self.results[name] = ProbeResult(name, len(losses), losses, final, bool(reason), reason)
         if reason:
             logger.warning("Probe %r diverged (%s); it is dropped from the candidates.", name, reason)
-            self._delete(name)
+        else:
+            self._factors[name] = {
+                module: (
+                    layer.lora_A[SLOT].weight.detach().clone(),
+                    layer.lora_B[SLOT].weight.detach().clone(),
+                    float(layer.scaling[SLOT]),
+                )
+                for module, layer in self._lora_layers()
+            }
+            self._probes.append(name)
+        self._clear_slot()
         return result
+
+    def lora_factors(self, name: str) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
+        """Probe ``name``'s ``{adapted module name: (A, B, scaling)}``, its weight delta being ``scaling·B·A``."""
+        self._check_open()
+        if name not in self._factors:
+            raise ValueError(f"Probe {name!r} is not a surviving probe; surviving probes: {self._probes}.")
+        return dict(self._factors[name])
+
+    @contextlib.contextmanager
+    def as_peft_adapters(self) -> Iterator[torch.nn.Module]:
+        """Inside the block the surviving probes are also PEFT adapters named after them, frozen, none active;
+        yields the ``PeftModel`` (for PEFT's own multi-adapter methods: ``set_adapter([...])``, ``set_scale``,
+        ``add_weighted_adapter``).  They are deleted on exit; scoring does not need them."""
+        self._check_open()
+        if self._peft is None:
+            raise ValueError("No probe has been trained yet (or none survived): there is no adapter to give.")
+        added = []
+        try:
+            for name in self._probes:
+                self._peft.add_adapter(name, self._lora_config())
+                added.append(name)
+                for module, layer in self._lora_layers():
+                    down, up, _ = self._factors[name][module]
+                    layer.lora_A[name].weight.data = down.clone()
+                    layer.lora_B[name].weight.data = up.clone()
+            self._peft.base_model.set_adapter([], inference_mode=True)
+            yield self._peft
+        finally:
+            # The slot active (frozen) first: deleting the active adapter would make PEFT pick one and train it.
+            self._peft.base_model.set_adapter([SLOT], inference_mode=True)
+            for name in added:
+                self._peft.delete_adapter(name)
+            self._peft.base_model.set_adapter([], inference_mode=True)
 
     @contextlib.contextmanager
     def interpolated(self, weights: Mapping[str, float]) -> Iterator[torch.nn.Module]:
@@ -213,8 +270,8 @@ class LoRAProbeSimulator:
                     # the probes are switched off and their deltas added as ONE low-rank product per
                     # layer instead: Σ_c w_c s B_c A_c x = [w_1 s B_1 | ... | w_K s B_K] · [A_1; ...; A_K] x.
                     self._peft.base_model.set_adapter([], inference_mode=True)
-                    for layer in self._lora_layers() if active else []:
-                        down, up = self._stacked_delta(layer, active, weights)
+                    for module, layer in self._lora_layers() if active else []:
+                        down, up = self._stacked_delta(module, active, weights)
                         handles.append(layer.register_forward_hook(_LowRankDelta(down, up)))
                 yield self.model
             finally:
@@ -266,10 +323,13 @@ class LoRAProbeSimulator:
     def save_adapters(self, directory: str) -> dict[str, str]:
         """Save each surviving probe with PEFT's ``save_pretrained`` in ``directory/<name>``; returns the paths."""
         self._check_open()
-        for name in self._probes:
-            # PEFT writes an adapter named "default" at the root, others in a sub-folder: make it uniform.
-            target = os.path.join(directory, name) if name == "default" else directory
-            self._peft.save_pretrained(target, selected_adapters=[name])
+        if not self._probes:
+            return {}
+        with self.as_peft_adapters() as peft_model:
+            for name in self._probes:
+                # PEFT writes an adapter named "default" at the root, others in a sub-folder: make it uniform.
+                target = os.path.join(directory, name) if name == "default" else directory
+                peft_model.save_pretrained(target, selected_adapters=[name])
         return {name: os.path.join(directory, name) for name in self._probes}
 
     def close(self) -> torch.nn.Module:
@@ -278,6 +338,7 @@ class LoRAProbeSimulator:
             if self._peft is not None:
                 self._unwrap()
             self._probes.clear()
+            self._factors.clear()
             self._closed = True
         return self.model
 
@@ -291,7 +352,7 @@ class LoRAProbeSimulator:
 
     def _optimize(self, name: str, iterator: Iterator[Mapping[str, torch.Tensor]], steps: int):
         """AdamW on probe ``name``'s parameters; returns (losses, tokens forwarded, divergence reason or "")."""
-        config, params = self.config, self._adapter_parameters(name)
+        config, params = self.config, self._slot_parameters
         # No weight decay: it would pull the probe's delta towards 0, i.e. towards θ, not towards its data.
         # Fused on CUDA: one kernel for all adapter tensors instead of several per tensor.
         optimizer = torch.optim.AdamW(
@@ -342,15 +403,18 @@ class LoRAProbeSimulator:
                 param.grad = None
 
     def _loss_function(self):
-        """``inputs -> loss`` of the model as it is (the probe active), under the probe's autocast; compiled
-        when ``config.compile`` (each new probe's adapters make dynamo recompile; past its recompile limit a
-        probe runs eager, with torch's warning)."""
+        """``inputs -> loss`` of the model as it is (the slot active), under the probe's autocast; compiled
+        when ``config.compile``, once: the slot's modules and parameters stay the same objects from probe to probe."""
 
         def loss(inputs):
             with self._autocast():
                 return self.model(**inputs, use_cache=False).loss
 
-        return torch.compile(loss, dynamic=False) if self.config.compile else loss
+        if not self.config.compile:
+            return loss
+        if self._compiled_loss is None:
+            self._compiled_loss = torch.compile(loss, dynamic=False)
+        return self._compiled_loss
 
     def _average_gradients(self, params: list[torch.nn.Parameter]) -> None:
         """Average the probe's gradients over processes, in one all-reduce (collective mode)."""
@@ -378,8 +442,11 @@ class LoRAProbeSimulator:
 
     def _check_name(self, name: str) -> None:
         # PEFT keys parameters by adapter name after "lora_": a dot or a piece of that prefix breaks loading.
-        if not isinstance(name, str) or not name or "." in name or name in "lora_":
-            raise ValueError(f"Probe name {name!r} is invalid: use a string without '.' that is not part of 'lora_'.")
+        if not isinstance(name, str) or not name or "." in name or name in "lora_" or name == SLOT:
+            raise ValueError(
+                f"Probe name {name!r} is invalid: use a string without '.' that is not part of 'lora_' "
+                f"and is not {SLOT!r} (the adapter probes train in)."
+            )
         if name in self.results:
             raise ValueError(f"Probe name {name!r} is already used; used names: {sorted(self.results)}.")
 
@@ -398,8 +465,8 @@ class LoRAProbeSimulator:
                 )
         return checked
 
-    def _add_adapter(self, name: str) -> None:
-        lora_config = LoraConfig(
+    def _lora_config(self) -> LoraConfig:
+        return LoraConfig(
             r=int(self.config.rank),
             lora_alpha=self.config.alpha,
             lora_dropout=self.config.dropout,
@@ -409,21 +476,46 @@ class LoRAProbeSimulator:
             use_rslora=False,
             use_dora=False,  # plain LoRA: delta = (alpha / r) B A, which the stacked candidate delta relies on
         )
-        if self._peft is None:
-            self._fix_sharded_gradient_dtypes()
-            self._snapshot = {
-                "requires_grad": [(p, p.requires_grad) for p in self.model.parameters()],
-                "pretraining_tp": getattr(getattr(self.model, "config", None), "pretraining_tp", None),
-                "input_hooks": bool(getattr(self.model, "_require_grads_hooks", None)),
-            }
+
+    def _ensure_slot(self) -> None:
+        """Wrap the model with PEFT and its one training adapter (the slot), once; the global RNG is untouched."""
+        if self._peft is not None:
+            return
+        self._fix_sharded_gradient_dtypes()
+        self._snapshot = {
+            "requires_grad": [(p, p.requires_grad) for p in self.model.parameters()],
+            "pretraining_tp": getattr(getattr(self.model, "config", None), "pretraining_tp", None),
+            "input_hooks": bool(getattr(self.model, "_require_grads_hooks", None)),
+        }
+        with self._forked_rng():
             # In place: LoRA layers wrap the existing Linear modules, whose parameters stay the same objects.
-            self._peft = get_peft_model(self.model, lora_config, adapter_name=name)
-        else:
-            self._peft.add_adapter(name, lora_config)
-        self._probes.append(name)
-        for param in self._adapter_parameters(name):
+            self._peft = get_peft_model(self.model, self._lora_config(), adapter_name=SLOT)
+        self._slot_parameters = [
+            p
+            for _, layer in self._lora_layers()
+            for p in (*layer.lora_A[SLOT].parameters(), *layer.lora_B[SLOT].parameters())
+        ]
+        for param in self._slot_parameters:
             param.data = param.data.float()  # fp32 probes on bf16/fp16 models, for stable AdamW updates
-        self._peft.base_model.set_adapter([name])  # trains this probe alone, on θ
+
+    def _reset_slot(self) -> None:
+        """A fresh probe in the slot (PEFT's init: A Kaiming-uniform, B = 0), active and trainable alone, on θ."""
+        with torch.no_grad():
+            for _, layer in self._lora_layers():
+                layer.reset_lora_parameters(SLOT, init_lora_weights=True)
+        self._peft.base_model.set_adapter([SLOT])
+        for param in self._slot_parameters:
+            param.requires_grad_(True)
+
+    def _clear_slot(self) -> None:
+        """Zero the slot's delta (the model computes θ again), or unwrap the model when no probe survives:
+        the caller then gets the untouched model back at once."""
+        if not self._probes:
+            self._unwrap()
+            return
+        with torch.no_grad():
+            for _, layer in self._lora_layers():
+                layer.lora_B[SLOT].weight.zero_()
 
     def _fix_sharded_gradient_dtypes(self) -> None:
         """One no-grad forward of an FSDP2-sharded model while θ is still trainable.
@@ -439,27 +531,17 @@ class LoRAProbeSimulator:
             with torch.no_grad():
                 self.model(input_ids=torch.zeros((1, 2), dtype=torch.long, device=self.device))
 
-    def _adapter_parameters(self, name: str) -> list[torch.nn.Parameter]:
-        layers = [layer for layer in self._lora_layers() if name in layer.lora_A]
-        return [p for layer in layers for p in (*layer.lora_A[name].parameters(), *layer.lora_B[name].parameters())]
-
-    def _lora_layers(self) -> list[LoraLayer]:
-        return [m for m in self.model.modules() if isinstance(m, LoraLayer)]
-
-    def _delete(self, name: str) -> None:
-        self._probes.remove(name)
-        if self._probes:
-            # Activate the survivors (frozen) first, or PEFT would pick one and make it trainable.
-            self._peft.base_model.set_adapter(self._probes, inference_mode=True)
-            self._peft.delete_adapter(name)
-        else:
-            self._unwrap()  # no probe left: the caller gets the untouched model back at once
+    def _lora_layers(self) -> list[tuple[str, LoraLayer]]:
+        """The adapted modules, ``(name in the model, layer)``, in module order."""
+        return [(n, m) for n, m in self.model.named_modules() if isinstance(m, LoraLayer)]
 
     def _unwrap(self) -> None:
         model = self._peft.unload()  # puts the original Linear modules back, without merging
         if model is not self.model:
             raise RuntimeError("PEFT unload() returned another model object; the simulator cannot restore the model.")
         self._peft = None
+        self._slot_parameters = []
+        self._compiled_loss = None  # a new slot is new modules: its compilation would not be reused
         if hasattr(self.model, "peft_config"):
             del self.model.peft_config
         snapshot, self._snapshot = self._snapshot, None
@@ -481,15 +563,21 @@ class LoRAProbeSimulator:
                 module.training = mode
 
     @contextlib.contextmanager
-    def _rng(self, name: str) -> Iterator[None]:
-        # A forked RNG keeps the main run's random stream (and so exact resume) independent of probing;
-        # seeding by name makes a probe identical on every rank and across reruns.
+    def _forked_rng(self) -> Iterator[int | None]:
+        """The global CPU (and this device's CUDA) RNG forked for the block; yields the CUDA device index."""
         cuda = self.device.type == "cuda"
         index = (self.device.index if self.device.index is not None else torch.cuda.current_device()) if cuda else None
         with torch.random.fork_rng(devices=[index] if cuda else []):
+            yield index
+
+    @contextlib.contextmanager
+    def _rng(self, name: str) -> Iterator[None]:
+        # A forked RNG keeps the main run's random stream (and so exact resume) independent of probing;
+        # seeding by name makes a probe identical on every rank and across reruns.
+        with self._forked_rng() as index:
             seed = int(self.config.seed) + zlib.crc32(name.encode())
             torch.default_generator.manual_seed(seed)
-            if cuda:
+            if index is not None:
                 with torch.cuda.device(index):
                     torch.cuda.manual_seed(seed)
             yield
@@ -497,11 +585,11 @@ class LoRAProbeSimulator:
     def _autocast(self):
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=bool(self.config.bf16))
 
-    def _stacked_delta(self, layer: LoraLayer, active: list[str], weights: Mapping[str, float]):
-        """``(A, B)`` with ``B @ A = Σ_c weights[c]·scaling_c·B_c A_c`` for the active probes of ``layer``."""
-        present = [n for n in active if n in layer.lora_A]
-        down = torch.cat([layer.lora_A[n].weight for n in present])
-        up = torch.cat([layer.lora_B[n].weight * (weights[n] * layer.scaling[n]) for n in present], dim=1)
+    def _stacked_delta(self, module: str, active: list[str], weights: Mapping[str, float]):
+        """``(A, B)`` with ``B @ A = Σ_c weights[c]·scaling_c·B_c A_c`` for the active probes of ``module``."""
+        factors = [self._factors[n][module] for n in active]
+        down = torch.cat([a for a, _, _ in factors])
+        up = torch.cat([b * (weights[n] * scaling) for n, (_, b, scaling) in zip(active, factors)], dim=1)
         return down, up
 
 

@@ -137,10 +137,11 @@ class LoRAProbesConfig(SimulatorConfig):
         default=None,
         metadata={"help": "Train/evaluate probes under bf16 autocast; null: when the run trains in bf16 on a GPU."},
     )
-    probe_compile: bool = field(
+    probe_compile: bool | None = field(
         default=False,
         metadata={
-            "help": "torch.compile each probe's forward + backward (GPU, long probes: each probe compiles anew)."
+            "help": "torch.compile the probes' forward + backward, once per decision (every probe trains in one "
+            "adapter slot); null: when the run itself is compiled (torch_compile) on a GPU."
         },
     )
     domain_probe_share: float = field(
@@ -243,7 +244,7 @@ class LoRAProbes(Simulator):
             steps=steps,
             batch_size=self.batch_size(context),
             bf16=self.bf16(trainer),
-            compile=cfg.probe_compile,
+            compile=self.compile(trainer),
             seed=self.seed,
         )
         with LoRAProbeSimulator(
@@ -261,6 +262,12 @@ class LoRAProbes(Simulator):
         if self.config.probe_bf16 is not None:
             return bool(self.config.probe_bf16)
         return bool(trainer.args.bf16) and trainer.args.device.type == "cuda"
+
+    def compile(self, trainer) -> bool:
+        """``probe_compile``, or (null) whether the run is compiled on a GPU (compiling pays off there only)."""
+        if self.config.probe_compile is not None:
+            return bool(self.config.probe_compile)
+        return bool(trainer.args.torch_compile) and trainer.args.device.type == "cuda"
 
     def batch_size(self, context) -> int:
         return self.config.probe_batch_size or context.trainer.args.per_device_train_batch_size

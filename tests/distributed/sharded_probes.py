@@ -74,11 +74,11 @@ def run(model, collective: bool, rank: int, world: int) -> dict:
     }  # uneven over 2 ranks
     candidates = [{}, {"pa": 1.0}, {"pa": 0.3, "pb": 0.7}]
     losses = simulator.evaluate_candidates(candidates, eval_sets, batch_size=2)
-    layer = next(m for m in model.modules() if hasattr(m, "lora_B") and "pa" in m.lora_B)
+    _, up, _ = next(iter(simulator.lora_factors("pa").values()))
     record = {
         "losses": losses.tolist(),
         "probe_losses": simulator.results["pa"].losses,
-        "lora_B_pa": layer.lora_B["pa"].weight.detach().flatten()[:8].tolist(),
+        "lora_B_pa": up.flatten()[:8].tolist(),
         "probe_tokens": ledger.tokens_by_kind.get("probe", 0.0),
     }
     simulator.close()
