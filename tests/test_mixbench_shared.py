@@ -31,8 +31,10 @@ def test_arms_share_a_decision_when_only_the_proposal_or_the_candidate_design_di
     plan = QualityPlan("skewed")  # every arm of the table
     groups = plan.groups()
     late = ("op_mix_late", "op_mix_late_design", "op_mix_late_canonical", "op_mix_late_best")  # decided at 50 %
-    assert GROUP in groups and late in groups
-    assert all(len(g) == 1 for g in groups if g not in (GROUP, late))  # other warm-ups, simulators, decisions
+    # each forked reference joins the group whose warm-up it continues
+    early, late = (*GROUP, "uniform_forked"), (*late, "uniform_forked_late")
+    assert early in groups and late in groups
+    assert all(len(g) == 1 for g in groups if g not in (early, late))  # other warm-ups, simulators, decisions
     table = {
         "kl": quality._arm("op_mix", kl=0.2, law="linear"),  # proposer settings: shares
         "more_candidates": quality._arm("op_mix", num_candidates=20),  # the candidate design: shares
@@ -178,3 +180,35 @@ def test_a_unit_that_does_not_fit_is_skipped_and_a_cheaper_one_after_it_runs(tmp
     assert plan.cost("natural") < plan.cost(GROUP[:1])
     done, _ = _run(plan, [group, "natural/0"], tmp_path, "skip", tmp_path / "data", UpTo(plan.cost("natural")))
     assert list(done) == ["natural/0"]
+
+
+@pytest.mark.timeout(600)
+def test_a_forked_reference_keeps_the_warm_up_mixture_from_the_groups_decision_point(tmp_path, monkeypatch):
+    staged(tmp_path, "skewed")
+    monkeypatch.setenv("HF_DATAMIX_CACHE", str(tmp_path / "scratch" / "packed"))
+    plan = QualityPlan("skewed", seeds=(0, 1), shape=SHAPES["tiny"], arms=("op_mix", "uniform_forked"))
+    assert plan.groups() == [("op_mix", "uniform_forked")]
+    steps = plan.shape.steps
+    assert plan.cost("uniform_forked") == steps  # alone it simulates nothing: a plain run's steps
+    shared, _ = _run(
+        plan, ["op_mix+uniform_forked/0", "op_mix+uniform_forked/1"], tmp_path, "shared", tmp_path / "data"
+    )
+    alone, _ = _run(plan, ["uniform_forked/1"], tmp_path, "alone", tmp_path / "data")
+    for seed in (0, 1):
+        reference, method = shared[f"uniform_forked/{seed}"], shared[f"op_mix/{seed}"]
+        assert reference["shared_decision_with"] == ["op_mix"]
+        kinds = [d["kind"] for d in reference["decisions"]]
+        assert "decision" not in kinds and "kept" in kinds
+        kept = next(d for d in reference["decisions"] if d["kind"] == "kept")
+        assert kept["weights"] == reference["weights"] and kept["step"] == plan.decision_steps("op_mix")[0]
+        assert "probe" not in reference["flops"] and method["flops"]["probe"] > 0  # its record pays no simulation
+    # Alone it is the same run (CPU: deterministic): the warm-up mixture trained to the end, with no probes.
+    assert alone["uniform_forked/1"]["test"] == shared["uniform_forked/1"]["test"]
+    assert alone["uniform_forked/1"]["flops"] == pytest.approx(shared["uniform_forked/1"]["flops"])
+
+    body = quality.report([(plan, shared, {})])["domain_sets"]["skewed"]
+    assert "uniform_forked" not in body["verdicts"] and "op_mix" in body["verdicts"]
+    difference = body["forked"]["differences"]["op_mix - uniform_forked"]
+    assert difference["seed_values"] == [0, 1] and difference["verdict"] in ("better", "worse", "not distinguishable")
+    expected = [shared[f"op_mix/{s}"]["test_mean"] - shared[f"uniform_forked/{s}"]["test_mean"] for s in (0, 1)]
+    assert difference["per_seed"] == pytest.approx(expected)

@@ -19,7 +19,9 @@ run once and every arm continues from the decision-time model, optimizer, schedu
 store still holds one ``arm/seed`` record each, as the arm alone would have produced it (its compute is the
 warm-up, its decision and its continuation), with ``shared_decision_with`` (the arms that forked from the
 same decision-time model θ_D) and ``group`` (the group's actual compute and seconds).  A group cut short
-keeps its finished arms; the others form the next call's unit.
+keeps its finished arms; the others form the next call's unit.  A forked reference (``uniform_forked``,
+``uniform_forked_late``) joins the group whose warm-up it shares and keeps that warm-up's mixture from θ_D to
+the end, so the report's ``forked`` differences measure a decision at the noise of a continuation.
 
 The report (``opmix_quality_pretrain.json``): per set and arm the per-seed mean test loss (one per seed,
 the plan's seed order), per-domain test losses, FLOPs by kind, decisions; every arm's paired difference
@@ -61,6 +63,13 @@ class RunFraction:
 
 def _arm(strategy: str, plan_caps: bool = True, **settings: Any) -> dict[str, Any]:
     return {"strategy": strategy, "settings": settings, "plan_caps": plan_caps}
+
+
+def _forked(**settings: Any) -> dict[str, Any]:
+    """A forked reference: op_mix's warm-up with ``settings``, then, at its decision point, the mixture in force
+    kept to the end (no simulation, no decision; ``keep``).  It joins the shared-decision group of the op_mix arms
+    with the same warm-up (:func:`.shared_decision.shared_decision_groups`), so it continues from their θ_D."""
+    return {**_arm("op_mix", **settings), "keep": True}
 
 
 #: The arms: strategy, its settings, and ``plan_caps`` (repetition caps planned over the horizon: the
@@ -114,6 +123,13 @@ ARMS: dict[str, dict[str, Any]] = {
     # natural from scratch: mixbench_fidelity.json's oracle vs mixbench_baselines.json).
     "op_mix_natural": _arm("op_mix", warmup_mixture="natural", prior="natural"),
     "op_mix_redecide": _arm("op_mix", redecide_every=RunFraction(0.25)),
+    # Forked references (session 11, after the first stage, before the second): the uniform warm-up continued
+    # unchanged from the op_mix arms' own θ_D.  Two runs of one seed from scratch differ by GPU nondeterminism
+    # amplified over the whole run (run_to_run_noise: sd 0.0076 of a difference), while continuations forked from
+    # one θ_D differed by an sd of 0.0002-0.0005 across seeds (shared_decision on skewed): against these an arm's
+    # decision is judged at the noise of its own continuation (``forked``), beside the from-scratch verdicts.
+    "uniform_forked": _forked(),
+    "uniform_forked_late": _forked(warmup_fraction=0.5),
 }
 #: The references of the paired differences, and the baselines the protocol's "best baseline" is chosen from.
 REFERENCES = ("natural", "uniform")
@@ -129,7 +145,13 @@ UNTESTABLE_BELOW, REFUTE_HEADROOM, REFUTE_WIDTH, SUPPORT_FRACTION = 0.005, 0.015
 def resolve(definition: Mapping[str, Any], shape: Shape) -> dict[str, Any]:
     """An arm's definition with its run-relative settings resolved for ``shape`` (what the store records)."""
     settings = {k: v.resolve(shape) if isinstance(v, RunFraction) else v for k, v in definition["settings"].items()}
-    return {"strategy": definition["strategy"], "settings": settings, "plan_caps": bool(definition["plan_caps"])}
+    out = {"strategy": definition["strategy"], "settings": settings, "plan_caps": bool(definition["plan_caps"])}
+    return {**out, "keep": True} if definition.get("keep") else out
+
+
+def is_forked_reference(definition: Mapping[str, Any]) -> bool:
+    """Whether an arm is a forked reference (:func:`_forked`): its decision point keeps the mixture in force."""
+    return bool(definition.get("keep"))
 
 
 @dataclass
@@ -207,7 +229,8 @@ class QualityPlan:
         arms = (arms,) if isinstance(arms, str) else tuple(arms)
         steps, decisions = self.shape.steps, self.decision_steps(arms[0])
         start = decisions[0] if decisions else 0
-        return start + steps * DECISION_COST * len(decisions) + len(arms) * (steps - start)
+        simulated = not all(is_forked_reference(self.definitions[a]) for a in arms)  # references simulate nothing
+        return start + steps * DECISION_COST * len(decisions) * simulated + len(arms) * (steps - start)
 
     def unit_keys(self) -> list[str]:
         """The ``arm/seed`` records the store holds when every unit is done."""
@@ -339,7 +362,7 @@ def run_worker(
             print(f"skip: {key} would not end before the deadline ({budget.left:.0f} s left)", flush=True)
             continue
         folder = os.path.join(work, "runs", key.replace("/", "-"))
-        if len(arms) > 1:
+        if len(arms) > 1 or is_forked_reference(plan.definitions[arms[0]]):
             run_group(plan, arms, seed, folder, out, budget, domains, tok)
             continue
         started = time.perf_counter()
@@ -612,9 +635,12 @@ def _on_seeds(entry: dict, seeds: tuple[int, ...]) -> dict:
     }
 
 
-def confirmation(arms: dict[str, dict], judged: dict[str, dict]) -> dict[str, Any]:
+def confirmation(
+    arms: dict[str, dict], judged: dict[str, dict], references: Mapping[str, list[str]] | None = None
+) -> dict[str, Any]:
     """The second stage of the two-stage design (:data:`SELECTION_ARMS`): which arm the selection seeds chose, and
-    its verdicts against natural, uniform and the protocol's best baseline on the confirmation seeds alone."""
+    its verdicts against natural, uniform and the protocol's best baseline on the confirmation seeds alone, and
+    (``vs_forked``) against the forked references of its group (``references``: :func:`forked_references`)."""
     out: dict[str, Any] = {
         "selection_arms": list(SELECTION_ARMS),
         "selection_seeds": list(SELECTION_SEEDS),
@@ -641,7 +667,14 @@ def confirmation(arms: dict[str, dict], judged: dict[str, dict]) -> dict[str, An
     headroom = judged.get(selected, {}).get("headroom") or {"headroom": None, "why": "not judged in this report"}
     vs = {f"vs_{ref}": _compare(paired(sub, selected, ref)) for ref in REFERENCES if ref in sub}
     protocol = _protocol(sub, selected, headroom, headroom_fraction(sub[selected]["mean_test_loss"], headroom))
-    return {**out, **vs, "protocol": protocol}
+    vs_forked = {
+        ref: forked_difference(arms, selected, ref, CONFIRMATION_SEEDS) for ref in (references or {}).get(selected, [])
+    }
+    # a forked reference the plan holds must have forked from the selected arm's θ_D on every confirmation seed
+    shared = arms[selected].get("shared_decision_with", {})
+    forked_everywhere = all(ref in shared.get(str(s), []) for ref in vs_forked for s in CONFIRMATION_SEEDS)
+    out["complete"] = bool(out["complete"] and forked_everywhere)
+    return {**out, **vs, "protocol": protocol, **({"vs_forked": vs_forked} if vs_forked else {})}
 
 
 def fidelity_variant(definition: Mapping[str, Any]) -> str:
@@ -661,7 +694,8 @@ def report(
     for plan, units, _ in plans_and_units:
         arms = add_differences({arm: arm_summary(plan, arm, units) for arm in plan.arms}, REFERENCES)
         judged = {}
-        for arm in (a for a in plan.arms if plan.definitions[a]["strategy"] == "op_mix"):
+        methods = [a for a in plan.arms if plan.definitions[a]["strategy"] == "op_mix"]
+        for arm in (a for a in methods if not is_forked_reference(plan.definitions[a])):
             steps = sorted(
                 {
                     d["step"]
@@ -680,7 +714,7 @@ def report(
             arms[arm].update({"decision_steps": steps, "headroom": headroom, "headroom_fraction": fraction})
             judged[arm] = {"headroom": headroom, "headroom_fraction": fraction}
         caps = {base: paired(arms, base, f"{base}_unplanned") for base in REFERENCES}
-        confirmed = confirmation(arms, judged)
+        confirmed = confirmation(arms, judged, forked_references(plan))
         complete = _complete(plan, units, confirmed)
         out["complete"] &= complete
         out["domain_sets"][plan.set_name] = {
@@ -691,6 +725,7 @@ def report(
             "arms": arms,
             "planned_minus_unplanned": caps,
             "shared_decision": _shared_pairs(plan, arms),
+            "forked": forked(plan, arms),
             "run_to_run_noise": run_to_run_noise(plan, units, _best_headroom(judged)),
             "confirmation": confirmed,
             "verdicts": _verdicts(arms, judged),
@@ -756,13 +791,55 @@ def _complete(plan: QualityPlan, units: dict[str, Any], confirmed: dict[str, Any
     if set(plan.seeds) <= set(SELECTION_SEEDS) or not confirmed.get("selected"):
         return all(key in units for key in plan.unit_keys())
     first = [s for s in plan.seeds if s in SELECTION_SEEDS]
-    return all(f"{arm}/{s}" in units for arm in plan.arms for s in first) and bool(confirmed.get("complete"))
+    # forked references joined after the selection seeds: they are needed with the selected arm only
+    arms = [a for a in plan.arms if not is_forked_reference(plan.definitions[a])]
+    return all(f"{arm}/{s}" in units for arm in arms for s in first) and bool(confirmed.get("complete"))
 
 
 def _best_headroom(judged: dict[str, dict]) -> dict | None:
     """The :func:`headroom_at` entry with the largest oracle headroom at any op_mix arm's decision point, or None."""
     measured = [j["headroom"] for j in judged.values() if j["headroom"].get("headroom") is not None]
     return max(measured, key=lambda h: h["headroom"]) if measured else None
+
+
+def forked_references(plan: QualityPlan) -> dict[str, list[str]]:
+    """``{op_mix arm: the forked references of its shared-decision group}`` (:func:`_forked`)."""
+    out: dict[str, list[str]] = {}
+    for group in plan.groups():
+        references = [a for a in group if is_forked_reference(plan.definitions[a])]
+        for arm in group:
+            if references and arm not in references:
+                out[arm] = references
+    return out
+
+
+def forked_difference(arms: dict[str, dict], arm: str, reference: str, seeds: Container[int] | None = None):
+    """``arm − reference`` on the seeds (within ``seeds``) on which both continued from one θ_D, with the t rule's
+    verdict; None below 2 such seeds."""
+    if arm not in arms or reference not in arms:
+        return None
+    shared = arms[arm].get("shared_decision_with", {})
+    common = tuple(
+        s for s in arms[arm]["seeds"] if reference in shared.get(str(s), []) and (seeds is None or s in seeds)
+    )
+    difference = paired({a: _on_seeds(arms[a], common) for a in (arm, reference)}, arm, reference)
+    return None if difference is None else {**difference, **_compare(difference)}
+
+
+def forked(plan: QualityPlan, arms: dict[str, dict]) -> dict[str, Any]:
+    """Each op_mix arm against the forked references of its group (:func:`forked_difference`): what its decision
+    changed, at the noise of a continuation from θ_D, not of a whole run (``ARMS``' note on the references)."""
+    return {
+        "differences": {
+            f"{arm} - {ref}": forked_difference(arms, arm, ref)
+            for arm, references in forked_references(plan).items()
+            for ref in references
+        },
+        "note": "paired over the seeds on which the arm and the reference forked from one θ_D; a forked reference "
+        "keeps the warm-up mixture to the end, so it is that seed's warm-up mixture trained for the whole run. "
+        "Added in session 11, after the selection seeds and before the confirmation seeds; the verdicts above "
+        "stay the pre-registered from-scratch ones",
+    }
 
 
 def _shared_pairs(plan: QualityPlan, arms: dict[str, dict]) -> dict[str, Any]:

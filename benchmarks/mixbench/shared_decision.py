@@ -12,7 +12,9 @@ controller applies a decision, the step after next), and scores the test split: 
 Each arm's record is the one the arm alone stores (:func:`.quality.unit_record`): the warm-up's decision
 records, its decision's and those of the domains that run dry in its continuation; its epochs; and, as its
 compute and seconds, the warm-up, the shared simulation, its own design's scoring and proposal and its
-continuation — what it costs alone, so arms compare fairly.  ``shared_decision_with`` names the arms that
+continuation — what it costs alone, so arms compare fairly.  A forked reference of the group (``keep`` in its
+definition, :func:`.quality.is_forked_reference`) simulates nothing: it continues the mixture in force (a ``kept``
+record) and its record pays the warm-up and its continuation only; a group of references alone trains no probes.  ``shared_decision_with`` names the arms that
 forked from the same decision-time model, ``group`` what the group's run did cost.  Every finished arm is
 stored at once (with the group's fields of the arms finished so far), so a group cut short keeps them.
 """
@@ -124,11 +126,13 @@ def run_group(
     from hf_datamix.constants import MIXTURES_FILE
     from hf_datamix.simulate.branches import TrainerBranches
 
-    from .quality import _epochs, new_trainer, score_test, unit_record
+    from .quality import _epochs, is_forked_reference, new_trainer, score_test, unit_record
 
     started = time.perf_counter()
     strategies = {arm: plan.strategy(arm) for arm in arms}
     lead = strategies[arms[0]]
+    # forked references keep the mixture in force at the decision: they need no simulation
+    deciding = [arm for arm in arms if not is_forked_reference(plan.definitions[arm])]
     unit = f"{'+'.join(arms)}/{seed}"
     done: dict[str, dict] = {}
 
@@ -145,18 +149,23 @@ def run_group(
             budget.observe(step - 1, time.perf_counter() - first_step.at)
         else:
             budget.observe(step, warmup_seconds)
-        designs = {arm: _design(strategy) for arm, strategy in strategies.items()}
+        designs = {arm: _design(strategies[arm]) for arm in deciding}
         keys = {arm: json.dumps(design, sort_keys=True) for arm, design in designs.items()}
-        (shared, shared_seconds), simulations = _simulate(lead, {keys[a]: designs[a] for a in arms}, context)
+        nothing = (ComputeLedger(), 0.0)
+        (shared, shared_seconds), simulations = (
+            _simulate(lead, {keys[a]: designs[a] for a in deciding}, context) if deciding else (nothing, {})
+        )
         for arm in arms:
             if not budget.allows(rest):
                 print(f"stop: {arm}/{seed}'s continuation would not end before the deadline", flush=True)
                 return
-            simulation, scoring, scoring_seconds = simulations[keys[arm]]
+            simulated = arm in keys
+            simulation, scoring, scoring_seconds = simulations[keys[arm]] if simulated else (None, *nothing)
+            own_shared, own_shared_seconds = (shared, shared_seconds) if simulated else nothing
             with TrainerBranches(trainer, kind="train") as branch:
                 arm_started = time.perf_counter()
                 decision = None if simulation is None else strategies[arm].propose(context, copy.deepcopy(simulation))
-                seconds = shared_seconds + scoring_seconds + time.perf_counter() - arm_started
+                seconds = own_shared_seconds + scoring_seconds + time.perf_counter() - arm_started
                 mixture, record = trainer.mixing.decision_record(decision, context.mixture, step, from_sample, seconds)
                 before = trainer.ledger.state_dict()
                 continued = time.perf_counter()
@@ -170,13 +179,13 @@ def run_group(
             records = [*mine, record, *_exhausted(trainer, stream, step, reported)]
             # the full records (law fit, candidates, scores) stay in the run's folder, as an arm's own run keeps them
             write_json_atomic(os.path.join(folder, arm, MIXTURES_FILE), records)
-            alone = ComputeLedger(**warmup).merge(shared).merge(scoring).merge(continuation)
+            alone = ComputeLedger(**warmup).merge(own_shared).merge(scoring).merge(continuation)
             done[arm] = unit_record(
                 arm,
                 seed,
                 trainer.interleaver.weights_at(0).to_dict(),
                 test,
-                warmup_seconds + shared_seconds + scoring_seconds + time.perf_counter() - arm_started,
+                warmup_seconds + own_shared_seconds + scoring_seconds + time.perf_counter() - arm_started,
                 None if warmup_loss is None else (warmup_loss + sum(losses)) / trainer.state.max_steps,
                 _epochs(trainer, trainer.state.max_steps, stream),
                 alone.to_dict(),
