@@ -33,8 +33,9 @@ def test_arms_share_a_decision_when_only_the_proposal_or_the_candidate_design_di
     late = ("op_mix_late", "op_mix_late_design", "op_mix_late_canonical", "op_mix_late_best")  # decided at 50 %
     # each forked reference joins the group whose warm-up it continues
     early, late = (*GROUP, "uniform_forked"), (*late, "uniform_forked_late")
-    assert early in groups and late in groups
-    assert all(len(g) == 1 for g in groups if g not in (early, late))  # other warm-ups, simulators, decisions
+    calibrated = ("op_mix_late_calibrated", "uniform_forked_late_calibrated")
+    assert early in groups and late in groups and calibrated in groups
+    assert all(len(g) == 1 for g in groups if g not in (early, late, calibrated))  # other warm-ups, simulators
     table = {
         "kl": quality._arm("op_mix", kl=0.2, law="linear"),  # proposer settings: shares
         "more_candidates": quality._arm("op_mix", num_candidates=20),  # the candidate design: shares
@@ -212,3 +213,20 @@ def test_a_forked_reference_keeps_the_warm_up_mixture_from_the_groups_decision_p
     assert difference["seed_values"] == [0, 1] and difference["verdict"] in ("better", "worse", "not distinguishable")
     expected = [shared[f"op_mix/{s}"]["test_mean"] - shared[f"uniform_forked/{s}"]["test_mean"] for s in (0, 1)]
     assert difference["per_seed"] == pytest.approx(expected)
+
+
+@pytest.mark.timeout(600)
+def test_the_calibrated_late_arm_and_its_forked_reference_run_as_one_group(tmp_path, monkeypatch):
+    staged(tmp_path, "skewed")
+    monkeypatch.setenv("HF_DATAMIX_CACHE", str(tmp_path / "scratch" / "packed"))
+    arms = ("op_mix_late_calibrated", "uniform_forked_late_calibrated")
+    plan = QualityPlan("skewed", seeds=(0, 1), shape=SHAPES["tiny"], arms=arms)
+    assert plan.groups() == [arms]
+    units, _ = _run(plan, ["+".join(arms) + "/0"], tmp_path, "calibrated", tmp_path / "data")
+    method, reference = units["op_mix_late_calibrated/0"], units["uniform_forked_late_calibrated/0"]
+    decision = next(r for r in method["decision_records"] if r["kind"] == "decision")
+    assert decision["step"] == plan.decision_steps(arms[0])[0] == plan.shape.steps // 2
+    # the probes and the real calibration branches are the arm's compute; the reference kept the mixture
+    assert method["flops"]["probe"] > 0 and method["flops"]["branch"] > 0
+    assert "probe" not in reference["flops"] and "branch" not in reference["flops"]
+    assert [d["kind"] for d in reference["decisions"]].count("kept") == 1

@@ -72,6 +72,16 @@ def _forked(**settings: Any) -> dict[str, Any]:
     return {**_arm("op_mix", **settings), "keep": True}
 
 
+#: What ``op_mix_late_calibrated`` and its forked reference share (the calibrated simulator has no design settings:
+#: its candidates and encoding are part of what it trains, so the reference must carry them to share its θ_D).
+_LATE_CALIBRATED = dict(
+    warmup_fraction=0.5,
+    simulator="calibrated",
+    candidate_design="canonical",
+    encoding="old",
+    branch_steps=RunFraction(0.1),
+)
+
 #: The arms: strategy, its settings, and ``plan_caps`` (repetition caps planned over the horizon: the
 #: library default; ``False`` trains a mixture as given until a domain runs dry, as baselines first ran).
 ARMS: dict[str, dict[str, Any]] = {
@@ -130,6 +140,14 @@ ARMS: dict[str, dict[str, Any]] = {
     # decision is judged at the noise of its own continuation (``forked``), beside the from-scratch verdicts.
     "uniform_forked": _forked(),
     "uniform_forked_late": _forked(warmup_fraction=0.5),
+    # The simulator fix the late group points to (session 11, defined before any run): op_mix_late_best followed the
+    # probes' best candidate and lost 0.018 nats on every seed because the probes foresaw a third of wordnet's gain
+    # and none of python_stdlib's and scripture's losses over the 700 steps left.  ``calibrated`` maps each target's
+    # probe scores onto 3 real branches of 10 % of the run (per target a + b·lora), so the targets' scales come
+    # from real training; the proposal is op_mix_late_design's (law on the data shares, trust region), whose forked
+    # gain over keeping the mixture was -0.0025 nats.  Prediction: its gain over its own forked reference is larger.
+    "op_mix_late_calibrated": _arm("op_mix", **_LATE_CALIBRATED, law_space="data", trust_region=True),
+    "uniform_forked_late_calibrated": _forked(**_LATE_CALIBRATED),
 }
 #: The references of the paired differences, and the baselines the protocol's "best baseline" is chosen from.
 REFERENCES = ("natural", "uniform")
