@@ -298,6 +298,11 @@ def test_compiled_probes_share_one_compilation_and_match_eager(monkeypatch):
         results[compiled] = losses, simulator.lora_factors("pc"), counters["stats"]["unique_graphs"] - before
         simulator.close()
     assert results[False][2] == 0 and results[True][2] == 1
+    # The next decision's simulator (a new slot on the same architecture) reuses that compilation too.
+    before = counters["stats"]["unique_graphs"]
+    with LoRAProbeSimulator(tiny_llama(seed=1), probe_config(compile=True), base_learning_rate=1e-2) as simulator:
+        simulator.train_probe("pd", batches(5, seed=4))
+    assert counters["stats"]["unique_graphs"] == before
     assert sum(results[True][0], []) == pytest.approx(sum(results[False][0], []), rel=1e-5)
     for module, (down, up, _) in results[False][1].items():
         torch.testing.assert_close(results[True][1][module][0], down)

@@ -9,7 +9,7 @@ Every probe trains in the same PEFT adapter (one *slot*, re-initialised per prob
 factors are kept aside and the slot's ``B`` zeroed, so between probes the model computes θ.  The
 adapted modules therefore never change while probes train, and a compiled probe step
 (``ProbeConfig.compile``) is compiled once for all probes instead of once per probe (a new PEFT
-adapter changes the modules torch.compile guards on).  :meth:`LoRAProbeSimulator.as_peft_adapters`
+adapter changes the modules torch.compile guards on); a later decision's slot, alike, reuses it.  :meth:`LoRAProbeSimulator.as_peft_adapters`
 gives the probes as PEFT adapters of their own names, for PEFT's multi-adapter methods.
 """
 
@@ -72,8 +72,8 @@ class ProbeConfig:
     compile: bool = field(
         default=False,
         metadata={
-            "help": "torch.compile the probes' forward + backward (once per simulator: every probe trains in the "
-            "same adapter slot; pays off on a GPU when the probes' steps outweigh one compilation)."
+            "help": "torch.compile the probes' forward + backward (once: every probe trains in the same adapter "
+            "slot and a later simulator's slot on the same model reuses it; pays off on a GPU)."
         },
     )
     seed: int = field(default=0, metadata={"help": "Seed of probe init and dropout (the global RNG is untouched)."})

@@ -140,8 +140,8 @@ class LoRAProbesConfig(SimulatorConfig):
     probe_compile: bool | None = field(
         default=False,
         metadata={
-            "help": "torch.compile the probes' forward + backward, once per decision (every probe trains in one "
-            "adapter slot); null: when the run itself is compiled (torch_compile) on a GPU."
+            "help": "torch.compile the probes' forward + backward, once (every probe trains in one adapter slot; "
+            "later decisions reuse it); null: when the run itself is compiled (torch_compile) on a GPU."
         },
     )
     domain_probe_share: float = field(
