@@ -207,7 +207,10 @@ def test_a_forked_reference_keeps_the_warm_up_mixture_from_the_groups_decision_p
     assert alone["uniform_forked/1"]["test"] == shared["uniform_forked/1"]["test"]
     assert alone["uniform_forked/1"]["flops"] == pytest.approx(shared["uniform_forked/1"]["flops"])
 
-    body = quality.report([(plan, shared, {})])["domain_sets"]["skewed"]
+    result = quality.report([(plan, shared, {})])
+    quality.plot(result, str(tmp_path / "quality.png"))  # its third panel draws the forked difference
+    assert (tmp_path / "quality.png").stat().st_size > 0
+    body = result["domain_sets"]["skewed"]
     assert "uniform_forked" not in body["verdicts"] and "op_mix" in body["verdicts"]
     difference = body["forked"]["differences"]["op_mix - uniform_forked"]
     assert difference["seed_values"] == [0, 1] and difference["verdict"] in ("better", "worse", "not distinguishable")

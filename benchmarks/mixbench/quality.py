@@ -884,9 +884,28 @@ def report_inputs(results_dir: str, shape: str) -> dict[str, Any]:
     return {"fidelity": {v: read_json(os.path.join(results_dir, f"{v}{suffix}.json"), default=None) for v in variants}}
 
 
+def _gain_panel(ax, items: list[tuple[str, dict]], title: str, ylabel: str) -> None:
+    """Per-seed gains (−difference: above 0, the arm is better) of ``[(label, paired difference)]``, with the
+    mean, its t-interval (thick) and bootstrap interval (thin)."""
+    for x, (_, d) in enumerate(items):
+        gains = -np.asarray(d["per_seed"])
+        ax.scatter(np.full(len(gains), x) + np.linspace(-0.12, 0.12, len(gains)), gains, s=14, color="grey")
+        lo, hi = -d["t_ci"][1], -d["t_ci"][0]
+        ax.errorbar(x, -d["mean"], yerr=[[-d["mean"] - lo], [hi + d["mean"]]], fmt="o", color="C0", lw=2.2, capsize=4)
+        if d["bootstrap_ci"][0] is not None:
+            ax.vlines(x + 0.2, -d["bootstrap_ci"][1], -d["bootstrap_ci"][0], color="C1", lw=1)
+    if not items:
+        ax.text(0.5, 0.5, "not run yet", ha="center", va="center", transform=ax.transAxes, color="grey")
+    ax.axhline(0, color="black", lw=0.7)
+    ax.set_xticks(range(len(items)), [label for label, _ in items], rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+
+
 def plot(result: dict[str, Any], path: str) -> None:
-    """Per-seed paired gains (reference − arm: above 0, the arm is better) over natural and over uniform,
-    with the mean, its t-interval (thick) and bootstrap interval (thin), one row per set."""
+    """Per-seed paired gains (reference − arm: above 0, the arm is better) over natural, over uniform and over
+    the arm's forked reference (same θ_D), with the mean, its t-interval (thick) and bootstrap interval (thin),
+    one row per set."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -896,29 +915,20 @@ def plot(result: dict[str, Any], path: str) -> None:
         (name, entry)
         for name, entry in result["domain_sets"].items()
         if any(arm.get(f"minus_{ref}") for arm in entry["arms"].values() for ref in REFERENCES)
+        or any(entry.get("forked", {}).get("differences", {}).values())
     ]
     if not sets:
         return
-    fig, axes = plt.subplots(
-        len(sets), len(REFERENCES), figsize=(6.5 * len(REFERENCES), 3.8 * len(sets)), squeeze=False
-    )
+    columns = len(REFERENCES) + 1
+    fig, axes = plt.subplots(len(sets), columns, figsize=(6.5 * columns, 3.8 * len(sets)), squeeze=False)
     for row, (set_name, entry) in zip(axes, sets):
         for ax, ref in zip(row, REFERENCES):
-            names = [a for a, e in entry["arms"].items() if e.get(f"minus_{ref}")]
-            for x, name in enumerate(names):
-                d = entry["arms"][name][f"minus_{ref}"]
-                gains = -np.asarray(d["per_seed"])
-                ax.scatter(np.full(len(gains), x) + np.linspace(-0.12, 0.12, len(gains)), gains, s=14, color="grey")
-                lo, hi = -d["t_ci"][1], -d["t_ci"][0]
-                ax.errorbar(
-                    x, -d["mean"], yerr=[[-d["mean"] - lo], [hi + d["mean"]]], fmt="o", color="C0", lw=2.2, capsize=4
-                )
-                if d["bootstrap_ci"][0] is not None:
-                    ax.vlines(x + 0.2, -d["bootstrap_ci"][1], -d["bootstrap_ci"][0], color="C1", lw=1)
-            ax.axhline(0, color="black", lw=0.7)
-            ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=7)
-            ax.set_ylabel(f"{ref} − arm, mean test loss (nats)")
-            ax.set_title(f"{set_name}: gain over {ref} (per seed; t CI blue, bootstrap orange)", fontsize=9)
+            items = [(a, e[f"minus_{ref}"]) for a, e in entry["arms"].items() if e.get(f"minus_{ref}")]
+            title = f"{set_name}: gain over {ref} (per seed; t CI blue, bootstrap orange)"
+            _gain_panel(ax, items, title, f"{ref} − arm, mean test loss (nats)")
+        forked_items = [(pair, d) for pair, d in entry.get("forked", {}).get("differences", {}).items() if d]
+        title = f"{set_name}: gain over the arm's forked reference (same θ_D)"
+        _gain_panel(row[-1], forked_items, title, "reference − arm (nats)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
