@@ -300,6 +300,34 @@ def test_run_to_run_noise_is_measured_on_runs_that_read_the_same_stream():
     assert noise["headroom"]["chance_headroom"] == pytest.approx(1.065 * sd / 2**0.5, rel=0.02)
     assert stats.chance_headroom(0.01, 1, 1) == 0.0
     assert run_to_run_noise(plan, {k: v for k, v in units.items() if k.endswith("/0")})["sd_of_difference"] is None
+    # Same mixtures, another stream (natural_unplanned/2: a cap bound) still pair in same_mixture; uniform never.
+    mixed = noise["same_mixture"]
+    assert [(p["arms"], p["seed"]) for p in mixed["pairs"]] == [
+        (["natural", "natural_unplanned"], s) for s in (0, 1, 2)
+    ]
+    assert mixed["sd_of_difference"] == pytest.approx((((-0.01) ** 2 + 0.02**2 + 0.0) / 3) ** 0.5)
+
+
+def test_same_mixture_pairs_runs_whose_mixtures_in_force_agree_at_every_step():
+    from mixbench.quality import QualityPlan, same_mixture_noise
+
+    plan = QualityPlan("skewed", arms=("uniform", "op_mix", "op_mix_design"), seeds=(0, 1))
+    uniform, tilted = {"a": 0.5, "b": 0.5}, {"a": 0.3, "b": 0.7}
+
+    def unit(loss, *schedule):
+        return {"test_mean": loss, "decisions": [{"step": s, "kind": k, "weights": w} for s, k, w in schedule]}
+
+    units = {}
+    for seed, shift in enumerate((0.0, 0.01)):
+        units[f"uniform/{seed}"] = unit(2.0 + shift, (0, "initial", uniform))
+        # a decision that kept the warm-up mixture within 1e-3: the same mixture all along
+        near = {"a": 0.5004, "b": 0.4996}
+        units[f"op_mix/{seed}"] = unit(2.01, (0, "initial", uniform), (5, "decision", near), (9, "exhausted", uniform))
+        units[f"op_mix_design/{seed}"] = unit(1.9, (0, "initial", uniform), (5, "decision", tilted))
+    noise = same_mixture_noise(plan, units)
+    assert [(p["arms"], p["seed"]) for p in noise["pairs"]] == [(["uniform", "op_mix"], s) for s in (0, 1)]
+    assert noise["sd_of_difference"] == pytest.approx(((0.01**2 + 0.0**2) / 2) ** 0.5, abs=1e-12)
+    assert same_mixture_noise(plan, {"uniform/0": units["uniform/0"]})["sd_of_difference"] is None
 
 
 def test_the_confirmation_stage_judges_the_selected_arm_on_fresh_seeds_alone():

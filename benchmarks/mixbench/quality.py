@@ -762,6 +762,54 @@ def _stream(record: dict) -> str:
     return json.dumps([mixtures, record.get("epochs")], sort_keys=True)
 
 
+#: Mixtures in force that differ by no more than this in any share count as the same mixture (``same_mixture``).
+SAME_MIXTURE_TOLERANCE = 1e-3
+
+
+def _schedule(record: dict) -> list[tuple[int, dict[str, float]]]:
+    """A run's mixtures in force: ``[(from step, weights)]`` of its initial, decision and kept records."""
+    return sorted(
+        (d["step"], d["weights"]) for d in record["decisions"] if d["kind"] in ("initial", "decision", "kept")
+    )
+
+
+def _same_mixture(a: dict, b: dict, tolerance: float = SAME_MIXTURE_TOLERANCE) -> bool:
+    """Whether two runs trained the same mixtures (every share within ``tolerance`` at every step)."""
+    sa, sb = _schedule(a), _schedule(b)
+    for step in sorted({s for s, _ in sa} | {s for s, _ in sb}):
+        wa, wb = ([w for s, w in schedule if s <= step][-1] for schedule in (sa, sb))
+        if set(wa) != set(wb) or max(abs(wa[k] - wb[k]) for k in wa) > tolerance:
+            return False
+    return True
+
+
+def same_mixture_noise(plan: QualityPlan, units: dict[str, Any]) -> dict[str, Any]:
+    """The noise of a paired difference between runs of one seed that trained the same mixtures but not
+    necessarily the same stream (e.g. uniform and an op_mix arm whose decision kept its uniform warm-up): GPU
+    nondeterminism and data order together, what a paired difference between two arms from scratch carries."""
+    pairs = []
+    for seed in plan.seeds:
+        done = [(arm, units[f"{arm}/{seed}"]) for arm in plan.arms if f"{arm}/{seed}" in units]
+        for i, (a, ra) in enumerate(done):
+            for b, rb in done[i + 1 :]:
+                if ra.get("decisions") and rb.get("decisions") and _same_mixture(ra, rb):
+                    pairs.append({"arms": [a, b], "seed": seed, "difference": ra["test_mean"] - rb["test_mean"]})
+    out: dict[str, Any] = {
+        "pairs": pairs,
+        "tolerance": SAME_MIXTURE_TOLERANCE,
+        "note": "pairs of runs of one seed whose mixtures in force agree within the tolerance at every step (the "
+        "same-stream pairs among them); three such arms on one seed give three pairs, two of them independent",
+    }
+    if len(pairs) < 2:
+        return {**out, "sd_of_difference": None}
+    sd = float(np.sqrt(np.mean([p["difference"] ** 2 for p in pairs])))
+    return {
+        **out,
+        "sd_of_difference": sd,
+        "detectable": {str(n): stats.detectable_difference(sd, n) for n in POWER_SEEDS},
+    }
+
+
 def run_to_run_noise(plan: QualityPlan, units: dict[str, Any], headroom: dict | None = None) -> dict[str, Any]:
     """The noise floor of a paired difference, measured where two arms of one seed read the same data stream
     (same init, same mixtures at the same steps, same epochs per domain: natural and natural_unplanned when no
@@ -783,6 +831,7 @@ def run_to_run_noise(plan: QualityPlan, units: dict[str, Any], headroom: dict | 
         "note": "pairs of runs of one seed that read the same data stream; their difference is run-to-run noise, "
         "a lower bound on the chance part of any paired difference",
     }
+    out["same_mixture"] = same_mixture_noise(plan, units)
     if len(pairs) < 2:
         return {**out, "sd_of_difference": None}
     # E[d] = 0 for such a pair: the root mean square is the standard deviation of a difference
