@@ -787,27 +787,37 @@ def same_mixture_noise(plan: QualityPlan, units: dict[str, Any]) -> dict[str, An
     """The noise of a paired difference between runs of one seed that trained the same mixtures but not
     necessarily the same stream (e.g. uniform and an op_mix arm whose decision kept its uniform warm-up): GPU
     nondeterminism and data order together, what a paired difference between two arms from scratch carries."""
-    pairs = []
-    for seed in plan.seeds:
-        done = [(arm, units[f"{arm}/{seed}"]) for arm in plan.arms if f"{arm}/{seed}" in units]
-        for i, (a, ra) in enumerate(done):
-            for b, rb in done[i + 1 :]:
-                if ra.get("decisions") and rb.get("decisions") and _same_mixture(ra, rb):
-                    pairs.append({"arms": [a, b], "seed": seed, "difference": ra["test_mean"] - rb["test_mean"]})
+    pairs = _pairs_of_one_seed(
+        plan, units, lambda a, b: a.get("decisions") and b.get("decisions") and _same_mixture(a, b)
+    )
     out: dict[str, Any] = {
         "pairs": pairs,
         "tolerance": SAME_MIXTURE_TOLERANCE,
         "note": "pairs of runs of one seed whose mixtures in force agree within the tolerance at every step (the "
         "same-stream pairs among them); three such arms on one seed give three pairs, two of them independent",
     }
+    return {**out, **_noise_of(pairs)}
+
+
+def _pairs_of_one_seed(plan: QualityPlan, units: dict[str, Any], alike) -> list[dict[str, Any]]:
+    """Every pair of finished arms of one seed for which ``alike(record, record)`` holds, with its test difference."""
+    pairs = []
+    for seed in plan.seeds:
+        done = [(arm, units[f"{arm}/{seed}"]) for arm in plan.arms if f"{arm}/{seed}" in units]
+        for i, (a, ra) in enumerate(done):
+            for b, rb in done[i + 1 :]:
+                if alike(ra, rb):
+                    pairs.append({"arms": [a, b], "seed": seed, "difference": ra["test_mean"] - rb["test_mean"]})
+    return pairs
+
+
+def _noise_of(pairs: list[dict[str, Any]]) -> dict[str, Any]:
+    """``sd_of_difference`` of pairs whose expected difference is 0 (their root mean square; None below 2 pairs)
+    and the smallest difference a t-interval resolves at :data:`POWER_SEEDS` seeds."""
     if len(pairs) < 2:
-        return {**out, "sd_of_difference": None}
+        return {"sd_of_difference": None}
     sd = float(np.sqrt(np.mean([p["difference"] ** 2 for p in pairs])))
-    return {
-        **out,
-        "sd_of_difference": sd,
-        "detectable": {str(n): stats.detectable_difference(sd, n) for n in POWER_SEEDS},
-    }
+    return {"sd_of_difference": sd, "detectable": {str(n): stats.detectable_difference(sd, n) for n in POWER_SEEDS}}
 
 
 def run_to_run_noise(plan: QualityPlan, units: dict[str, Any], headroom: dict | None = None) -> dict[str, Any]:
@@ -819,24 +829,18 @@ def run_to_run_noise(plan: QualityPlan, units: dict[str, Any], headroom: dict | 
     tell from 0 at a few seed counts.  With ``headroom`` (:func:`headroom_at`'s entry), how many seeds half of it
     would need, and the headroom its oracle sweep would show by chance (each mixture one run, all equally good:
     :func:`.stats.chance_headroom`, at a run's noise sd = ``sd_of_difference`` / √2)."""
-    pairs = []
-    for seed in plan.seeds:
-        done = [(arm, units[f"{arm}/{seed}"]) for arm in plan.arms if f"{arm}/{seed}" in units]
-        for i, (a, ra) in enumerate(done):
-            for b, rb in done[i + 1 :]:
-                if ra.get("epochs") and _stream(ra) == _stream(rb):
-                    pairs.append({"arms": [a, b], "seed": seed, "difference": ra["test_mean"] - rb["test_mean"]})
+    pairs = _pairs_of_one_seed(plan, units, lambda a, b: a.get("epochs") and _stream(a) == _stream(b))
     out: dict[str, Any] = {
         "pairs": pairs,
         "note": "pairs of runs of one seed that read the same data stream; their difference is run-to-run noise, "
         "a lower bound on the chance part of any paired difference",
     }
     out["same_mixture"] = same_mixture_noise(plan, units)
-    if len(pairs) < 2:
-        return {**out, "sd_of_difference": None}
     # E[d] = 0 for such a pair: the root mean square is the standard deviation of a difference
-    sd = float(np.sqrt(np.mean([p["difference"] ** 2 for p in pairs])))
-    out.update(sd_of_difference=sd, detectable={str(n): stats.detectable_difference(sd, n) for n in POWER_SEEDS})
+    out.update(_noise_of(pairs))
+    sd = out["sd_of_difference"]
+    if sd is None:
+        return out
     room = (headroom or {}).get("headroom")
     if room is not None:
         out["headroom"] = {

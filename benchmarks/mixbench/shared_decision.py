@@ -14,8 +14,8 @@ records, its decision's and those of the domains that run dry in its continuatio
 compute and seconds, the warm-up, the shared simulation, its own design's scoring and proposal and its
 continuation — what it costs alone, so arms compare fairly.  A forked reference of the group (``keep`` in its
 definition, :func:`.quality.is_forked_reference`) simulates nothing: it continues the mixture in force (a ``kept``
-record) and its record pays the warm-up and its continuation only; a group of references alone trains no probes.  ``shared_decision_with`` names the arms that
-forked from the same decision-time model, ``group`` what the group's run did cost.  Every finished arm is
+record) and its record pays the warm-up and its continuation only; a group of references alone trains no probes.
+``shared_decision_with`` names the arms that forked from the same decision-time model, ``group`` what the group's run did cost.  Every finished arm is
 stored at once (with the group's fields of the arms finished so far), so a group cut short keeps them.
 """
 

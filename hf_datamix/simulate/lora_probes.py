@@ -9,8 +9,9 @@ Every probe trains in the same PEFT adapter (one *slot*, re-initialised per prob
 factors are kept aside and the slot's ``B`` zeroed, so between probes the model computes θ.  The
 adapted modules therefore never change while probes train, and a compiled probe step
 (``ProbeConfig.compile``) is compiled once for all probes instead of once per probe (a new PEFT
-adapter changes the modules torch.compile guards on); a later decision's slot, alike, reuses it.  :meth:`LoRAProbeSimulator.as_peft_adapters`
-gives the probes as PEFT adapters of their own names, for PEFT's multi-adapter methods.
+adapter changes the modules torch.compile guards on); a later decision's slot, alike, reuses it.
+:meth:`LoRAProbeSimulator.as_peft_adapters` gives the probes as PEFT adapters of their own names, for
+PEFT's multi-adapter methods.
 """
 
 from __future__ import annotations
@@ -171,7 +172,6 @@ class LoRAProbeSimulator:
         self._factors: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor, float]]] = {}
         self._peft = None
         self._slot_parameters: list[torch.nn.Parameter] = []
-        self._compiled_loss = None
         self._snapshot: dict | None = None
         self._closed = False
 
@@ -404,17 +404,14 @@ class LoRAProbeSimulator:
 
     def _loss_function(self):
         """``inputs -> loss`` of the model as it is (the slot active), under the probe's autocast; compiled
-        when ``config.compile``, once: the slot's modules and parameters stay the same objects from probe to probe."""
+        when ``config.compile``.  Dynamo caches the compilation on this function's code, so a probe's fresh
+        wrapper reuses it while the slot's modules keep their structure (every probe, every later slot)."""
 
         def loss(inputs):
             with self._autocast():
                 return self.model(**inputs, use_cache=False).loss
 
-        if not self.config.compile:
-            return loss
-        if self._compiled_loss is None:
-            self._compiled_loss = torch.compile(loss, dynamic=False)
-        return self._compiled_loss
+        return torch.compile(loss, dynamic=False) if self.config.compile else loss
 
     def _average_gradients(self, params: list[torch.nn.Parameter]) -> None:
         """Average the probe's gradients over processes, in one all-reduce (collective mode)."""
@@ -541,7 +538,6 @@ class LoRAProbeSimulator:
             raise RuntimeError("PEFT unload() returned another model object; the simulator cannot restore the model.")
         self._peft = None
         self._slot_parameters = []
-        self._compiled_loss = None  # a new slot is new modules: its compilation would not be reused
         if hasattr(self.model, "peft_config"):
             del self.model.peft_config
         snapshot, self._snapshot = self._snapshot, None
