@@ -758,8 +758,7 @@ POWER_SEEDS = (3, 5, 8, 10)
 
 def _stream(record: dict) -> str:
     """What a run read: its mixtures in force (step, weights) and its epochs per domain, exactly."""
-    mixtures = [(d["step"], d["weights"]) for d in record["decisions"] if d["kind"] in ("initial", "decision", "kept")]
-    return json.dumps([mixtures, record.get("epochs")], sort_keys=True)
+    return json.dumps([_schedule(record), record.get("epochs")], sort_keys=True)
 
 
 #: Mixtures in force that differ by no more than this in any share count as the same mixture (``same_mixture``).
@@ -767,10 +766,9 @@ SAME_MIXTURE_TOLERANCE = 1e-3
 
 
 def _schedule(record: dict) -> list[tuple[int, dict[str, float]]]:
-    """A run's mixtures in force: ``[(from step, weights)]`` of its initial, decision and kept records."""
-    return sorted(
-        (d["step"], d["weights"]) for d in record["decisions"] if d["kind"] in ("initial", "decision", "kept")
-    )
+    """A run's mixtures in force: ``[(from step, weights)]`` of its initial, decision and kept records, in the
+    run's order (a decision at step 0 follows the initial mixture of the same step)."""
+    return [(d["step"], d["weights"]) for d in record["decisions"] if d["kind"] in ("initial", "decision", "kept")]
 
 
 def _same_mixture(a: dict, b: dict, tolerance: float = SAME_MIXTURE_TOLERANCE) -> bool:
