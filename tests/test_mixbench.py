@@ -354,6 +354,41 @@ def test_the_confirmation_stage_judges_the_selected_arm_on_fresh_seeds_alone():
     assert result["protocol"]["verdict"] == "refuted"
 
 
+def test_the_held_out_set_judges_skewed_s_choice_on_all_its_seeds_and_only_then_is_complete():
+    from mixbench.quality import HELD_OUT_ARM, HELD_OUT_ARMS, HELD_OUT_SEEDS, held_out
+
+    def entry(losses, forked_with=()):
+        return {
+            "seeds": list(losses),
+            "mean_test_loss": list(losses.values()),
+            "shared_decision_with": {str(s): list(forked_with) for s in losses},
+        }
+
+    def arms_on(seeds):
+        return {
+            "natural": entry({s: 2.5 + 0.01 * (s % 2) for s in seeds}),
+            "uniform": entry({s: 2.0 + 0.002 * (s % 3) for s in seeds}),
+            "op_mix": entry(dict.fromkeys(seeds, 2.0), ["uniform_forked"]),
+            HELD_OUT_ARM: entry({s: 1.95 + 0.001 * s for s in seeds}, ["uniform_forked"]),
+            "uniform_forked": entry({s: 1.97 + 0.001 * (s % 2) for s in seeds}, [HELD_OUT_ARM]),
+        }
+
+    references = {HELD_OUT_ARM: ["uniform_forked"]}
+    early = held_out(arms_on(HELD_OUT_SEEDS[:3]), {}, references)
+    assert not early["complete"] and set(early["missing"]) == set(HELD_OUT_ARMS) and "note" in early
+    assert "forked_everywhere" not in early
+    result = held_out(arms_on(HELD_OUT_SEEDS), {}, references)
+    assert result["complete"] and "missing" not in result and "note" not in result
+    assert result["vs_uniform"]["verdict"] == "better" and result["vs_natural"]["verdict"] == "better"
+    assert result["protocol"]["difference"]["seeds"] == len(HELD_OUT_SEEDS)
+    assert result["vs_forked"]["uniform_forked"]["verdict"] == "better"
+    # a reference that did not fork from the arm's θ_D on every seed leaves the set incomplete
+    arms = arms_on(HELD_OUT_SEEDS)
+    arms[HELD_OUT_ARM]["shared_decision_with"]["4"] = []
+    assert not held_out(arms, {}, references)["complete"]
+    assert held_out({}, {}, references)["why"] == "the arm has not run on a held-out seed"
+
+
 def test_a_two_stage_plan_is_complete_when_both_stages_are():
     from mixbench.quality import CONFIRMATION_SEEDS, SELECTION_SEEDS, QualityPlan, _complete
 

@@ -115,9 +115,11 @@ def _plan(opts):
             arms=tuple(a for a in (opts.arms or "").split(",") if a),
         )
     if opts.command == "quality":
-        return quality.QualityPlan(
-            opts.set, seeds=seeds, shape=shape, arms=tuple(a for a in (opts.arms or "").split(",") if a)
-        )
+        arms = tuple(a for a in (opts.arms or "").split(",") if a)
+        if opts.set in quality.HELD_OUT_SETS:  # a held-out set runs its pre-registered arms and seeds by default
+            arms = arms or quality.HELD_OUT_ARMS
+            seeds = seeds if opts.seeds else quality.HELD_OUT_SEEDS
+        return quality.QualityPlan(opts.set, seeds=seeds, shape=shape, arms=arms)
     return baselines.BaselinePlan(opts.set, seeds=seeds, shape=shape)
 
 

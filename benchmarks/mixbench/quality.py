@@ -682,17 +682,73 @@ def confirmation(
     )
     if selected not in sub:
         return {**out, "why": "the selected arm has not run on a confirmation seed"}
-    headroom = judged.get(selected, {}).get("headroom") or {"headroom": None, "why": "not judged in this report"}
-    vs = {f"vs_{ref}": _compare(paired(sub, selected, ref)) for ref in REFERENCES if ref in sub}
-    protocol = _protocol(sub, selected, headroom, headroom_fraction(sub[selected]["mean_test_loss"], headroom))
-    vs_forked = {
-        ref: forked_difference(arms, selected, ref, CONFIRMATION_SEEDS) for ref in (references or {}).get(selected, [])
-    }
-    # a forked reference the plan holds must have forked from the selected arm's θ_D on every confirmation seed
-    shared = arms[selected].get("shared_decision_with", {})
-    forked_everywhere = all(ref in shared.get(str(s), []) for ref in vs_forked for s in CONFIRMATION_SEEDS)
+    judgement = _judge_on_seeds(arms, judged, selected, CONFIRMATION_SEEDS, references)
+    forked_everywhere = judgement.pop("forked_everywhere")
     out["complete"] = bool(out["complete"] and forked_everywhere)
-    return {**out, **vs, "protocol": protocol, **({"vs_forked": vs_forked} if vs_forked else {})}
+    return {**out, **judgement}
+
+
+def _judge_on_seeds(
+    arms: dict[str, dict],
+    judged: dict[str, dict],
+    arm: str,
+    seeds: tuple[int, ...],
+    references: Mapping[str, list[str]] | None,
+) -> dict[str, Any]:
+    """``arm``'s verdicts on ``seeds`` alone: against natural and uniform, the protocol's best baseline, and
+    (``vs_forked``) the forked references of its group; ``forked_everywhere``: every such reference forked from the
+    arm's θ_D on every one of ``seeds``."""
+    sub = {a: _on_seeds(arms[a], seeds) for a in (arm, *BASELINES) if a in arms}
+    sub = {a: e for a, e in sub.items() if e["seeds"]}
+    headroom = judged.get(arm, {}).get("headroom") or {"headroom": None, "why": "not judged in this report"}
+    vs = {f"vs_{ref}": _compare(paired(sub, arm, ref)) for ref in REFERENCES if ref in sub}
+    protocol = _protocol(sub, arm, headroom, headroom_fraction(sub[arm]["mean_test_loss"], headroom))
+    vs_forked = {ref: forked_difference(arms, arm, ref, seeds) for ref in (references or {}).get(arm, [])}
+    shared = arms[arm].get("shared_decision_with", {})
+    forked_everywhere = all(ref in shared.get(str(s), []) for ref in vs_forked for s in seeds)
+    return {
+        **vs,
+        "protocol": protocol,
+        **({"vs_forked": vs_forked} if vs_forked else {}),
+        "forked_everywhere": forked_everywhere,
+    }
+
+
+#: Held-out domain sets (session 12, fixed after skewed's first stage chose op_mix_design and before any quality
+#: run on these sets): the arm skewed's selection seeds chose is judged here on :data:`HELD_OUT_SEEDS`, beside
+#: natural, uniform, op_mix as published and the arm's forked reference.  Its domains were not used to choose the
+#: arm, so the verdicts are not biased by the choice.  Five seeds, read when all five are in (no early look):
+#: at the same-mixture noise (sd 0.0103 of a difference on skewed) five seeds resolve ≈ 0.013 nats, three 0.026.
+HELD_OUT_SETS = ("five",)
+HELD_OUT_ARM = "op_mix_design"
+HELD_OUT_ARMS = ("natural", "uniform", "op_mix", HELD_OUT_ARM, "uniform_forked")
+HELD_OUT_SEEDS = (0, 1, 2, 3, 4)
+
+
+def held_out(
+    arms: dict[str, dict], judged: dict[str, dict], references: Mapping[str, list[str]] | None = None
+) -> dict[str, Any]:
+    """The held-out verdicts of :data:`HELD_OUT_ARM` on a set of :data:`HELD_OUT_SETS`: on
+    :data:`HELD_OUT_SEEDS`, complete when every arm of :data:`HELD_OUT_ARMS` has every one of them."""
+    out: dict[str, Any] = {
+        "arm": HELD_OUT_ARM,
+        "arms": list(HELD_OUT_ARMS),
+        "seeds": list(HELD_OUT_SEEDS),
+        "chosen_on": {"set": "skewed", "stage": "selection", "seeds": list(SELECTION_SEEDS)},
+    }
+    missing = {a: sorted(set(HELD_OUT_SEEDS) - set(arms.get(a, {}).get("seeds", []))) for a in HELD_OUT_ARMS}
+    missing = {a: s for a, s in missing.items() if s}
+    out["complete"] = not missing
+    if missing:
+        out["missing"] = missing
+    if HELD_OUT_ARM not in arms or not set(HELD_OUT_SEEDS) & set(arms[HELD_OUT_ARM]["seeds"]):
+        return {**out, "why": "the arm has not run on a held-out seed"}
+    judgement = _judge_on_seeds(arms, judged, HELD_OUT_ARM, HELD_OUT_SEEDS, references)
+    forked_everywhere = judgement.pop("forked_everywhere")
+    out["complete"] = bool(out["complete"] and forked_everywhere)
+    if not out["complete"]:
+        judgement["note"] = "not every held-out seed is in: the verdicts are read when all are (no early look)"
+    return {**out, **judgement}
 
 
 def fidelity_variant(definition: Mapping[str, Any]) -> str:
@@ -732,8 +788,15 @@ def report(
             arms[arm].update({"decision_steps": steps, "headroom": headroom, "headroom_fraction": fraction})
             judged[arm] = {"headroom": headroom, "headroom_fraction": fraction}
         caps = {base: paired(arms, base, f"{base}_unplanned") for base in REFERENCES}
-        confirmed = confirmation(arms, judged, forked_references(plan))
-        complete = _complete(plan, units, confirmed)
+        if plan.set_name in HELD_OUT_SETS:
+            held = held_out(arms, judged, forked_references(plan))
+            confirmed = {"selected": None, "why": f"a held-out set: {HELD_OUT_ARM} is judged in held_out"}
+            # the plan's own units; whether the held-out design is done is held["complete"]
+            complete = all(key in units for key in plan.unit_keys())
+        else:
+            held = None
+            confirmed = confirmation(arms, judged, forked_references(plan))
+            complete = _complete(plan, units, confirmed)
         out["complete"] &= complete
         out["domain_sets"][plan.set_name] = {
             "seeds": list(plan.seeds),
@@ -746,9 +809,15 @@ def report(
             "forked": forked(plan, arms),
             "run_to_run_noise": run_to_run_noise(plan, units, _best_headroom(judged)),
             "confirmation": confirmed,
+            **({"held_out": held} if held is not None else {}),
             "verdicts": _verdicts(arms, judged),
             "rules": RULES,
         }
+    selected = out["domain_sets"].get("skewed", {}).get("confirmation", {}).get("selected")
+    for name in HELD_OUT_SETS:
+        held = out["domain_sets"].get(name, {}).get("held_out")
+        if held is not None and selected is not None and selected != HELD_OUT_ARM:
+            held["selection_mismatch"] = f"skewed's selection seeds now choose {selected}, not {HELD_OUT_ARM}"
     return out
 
 
