@@ -682,8 +682,7 @@ def confirmation(
     )
     if selected not in sub:
         return {**out, "why": "the selected arm has not run on a confirmation seed"}
-    judgement = _judge_on_seeds(arms, judged, selected, CONFIRMATION_SEEDS, references)
-    forked_everywhere = judgement.pop("forked_everywhere")
+    judgement, forked_everywhere = _judge_on_seeds(arms, judged, selected, CONFIRMATION_SEEDS, references)
     out["complete"] = bool(out["complete"] and forked_everywhere)
     return {**out, **judgement}
 
@@ -694,10 +693,10 @@ def _judge_on_seeds(
     arm: str,
     seeds: tuple[int, ...],
     references: Mapping[str, list[str]] | None,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], bool]:
     """``arm``'s verdicts on ``seeds`` alone: against natural and uniform, the protocol's best baseline, and
-    (``vs_forked``) the forked references of its group; ``forked_everywhere``: every such reference forked from the
-    arm's θ_D on every one of ``seeds``."""
+    (``vs_forked``) the forked references of its group; and whether every such reference forked from the arm's
+    θ_D on every one of ``seeds``."""
     sub = {a: _on_seeds(arms[a], seeds) for a in (arm, *BASELINES) if a in arms}
     sub = {a: e for a, e in sub.items() if e["seeds"]}
     headroom = judged.get(arm, {}).get("headroom") or {"headroom": None, "why": "not judged in this report"}
@@ -706,12 +705,7 @@ def _judge_on_seeds(
     vs_forked = {ref: forked_difference(arms, arm, ref, seeds) for ref in (references or {}).get(arm, [])}
     shared = arms[arm].get("shared_decision_with", {})
     forked_everywhere = all(ref in shared.get(str(s), []) for ref in vs_forked for s in seeds)
-    return {
-        **vs,
-        "protocol": protocol,
-        **({"vs_forked": vs_forked} if vs_forked else {}),
-        "forked_everywhere": forked_everywhere,
-    }
+    return {**vs, "protocol": protocol, **({"vs_forked": vs_forked} if vs_forked else {})}, forked_everywhere
 
 
 #: Held-out domain sets (session 12, fixed after skewed's first stage chose op_mix_design and before any quality
@@ -743,8 +737,7 @@ def held_out(
         out["missing"] = missing
     if HELD_OUT_ARM not in arms or not set(HELD_OUT_SEEDS) & set(arms[HELD_OUT_ARM]["seeds"]):
         return {**out, "why": "the arm has not run on a held-out seed"}
-    judgement = _judge_on_seeds(arms, judged, HELD_OUT_ARM, HELD_OUT_SEEDS, references)
-    forked_everywhere = judgement.pop("forked_everywhere")
+    judgement, forked_everywhere = _judge_on_seeds(arms, judged, HELD_OUT_ARM, HELD_OUT_SEEDS, references)
     out["complete"] = bool(out["complete"] and forked_everywhere)
     if not out["complete"]:
         judgement["note"] = "not every held-out seed is in: the verdicts are read when all are (no early look)"
