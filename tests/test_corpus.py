@@ -180,6 +180,22 @@ def test_arithmetic_answers_are_right():
 
 
 # ------------------------------------------------------------------------------- corpus builder
+def test_man_page_domains_read_only_their_packages_pages(monkeypatch, tmp_path):
+    """A translated man-page folder also holds other installed packages' pages: the domain must not depend on them."""
+    root = tmp_path / "man"
+    owned = {"manpages-de": [root / "de/man1/ls.1.gz", root / "de/man5/passwd.5.gz", root / "de/man1/alias.1.gz"]}
+    other = root / "de/man8/apt.8.gz"  # apt's German page: on the machine, not in the domain
+    for path in owned["manpages-de"] + [other]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(gzip.compress(b".TH X 1\n.SH NAME\nx \\- y\n"))
+    (root / "de/man1/alias.1.gz").unlink()
+    (root / "de/man1/alias.1.gz").symlink_to(root / "de/man1/ls.1.gz")  # an alias: rendered once, at its target
+    monkeypatch.setattr(corpus_build, "MAN_ROOT", str(root))
+    monkeypatch.setattr(sources, "package_files", lambda pkg: owned.get(pkg, []) + [root / "de"])
+    keys = [key for key, _ in corpus_build._man_pages("de", seed=0)]
+    assert keys == ["de/man1/ls.1.gz", "de/man5/passwd.5.gz"]
+
+
 def test_build_corpus_names_missing_packages(monkeypatch, tmp_path):
     monkeypatch.setattr(corpus_build, "installed_packages", lambda names: set())
     with pytest.raises(corpus_build.MissingPackagesError) as err:

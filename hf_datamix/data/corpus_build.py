@@ -83,17 +83,28 @@ def _dictd(names: tuple[str, ...], seed: int) -> list[sources.Item]:
     ]
 
 
+#: The packages whose pages make each man-page domain.  Only these: /usr/share/man/<lang> also holds the
+#: pages of whatever else the machine has installed (apt, dpkg, procps, ...), which would make the domain,
+#: and the size of any domain that fills the corpus total after it, differ from one machine to the next.
+MAN_PAGE_PACKAGES = {
+    "en": ("manpages", "manpages-dev"),  # the Linux man-pages project: all of man1 is mostly vendor CLI pages
+    "de": ("manpages-de",),
+    "fr": ("manpages-fr",),
+    "es": ("manpages-es",),
+}
+MAN_ROOT = "/usr/share/man"
+
+
 def _man_pages(lang: str, seed: int) -> list[sources.Item]:
-    if lang != "en":  # every page translated into that language, whichever package has it
-        return sources.man_page_items(sources.man_page_paths(f"/usr/share/man/{lang}"), lang)
-    # English: the Linux man-pages project only; all of man1 would be mostly vendor CLI pages
+    folder = MAN_ROOT if lang == "en" else f"{MAN_ROOT}/{lang}"
+    section = re.compile(re.escape(folder) + r"/man\d[^/]*/[^/]+$")
     paths = [
         p
-        for pkg in ("manpages", "manpages-dev")
+        for pkg in MAN_PAGE_PACKAGES[lang]
         for p in sources.package_files(pkg)
-        if re.match(r"/usr/share/man/man\d", str(p)) and p.is_file() and not p.is_symlink()
+        if section.match(str(p)) and p.is_file() and not p.is_symlink()
     ]
-    return sources.man_page_items(paths, "en")
+    return sources.man_page_items(paths, lang)
 
 
 #: Leaves: finer domains cut from one source domain by each document's key (its file path, page, man

@@ -324,14 +324,6 @@ def man_page_items(paths: Iterable[str | Path], label: str) -> list[Item]:
     ]
 
 
-def man_page_paths(man_dir: str | Path) -> list[Path]:
-    """Man page files (not symlinks) in the ``man*`` section folders of ``man_dir``."""
-    man_dir = Path(man_dir)
-    if not man_dir.is_dir():
-        return []
-    return [p for section in sorted(man_dir.glob("man[1-9]*")) if section.is_dir() for p in list_files(section, ["*"])]
-
-
 # ------------------------------------------------------------------------------------- fortunes
 def fortune_items(fortune_dir: str | Path = "/usr/share/games/fortunes", group_chars: int = 3000) -> list[Item]:
     """Items of consecutive fortunes (quotations, jokes) from each fortune file."""
