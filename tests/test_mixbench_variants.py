@@ -80,3 +80,29 @@ def test_quality_adopts_the_unplanned_baselines_units_the_baselines_store_holds(
     assert adopt_baselines(gpu, Store(str(tmp_path / "q3.json"), gpu.settings()), baselines_path) == 0
     even = QualityPlan("even", seeds=(0, 1), shape=tiny, arms=("natural_unplanned",))
     assert adopt_baselines(even, Store(str(tmp_path / "q4.json"), even.settings()), baselines_path) == 0
+
+
+def test_the_60m_check_trains_the_60m_preset_on_the_gpu_runs_tokens(tmp_path):
+    from mixbench.__main__ import main
+    from mixbench.common import SHAPES
+    from mixbench.quality import QualityPlan
+    from mixbench.runner import store_name
+
+    big, base = SHAPES["60m"], SHAPES["gpu"]
+    assert big.preset == "60m" and big.tokens_per_step * big.steps == base.tokens_per_step * base.steps
+    plan = QualityPlan("skewed", seeds=(0, 1), shape=big, arms=("natural", "uniform", "op_mix_design"))
+    assert plan.settings()["shape"]["preset"] == "60m"
+    # its own store: nothing measured at 20M is read as a 60M unit
+    assert store_name("quality", "skewed", "60m") == "quality-skewed-60m.json"
+    args = [
+        "quality",
+        "--set",
+        "skewed",
+        "--shape",
+        "60m",
+        "--arms",
+        "natural,uniform,op_mix_design",
+        "--seeds",
+        "0,1",
+    ]
+    assert main([*args, "--dry-run", "--store", str(tmp_path / "quality-skewed-60m.json")]) == 0
