@@ -233,3 +233,17 @@ def test_the_calibrated_late_arm_and_its_forked_reference_run_as_one_group(tmp_p
     assert method["flops"]["probe"] > 0 and method["flops"]["branch"] > 0
     assert "probe" not in reference["flops"] and "branch" not in reference["flops"]
     assert [d["kind"] for d in reference["decisions"]].count("kept") == 1
+
+
+def test_the_design_re_decision_arm_decides_three_times_with_the_design_fixes(tmp_path, monkeypatch):
+    staged(tmp_path, "skewed")
+    monkeypatch.setenv("HF_DATAMIX_CACHE", str(tmp_path / "scratch" / "packed"))
+    plan = QualityPlan("skewed", seeds=(0, 1), shape=SHAPES["tiny"], arms=("op_mix_design_redecide",))
+    steps = plan.shape.steps
+    assert plan.decision_steps("op_mix_design_redecide") == [round(f * steps) for f in (0.2, 0.5, 0.8)]
+    units, _ = _run(plan, ["op_mix_design_redecide/0"], tmp_path, "redecide", tmp_path / "data")
+    records = units["op_mix_design_redecide/0"]["decision_records"]
+    decided = [r for r in records if r["step"] > 0]
+    assert [r["step"] for r in decided] == plan.decision_steps("op_mix_design_redecide")
+    # every decision fits the law on the data shares with the trust region (op_mix_design's settings)
+    assert all(r.get("trust_region") is not None for r in decided if r["kind"] == "decision")

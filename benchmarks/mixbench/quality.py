@@ -133,6 +133,13 @@ ARMS: dict[str, dict[str, Any]] = {
     # natural from scratch: mixbench_fidelity.json's oracle vs mixbench_baselines.json).
     "op_mix_natural": _arm("op_mix", warmup_mixture="natural", prior="natural"),
     "op_mix_redecide": _arm("op_mix", redecide_every=RunFraction(0.25)),
+    # The re-decision the issue asks for, on the configuration skewed's first stage chose (session 13, before any
+    # run of it): op_mix_design deciding at 20 %, then again at 50 % and 80 % from the model as it is then (three
+    # decisions, ≈ 125 s each at 20M: one unit fits a call).  op_mix_redecide re-decides as published, and op_mix as
+    # published kept the warm-up mixture at every decision on skewed.
+    "op_mix_design_redecide": _arm(
+        "op_mix", law_space="data", candidate_design="covering", trust_region=True, redecide_every=RunFraction(0.3)
+    ),
     # Forked references (session 11, after the first stage, before the second): the uniform warm-up continued
     # unchanged from the op_mix arms' own θ_D.  Two runs of one seed from scratch differ by GPU nondeterminism
     # amplified over the whole run (run_to_run_noise: sd 0.0076 of a difference), while continuations forked from
