@@ -347,11 +347,17 @@ def test_the_confirmation_stage_judges_the_selected_arm_on_fresh_seeds_alone():
     headroom = {"headroom": 0.2, "headroom_relative": 0.1, "best_baseline_loss": 2.0}
     result = confirmation(arms, {"op_mix_design": {"headroom": headroom}})
     assert result["selected"] == "op_mix_design" and result["seeds_run"] == list(CONFIRMATION_SEEDS)
-    assert result["complete"]
+    assert result["complete"] and "note" not in result
     assert result["vs_uniform"]["verdict"] == "not distinguishable" and result["vs_natural"]["verdict"] == "better"
     protocol = result["protocol"]
     assert protocol["best_baseline"] == "uniform" and protocol["difference"]["seeds"] == len(CONFIRMATION_SEEDS)
     assert result["protocol"]["verdict"] == "refuted"
+    # with a confirmation seed missing the stage is incomplete, and says the verdicts wait for it
+    arms["op_mix_design"] = entry({**dict.fromkeys(SELECTION_SEEDS, 1.0), **dict.fromkeys(seeds[3:-1], 2.0)})
+    early = confirmation(arms, {"op_mix_design": {"headroom": headroom}})
+    assert not early["complete"] and early["note"].startswith(
+        f"{len(CONFIRMATION_SEEDS) - 1} of {len(CONFIRMATION_SEEDS)}"
+    )
 
 
 def test_the_held_out_set_judges_skewed_s_choice_on_all_its_seeds_and_only_then_is_complete():

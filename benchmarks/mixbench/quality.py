@@ -691,6 +691,11 @@ def confirmation(
         return {**out, "why": "the selected arm has not run on a confirmation seed"}
     judgement, forked_everywhere = _judge_on_seeds(arms, judged, selected, CONFIRMATION_SEEDS, references)
     out["complete"] = bool(out["complete"] and forked_everywhere)
+    if not out["complete"]:  # every confirmation seed runs whatever the interim figures say (no optional stopping)
+        judgement["note"] = (
+            f"{len(seeds_run)} of {len(CONFIRMATION_SEEDS)} confirmation seeds are in: the verdicts are read "
+            "when all are (no early look)"
+        )
     return {**out, **judgement}
 
 
