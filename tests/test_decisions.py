@@ -50,9 +50,31 @@ def matches_golden(case, actual):
     same(actual, GOLDEN[case])
 
 
+#: How far a decided mixture may move on another machine.  The scores it was decided from agree to float noise
+#: (≤ 7e-7 nats on an AMD EPYC against the recording machine), but the law's fit (random starts, a flat
+#: optimum on these tiny runs' few, close scores) amplifies that noise: the same tests decided mixtures up to
+#: 0.012 apart there.  A change that moves a decision on purpose moves it by more, or moves the scores.
+MIXTURE_ABS = 0.02
+
+
+def is_mixture(value) -> bool:
+    """A record's weights: a dict of floats summing to 1."""
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and all(isinstance(v, float) for v in value.values())
+        and abs(sum(value.values()) - 1.0) < 1e-6
+    )
+
+
 def same(actual, expected, where="records"):
-    """Equal records; numbers within float noise of another machine's BLAS (identical on the recording one)."""
-    if isinstance(expected, dict):
+    """Equal records; scores within float noise of another machine's BLAS (identical on the recording one),
+    mixtures within :data:`MIXTURE_ABS`."""
+    if is_mixture(expected):
+        assert isinstance(actual, dict) and list(actual) == list(expected), where
+        for key in expected:
+            assert actual[key] == pytest.approx(expected[key], abs=MIXTURE_ABS), f"{where}.{key}"
+    elif isinstance(expected, dict):
         assert isinstance(actual, dict) and list(actual) == list(expected), where
         for key in expected:
             same(actual[key], expected[key], f"{where}.{key}")
