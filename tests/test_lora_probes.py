@@ -320,5 +320,6 @@ def test_probe_compile_null_follows_the_runs_compilation_on_a_gpu():
     auto = LoRAProbes({"probe_compile": None})
     assert auto.compile(trainer(True, "cuda")) and not auto.compile(trainer(True, "cpu"))
     assert not auto.compile(trainer(False, "cuda"))
-    assert not LoRAProbes({}).compile(trainer(True, "cuda"))  # the default: eager probes
+    assert LoRAProbes({}).compile(trainer(True, "cuda"))  # the default follows the run
+    assert not LoRAProbes({}).compile(trainer(False, "cuda"))
     assert LoRAProbes({"probe_compile": True}).compile(trainer(False, "cpu"))

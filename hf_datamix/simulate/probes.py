@@ -137,8 +137,10 @@ class LoRAProbesConfig(SimulatorConfig):
         default=None,
         metadata={"help": "Train/evaluate probes under bf16 autocast; null: when the run trains in bf16 on a GPU."},
     )
+    # null by default since the H200 measured it (benchmarks/results/perf_speed_20m.json): compiled probes
+    # train 1.08 M tokens/s against 0.51 M eager on the 20M model, after a one-off ~50 s compilation
     probe_compile: bool | None = field(
-        default=False,
+        default=None,
         metadata={
             "help": "torch.compile the probes' forward + backward, once (every probe trains in one adapter slot; "
             "later decisions reuse it); null: when the run itself is compiled (torch_compile) on a GPU."
