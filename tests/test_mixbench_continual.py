@@ -48,7 +48,8 @@ def test_continual_arms_resume_and_report(tmp_path, monkeypatch, capsys):
         assert len(arm["mean_test_loss"]) == 2 and len(arm["total_flops"]) == 2 and arm["seeds"] == [0, 1]
         assert len(arm["test_by_domain"]) == 7 and arm["flops_by_kind"][0]["train"] > 0
     assert arms["op_mix"]["flops_by_kind"][0]["probe"] > 0 and arms["op_mix"]["definition"]["settings"] == {
-        "prior_space": "coordinates"
+        "prior_space": "coordinates",
+        "trust_region": True,
     }
     # retrain: one run of all 5 stages' steps, counted as the retrains of every stage (factor (K + 1) / 2 = 3)
     assert arms["retrain"]["flops_factor"] == 3 and arms["retrain"]["stage_numbers"] == [5]
@@ -70,6 +71,7 @@ def test_continual_arms_resume_and_report(tmp_path, monkeypatch, capsys):
     # The store keeps op_mix's stage decisions in full (the run's folder is removed); the results file does not.
     records = json.loads(store.read_text())["units"]["op_mix/0"]["decision_records"]
     assert len(records) == 5 and all(r["candidates"] and r["proposal"]["x"] for r in records)
+    assert all(0 <= r["trust_region"]["step"] <= 1 for r in records)  # every stage's proposal went through it
     assert "decision_records" not in arms["op_mix"]
 
     # Run again: nothing is trained, the store is unchanged.

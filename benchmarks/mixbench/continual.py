@@ -12,8 +12,9 @@ Arms (their definitions are recorded in the store and the results, so an arm can
 editing :data:`ARMS`; a changed definition is refused with its old units, as in ``quality``):
 
 * ``op_mix``: the library's op_mix with its continual schedule (LoRA probes at each stage's start on the
-  line between 90 % old and 90 % new, ``alpha_points`` interpolations) and ``prior_space="coordinates"``,
-  the reference code's continual KL prior (half the previous mixture, half the new domain);
+  line between 90 % old and 90 % new, ``alpha_points`` interpolations), ``prior_space="coordinates"``,
+  the reference code's continual KL prior (half the previous mixture, half the new domain), and the trust
+  region (from that prior towards the law's proposal as far as the law's held-out Spearman allows);
 * ``retrain``: the reference retrains from the base on all domains so far at every stage (the library's
   ``retrain`` strategy: uniform over them, for the steps of every stage so far).  Only its last stage
   bears on the final loss, so the benchmark trains that one run (from the base, on all K + 1 stage-K
@@ -79,7 +80,11 @@ STAGE_STEPS = {"gpu": 600, "tiny": 4}
 
 #: The arms: strategy, settings, ``plan_caps`` (module docstring).
 ARMS: dict[str, dict[str, Any]] = {
-    "op_mix": _arm("op_mix", prior_space="coordinates"),
+    # The trust region is the part of op_mix_design (the arm the pretraining benchmark's two stages selected and
+    # confirmed on skewed, session 15) that applies on a continual stage's old-new line: there the coordinates
+    # already identify the data mixture, so law_space="data" and the covering design change nothing.  Set before
+    # any continual run on the GPU.
+    "op_mix": _arm("op_mix", prior_space="coordinates", trust_region=True),
     "retrain": _arm("retrain"),
     "replay": _arm("replay", new_share=0.9, old_split="equal"),
     "sequential": _arm("sequential"),
