@@ -391,7 +391,9 @@ def test_the_held_out_set_judges_skewed_s_choice_on_all_its_seeds_and_only_then_
     # a reference that did not fork from the arm's θ_D on every seed leaves the set incomplete
     arms = arms_on(HELD_OUT_SEEDS)
     arms[HELD_OUT_ARM]["shared_decision_with"]["4"] = []
-    assert not held_out(arms, {}, references)["complete"]
+    apart = held_out(arms, {}, references)
+    assert not apart["complete"] and "uniform_forked on seed(s) 4" in apart["note"]
+    assert apart["vs_forked"]["uniform_forked"]["seeds"] == len(HELD_OUT_SEEDS) - 1
     assert held_out({}, {}, references)["why"] == "the arm has not run on a held-out seed"
 
 

@@ -689,14 +689,26 @@ def confirmation(
     )
     if selected not in sub:
         return {**out, "why": "the selected arm has not run on a confirmation seed"}
-    judgement, forked_everywhere = _judge_on_seeds(arms, judged, selected, CONFIRMATION_SEEDS, references)
-    out["complete"] = bool(out["complete"] and forked_everywhere)
-    if not out["complete"]:  # every confirmation seed runs whatever the interim figures say (no optional stopping)
+    judgement, unforked = _judge_on_seeds(arms, judged, selected, CONFIRMATION_SEEDS, references)
+    from_scratch_in = out["complete"]
+    out["complete"] = bool(from_scratch_in and not unforked)
+    if not from_scratch_in:  # every confirmation seed runs whatever the interim figures say (no optional stopping)
         judgement["note"] = (
             f"{len(seeds_run)} of {len(CONFIRMATION_SEEDS)} confirmation seeds are in: the verdicts are read "
             "when all are (no early look)"
         )
+    elif unforked:
+        judgement["note"] = _unforked_note(unforked)
     return {**out, **judgement}
+
+
+def _unforked_note(unforked: Mapping[str, list[int]]) -> str:
+    where = "; ".join(f"{ref} on seed(s) {', '.join(map(str, seeds))}" for ref, seeds in unforked.items())
+    return (
+        "every seed is in for the arm and the from-scratch references, so the verdicts against them are final; "
+        f"a forked reference did not continue from the arm's θ_D ({where}: it ran apart from the arm's group), "
+        "so vs_forked is over the other seeds and the stage counts as incomplete only for that"
+    )
 
 
 def _judge_on_seeds(
@@ -707,8 +719,8 @@ def _judge_on_seeds(
     references: Mapping[str, list[str]] | None,
 ) -> tuple[dict[str, Any], bool]:
     """``arm``'s verdicts on ``seeds`` alone: against natural and uniform, the protocol's best baseline, and
-    (``vs_forked``) the forked references of its group; and whether every such reference forked from the arm's
-    θ_D on every one of ``seeds``."""
+    (``vs_forked``) the forked references of its group; and ``{reference: [seed, ...]}``, the seeds of ``seeds``
+    the arm ran on where a reference did not fork from its θ_D (empty: every one did)."""
     sub = {a: _on_seeds(arms[a], seeds) for a in (arm, *BASELINES) if a in arms}
     sub = {a: e for a, e in sub.items() if e["seeds"]}
     headroom = judged.get(arm, {}).get("headroom") or {"headroom": None, "why": "not judged in this report"}
@@ -716,8 +728,12 @@ def _judge_on_seeds(
     protocol = _protocol(sub, arm, headroom, headroom_fraction(sub[arm]["mean_test_loss"], headroom))
     vs_forked = {ref: forked_difference(arms, arm, ref, seeds) for ref in (references or {}).get(arm, [])}
     shared = arms[arm].get("shared_decision_with", {})
-    forked_everywhere = all(ref in shared.get(str(s), []) for ref in vs_forked for s in seeds)
-    return {**vs, "protocol": protocol, **({"vs_forked": vs_forked} if vs_forked else {})}, forked_everywhere
+    unforked = {
+        ref: missing
+        for ref in vs_forked
+        if (missing := [s for s in seeds if s in arms[arm]["seeds"] and ref not in shared.get(str(s), [])])
+    }
+    return {**vs, "protocol": protocol, **({"vs_forked": vs_forked} if vs_forked else {})}, unforked
 
 
 #: Held-out domain sets (session 12, fixed after skewed's first stage chose op_mix_design and before any quality
@@ -749,10 +765,12 @@ def held_out(
         out["missing"] = missing
     if HELD_OUT_ARM not in arms or not set(HELD_OUT_SEEDS) & set(arms[HELD_OUT_ARM]["seeds"]):
         return {**out, "why": "the arm has not run on a held-out seed"}
-    judgement, forked_everywhere = _judge_on_seeds(arms, judged, HELD_OUT_ARM, HELD_OUT_SEEDS, references)
-    out["complete"] = bool(out["complete"] and forked_everywhere)
+    judgement, unforked = _judge_on_seeds(arms, judged, HELD_OUT_ARM, HELD_OUT_SEEDS, references)
     if not out["complete"]:
         judgement["note"] = "not every held-out seed is in: the verdicts are read when all are (no early look)"
+    elif unforked:
+        judgement["note"] = _unforked_note(unforked)
+    out["complete"] = bool(out["complete"] and not unforked)
     return {**out, **judgement}
 
 
