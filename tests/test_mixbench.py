@@ -439,3 +439,17 @@ def test_store_keeps_finished_units_and_replicates(tmp_path):
     budget = Budget(10)
     budget.observe(cost=10, seconds=1.0)
     assert budget.allows(50) and not budget.allows(200)
+
+
+def test_a_forked_reference_whose_group_finished_without_it_is_left_out_not_run_alone():
+    from mixbench.quality import QualityPlan
+
+    plan = QualityPlan("skewed", arms=("uniform", "op_mix_design", "uniform_forked"), seeds=(0, 1))
+    assert ("op_mix_design", "uniform_forked") in plan.groups()
+    # seed 0: the deadline came after op_mix_design's continuation; seed 1: nothing done yet
+    done = {"uniform/0": {}, "op_mix_design/0": {}}
+    assert plan.orphaned_references(done) == ["uniform_forked/0"]
+    keys = [key for key, _ in plan.units(done)]
+    assert not any(key.endswith("/0") for key in keys)  # no second uniform run under the reference's name
+    assert "op_mix_design+uniform_forked/1" in keys and "uniform/1" in keys
+    assert plan.orphaned_references({}) == []

@@ -394,6 +394,14 @@ def main(argv=None) -> int:
     Board(opts.work).clear()
     pending = pending_units(plan, store.units)
     print(f"{len(store.units)} units done, {len(pending)} pending", flush=True)
+    orphans = plan.orphaned_references(store.units) if hasattr(plan, "orphaned_references") else []
+    if orphans:
+        print(
+            f"left out: {', '.join(orphans)} (forked references whose group's arms are done without them: run "
+            "alone they would not fork from those arms' θ_D; to measure one, remove its group's records from "
+            "the store and run the group again)",
+            flush=True,
+        )
     if opts.dry_run:
         print(f"pending units: {', '.join(k for k, _ in pending) or 'none'}", flush=True)
         print(f"estimated cost of the pending units: {sum(c for _, c in pending):.0f} target steps", flush=True)

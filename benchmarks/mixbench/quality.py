@@ -264,12 +264,25 @@ class QualityPlan:
     def units(self, done: Container[str] = ()) -> list[tuple[str, float]]:
         """``[(key, cost)]`` of the work left when the records ``done`` are finished: per seed, each group of
         :meth:`groups` over its arms not done, keyed ``arm+arm/seed`` (an arm alone: ``arm/seed``)."""
+        out, orphans = [], set(self.orphaned_references(done))
+        for seed in self.seeds:
+            for group in self.groups():
+                todo = tuple(arm for arm in group if f"{arm}/{seed}" not in done and f"{arm}/{seed}" not in orphans)
+                if todo:
+                    out.append((f"{'+'.join(todo)}/{seed}", self.cost(todo)))
+        return out
+
+    def orphaned_references(self, done: Container[str]) -> list[str]:
+        """The forked references left out of :meth:`units`: those whose group's deciding arms are all done on the
+        seed without them (a call's deadline came between continuations).  Run alone, a reference would not
+        fork from those arms' θ_D — it would be its warm-up mixture trained from scratch, a second ``uniform``
+        run — so only the whole group run again (its arms' records removed from the store) can give it."""
         out = []
         for seed in self.seeds:
             for group in self.groups():
-                todo = tuple(arm for arm in group if f"{arm}/{seed}" not in done)
-                if todo:
-                    out.append((f"{'+'.join(todo)}/{seed}", self.cost(todo)))
+                deciding = [a for a in group if not is_forked_reference(self.definitions[a])]
+                if deciding and all(f"{a}/{seed}" in done for a in deciding):
+                    out += [f"{a}/{seed}" for a in group if a not in deciding and f"{a}/{seed}" not in done]
         return out
 
 
