@@ -453,3 +453,7 @@ def test_a_forked_reference_whose_group_finished_without_it_is_left_out_not_run_
     assert not any(key.endswith("/0") for key in keys)  # no second uniform run under the reference's name
     assert "op_mix_design+uniform_forked/1" in keys and "uniform/1" in keys
     assert plan.orphaned_references({}) == []
+    # asked for alone, the reference is still left out where its group's arms ran without it
+    alone = QualityPlan("skewed", arms=("uniform_forked",), seeds=(0, 1))
+    assert alone.orphaned_references(done) == ["uniform_forked/0"]
+    assert [key for key, _ in alone.units(done)] == ["uniform_forked/1"]

@@ -276,13 +276,26 @@ class QualityPlan:
         """The forked references left out of :meth:`units`: those whose group's deciding arms are all done on the
         seed without them (a call's deadline came between continuations).  Run alone, a reference would not
         fork from those arms' θ_D — it would be its warm-up mixture trained from scratch, a second ``uniform``
-        run — so only the whole group run again (its arms' records removed from the store) can give it."""
+        run — so only the whole group run again (its arms' records removed from the store) can give it.  The
+        groups are formed with the arms ``done`` holds on the seed as well as the plan's: a call asking for the
+        reference alone must not run it apart from the arms it references."""
+        if not any(is_forked_reference(d) for d in self.definitions.values()):
+            return []
         out = []
         for seed in self.seeds:
-            for group in self.groups():
-                deciding = [a for a in group if not is_forked_reference(self.definitions[a])]
+            ran = {key.rsplit("/", 1)[0] for key in done if key.rsplit("/", 1)[-1] == str(seed)}
+            definitions = {
+                **{a: resolve(self.table[a], self.shape) for a in sorted(ran) if a in self.table},
+                **self.definitions,
+            }
+            for group in shared_decision_groups(definitions, self.shape):
+                deciding = [a for a in group if not is_forked_reference(definitions[a])]
                 if deciding and all(f"{a}/{seed}" in done for a in deciding):
-                    out += [f"{a}/{seed}" for a in group if a not in deciding and f"{a}/{seed}" not in done]
+                    out += [
+                        f"{a}/{seed}"
+                        for a in group
+                        if a in self.definitions and a not in deciding and f"{a}/{seed}" not in done
+                    ]
         return out
 
 
@@ -730,7 +743,7 @@ def _judge_on_seeds(
     arm: str,
     seeds: tuple[int, ...],
     references: Mapping[str, list[str]] | None,
-) -> tuple[dict[str, Any], bool]:
+) -> tuple[dict[str, Any], dict[str, list[int]]]:
     """``arm``'s verdicts on ``seeds`` alone: against natural and uniform, the protocol's best baseline, and
     (``vs_forked``) the forked references of its group; and ``{reference: [seed, ...]}``, the seeds of ``seeds``
     the arm ran on where a reference did not fork from its θ_D (empty: every one did)."""
