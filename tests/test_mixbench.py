@@ -457,3 +457,18 @@ def test_a_forked_reference_whose_group_finished_without_it_is_left_out_not_run_
     alone = QualityPlan("skewed", arms=("uniform_forked",), seeds=(0, 1))
     assert alone.orphaned_references(done) == ["uniform_forked/0"]
     assert [key for key, _ in alone.units(done)] == ["uniform_forked/1"]
+
+
+def test_paired_by_domain_says_where_a_gain_comes_from_on_the_seeds_asked():
+    from mixbench.quality import paired_by_domain
+
+    arms = {
+        "a": {"seeds": [0, 1, 2], "test_by_domain": {"x": [1.0, 1.1, 1.2], "y": [2.0, 2.0, 2.0]}},
+        "b": {"seeds": [2, 1, 0], "test_by_domain": {"x": [1.3, 1.2, 1.1], "y": [1.9, 1.9, 1.9]}},
+    }
+    out = paired_by_domain(arms, "a", "b", {0, 1, 2})
+    assert out["x"]["mean"] == pytest.approx(-0.1) and out["x"]["t_ci"][1] < 0  # paired by seed, not by position
+    assert out["y"]["mean"] == pytest.approx(0.1)
+    assert paired_by_domain(arms, "a", "b", {0, 1})["x"]["mean"] == pytest.approx(-0.1)
+    assert paired_by_domain(arms, "a", "b", {0}) is None
+    assert paired_by_domain({"a": {"seeds": [0, 1]}, "b": arms["b"]}, "a", "b", {0, 1}) is None

@@ -502,6 +502,23 @@ def arm_summary(plan: QualityPlan, arm: str, units: dict[str, Any]) -> dict[str,
     return entry
 
 
+def paired_by_domain(arms: dict[str, dict], a: str, b: str, seeds: Container[int]) -> dict[str, Any] | None:
+    """``a − b`` per test domain over the seeds of ``seeds`` both arms finished: each domain's mean and
+    t-interval (where the gain comes from; None below 2 seeds or without per-domain records)."""
+    if a not in arms or b not in arms or "test_by_domain" not in arms[a] or "test_by_domain" not in arms[b]:
+        return None
+    theirs = {s: i for i, s in enumerate(arms[b]["seeds"])}
+    common = [(i, theirs[s]) for i, s in enumerate(arms[a]["seeds"]) if s in theirs and s in seeds]
+    if len(common) < 2:
+        return None
+    out = {}
+    for domain, values in arms[a]["test_by_domain"].items():
+        other = arms[b]["test_by_domain"][domain]
+        difference = stats.paired_difference([values[i] for i, _ in common], [other[j] for _, j in common])
+        out[domain] = {"mean": difference["mean"], "t_ci": difference["t_ci"]}
+    return out
+
+
 def paired(arms: dict[str, dict], a: str, b: str, seed: int = 0) -> dict[str, Any] | None:
     """``a − b`` over the seeds both arms finished (None below 2); ``shared_decision_seeds``: those on which both
     forked from one decision-time model θ_D (one warm-up, one simulation), so the difference is the proposers'
@@ -750,10 +767,18 @@ def _judge_on_seeds(
     sub = {a: _on_seeds(arms[a], seeds) for a in (arm, *BASELINES) if a in arms}
     sub = {a: e for a, e in sub.items() if e["seeds"]}
     headroom = judged.get(arm, {}).get("headroom") or {"headroom": None, "why": "not judged in this report"}
-    vs = {f"vs_{ref}": _compare(paired(sub, arm, ref)) for ref in REFERENCES if ref in sub}
+    vs = {
+        f"vs_{ref}": {**_compare(paired(sub, arm, ref)), "by_domain": paired_by_domain(arms, arm, ref, seeds)}
+        for ref in REFERENCES
+        if ref in sub
+    }
     protocol = _protocol(sub, arm, headroom, headroom_fraction(sub[arm]["mean_test_loss"], headroom))
     vs_forked = {ref: forked_difference(arms, arm, ref, seeds) for ref in (references or {}).get(arm, [])}
     shared = arms[arm].get("shared_decision_with", {})
+    for ref, difference in vs_forked.items():
+        if difference is not None:
+            forked_seeds = set(difference["seed_values"])
+            difference["by_domain"] = paired_by_domain(arms, arm, ref, forked_seeds)
     unforked = {
         ref: missing
         for ref in vs_forked
