@@ -241,7 +241,7 @@ def test_quality_arms_resume_and_report(tmp_path, monkeypatch, capsys, five):
 
 
 def test_quality_verdicts_follow_the_protocol():
-    from mixbench.quality import _protocol, headroom_fraction, paired
+    from mixbench.quality_report import _protocol, headroom_fraction, paired
 
     def arms(**losses):
         return {name: {"seeds": [0, 1, 2], "mean_test_loss": values} for name, values in losses.items()}
@@ -269,7 +269,8 @@ def test_quality_verdicts_follow_the_protocol():
 
 def test_run_to_run_noise_is_measured_on_runs_that_read_the_same_stream():
     from mixbench import stats
-    from mixbench.quality import QualityPlan, run_to_run_noise
+    from mixbench.quality import QualityPlan
+    from mixbench.quality_report import run_to_run_noise
 
     plan = QualityPlan("skewed", arms=("natural", "natural_unplanned", "uniform"), seeds=(0, 1, 2))
 
@@ -309,7 +310,8 @@ def test_run_to_run_noise_is_measured_on_runs_that_read_the_same_stream():
 
 
 def test_same_mixture_pairs_runs_whose_mixtures_in_force_agree_at_every_step():
-    from mixbench.quality import QualityPlan, same_mixture_noise
+    from mixbench.quality import QualityPlan
+    from mixbench.quality_report import same_mixture_noise
 
     plan = QualityPlan("skewed", arms=("uniform", "op_mix", "op_mix_design"), seeds=(0, 1))
     uniform, tilted = {"a": 0.5, "b": 0.5}, {"a": 0.3, "b": 0.7}
@@ -331,7 +333,8 @@ def test_same_mixture_pairs_runs_whose_mixtures_in_force_agree_at_every_step():
 
 
 def test_the_confirmation_stage_judges_the_selected_arm_on_fresh_seeds_alone():
-    from mixbench.quality import CONFIRMATION_SEEDS, SELECTION_ARMS, SELECTION_SEEDS, confirmation
+    from mixbench.quality import CONFIRMATION_SEEDS, SELECTION_ARMS, SELECTION_SEEDS
+    from mixbench.quality_report import confirmation
 
     def entry(losses):
         return {"seeds": list(losses), "mean_test_loss": list(losses.values())}
@@ -361,7 +364,8 @@ def test_the_confirmation_stage_judges_the_selected_arm_on_fresh_seeds_alone():
 
 
 def test_the_held_out_set_judges_skewed_s_choice_on_all_its_seeds_and_only_then_is_complete():
-    from mixbench.quality import HELD_OUT_ARM, HELD_OUT_ARMS, HELD_OUT_SEEDS, held_out
+    from mixbench.quality import HELD_OUT_ARM, HELD_OUT_ARMS, HELD_OUT_SEEDS
+    from mixbench.quality_report import held_out
 
     def entry(losses, forked_with=()):
         return {
@@ -398,7 +402,8 @@ def test_the_held_out_set_judges_skewed_s_choice_on_all_its_seeds_and_only_then_
 
 
 def test_a_two_stage_plan_is_complete_when_both_stages_are():
-    from mixbench.quality import CONFIRMATION_SEEDS, SELECTION_SEEDS, QualityPlan, _complete
+    from mixbench.quality import CONFIRMATION_SEEDS, SELECTION_SEEDS, QualityPlan
+    from mixbench.quality_report import _complete
 
     plan = QualityPlan("skewed", arms=("natural", "uniform", "op_mix"), seeds=(*SELECTION_SEEDS, *CONFIRMATION_SEEDS))
     first = {f"{a}/{s}": {} for a in plan.arms for s in SELECTION_SEEDS}
@@ -460,7 +465,7 @@ def test_a_forked_reference_whose_group_finished_without_it_is_left_out_not_run_
 
 
 def test_paired_by_domain_says_where_a_gain_comes_from_on_the_seeds_asked():
-    from mixbench.quality import paired_by_domain
+    from mixbench.quality_report import paired_by_domain
 
     arms = {
         "a": {"seeds": [0, 1, 2], "test_by_domain": {"x": [1.0, 1.1, 1.2], "y": [2.0, 2.0, 2.0]}},

@@ -14,7 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from mixbench import quality  # noqa: E402
+from mixbench import quality, quality_report  # noqa: E402
 from mixbench.common import SHAPES  # noqa: E402
 from mixbench.quality import QualityPlan  # noqa: E402
 from mixbench.runner import Budget, WorkerFile, pending_units  # noqa: E402
@@ -207,8 +207,8 @@ def test_a_forked_reference_keeps_the_warm_up_mixture_from_the_groups_decision_p
     assert alone["uniform_forked/1"]["test"] == shared["uniform_forked/1"]["test"]
     assert alone["uniform_forked/1"]["flops"] == pytest.approx(shared["uniform_forked/1"]["flops"])
 
-    result = quality.report([(plan, shared, {})])
-    quality.plot(result, str(tmp_path / "quality.png"))  # its third panel draws the forked difference
+    result = quality_report.report([(plan, shared, {})])
+    quality_report.plot(result, str(tmp_path / "quality.png"))  # its third panel draws the forked difference
     assert (tmp_path / "quality.png").stat().st_size > 0
     body = result["domain_sets"]["skewed"]
     assert "uniform_forked" not in body["verdicts"] and "op_mix" in body["verdicts"]

@@ -15,7 +15,8 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 from mixbench.__main__ import _variant  # noqa: E402
 from mixbench.fidelity import FidelityPlan, prefix_mixture  # noqa: E402
-from mixbench.quality import ARMS, fidelity_variant  # noqa: E402
+from mixbench.quality import ARMS  # noqa: E402
+from mixbench.quality_report import fidelity_variant  # noqa: E402
 
 from hf_datamix.strategies.base import DecisionContext  # noqa: E402
 

@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from _common import RESULTS_DIR, provenance, read_json, write_json  # noqa: E402
 
-from . import baselines, continual, fidelity, quality, reuse, transfer, updates  # noqa: E402
+from . import baselines, continual, fidelity, quality, quality_report, reuse, transfer, updates  # noqa: E402
 from .common import DATA_DIR, SETS, SHAPES, Shape, prepare, stage  # noqa: E402
 from .runner import (  # noqa: E402
     Board,
@@ -68,6 +68,8 @@ PLANS = {
     "reuse": reuse.ReuseScalePlan,
     "continual": continual.ContinualPlan,
 }
+#: the modules whose report and plot write a kind's results file, where not the kind's own module
+REPORTS = {"quality": quality_report}
 #: results files not named mixbench_<kind>
 RESULTS_NAMES = {
     "quality": "opmix_quality_pretrain",
@@ -166,6 +168,7 @@ def _stores(
 def _write_results(opts, module) -> dict:
     """The results file of this kind from every store of this kind and shape (sets side by side), with the
     pilot stores (``stores/pilot/``: earlier units kept when the benchmark changed) in a ``pilot`` section."""
+    module = REPORTS.get(opts.command, module)
     folder = os.path.dirname(_store_path(opts))
     pairs, calls = _stores(folder, opts.command, opts.shape, _variant(opts), also=opts.store)
     inputs = module.report_inputs(opts.results, opts.shape) if hasattr(module, "report_inputs") else {}

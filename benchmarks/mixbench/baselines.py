@@ -12,7 +12,8 @@ from typing import Any, ClassVar
 
 from . import stats
 from .quality import ARMS as QUALITY_ARMS
-from .quality import QualityPlan, arm_summary, resolve, run_worker  # noqa: F401 (run_worker: this kind's worker)
+from .quality import QualityPlan, resolve, run_worker  # noqa: F401 (run_worker: this kind's worker)
+from .quality_report import arm_summary
 
 
 #: arm -> the quality arm it is

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .quality import _compare, add_differences
+from .quality_report import _compare, add_differences
 
 
 #: The targets of issue 18 for op_mix.

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import stats
-from .quality import _compare, _protocol, paired
+from .quality_report import _compare, _protocol, paired
 
 
 KEEP, RUNS = 0.9, 0.35  # the targets: full reuse keeps >= 90 % of the gain with <= 35 % of the runs
