@@ -169,3 +169,29 @@ def test_batched_cross_validation_equals_refitting_fold_by_fold():
     batched = law._heldout_predictions(X, Y, tests, seed=0)
     one_by_one = MixingLaw._heldout_predictions(law, X, Y, tests, seed=0)
     np.testing.assert_allclose(batched, one_by_one, rtol=1e-4)
+
+
+def test_a_large_batched_fit_runs_on_the_process_s_cores_and_finds_the_same_law(monkeypatch):
+    from hf_datamix import lbfgs
+    from hf_datamix.laws.log_linear import fit_loglinear_batched
+
+    rng = np.random.default_rng(0)
+    X = rng.dirichlet(np.ones(4), size=24)
+    Y = 2.0 + np.exp(X @ rng.normal(scale=0.3, size=(4, 3)))
+    alone = fit_loglinear_batched(X, Y, starts=20)  # 20 x 3 x 24 elements: one thread
+    assert lbfgs.threads_for(20 * 3 * 24) == 1
+    before, seen = torch.get_num_threads(), []
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (seen.append(n), real(n))[1])
+    monkeypatch.setattr(lbfgs, "THREADED_FROM", 100)
+    monkeypatch.setattr(lbfgs.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    share = min(before, 4)  # 8 cores shared by 2 processes on the node, at most torch's default
+    assert lbfgs.threads_for(20 * 3 * 24) == share
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
+    assert lbfgs.threads_for(20 * 3 * 24) == 1
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    threaded = fit_loglinear_batched(X, Y, starts=20)
+    assert seen == [share, before] and torch.get_num_threads() == before  # restored afterwards
+    for a, b in zip(alone, threaded):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)

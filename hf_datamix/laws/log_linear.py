@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..lbfgs import batched_lbfgs, one_thread
+from ..lbfgs import batched_lbfgs, fit_threads, one_thread
 from .base import MixingLaw, _as_matrix, check_mixtures
 
 
@@ -70,7 +70,6 @@ def _loglinear_value_grad(
     return loss, grad
 
 
-@one_thread()
 def fit_loglinear_batched(
     X: np.ndarray,
     Y: np.ndarray,
@@ -96,7 +95,6 @@ def fit_loglinear_batched(
     return c[0], t[0], loss[0]
 
 
-@one_thread()
 def fit_loglinear_folds(
     X: np.ndarray,
     Y: np.ndarray,
@@ -127,33 +125,35 @@ def fit_loglinear_folds(
 
 
 def _fit_groups(X, Y, masks, starts, seed, huber_delta, max_iter, screen_iter, keep):
-    G, T, m = masks.shape[0], Y.shape[1], X.shape[1]
-    Xt, YT = torch.from_numpy(X), torch.from_numpy(np.ascontiguousarray(Y.T))
-    # Problem (s, g, j) is start s of target j on row subset g; its starts come from its own rows only.
-    init = np.stack([loglinear_initial_params(X[mask], Y[mask], starts, seed) for mask in masks], axis=1)
-    params = torch.from_numpy(init).reshape(-1, m + 1)  # (starts*G*T, m+1)
-    weights = torch.from_numpy(masks.astype(np.float64))
-    group = torch.arange(G).repeat_interleave(T).repeat(starts)
-    target = torch.arange(T).repeat(G * starts)
-    problems = G * T
+    # one thread for the usual small fit, the process's cores for a large one (e.g. 64 domains, 5-fold CV)
+    with fit_threads(starts * masks.shape[0] * Y.shape[1] * X.shape[0]):
+        G, T, m = masks.shape[0], Y.shape[1], X.shape[1]
+        Xt, YT = torch.from_numpy(X), torch.from_numpy(np.ascontiguousarray(Y.T))
+        # Problem (s, g, j) is start s of target j on row subset g; its starts come from its own rows only.
+        init = np.stack([loglinear_initial_params(X[mask], Y[mask], starts, seed) for mask in masks], axis=1)
+        params = torch.from_numpy(init).reshape(-1, m + 1)  # (starts*G*T, m+1)
+        weights = torch.from_numpy(masks.astype(np.float64))
+        group = torch.arange(G).repeat_interleave(T).repeat(starts)
+        target = torch.arange(T).repeat(G * starts)
+        problems = G * T
 
-    def fun(p, ids):
-        return _loglinear_value_grad(p, Xt, YT[target[ids]], huber_delta, weights[group[ids]])
+        def fun(p, ids):
+            return _loglinear_value_grad(p, Xt, YT[target[ids]], huber_delta, weights[group[ids]])
 
-    # Why not torch.optim.LBFGS over the summed loss: its single line search and curvature memory
-    # serve all problems at once, and problems of very different curvature then converge slowly
-    # (measured: 300 starts x 50 targets, 400 iterations, worst target still 3x its optimum).
-    kept = max(3, math.ceil(keep * starts))
-    if screen_iter and kept < starts:
-        params, losses = batched_lbfgs(fun, params, max_iter=screen_iter)
-        ranked = torch.nan_to_num(losses.view(starts, problems), nan=math.inf).argsort(dim=0)[:kept]
-        chosen = (ranked * problems + torch.arange(problems)).reshape(-1)
-        params, group, target, starts = params[chosen], group[chosen], target[chosen], kept
-    params, losses = batched_lbfgs(fun, params, max_iter=max_iter)
-    best = torch.nan_to_num(losses.view(starts, problems), nan=math.inf).argmin(dim=0)
-    rows = best * problems + torch.arange(problems)
-    final = params[rows].numpy().reshape(G, T, m + 1)
-    return final[..., 0].copy(), final[..., 1:].copy(), losses[rows].numpy().reshape(G, T).copy()
+        # Why not torch.optim.LBFGS over the summed loss: its single line search and curvature memory
+        # serve all problems at once, and problems of very different curvature then converge slowly
+        # (measured: 300 starts x 50 targets, 400 iterations, worst target still 3x its optimum).
+        kept = max(3, math.ceil(keep * starts))
+        if screen_iter and kept < starts:
+            params, losses = batched_lbfgs(fun, params, max_iter=screen_iter)
+            ranked = torch.nan_to_num(losses.view(starts, problems), nan=math.inf).argsort(dim=0)[:kept]
+            chosen = (ranked * problems + torch.arange(problems)).reshape(-1)
+            params, group, target, starts = params[chosen], group[chosen], target[chosen], kept
+        params, losses = batched_lbfgs(fun, params, max_iter=max_iter)
+        best = torch.nan_to_num(losses.view(starts, problems), nan=math.inf).argmin(dim=0)
+        rows = best * problems + torch.arange(problems)
+        final = params[rows].numpy().reshape(G, T, m + 1)
+        return final[..., 0].copy(), final[..., 1:].copy(), losses[rows].numpy().reshape(G, T).copy()
 
 
 def _torch_lbfgs(params: torch.Tensor, objective, max_iter: int) -> torch.Tensor:
@@ -179,7 +179,7 @@ def _torch_lbfgs(params: torch.Tensor, objective, max_iter: int) -> torch.Tensor
     return params.detach()
 
 
-@one_thread()  # same threading as the batched fit, for a like-for-like timing
+@one_thread()  # the batched fit's threading at the laws benchmark's sizes, for a like-for-like timing
 def fit_loglinear_per_start_reference(
     X: Any, Y: Any, starts: int = 300, seed: int = 0, huber_delta: float = 0.02, max_iter: int = 500
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
