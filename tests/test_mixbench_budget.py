@@ -28,3 +28,37 @@ def test_units_beyond_a_prefix_that_cannot_fit_are_dropped():
     assert len(skipped) == 1 and "0.5/oracle/0" in skipped[0] and "420 prefix steps" in skipped[0]
     drop_unreachable(pending, 700, plan, budget, skipped.append)  # at the point itself: no prefix left
     assert pending[0.5] == ["0.5/sim/branches_quarter"]
+
+
+def test_the_store_s_pace_checks_a_call_s_first_unit_and_names_units_longer_than_a_call(tmp_path):
+    import json
+    import subprocess
+
+    from mixbench.quality import QualityPlan
+    from mixbench.runner import measured_rate, unit_cost
+
+    plan = QualityPlan("skewed", arms=("natural", "uniform", "op_mix_design", "uniform_forked"), seeds=(0, 1))
+    assert unit_cost(plan, "natural/0") == plan.cost("natural") == 1400
+    assert unit_cost(plan, "no_such_arm/0") is None
+    units = {"natural/0": {"seconds": 70.0}, "uniform/0": {"seconds": 84.0}, "op_mix_design/0": {"seconds": 0}}
+    rate = measured_rate(plan, units)
+    assert rate == {"seconds_per_cost": 84.0 / 1400, "units": 2}  # the median of 0.05 and 0.06 (upper of two)
+    assert measured_rate(plan, {}) is None
+    # without a pace the first unit always starts; with the store's it is held to the deadline as well
+    assert Budget(60.0).allows(1400) and not Budget(60.0, rate["seconds_per_cost"]).allows(1400)
+    fidelity = FidelityPlan(set_name="five")
+    assert unit_cost(fidelity, "0.2/oracle/0") == dict(fidelity.units())["0.2/oracle/0"]
+
+    store = tmp_path / "quality-skewed-gpu.json"
+    store.write_text(json.dumps({"settings": plan.settings(), "units": units, "calls": [], "replicates": {}}))
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.mixbench", "quality", "--set", "skewed", "--arms", ",".join(plan.arms)]
+        + ["--seeds", "0,1", "--store", str(store), "--dry-run", "--budget-s", "100", "--work", str(tmp_path / "w")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "median of 2 finished units" in out
+    assert "longer than one call's --budget-s 100: op_mix_design+uniform_forked/1 (~" in out
+    assert "left out: uniform_forked/0" in out  # op_mix_design/0 is done without it

@@ -46,6 +46,7 @@ from .runner import (  # noqa: E402
     WorkerFile,
     assign,
     launch_workers,
+    measured_rate,
     pending_units,
     store_name,
     worker_files,
@@ -163,6 +164,17 @@ def _stores(
         pairs.append((plan, data["units"], data.get("replicates", {})))
         calls[plan.set_name] = data["calls"]
     return pairs, calls
+
+
+def _sibling_rate(opts, plan) -> dict | None:
+    """:func:`measured_rate` over the other sets' stores of this kind and shape (a set's first call has none)."""
+    folder = os.path.dirname(_store_path(opts))
+    units = {}
+    for path in sorted(glob.glob(os.path.join(folder, store_name(_variant(opts), "*", opts.shape)))):
+        if os.path.abspath(path) != os.path.abspath(_store_path(opts)):
+            units.update(read_json(path).get("units", {}))
+    rate = measured_rate(plan, units)
+    return rate and {**rate, "from": "other sets' stores"}
 
 
 def _write_results(opts, module) -> dict:
@@ -382,12 +394,16 @@ def main(argv=None) -> int:
         "command": " ".join(sys.argv),
         **{k: v for k, v in provenance("call", opts.commit).items() if k != "benchmark"},
     }
+    # The store's own pace (one worker alone; several share the GPU, so each is assumed that many times slower):
+    # the budget's first estimate, so a call's first unit is checked against the deadline too.
+    rate = measured_rate(plan, store.units) or _sibling_rate(opts, plan)
+    prior = rate and rate["seconds_per_cost"] * max(1, opts.procs)
     if opts.worker is not None:  # a worker: its share of the pending units
         folder = os.path.join(opts.scratch, f"worker-{opts.worker}")
         out = WorkerFile(os.path.join(opts.work, f"worker-{opts.worker}.json"), plan.settings(), call)
         keys = [k for k, _ in pending] if dependent else shares[opts.worker]
         module.run_worker(
-            plan, keys, folder, out, Budget(opts.budget_s), data_dir=opts.data, unpacked=opts.scratch, **extra
+            plan, keys, folder, out, Budget(opts.budget_s, prior), data_dir=opts.data, unpacked=opts.scratch, **extra
         )
         return 0
     store.merge_files([p for folder in opts.merge for p in worker_files(folder)])
@@ -408,6 +424,17 @@ def main(argv=None) -> int:
     if opts.dry_run:
         print(f"pending units: {', '.join(k for k, _ in pending) or 'none'}", flush=True)
         print(f"estimated cost of the pending units: {sum(c for _, c in pending):.0f} target steps", flush=True)
+        if rate and pending:
+            seconds = {k: c * rate["seconds_per_cost"] for k, c in pending}
+            print(
+                f"at the store's pace ({rate['seconds_per_cost']:.4f} s per unit of cost, median of "
+                f"{rate['units']} finished units{' of ' + rate['from'] if 'from' in rate else ''}, one worker): "
+                f"{sum(seconds.values()):.0f} s in all",
+                flush=True,
+            )
+            longer = [f"{k} (~{s:.0f} s)" for k, s in seconds.items() if s > opts.budget_s]
+            if longer:
+                print(f"longer than one call's --budget-s {opts.budget_s:.0f}: {', '.join(longer)}", flush=True)
         if hasattr(plan, "estimate"):  # of the pending units where the plan can tell, else of all
             takes = "pending" in inspect.signature(plan.estimate).parameters
             print(plan.estimate(pending=[k for k, _ in pending]) if takes else plan.estimate(), flush=True)
@@ -431,7 +458,7 @@ def main(argv=None) -> int:
             [k for k, _ in pending] if dependent else shares[0],
             os.path.join(opts.scratch, "worker-0"),
             out,
-            Budget(budget_left()),
+            Budget(budget_left(), prior),
             data_dir=opts.data,
             unpacked=opts.scratch,
             **extra,

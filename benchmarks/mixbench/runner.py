@@ -282,11 +282,12 @@ def run_ready(
 
 
 class Budget:
-    """A deadline, and a running estimate of seconds per unit of cost (e.g. per training step)."""
+    """A deadline, and a running estimate of seconds per unit of cost (e.g. per training step); ``per_cost``:
+    a first estimate (e.g. :func:`measured_rate` of the store), so the call's first unit is checked too."""
 
-    def __init__(self, seconds: float):
+    def __init__(self, seconds: float, per_cost: float | None = None):
         self.deadline = time.monotonic() + float(seconds)
-        self.per_cost: float | None = None
+        self.per_cost: float | None = per_cost
 
     def observe(self, cost: float, seconds: float) -> None:
         rate = seconds / max(cost, 1e-9)
@@ -300,3 +301,24 @@ class Budget:
     @property
     def left(self) -> float:
         return self.deadline - time.monotonic()
+
+
+def unit_cost(plan, key: str) -> float | None:
+    """The estimated cost of one stored record ``key``: an arm's alone (``plan.cost(arm)``, quality and its
+    kin), else the plan's unit of that name; None when the plan cannot tell."""
+    if hasattr(plan, "cost") and key.rsplit("/", 1)[0] in getattr(plan, "definitions", {}):
+        return float(plan.cost(key.rsplit("/", 1)[0]))
+    return dict(plan.units()).get(key) if "done" not in inspect.signature(plan.units).parameters else None
+
+
+def measured_rate(plan, units: dict[str, Any]) -> dict[str, Any] | None:
+    """Seconds per unit of cost of the store's finished units, as they ran (median over the records with
+    ``seconds`` and a known cost): ``{"seconds_per_cost", "units"}``, or None without any."""
+    rates = []
+    for key, value in units.items():
+        seconds, cost = (value.get("seconds") if isinstance(value, dict) else None), unit_cost(plan, key)
+        if isinstance(seconds, int | float) and seconds > 0 and cost:
+            rates.append(seconds / cost)
+    if not rates:
+        return None
+    return {"seconds_per_cost": float(sorted(rates)[len(rates) // 2]), "units": len(rates)}
