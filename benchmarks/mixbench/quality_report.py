@@ -629,6 +629,8 @@ def _gain_panel(ax, items: list[tuple[str, dict]], title: str, ylabel: str) -> N
             ax.vlines(x + 0.2, -d["bootstrap_ci"][1], -d["bootstrap_ci"][0], color="C1", lw=1)
     if not items:
         ax.text(0.5, 0.5, "not run yet", ha="center", va="center", transform=ax.transAxes, color="grey")
+    # a fixed width per item, so one or two items keep their seeds beside their interval, not across the panel
+    ax.set_xlim(-0.6, max(len(items), 2) - 0.4)
     ax.axhline(0, color="black", lw=0.7)
     ax.set_xticks(range(len(items)), [label for label, _ in items], rotation=30, ha="right", fontsize=7)
     ax.set_ylabel(ylabel)
