@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import shutil
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -59,6 +60,12 @@ def _end_process_group_at_exit() -> None:
     def destroy() -> None:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+        # Let gloo's run loops release the work they have finished (an exiting peer ends the last one) before
+        # the backend is destroyed: each release drops tensors and needs the GIL, and the destructor below runs
+        # under the GIL and waits for those threads, so a release caught in between deadlocked (seen once in a
+        # 2-process CPU test: main thread in ~ProcessGroupGloo, pt_gloo_runloop in ~AsyncAllgatherWork waiting
+        # for the GIL).  A sleep releases the GIL.
+        time.sleep(0.25)
         # The backend (and its threads) lives on in the trainer's DDP model, which a reference cycle
         # (trainer <-> callback) keeps until the interpreter's own last collection: collect it now.
         import gc
