@@ -85,15 +85,20 @@ def batched_lbfgs(
 
 
 @contextlib.contextmanager
-def one_thread():
-    # The fit's tensors are small (starts*T*R elements), so intra-op threads gain ~20 % on an idle
-    # machine but cost 10x when the cores are shared (e.g. several ranks per node): use one thread.
+def intra_op_threads(count: int):
+    """Run with ``count`` torch intra-op threads, restoring the count after (also usable as a decorator)."""
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(count)
     try:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def one_thread():
+    # The fit's tensors are small (starts*T*R elements), so intra-op threads gain ~20 % on an idle
+    # machine but cost 10x when the cores are shared (e.g. several ranks per node): use one thread.
+    return intra_op_threads(1)
 
 
 #: A batched fit whose evaluations touch at least this many elements (problems x runs) runs on the cores this
@@ -113,12 +118,6 @@ def threads_for(elements: int) -> int:
     return max(1, min(torch.get_num_threads(), cores // local))
 
 
-@contextlib.contextmanager
 def fit_threads(elements: int):
     """Run a batched fit of ``elements`` with :func:`threads_for` threads, restoring the count after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads_for(elements))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return intra_op_threads(threads_for(elements))

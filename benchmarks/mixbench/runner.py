@@ -303,20 +303,27 @@ class Budget:
         return self.deadline - time.monotonic()
 
 
-def unit_cost(plan, key: str) -> float | None:
+def _unit_costs(plan) -> dict[str, float]:
+    """``{key: cost}`` of a plan whose units are one record each (none for a plan that groups records, whose
+    ``units`` takes ``done``: quality's)."""
+    return {} if "done" in inspect.signature(plan.units).parameters else dict(plan.units())
+
+
+def unit_cost(plan, key: str, costs: dict[str, float] | None = None) -> float | None:
     """The estimated cost of one stored record ``key``: an arm's alone (``plan.cost(arm)``, quality and its
-    kin), else the plan's unit of that name; None when the plan cannot tell."""
+    kin), else the plan's unit of that name (from ``costs``, :func:`_unit_costs` when not given); None when the
+    plan cannot tell."""
     if hasattr(plan, "cost") and key.rsplit("/", 1)[0] in getattr(plan, "definitions", {}):
         return float(plan.cost(key.rsplit("/", 1)[0]))
-    return dict(plan.units()).get(key) if "done" not in inspect.signature(plan.units).parameters else None
+    return (_unit_costs(plan) if costs is None else costs).get(key)
 
 
 def measured_rate(plan, units: dict[str, Any]) -> dict[str, Any] | None:
     """Seconds per unit of cost of the store's finished units, as they ran (median over the records with
     ``seconds`` and a known cost): ``{"seconds_per_cost", "units"}``, or None without any."""
-    rates = []
+    rates, costs = [], _unit_costs(plan)  # the plan's units once, not once per record
     for key, value in units.items():
-        seconds, cost = (value.get("seconds") if isinstance(value, dict) else None), unit_cost(plan, key)
+        seconds, cost = (value.get("seconds") if isinstance(value, dict) else None), unit_cost(plan, key, costs)
         if isinstance(seconds, int | float) and seconds > 0 and cost:
             rates.append(seconds / cost)
     if not rates:
