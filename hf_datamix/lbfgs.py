@@ -23,12 +23,12 @@ def batched_lbfgs(
     were optimised alone, while all share one tensor computation.  A problem stops when an
     iteration lowers its value by less than ``ftol`` relatively (or its gradient is below ``gtol``).
     """
-    ids = torch.arange(x0.shape[0])
-    x_out, f_out = x0.clone(), torch.empty(x0.shape[0], dtype=x0.dtype)
+    ids = torch.arange(x0.shape[0], device=x0.device)
+    x_out, f_out = x0.clone(), torch.empty(x0.shape[0], dtype=x0.dtype, device=x0.device)
     x = x0.clone()
     f, g = fun(x, ids)
-    mem_s = torch.zeros(history, *x.shape, dtype=x.dtype)
-    mem_y, rho = torch.zeros_like(mem_s), torch.zeros(history, x.shape[0], dtype=x.dtype)
+    mem_s = torch.zeros(history, *x.shape, dtype=x.dtype, device=x.device)
+    mem_y, rho = torch.zeros_like(mem_s), torch.zeros(history, x.shape[0], dtype=x.dtype, device=x.device)
     gamma = 1.0 / g.norm(dim=1).clamp(min=1e-12)  # first step: unit length along -g, then Armijo
     live, head = g.abs().amax(dim=1) > gtol, 0
     for it in range(max_iter + 1):
@@ -121,3 +121,24 @@ def threads_for(elements: int) -> int:
 def fit_threads(elements: int):
     """Run a batched fit of ``elements`` with :func:`threads_for` threads, restoring the count after."""
     return intra_op_threads(threads_for(elements))
+
+
+#: Where a law may be fitted: ``auto`` (this process's GPU for a fit of at least :data:`THREADED_FROM` elements
+#: when there is one, else the CPU), ``cpu`` or ``cuda``.
+FIT_DEVICES = ("auto", "cpu", "cuda")
+
+
+def fit_device(elements: int, requested: str = "auto") -> torch.device:
+    """The device a batched fit of ``elements`` runs on (``requested`` is one of :data:`FIT_DEVICES`).
+
+    ``auto`` keeps the usual small fit on the CPU, where it is fastest and every recorded decision was made, and
+    sends a large one (e.g. 64 domains with cross-validation folds: minutes on a few cores) to the GPU the
+    process trains on; the fit is float64 either way.
+    """
+    if requested not in FIT_DEVICES:
+        raise ValueError(f"device={requested!r}: a law is fitted on one of {FIT_DEVICES}.")
+    if requested == "cpu" or (requested == "auto" and (elements < THREADED_FROM or not torch.cuda.is_available())):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ValueError("device='cuda' but torch sees no CUDA device here: fit with device='auto' or 'cpu'.")
+    return torch.device("cuda", torch.cuda.current_device())

@@ -195,3 +195,50 @@ def test_a_large_batched_fit_runs_on_the_process_s_cores_and_finds_the_same_law(
     assert seen == [share, before] and torch.get_num_threads() == before  # restored afterwards
     for a, b in zip(alone, threaded):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
+
+
+def test_fit_device_keeps_small_fits_on_the_cpu_and_sends_large_ones_to_the_gpu(monkeypatch):
+    from hf_datamix import lbfgs
+
+    assert lbfgs.fit_device(10, "auto").type == "cpu"
+    assert lbfgs.fit_device(10**9, "cpu").type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert lbfgs.fit_device(10**9, "auto").type == "cpu"  # no GPU: the CPU, whatever the size
+    with pytest.raises(ValueError, match="device='cuda' but torch sees no CUDA device"):
+        lbfgs.fit_device(10, "cuda")
+    with pytest.raises(ValueError, match="device='gpu'"):
+        lbfgs.fit_device(10, "gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)  # e.g. LOCAL_RANK 3's GPU
+    assert lbfgs.fit_device(lbfgs.THREADED_FROM - 1, "auto").type == "cpu"
+    assert lbfgs.fit_device(lbfgs.THREADED_FROM, "auto") == torch.device("cuda", 3)
+    assert lbfgs.fit_device(10, "cuda") == torch.device("cuda", 3)
+
+
+def test_a_law_fit_makes_every_tensor_on_its_fit_device(monkeypatch):
+    # With torch's default device set to "meta", any tensor the fit made without naming its device would
+    # land there and fail against the CPU tensors: so the fit also runs whole on a GPU named as its device.
+    import hf_datamix.laws.log_linear as log_linear
+
+    X, Y, _, _ = loglinear_data(runs=24, m=3, targets=2)
+    expected = fit_loglinear_batched(X, Y, starts=8, device="cpu")
+    monkeypatch.setattr(log_linear, "fit_device", lambda elements, requested: torch.device("cpu"))
+    torch.set_default_device("meta")
+    try:
+        found = fit_loglinear_batched(X, Y, starts=8, device="cuda")
+        folds = log_linear.fit_loglinear_folds(X, Y, np.eye(2, 24, dtype=bool) == 0, starts=8, device="cuda")
+    finally:
+        torch.set_default_device(None)
+    for a, b in zip(expected, found):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    assert folds[0].shape == (2, 2) and np.isfinite(folds[2]).all()
+
+
+def test_log_linear_law_names_a_bad_fit_device_and_loads_laws_recorded_before_it():
+    with pytest.raises(ValueError, match="device='gpu'"):
+        LogLinearLaw(device="gpu")
+    law = LogLinearLaw(starts=8).fit(*loglinear_data(runs=24, m=3, targets=2)[:2])
+    record = law.to_dict()
+    assert record["config"]["device"] == "auto"
+    del record["config"]["device"]  # a mixtures.json written before the setting existed
+    np.testing.assert_allclose(MixingLaw.from_dict(record).predict([[0.2, 0.3, 0.5]]), law.predict([[0.2, 0.3, 0.5]]))

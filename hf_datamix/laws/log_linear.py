@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..lbfgs import batched_lbfgs, fit_threads, one_thread
+from ..lbfgs import FIT_DEVICES, batched_lbfgs, fit_device, fit_threads, one_thread
 from .base import MixingLaw, _as_matrix, check_mixtures
 
 
@@ -79,18 +79,20 @@ def fit_loglinear_batched(
     max_iter: int = 500,
     screen_iter: int | None = 20,
     keep: float = 0.1,
+    device: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fit ``exp(c_j) + exp(t_jᵀx)`` for all starts and targets as one batched problem.
 
     All ``starts x T`` problems (parameters of shape (starts, T, m+1)) are optimised together by
     :func:`batched_lbfgs`.  With ``screen_iter`` set, every start first runs ``screen_iter``
     iterations and only the best ``keep`` fraction per target (at least 3 starts) runs on to
-    convergence; ``screen_iter=None`` runs every start to convergence.  Returns
+    convergence; ``screen_iter=None`` runs every start to convergence.  ``device``: see
+    :func:`~hf_datamix.lbfgs.fit_device` (a large fit goes to the GPU when there is one).  Returns
     ``(c (T,), t (T, m), loss (T,))`` from the best start per target (``loss`` = mean Huber loss).
     """
     X, Y = check_mixtures(X), _as_matrix(Y, "Y")
     c, t, loss = _fit_groups(
-        X, Y, np.ones((1, X.shape[0]), dtype=bool), starts, seed, huber_delta, max_iter, screen_iter, keep
+        X, Y, np.ones((1, X.shape[0]), dtype=bool), starts, seed, huber_delta, max_iter, screen_iter, keep, device
     )
     return c[0], t[0], loss[0]
 
@@ -105,6 +107,7 @@ def fit_loglinear_folds(
     max_iter: int = 500,
     screen_iter: int | None = 20,
     keep: float = 0.1,
+    device: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fit the law once per row subset (``train_masks`` (G, R) booleans), all in one batched problem.
 
@@ -121,20 +124,23 @@ def fit_loglinear_folds(
         max_iter,
         screen_iter,
         keep,
+        device,
     )
 
 
-def _fit_groups(X, Y, masks, starts, seed, huber_delta, max_iter, screen_iter, keep):
+def _fit_groups(X, Y, masks, starts, seed, huber_delta, max_iter, screen_iter, keep, device="auto"):
+    elements = starts * masks.shape[0] * Y.shape[1] * X.shape[0]
+    on = fit_device(elements, device)
     # one thread for the usual small fit, the process's cores for a large one (e.g. 64 domains, 5-fold CV)
-    with fit_threads(starts * masks.shape[0] * Y.shape[1] * X.shape[0]):
+    with fit_threads(elements if on.type == "cpu" else 0):
         G, T, m = masks.shape[0], Y.shape[1], X.shape[1]
-        Xt, YT = torch.from_numpy(X), torch.from_numpy(np.ascontiguousarray(Y.T))
+        Xt, YT = torch.from_numpy(X).to(on), torch.from_numpy(np.ascontiguousarray(Y.T)).to(on)
         # Problem (s, g, j) is start s of target j on row subset g; its starts come from its own rows only.
         init = np.stack([loglinear_initial_params(X[mask], Y[mask], starts, seed) for mask in masks], axis=1)
-        params = torch.from_numpy(init).reshape(-1, m + 1)  # (starts*G*T, m+1)
-        weights = torch.from_numpy(masks.astype(np.float64))
-        group = torch.arange(G).repeat_interleave(T).repeat(starts)
-        target = torch.arange(T).repeat(G * starts)
+        params = torch.from_numpy(init).reshape(-1, m + 1).to(on)  # (starts*G*T, m+1)
+        weights = torch.from_numpy(masks.astype(np.float64)).to(on)
+        group = torch.arange(G, device=on).repeat_interleave(T).repeat(starts)
+        target = torch.arange(T, device=on).repeat(G * starts)
         problems = G * T
 
         def fun(p, ids):
@@ -147,13 +153,13 @@ def _fit_groups(X, Y, masks, starts, seed, huber_delta, max_iter, screen_iter, k
         if screen_iter and kept < starts:
             params, losses = batched_lbfgs(fun, params, max_iter=screen_iter)
             ranked = torch.nan_to_num(losses.view(starts, problems), nan=math.inf).argsort(dim=0)[:kept]
-            chosen = (ranked * problems + torch.arange(problems)).reshape(-1)
+            chosen = (ranked * problems + torch.arange(problems, device=on)).reshape(-1)
             params, group, target, starts = params[chosen], group[chosen], target[chosen], kept
         params, losses = batched_lbfgs(fun, params, max_iter=max_iter)
         best = torch.nan_to_num(losses.view(starts, problems), nan=math.inf).argmin(dim=0)
-        rows = best * problems + torch.arange(problems)
-        final = params[rows].numpy().reshape(G, T, m + 1)
-        return final[..., 0].copy(), final[..., 1:].copy(), losses[rows].numpy().reshape(G, T).copy()
+        rows = best * problems + torch.arange(problems, device=on)
+        final = params[rows].cpu().numpy().reshape(G, T, m + 1)
+        return final[..., 0].copy(), final[..., 1:].copy(), losses[rows].cpu().numpy().reshape(G, T).copy()
 
 
 def _torch_lbfgs(params: torch.Tensor, objective, max_iter: int) -> torch.Tensor:
@@ -213,7 +219,9 @@ class LogLinearLaw(MixingLaw):
     Fitted with the Huber loss (``huber_delta``) from ``starts`` random starts (see
     :func:`loglinear_initial_params`), all starts and targets solved together as one batched
     L-BFGS problem (:func:`fit_loglinear_batched`, which documents ``screen_iter`` and ``keep``);
-    the best start per target is kept.  Attributes after fitting: ``c`` (T,), ``t`` (T, m), ``loss_`` (T,) mean Huber loss.
+    the best start per target is kept.  ``device`` (``auto``, ``cpu``, ``cuda``): where the fit runs;
+    ``auto`` sends only a large fit (e.g. 64 domains) to this process's GPU (:func:`~hf_datamix.lbfgs.fit_device`).
+    Attributes after fitting: ``c`` (T,), ``t`` (T, m), ``loss_`` (T,) mean Huber loss.
     """
 
     name = "log_linear"
@@ -225,6 +233,7 @@ class LogLinearLaw(MixingLaw):
         max_iter: int = 500,
         screen_iter: int | None = 20,
         keep: float = 0.1,
+        device: str = "auto",
     ):
         super().__init__()
         if int(starts) < 1:
@@ -233,6 +242,11 @@ class LogLinearLaw(MixingLaw):
             raise ValueError(f"huber_delta={huber_delta}: the Huber threshold must be > 0 (the papers use 0.02).")
         if not 0 < keep <= 1:
             raise ValueError(f"keep={keep}: the fraction of starts kept after screening must be in (0, 1].")
+        if device not in FIT_DEVICES:
+            raise ValueError(
+                f"device={device!r}: fit the law on one of {FIT_DEVICES} ('auto': a large fit on the GPU)."
+            )
+        self.device = device
         self.starts, self.huber_delta, self.max_iter = int(starts), float(huber_delta), int(max_iter)
         self.screen_iter, self.keep = (int(screen_iter) if screen_iter else None), float(keep)
         self.c: np.ndarray | None = None
@@ -246,6 +260,7 @@ class LogLinearLaw(MixingLaw):
             "max_iter": self.max_iter,
             "screen_iter": self.screen_iter,
             "keep": self.keep,
+            "device": self.device,
         }
 
     def num_parameters(self, m: int) -> int:
@@ -253,7 +268,7 @@ class LogLinearLaw(MixingLaw):
 
     def _fit(self, X, Y, seed):
         self.c, self.t, self.loss_ = fit_loglinear_batched(
-            X, Y, self.starts, seed, self.huber_delta, self.max_iter, self.screen_iter, self.keep
+            X, Y, self.starts, seed, self.huber_delta, self.max_iter, self.screen_iter, self.keep, self.device
         )
 
     def _predict(self, X):
@@ -265,7 +280,7 @@ class LogLinearLaw(MixingLaw):
         for g, test in enumerate(tests):
             masks[g, test] = False
         c, t, _ = fit_loglinear_folds(
-            X, Y, masks, self.starts, seed, self.huber_delta, self.max_iter, self.screen_iter, self.keep
+            X, Y, masks, self.starts, seed, self.huber_delta, self.max_iter, self.screen_iter, self.keep, self.device
         )
         heldout = np.empty_like(Y)
         for g, test in enumerate(tests):
