@@ -168,3 +168,29 @@ def test_readme_performance_row_is_rendered_from_perf_json():
     rendered = readme_row(quick)
     assert "tiny_eager 0.01 M tok/s (n/a)" in rendered and "probe tokens/s vs training: **0.90×**" in rendered
     assert "branch tokens/s vs training: not measured" in rendered
+
+
+@pytest.mark.timeout(150)
+def test_speed_variants_time_training_levers_on_the_largest_preset_and_bad_ones_are_named_first(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", WANDB_DISABLED="true")
+    base = [sys.executable, "-m", "benchmarks.perf", "--quick", "--parts", "speed", "--work", str(tmp_path / "w")]
+    bad = subprocess.run(
+        [*base, "--out", str(tmp_path / "bad"), "--speed-variants", '{"x": {"no_such_field": 1}}'],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, env=env, check=False,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "variant 'x' sets ['no_such_field']" in bad.stderr
+    assert not (tmp_path / "bad" / "perf.json").exists()  # named before any part ran
+    levers = '{"b4": {"per_device_train_batch_size": 4}}'
+    run = subprocess.run(
+        [*base, "--out", str(tmp_path / "out"), "--speed-variants", levers],
+        capture_output=True, text=True, timeout=140, cwd=ROOT, env=env, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    speed = json.loads((tmp_path / "out" / "perf.json").read_text())["parts"]["speed"]
+    variant = speed["runs"]["small_eager_b4"]
+    assert variant["variant"] == "b4" and variant["per_device_train_batch_size"] == 4
+    assert variant["tokens_per_step"] == 4 * speed["settings"]["block_size"]
+    assert speed["runs"]["small_eager"]["per_device_train_batch_size"] == 8  # the plain run keeps its batch
+    fastest = speed["variants"]["fastest"]
+    assert fastest["run"] in ("small_eager", "small_eager_b4")
+    assert fastest["tokens_per_s"] == max(speed["runs"][k]["tokens_per_s"] for k in ("small_eager", "small_eager_b4"))

@@ -59,7 +59,7 @@ from .interleaver import part_interleaver
 from .laws import part_laws
 from .overhead import part_overhead
 from .scaling import part_scaling, plot_scaling
-from .speed import part_speed
+from .speed import part_speed, training_levers
 
 
 FUNCTIONS = {
@@ -231,10 +231,17 @@ def main(argv: list[str] | None = None) -> dict:
         help="part 5: JSON of extra TrainingArguments for every run, e.g. '{\"use_liger_kernel\": true}'",
     )
     parser.add_argument(
+        "--speed-variants",
+        default=None,
+        help="part 5: JSON of name -> TrainingArguments overrides, each run on the largest preset (training "
+        'levers, e.g. \'{"b128": {"per_device_train_batch_size": 128}}\')',
+    )
+    parser.add_argument(
         "--speed-batch", default="20m=64,60m=48,150m=64,tiny=8,small=8", help="part 5: per-device batch per preset"
     )
     opts = parser.parse_args(argv)
     opts.parts = parse_parts(opts.parts)
+    training_levers(opts.speed_variants)  # a bad variant is named before any part runs
     if opts.budget_s is None:
         opts.budget_s = 140.0 if opts.quick else 530.0
     scratch = None

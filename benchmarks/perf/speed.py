@@ -37,10 +37,13 @@ def part_speed(ctx: Context) -> dict:
     warm, synced, window = (3, 5, 5) if quick else (8, 15, 15)
     compile_mode = ctx.opts.speed_compile or ("off" if quick else "on")
     extra = json.loads(ctx.opts.speed_args) if ctx.opts.speed_args else {}
+    levers = training_levers(ctx.opts.speed_variants)
     compile_variants = [True] if compile_mode == "on" else []
-    # cheap eager runs first, then the compiled ones: the largest (the MFU target) first, then from the smallest
+    # cheap eager runs first, then the compiled ones: the largest (the MFU target) first, then from the smallest;
+    # last, the largest preset again under each named set of training levers (--speed-variants)
     compiled_order = presets[-1:] + presets[:-1]
-    plan = [(p, False) for p in presets] + [(p, True) for p in compiled_order for _ in compile_variants]
+    plan = [(p, False, None) for p in presets] + [(p, True, None) for p in compiled_order for _ in compile_variants]
+    plan += [(presets[-1], bool(compile_variants), name) for name in levers]
     out: dict[str, Any] = {
         "data": f"embedded corpus (7 domains) packed into {block}-token blocks, uniform mixture, no repetition cap "
         "(real text, repeated)",
@@ -59,6 +62,12 @@ def part_speed(ctx: Context) -> dict:
         "mfu_formula": MFU_FORMULA,
         "runs": {},
     }
+    if levers:
+        out["variants"] = {
+            "preset": presets[-1],
+            "levers": levers,
+            "note": "each variant: the largest preset again, with these TrainingArguments on top of the settings",
+        }
     precision = flops.train_precision(bf16=gpu)
     peak, peak_source = flops.device_peak(torch.cuda.get_device_name(0) if gpu else None, precision)
     out.update({"precision": precision, "peak_flops": peak, "peak_source": peak_source})
@@ -71,14 +80,15 @@ def part_speed(ctx: Context) -> dict:
         out["torch_compile"] = (
             "not run (--speed-compile off; the --quick default: inductor compilation takes minutes on 2 CPU cores)"
         )
-    for index, (preset, compiled) in enumerate(plan):
-        key = f"{preset}{'_compiled' if compiled else '_eager'}"
+    for index, (preset, compiled, variant) in enumerate(plan):
+        key = f"{preset}{'_compiled' if compiled else '_eager'}" + (f"_{variant}" if variant else "")
+        overrides = {**extra, **levers.get(variant, {})}
         need = 60 if compiled else (2 if quick else 8)
         if index > 0 and ctx.remaining() < need:
             out["runs"][key] = {"skipped": f"time budget ({ctx.remaining():.0f}s left of this part, needs ~{need}s)"}
             log(f"speed {key}: skipped (budget)")
             continue
-        batch = batches.get(preset, 8)
+        batch = int(overrides.pop("per_device_train_batch_size", batches.get(preset, 8)))
         steps = warm + synced + window
         first_window = warm + synced
         started = time.perf_counter()
@@ -97,9 +107,7 @@ def part_speed(ctx: Context) -> dict:
                 max_steps=steps,
                 per_device_train_batch_size=batch,
                 block_size=block,
-                torch_compile=compiled,
-                logging_nan_inf_filter=False,
-                **extra,
+                **{"torch_compile": compiled, "logging_nan_inf_filter": False, **overrides},
             )
             trainer = DataMixTrainer(
                 model=model, args=args, domains=ctx.corpus(), processing_class=ctx.tokenizer(), callbacks=[timer]
@@ -119,6 +127,7 @@ def part_speed(ctx: Context) -> dict:
             tps = tokens_per_step / window_s
             record = {
                 "preset": preset,
+                **({"variant": variant, "levers": levers[variant]} if variant else {}),
                 "torch_compile": compiled,
                 "per_device_train_batch_size": batch,
                 "tokens_per_step": tokens_per_step,
@@ -150,7 +159,7 @@ def part_speed(ctx: Context) -> dict:
                 f"speed {key}: {tps / 1e6:.3f}M tokens/s, MFU {shown} (step {step_s * 1e3:.1f} ms, "
                 f"warm-up {record['first_steps_s']:.1f}s, wall {record['wall_s']:.1f}s)"
             )
-            if preset == simulated:
+            if preset == simulated and not variant:
                 record["simulators"] = simulators(ctx, trainer, batch, tps, probe_warm, probe_steps, gpu, compiled)
             ctx.progress(out)
         except Exception as error:  # noqa: BLE001 - one failed run (OOM, compile error) must not lose the others
@@ -167,7 +176,47 @@ def part_speed(ctx: Context) -> dict:
         eager, comp = out["runs"].get(f"{preset}_eager", {}), out["runs"].get(f"{preset}_compiled", {})
         if "tokens_per_s" in eager and "tokens_per_s" in comp:
             out.setdefault("compile_speedup", {})[preset] = comp["tokens_per_s"] / eager["tokens_per_s"]
+    if levers:
+        out["variants"]["fastest"] = fastest_run(out["runs"], presets[-1], bool(compile_variants))
     return out
+
+
+def training_levers(text: str | None) -> dict[str, dict[str, Any]]:
+    """``--speed-variants``: a JSON object of ``name -> TrainingArguments overrides``, checked before any run.
+
+    E.g. ``{"b128": {"per_device_train_batch_size": 128}, "autotune": {"torch_compile_mode": "max-autotune"}}``:
+    settings a user can put in a recipe config, timed one against another on the same model.
+    """
+    if not text:
+        return {}
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    try:
+        levers = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise SystemExit(f"--speed-variants is not JSON ({error}); give e.g. '{{\"b128\": {{...}}}}'.") from None
+    known = {f.name for f in dataclasses.fields(TrainingArguments)}
+    if not isinstance(levers, dict) or not all(isinstance(v, dict) for v in levers.values()):
+        raise SystemExit("--speed-variants: give a JSON object of name -> {TrainingArguments field: value}.")
+    for name, overrides in levers.items():
+        if not name.replace("_", "").replace("-", "").isalnum():
+            raise SystemExit(f"--speed-variants: variant name {name!r} must be letters, digits, '-' or '_'.")
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise SystemExit(f"--speed-variants: variant {name!r} sets {unknown}, not TrainingArguments fields.")
+    return levers
+
+
+def fastest_run(runs: dict[str, Any], preset: str, compiled: bool) -> dict[str, Any] | None:
+    """The fastest of ``preset``'s runs at this compile setting (plain and variants): key, tokens/s, MFU."""
+    stem = f"{preset}{'_compiled' if compiled else '_eager'}"
+    timed = {k: r for k, r in runs.items() if (k == stem or k.startswith(stem + "_")) and "tokens_per_s" in r}
+    if not timed:
+        return None
+    key = max(timed, key=lambda k: timed[k]["tokens_per_s"])
+    return {"run": key, "tokens_per_s": timed[key]["tokens_per_s"], "mfu": timed[key]["mfu"]}
 
 
 def simulators(
