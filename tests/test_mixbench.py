@@ -477,3 +477,32 @@ def test_paired_by_domain_says_where_a_gain_comes_from_on_the_seeds_asked():
     assert paired_by_domain(arms, "a", "b", {0, 1})["x"]["mean"] == pytest.approx(-0.1)
     assert paired_by_domain(arms, "a", "b", {0}) is None
     assert paired_by_domain({"a": {"seeds": [0, 1]}, "b": arms["b"]}, "a", "b", {0, 1}) is None
+
+
+def test_a_store_whose_units_trained_on_other_data_refuses_the_staged_set(tmp_path, monkeypatch, five):
+    from mixbench.__main__ import main
+    from mixbench.common import SHAPES
+    from mixbench.quality import QualityPlan
+    from mixbench.runner import Store
+
+    common = staged(tmp_path, data=five)
+    plan = QualityPlan("five", seeds=(0, 1), shape=SHAPES["tiny"], arms=("natural",))
+    store = Store(str(tmp_path / "other.json"), plan.settings(), extensible=plan.extensible)
+    store.calls = [{"command": "mixbench quality", "training_tokens": {"python_stdlib": 1}}]  # e.g. adopted units
+    store.save()
+    monkeypatch.setenv("HF_DATAMIX_CACHE", str(tmp_path / "scratch" / "packed"))
+    args = [
+        "quality",
+        *common,
+        "--arms",
+        "natural",
+        "--seeds",
+        "0,1",
+        "--store",
+        store.path,
+        "--work",
+        str(tmp_path / "w"),
+    ]
+    with pytest.raises(SystemExit, match=r"staged data differ from those of the store's earlier \(or adopted\) units"):
+        main(args)
+    assert not json.loads(open(store.path).read())["units"]  # nothing trained

@@ -56,10 +56,19 @@ def test_quality_adopts_the_unplanned_baselines_units_the_baselines_store_holds(
     baselines_path = str(tmp_path / "baselines-five-tiny.json")
     stored = Store(baselines_path, baselines.settings())
     stored.units = {key: {"test_mean": 2.0 + i, "seed": int(key[-1])} for i, key in enumerate(baselines.unit_keys())}
+    tokens = {"python_stdlib": 4096, "man_de": 2048}
     stored.calls = [{"command": "mixbench baselines", "commit": "abc"}]
     stored.save()
-
     plan = QualityPlan("five", seeds=(0, 1, 2), shape=tiny, arms=("natural", "natural_unplanned", "uniform_unplanned"))
+    unverified = Store(str(tmp_path / "q0.json"), plan.settings(), extensible=plan.extensible)
+    assert adopt_baselines(plan, unverified, baselines_path) == 0  # no record of the data they trained on
+    stored.calls = [{"command": "mixbench baselines", "commit": "abc", "training_tokens": tokens}]
+    stored.save()
+    other_data = Store(str(tmp_path / "q1.json"), plan.settings(), extensible=plan.extensible)
+    other_data.calls = [{"command": "mixbench quality", "training_tokens": {**tokens, "man_de": 1024}}]
+    assert adopt_baselines(plan, other_data, baselines_path) == 0  # a set staged again, with other data
+    assert not other_data.units
+
     store = Store(str(tmp_path / "quality-five-tiny.json"), plan.settings(), extensible=plan.extensible)
     assert adopt_baselines(plan, store, baselines_path) == 4  # 2 arms x seeds 0, 1 (no seed 2 there)
     assert sorted(store.units) == [

@@ -443,10 +443,11 @@ def main(argv=None) -> int:
         counts = prepare(opts.set, plan.shape, opts.scratch, opts.data)  # data checked before any GPU work
         print(f"training tokens per domain: {counts}", flush=True)
         earlier = [c["training_tokens"] for c in store.calls if c.get("training_tokens")]
-        if earlier and earlier[0] != counts:
+        differing = next((tokens for tokens in earlier if tokens != counts), None)
+        if differing is not None:
             raise SystemExit(
-                f"the staged data differ from those of the store's earlier units ({earlier[0]} tokens per "
-                f"domain, now {counts}): stage the set from the same corpus, or use another --store."
+                f"the staged data differ from those of the store's earlier (or adopted) units ({differing} tokens "
+                f"per domain, now {counts}): stage the set from the same corpus, or use another --store."
             )
         call["training_tokens"] = counts
         if hasattr(module, "prepare"):

@@ -433,6 +433,9 @@ def adopt_baselines(plan: QualityPlan, store, path: str) -> int:
     ``mixbench baselines`` runs exactly those arms (same definition, shape, domains and seeds: checked), so a
     quality run that asks for them would train them again for nothing.  An adopted unit keeps its measurement
     and names the file it came from (``adopted_from``); the calls that measured it join this store's calls.
+    Units are adopted only from a store whose every call records the training tokens per domain it trained on,
+    the same in all of them and the same as this store's calls record (a set staged again can differ: five's
+    ``man_de`` did); the staged data are then checked against them as against this store's own units.
     """
     from _common import read_json  # benchmarks/ is on sys.path (runner puts it there)
 
@@ -445,6 +448,15 @@ def adopt_baselines(plan: QualityPlan, store, path: str) -> int:
     same = BaselinePlan(plan.set_name, seeds=data["settings"]["seeds"], shape=plan.shape, domains=plan.domains)
     if differences(as_stored(same.settings()), data["settings"], extensible=("seeds",)):
         return 0  # another set, shape or domains: not the same units
+    theirs = [call.get("training_tokens") for call in data["calls"]]
+    mine = [call["training_tokens"] for call in store.calls if call.get("training_tokens")]
+    if not theirs or None in theirs or any(t != theirs[0] for t in theirs) or (mine and mine[0] != theirs[0]):
+        print(
+            f"not adopting {os.path.basename(path)}'s units: its calls do not all record the training tokens per "
+            "domain they trained on, or record other data than this store's units",
+            flush=True,
+        )
+        return 0
     adopted = 0
     for base, arm in BASELINE_ARMS.items():
         if arm not in plan.definitions or plan.definitions[arm] != same.definitions[base]:
