@@ -242,3 +242,26 @@ def test_log_linear_law_names_a_bad_fit_device_and_loads_laws_recorded_before_it
     assert record["config"]["device"] == "auto"
     del record["config"]["device"]  # a mixtures.json written before the setting existed
     np.testing.assert_allclose(MixingLaw.from_dict(record).predict([[0.2, 0.3, 0.5]]), law.predict([[0.2, 0.3, 0.5]]))
+
+
+def test_a_law_fit_that_runs_out_of_gpu_memory_is_fitted_on_the_cpu(monkeypatch, caplog):
+    import hf_datamix.laws.log_linear as log_linear
+
+    X, Y, _, _ = loglinear_data(runs=24, m=3, targets=2)
+    expected = fit_loglinear_batched(X, Y, starts=8, device="cpu")
+    real, devices = log_linear._fit_groups_on, []
+
+    def fit_on(on, *args):
+        devices.append(on.type)
+        if on.type == "cuda":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (the model being trained holds it)")
+        return real(on, *args)
+
+    monkeypatch.setattr(log_linear, "fit_device", lambda elements, requested: torch.device("cuda", 0))
+    monkeypatch.setattr(log_linear, "_fit_groups_on", fit_on)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    with caplog.at_level("WARNING", logger="hf_datamix.laws.log_linear"):
+        found = fit_loglinear_batched(X, Y, starts=8)
+    assert devices == ["cuda", "cpu"] and "ran out of GPU memory" in caplog.text
+    for a, b in zip(expected, found):
+        np.testing.assert_allclose(a, b, rtol=1e-12)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -10,6 +11,9 @@ import torch
 
 from ..lbfgs import FIT_DEVICES, batched_lbfgs, fit_device, fit_threads, one_thread
 from .base import MixingLaw, _as_matrix, check_mixtures
+
+
+logger = logging.getLogger(__name__)
 
 
 #: exp() arguments are clipped here while fitting so that wild random starts stay finite (exp(60) ~ 1e26)
@@ -131,6 +135,20 @@ def fit_loglinear_folds(
 def _fit_groups(X, Y, masks, starts, seed, huber_delta, max_iter, screen_iter, keep, device="auto"):
     elements = starts * masks.shape[0] * Y.shape[1] * X.shape[0]
     on = fit_device(elements, device)
+    if on.type != "cpu":
+        try:
+            return _fit_groups_on(on, elements, X, Y, masks, starts, seed, huber_delta, max_iter, screen_iter, keep)
+        except torch.cuda.OutOfMemoryError:
+            # The GPU also holds the model being trained: a decision must not die for want of memory there.
+            torch.cuda.empty_cache()
+            logger.warning(
+                "The law fit (%d elements) ran out of GPU memory on %s: fitting it on the CPU.", elements, on
+            )
+            on = torch.device("cpu")
+    return _fit_groups_on(on, elements, X, Y, masks, starts, seed, huber_delta, max_iter, screen_iter, keep)
+
+
+def _fit_groups_on(on, elements, X, Y, masks, starts, seed, huber_delta, max_iter, screen_iter, keep):
     # one thread for the usual small fit, the process's cores for a large one (e.g. 64 domains, 5-fold CV)
     with fit_threads(elements if on.type == "cpu" else 0):
         G, T, m = masks.shape[0], Y.shape[1], X.shape[1]
