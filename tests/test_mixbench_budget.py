@@ -43,6 +43,10 @@ def test_the_store_s_pace_checks_a_call_s_first_unit_and_names_units_longer_than
     units = {"natural/0": {"seconds": 70.0}, "uniform/0": {"seconds": 84.0}, "op_mix_design/0": {"seconds": 0}}
     rate = measured_rate(plan, units)
     assert rate == {"seconds_per_cost": 84.0 / 1400, "units": 2}  # the median of 0.05 and 0.06 (upper of two)
+    # A call for one arm the store has never run is paced by the store's other arms, costed as the table has them.
+    alone = QualityPlan("skewed", arms=("op_mix_design_redecide",), seeds=(3, 4))
+    assert unit_cost(alone, "natural/0") == 1400 and unit_cost(alone, "op_mix_design/0") == plan.cost("op_mix_design")
+    assert measured_rate(alone, units) == rate
     assert measured_rate(plan, {}) is None
     # without a pace the first unit always starts; with the store's it is held to the deadline as well
     assert Budget(60.0).allows(1400) and not Budget(60.0, rate["seconds_per_cost"]).allows(1400)

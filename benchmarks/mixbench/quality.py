@@ -448,24 +448,27 @@ def adopt_baselines(plan: QualityPlan, store, path: str) -> int:
     same = BaselinePlan(plan.set_name, seeds=data["settings"]["seeds"], shape=plan.shape, domains=plan.domains)
     if differences(as_stored(same.settings()), data["settings"], extensible=("seeds",)):
         return 0  # another set, shape or domains: not the same units
+    candidates = {
+        f"{arm}/{seed}": data["units"][f"{base}/{seed}"]
+        for base, arm in BASELINE_ARMS.items()
+        if arm in plan.definitions and plan.definitions[arm] == same.definitions[base]
+        for seed in plan.seeds
+        if f"{base}/{seed}" in data["units"] and f"{arm}/{seed}" not in store.units
+    }
+    if not candidates:
+        return 0
     theirs = [call.get("training_tokens") for call in data["calls"]]
     mine = [call["training_tokens"] for call in store.calls if call.get("training_tokens")]
     if not theirs or None in theirs or any(t != theirs[0] for t in theirs) or (mine and mine[0] != theirs[0]):
         print(
-            f"not adopting {os.path.basename(path)}'s units: its calls do not all record the training tokens per "
-            "domain they trained on, or record other data than this store's units",
+            f"not adopting {len(candidates)} unit(s) from {os.path.basename(path)}: its calls do not all record the "
+            "training tokens per domain they trained on, or record other data than this store's units",
             flush=True,
         )
         return 0
-    adopted = 0
-    for base, arm in BASELINE_ARMS.items():
-        if arm not in plan.definitions or plan.definitions[arm] != same.definitions[base]:
-            continue
-        for seed in plan.seeds:
-            unit = data["units"].get(f"{base}/{seed}")
-            if unit is not None and f"{arm}/{seed}" not in store.units:
-                store.units[f"{arm}/{seed}"] = {**unit, "adopted_from": os.path.basename(path)}
-                adopted += 1
+    for key, unit in candidates.items():
+        store.units[key] = {**unit, "adopted_from": os.path.basename(path)}
+    adopted = len(candidates)
     if adopted:
         store.calls.extend(c for c in data["calls"] if c not in store.calls)
     return adopted

@@ -11,6 +11,7 @@ finished unit and the same command, run again, goes on where it stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import inspect
 import json
@@ -311,19 +312,27 @@ def _unit_costs(plan) -> dict[str, float]:
 
 def unit_cost(plan, key: str, costs: dict[str, float] | None = None) -> float | None:
     """The estimated cost of one stored record ``key``: an arm's alone (``plan.cost(arm)``, quality and its
-    kin), else the plan's unit of that name (from ``costs``, :func:`_unit_costs` when not given); None when the
-    plan cannot tell."""
-    if hasattr(plan, "cost") and key.rsplit("/", 1)[0] in getattr(plan, "definitions", {}):
-        return float(plan.cost(key.rsplit("/", 1)[0]))
+    kin; an arm of the plan's table that this call did not ask for is costed as its table defines it, so a call
+    for one new arm is paced by the store's other arms), else the plan's unit of that name (from ``costs``,
+    :func:`_unit_costs` when not given); None when the plan cannot tell."""
+    arm = key.rsplit("/", 1)[0]
+    if hasattr(plan, "cost") and arm in getattr(plan, "definitions", {}):
+        return float(plan.cost(arm))
+    if hasattr(plan, "cost") and arm in getattr(plan, "table", {}):
+        return float(dataclasses.replace(plan, arms=(arm,)).cost(arm))
     return (_unit_costs(plan) if costs is None else costs).get(key)
 
 
 def measured_rate(plan, units: dict[str, Any]) -> dict[str, Any] | None:
     """Seconds per unit of cost of the store's finished units, as they ran (median over the records with
     ``seconds`` and a known cost): ``{"seconds_per_cost", "units"}``, or None without any."""
-    rates, costs = [], _unit_costs(plan)  # the plan's units once, not once per record
+    rates, costs, by_arm = [], _unit_costs(plan), {}  # the plan's units once, an arm's cost once, not per record
     for key, value in units.items():
-        seconds, cost = (value.get("seconds") if isinstance(value, dict) else None), unit_cost(plan, key, costs)
+        seconds = value.get("seconds") if isinstance(value, dict) else None
+        arm = key.rsplit("/", 1)[0]
+        if arm not in by_arm:
+            by_arm[arm] = unit_cost(plan, key, costs) if hasattr(plan, "cost") else None
+        cost = by_arm[arm] if hasattr(plan, "cost") else unit_cost(plan, key, costs)
         if isinstance(seconds, int | float) and seconds > 0 and cost:
             rates.append(seconds / cost)
     if not rates:
