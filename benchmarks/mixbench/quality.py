@@ -468,10 +468,8 @@ def adopt_baselines(plan: QualityPlan, store, path: str) -> int:
         return 0
     for key, unit in candidates.items():
         store.units[key] = {**unit, "adopted_from": os.path.basename(path)}
-    adopted = len(candidates)
-    if adopted:
-        store.calls.extend(c for c in data["calls"] if c not in store.calls)
-    return adopted
+    store.calls.extend(c for c in data["calls"] if c not in store.calls)
+    return len(candidates)
 
 
 # ---------------------------------------------------------------------------------- the two-stage design

@@ -326,13 +326,13 @@ def unit_cost(plan, key: str, costs: dict[str, float] | None = None) -> float | 
 def measured_rate(plan, units: dict[str, Any]) -> dict[str, Any] | None:
     """Seconds per unit of cost of the store's finished units, as they ran (median over the records with
     ``seconds`` and a known cost): ``{"seconds_per_cost", "units"}``, or None without any."""
-    rates, costs, by_arm = [], _unit_costs(plan), {}  # the plan's units once, an arm's cost once, not per record
+    rates, costs, cost_of = [], _unit_costs(plan), {}  # the plan's units once; an arm's cost once, not per seed
     for key, value in units.items():
         seconds = value.get("seconds") if isinstance(value, dict) else None
-        arm = key.rsplit("/", 1)[0]
-        if arm not in by_arm:
-            by_arm[arm] = unit_cost(plan, key, costs) if hasattr(plan, "cost") else None
-        cost = by_arm[arm] if hasattr(plan, "cost") else unit_cost(plan, key, costs)
+        same_cost = key.rsplit("/", 1)[0] if hasattr(plan, "cost") else key  # an arm's records cost the same
+        if same_cost not in cost_of:
+            cost_of[same_cost] = unit_cost(plan, key, costs)
+        cost = cost_of[same_cost]
         if isinstance(seconds, int | float) and seconds > 0 and cost:
             rates.append(seconds / cost)
     if not rates:

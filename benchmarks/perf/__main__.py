@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     opts = parser.parse_args(argv)
     opts.parts = parse_parts(opts.parts)
-    training_levers(opts.speed_variants)  # a bad variant is named before any part runs
+    opts.speed_levers = training_levers(opts.speed_variants)  # parsed once; a bad variant is named before any part
     if opts.budget_s is None:
         opts.budget_s = 140.0 if opts.quick else 530.0
     scratch = None

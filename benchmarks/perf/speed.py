@@ -37,7 +37,7 @@ def part_speed(ctx: Context) -> dict:
     warm, synced, window = (3, 5, 5) if quick else (8, 15, 15)
     compile_mode = ctx.opts.speed_compile or ("off" if quick else "on")
     extra = json.loads(ctx.opts.speed_args) if ctx.opts.speed_args else {}
-    levers = training_levers(ctx.opts.speed_variants)
+    levers = ctx.opts.speed_levers  # training_levers(--speed-variants), checked by main before any part ran
     compile_variants = [True] if compile_mode == "on" else []
     # cheap eager runs first, then the compiled ones: the largest (the MFU target) first, then from the smallest;
     # last, the largest preset again under each named set of training levers (--speed-variants)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from typing import Any
@@ -149,8 +150,8 @@ def _fit_groups(X, Y, masks, starts, seed, huber_delta, max_iter, screen_iter, k
 
 
 def _fit_groups_on(on, elements, X, Y, masks, starts, seed, huber_delta, max_iter, screen_iter, keep):
-    # one thread for the usual small fit, the process's cores for a large one (e.g. 64 domains, 5-fold CV)
-    with fit_threads(elements if on.type == "cpu" else 0):
+    # on the CPU: one thread for the usual small fit, the process's cores for a large one (64 domains, 5-fold CV)
+    with fit_threads(elements) if on.type == "cpu" else contextlib.nullcontext():
         G, T, m = masks.shape[0], Y.shape[1], X.shape[1]
         Xt, YT = torch.from_numpy(X).to(on), torch.from_numpy(np.ascontiguousarray(Y.T)).to(on)
         # Problem (s, g, j) is start s of target j on row subset g; its starts come from its own rows only.
