@@ -481,16 +481,21 @@ def test_paired_by_domain_says_where_a_gain_comes_from_on_the_seeds_asked():
 
 def test_a_store_whose_units_trained_on_other_data_refuses_the_staged_set(tmp_path, monkeypatch, five):
     from mixbench.__main__ import main
-    from mixbench.common import SHAPES
+    from mixbench.common import SHAPES, prepare
     from mixbench.quality import QualityPlan
     from mixbench.runner import Store
 
     common = staged(tmp_path, data=five)
+    monkeypatch.setenv("HF_DATAMIX_CACHE", str(tmp_path / "scratch" / "packed"))
+    staged_counts = prepare("five", SHAPES["tiny"], str(tmp_path / "scratch"), str(five))
     plan = QualityPlan("five", seeds=(0, 1), shape=SHAPES["tiny"], arms=("natural",))
     store = Store(str(tmp_path / "other.json"), plan.settings(), extensible=plan.extensible)
-    store.calls = [{"command": "mixbench quality", "training_tokens": {"python_stdlib": 1}}]  # e.g. adopted units
+    # The store's own first call trained on these data; a later one (e.g. adopted units) on others.
+    store.calls = [
+        {"command": "mixbench quality", "training_tokens": staged_counts},
+        {"command": "mixbench baselines", "training_tokens": {**staged_counts, "python_stdlib": 1}},
+    ]
     store.save()
-    monkeypatch.setenv("HF_DATAMIX_CACHE", str(tmp_path / "scratch" / "packed"))
     args = [
         "quality",
         *common,
