@@ -66,3 +66,41 @@ def test_the_store_s_pace_checks_a_call_s_first_unit_and_names_units_longer_than
     assert "median of 2 finished units" in out
     assert "longer than one call's --budget-s 100: op_mix_design+uniform_forked/1 (~" in out
     assert "left out: uniform_forked/0" in out  # op_mix_design/0 is done without it
+
+
+def test_merge_saves_a_cut_off_call_s_units_even_in_a_dry_run_and_report_keeps_variants_to_fidelity(tmp_path):
+    import json
+    import subprocess
+
+    from mixbench.__main__ import _variant
+    from mixbench.runner import WorkerFile
+
+    plan = FidelityPlan(set_name="five", planned=True, points=(0.2,))
+    store = tmp_path / "fidelity_planned-five-gpu.json"
+    store.write_text(json.dumps({"settings": plan.settings(), "units": {}, "calls": [], "replicates": {}}))
+    cut = tmp_path / "cut"  # the worker file a call left when it was killed before saving its store
+    cut.mkdir()
+    worker = WorkerFile(str(cut / "worker-0.json"), plan.settings(), {"command": "cut off"})
+    worker.add("0.2/oracle/3", {"test_mean": 2.0, "seconds": 50.0})
+    command = [sys.executable, "-m", "benchmarks.mixbench", "fidelity", "--set", "five", "--planned", "--points"]
+    out = subprocess.run(
+        [*command, "0.2", "--store", str(store), "--merge", str(cut), "--dry-run", "--work", str(tmp_path / "w")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "merged 1 new unit(s)" in out and "1 units done, 15 pending" in out
+    saved = json.loads(store.read_text())
+    assert list(saved["units"]) == ["0.2/oracle/3"] and saved["calls"] == [{"command": "cut off"}]
+
+    class Opts:
+        planned, prefix = True, "natural"
+
+    for command, name in [
+        ("fidelity", "fidelity_planned_natural"),
+        ("quality", "quality"),
+        ("baselines", "baselines"),
+    ]:
+        Opts.command = command
+        assert _variant(Opts) == name  # `report --planned` must not look for a planned quality store

@@ -27,6 +27,7 @@ import glob
 import inspect
 import os
 import shutil
+import signal
 import sys
 import time
 
@@ -139,8 +140,15 @@ def _rung(text: str) -> tuple[str, str, float]:
 
 def _variant(opts) -> str:
     """The command's name in store and results file names: ``fidelity_planned`` with ``--planned``,
-    ``fidelity_natural`` with ``--prefix natural`` (both: ``fidelity_planned_natural``)."""
+    ``fidelity_natural`` with ``--prefix natural`` (both: ``fidelity_planned_natural``); the other commands have
+    no variants (``report --planned`` rewrites the planned fidelity results and every other kind's own)."""
+    if opts.command != "fidelity":
+        return opts.command
     return opts.command + fidelity.variant_suffix(getattr(opts, "planned", False), getattr(opts, "prefix", "uniform"))
+
+
+def _stop_on_sigterm(signum, frame):
+    raise SystemExit(f"stopped by signal {signum}: the units finished so far are saved to the store")
 
 
 def _store_path(opts) -> str:
@@ -337,7 +345,12 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--store", help="finished units (default benchmarks/mixbench/stores/<kind>-<set>-<shape>.json)"
     )
-    parser.add_argument("--merge", nargs="*", default=[], help="folders of worker-*.json to add to the store first")
+    parser.add_argument(
+        "--merge",
+        nargs="*",
+        default=[],
+        help="folders of worker-*.json to add to the store first (saved even with --dry-run)",
+    )
     parser.add_argument("--procs", type=int, default=1, help="worker processes (several share one GPU)")
     parser.add_argument(
         "--budget-s",
@@ -368,7 +381,7 @@ def main(argv=None) -> int:
         for command in KINDS:
             opts.command = command
             folder = os.path.dirname(_store_path(opts))
-            pattern = store_name(command, "*", opts.shape)
+            pattern = store_name(_variant(opts), "*", opts.shape)
             if glob.glob(os.path.join(folder, pattern)) or glob.glob(os.path.join(folder, "pilot", pattern)):
                 _write_results(opts, KINDS[command])
         return 0
@@ -406,7 +419,10 @@ def main(argv=None) -> int:
             plan, keys, folder, out, Budget(opts.budget_s, prior), data_dir=opts.data, unpacked=opts.scratch, **extra
         )
         return 0
-    store.merge_files([p for folder in opts.merge for p in worker_files(folder)])
+    if opts.merge:  # saved at once, so `--merge DIR --dry-run` rescues the units of a call cut off before its save
+        merged = store.merge_files([p for folder in opts.merge for p in worker_files(folder)])
+        store.save()
+        print(f"merged {merged} new unit(s) from {', '.join(opts.merge)} into {store.path}", flush=True)
     os.makedirs(opts.work, exist_ok=True)
     for stale in worker_files(opts.work):
         os.remove(stale)
@@ -452,34 +468,39 @@ def main(argv=None) -> int:
         call["training_tokens"] = counts
         if hasattr(module, "prepare"):
             module.prepare(plan, opts.scratch, opts.data)
-    if pending and opts.procs <= 1:  # one worker: this process
-        out = WorkerFile(os.path.join(opts.work, "worker-0.json"), plan.settings(), call)
-        module.run_worker(
-            plan,
-            [k for k, _ in pending] if dependent else shares[0],
-            os.path.join(opts.scratch, "worker-0"),
-            out,
-            Budget(budget_left(), prior),
-            data_dir=opts.data,
-            unpacked=opts.scratch,
-            **extra,
-        )
+    # A call stopped from outside (`timeout` sends SIGTERM) still saves and exports what its workers finished:
+    # the worker files are merged into the store in the `finally`, before the process ends.
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        if pending and opts.procs <= 1:  # one worker: this process
+            out = WorkerFile(os.path.join(opts.work, "worker-0.json"), plan.settings(), call)
+            module.run_worker(
+                plan,
+                [k for k, _ in pending] if dependent else shares[0],
+                os.path.join(opts.scratch, "worker-0"),
+                out,
+                Budget(budget_left(), prior),
+                data_dir=opts.data,
+                unpacked=opts.scratch,
+                **extra,
+            )
+        elif pending:
+            store.save()  # the workers read the merged store
+            codes = launch_workers(
+                _worker_argv(opts, store.path, budget_left()),
+                opts.procs,
+                opts.work,
+                cwd=ROOT,
+            )
+            if any(codes):
+                print(f"workers exited with {codes}; their finished units are kept", flush=True)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
         store.merge_files(worker_files(opts.work))
-    elif pending:
-        store.save()  # the workers read the merged store
-        codes = launch_workers(
-            _worker_argv(opts, store.path, budget_left()),
-            opts.procs,
-            opts.work,
-            cwd=ROOT,
-        )
-        store.merge_files(worker_files(opts.work))
-        if any(codes):
-            print(f"workers exited with {codes}; their finished units are kept", flush=True)
-    store.save()
-    if opts.export:
-        os.makedirs(opts.export, exist_ok=True)
-        shutil.copy(store.path, os.path.join(opts.export, os.path.basename(store.path)))
+        store.save()
+        if opts.export:
+            os.makedirs(opts.export, exist_ok=True)
+            shutil.copy(store.path, os.path.join(opts.export, os.path.basename(store.path)))
     _write_results(opts, module)
     return 0
 

@@ -139,9 +139,16 @@ def launch_workers(argv: list[str], procs: int, work: str, cwd: str) -> list[int
         child = subprocess.Popen([*argv, "--worker", str(k)], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
         children.append((child, log))
     codes = []
-    for child, log in children:
-        codes.append(child.wait())
-        log.close()
+    try:
+        for child, log in children:
+            codes.append(child.wait())
+            log.close()
+    except BaseException:  # stopped from outside: the workers stop too (their finished units are on disk)
+        for child, log in children:
+            child.terminate()
+            child.wait()
+            log.close()
+        raise
     for k in range(procs):  # the workers' own words, for the command's output
         with open(os.path.join(work, f"worker-{k}.log"), encoding="utf-8", errors="replace") as handle:
             tail = handle.read()[-3000:]
