@@ -104,3 +104,26 @@ def test_merge_saves_a_cut_off_call_s_units_even_in_a_dry_run_and_report_keeps_v
     ]:
         Opts.command = command
         assert _variant(Opts) == name  # `report --planned` must not look for a planned quality store
+
+
+def test_a_call_stopped_by_sigterm_saves_and_exports_what_its_worker_finished(tmp_path, monkeypatch):
+    import json
+    import signal
+
+    import pytest
+    from mixbench import __main__ as mixbench_main
+    from mixbench import fidelity
+
+    def worker_killed_mid_run(plan, keys, work, out, budget, **kwargs):
+        out.add(keys[0], {"test_mean": 2.0, "seconds": 50.0})  # one unit finished ...
+        os.kill(os.getpid(), signal.SIGTERM)  # ... then `timeout` stops the call during the next
+
+    monkeypatch.setattr(mixbench_main, "prepare", lambda *args: {"a": 1})  # no data packed: the worker is fake
+    monkeypatch.setattr(fidelity, "run_worker", worker_killed_mid_run)
+    store, export, before = tmp_path / "fidelity-five-gpu.json", tmp_path / "export", signal.getsignal(signal.SIGTERM)
+    argv = ["fidelity", "--set", "five", "--points", "0.2", "--store", str(store), "--work", str(tmp_path / "w")]
+    with pytest.raises(SystemExit, match="stopped by signal"):
+        mixbench_main.main([*argv, "--scratch", str(tmp_path / "s"), "--export", str(export)])
+    assert list(json.loads(store.read_text())["units"]) == ["0.2/oracle/0"]
+    assert json.loads((export / store.name).read_text())["units"] == json.loads(store.read_text())["units"]
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is the call's only
