@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import sys
 
+import pytest
+
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
@@ -110,7 +112,6 @@ def test_a_call_stopped_by_sigterm_saves_and_exports_what_its_worker_finished(tm
     import json
     import signal
 
-    import pytest
     from mixbench import __main__ as mixbench_main
     from mixbench import fidelity
 
@@ -127,3 +128,26 @@ def test_a_call_stopped_by_sigterm_saves_and_exports_what_its_worker_finished(tm
     assert list(json.loads(store.read_text())["units"]) == ["0.2/oracle/0"]
     assert json.loads((export / store.name).read_text())["units"] == json.loads(store.read_text())["units"]
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is the call's only
+
+
+def test_each_kind_of_fidelity_unit_is_paced_by_its_own_measured_seconds():
+    from mixbench.runner import measured_rate
+
+    plan = FidelityPlan(set_name="five", points=(0.2,))
+    costs = dict(plan.units())
+    assert (
+        plan.unit_kind("0.2/oracle/3") == "oracle" and plan.unit_kind("0.2/sim/lora_annealed") == "sim/lora_annealed"
+    )
+    # as measured on the H200: oracle units at 0.046 s a step, a LoRA unit (which compiles its probes) at 0.066
+    units = {f"0.2/oracle/{i}": {"seconds": 0.046 * costs[f"0.2/oracle/{i}"]} for i in range(3)}
+    units["0.2/sim/lora"] = {"seconds": 0.066 * costs["0.2/sim/lora"]}
+    rate = measured_rate(plan, units)
+    assert rate["seconds_per_cost"] == pytest.approx(0.046) and rate["by_kind"]["sim/lora"] == pytest.approx(0.066)
+    # 38 s left (the call that ran over): by the one rate the LoRA unit (~33 s with the margin) would start;
+    # by its own (~48 s) it is left for the next call; a kind never measured falls back to the one rate
+    budget = Budget(38.0, rate["seconds_per_cost"], rate["by_kind"])
+    assert Budget(38.0, rate["seconds_per_cost"]).allows(costs["0.2/sim/lora"])
+    assert not budget.allows(costs["0.2/sim/lora"], kind="sim/lora")
+    assert budget.allows(costs["0.2/sim/branches_quarter"], kind="sim/branches_quarter")
+    budget.observe(costs["0.2/sim/branches_quarter"], 1.0, "sim/branches_quarter")
+    assert budget.by_kind["sim/branches_quarter"] == pytest.approx(1.0 / costs["0.2/sim/branches_quarter"])

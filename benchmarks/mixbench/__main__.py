@@ -409,14 +409,25 @@ def main(argv=None) -> int:
     }
     # The store's own pace (one worker alone; several share the GPU, so each is assumed that many times slower):
     # the budget's first estimate, so a call's first unit is checked against the deadline too.
-    rate = measured_rate(plan, store.units) or _sibling_rate(opts, plan)
+    rate, sibling = measured_rate(plan, store.units), _sibling_rate(opts, plan)
+    rate = rate or sibling
     prior = rate and rate["seconds_per_cost"] * max(1, opts.procs)
+    # per kind of unit: this store's where it has run that kind, else the other sets' (a set's first LoRA unit)
+    by_kind = {**((sibling or {}).get("by_kind", {})), **((rate or {}).get("by_kind", {}))}
+    by_kind = {kind: r * max(1, opts.procs) for kind, r in by_kind.items()}
     if opts.worker is not None:  # a worker: its share of the pending units
         folder = os.path.join(opts.scratch, f"worker-{opts.worker}")
         out = WorkerFile(os.path.join(opts.work, f"worker-{opts.worker}.json"), plan.settings(), call)
         keys = [k for k, _ in pending] if dependent else shares[opts.worker]
         module.run_worker(
-            plan, keys, folder, out, Budget(opts.budget_s, prior), data_dir=opts.data, unpacked=opts.scratch, **extra
+            plan,
+            keys,
+            folder,
+            out,
+            Budget(opts.budget_s, prior, by_kind),
+            data_dir=opts.data,
+            unpacked=opts.scratch,
+            **extra,
         )
         return 0
     if opts.merge:  # saved at once, so `--merge DIR --dry-run` rescues the units of a call cut off before its save
@@ -479,7 +490,7 @@ def main(argv=None) -> int:
                 [k for k, _ in pending] if dependent else shares[0],
                 os.path.join(opts.scratch, "worker-0"),
                 out,
-                Budget(budget_left(), prior),
+                Budget(budget_left(), prior, by_kind),
                 data_dir=opts.data,
                 unpacked=opts.scratch,
                 **extra,

@@ -112,6 +112,13 @@ class FidelityPlan:
             "branch_steps_quarter": self.branch_steps(quarter=True),
         }
 
+    @staticmethod
+    def unit_kind(key: str) -> str:
+        """``oracle`` or ``sim/<simulator>``: the budget paces each kind by its own seconds per step (a LoRA unit
+        compiles its probes, so its steps take longer than an oracle unit's)."""
+        kind = key.split("/", 1)[1]
+        return "oracle" if kind.startswith("oracle/") else kind
+
     def units(self) -> list[tuple[str, float]]:
         """``[(key, cost in training steps)]``, in the order a worker runs them."""
         out = []
@@ -145,7 +152,7 @@ def drop_unreachable(pending: dict[float, list[str]], step: int, plan: FidelityP
     costs = dict(plan.units())
     for point, keys in pending.items():
         gap = max(0, plan.shape.step_at(point) - step)
-        for key in [k for k in keys if not budget.allows(costs[k] + gap)]:
+        for key in [k for k in keys if not budget.allows(costs[k] + gap, kind=plan.unit_kind(k))]:
             log(f"skip: {key} (~{gap} prefix steps first) would not end before the deadline")
             keys.remove(key)
 
@@ -200,7 +207,7 @@ def run_worker(
                 ]
             for key in list(pending[point]):
                 cost = dict(plan.units())[key]
-                if not budget.allows(cost):  # a smaller unit may still fit
+                if not budget.allows(cost, kind=plan.unit_kind(key)):  # a smaller unit may still fit
                     log(f"skip: {key} (~{cost:.0f} steps) would not end before the deadline")
                     pending[point].remove(key)
                     continue
@@ -213,7 +220,7 @@ def run_worker(
                 )
                 seconds = time.perf_counter() - started
                 result["seconds"] = seconds
-                budget.observe(cost, seconds)
+                budget.observe(cost, seconds, plan.unit_kind(key))
                 out.add(key, result)
                 pending[point].remove(key)
                 log(

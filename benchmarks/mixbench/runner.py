@@ -291,24 +291,37 @@ def run_ready(
 
 class Budget:
     """A deadline, and a running estimate of seconds per unit of cost (e.g. per training step); ``per_cost``:
-    a first estimate (e.g. :func:`measured_rate` of the store), so the call's first unit is checked too."""
+    a first estimate (e.g. :func:`measured_rate` of the store), so the call's first unit is checked too.
+    ``by_kind``: first estimates per kind of unit (:func:`unit_kind`), for units whose cost in steps does not
+    say their time (a LoRA-probe unit compiles its probes: ≈ 2–3× its steps' time); a kind without one is
+    paced by ``per_cost``."""
 
-    def __init__(self, seconds: float, per_cost: float | None = None):
+    def __init__(self, seconds: float, per_cost: float | None = None, by_kind: dict[str, float] | None = None):
         self.deadline = time.monotonic() + float(seconds)
         self.per_cost: float | None = per_cost
+        self.by_kind: dict[str, float] = dict(by_kind or {})
 
-    def observe(self, cost: float, seconds: float) -> None:
+    def observe(self, cost: float, seconds: float, kind: str | None = None) -> None:
         rate = seconds / max(cost, 1e-9)
         self.per_cost = rate if self.per_cost is None else 0.5 * (self.per_cost + rate)
+        if kind is not None:
+            self.by_kind[kind] = rate if kind not in self.by_kind else 0.5 * (self.by_kind[kind] + rate)
 
-    def allows(self, cost: float, margin: float = 1.15) -> bool:
-        if self.per_cost is None:
+    def allows(self, cost: float, margin: float = 1.15, kind: str | None = None) -> bool:
+        per_cost = self.by_kind.get(kind, self.per_cost)
+        if per_cost is None:
             return time.monotonic() < self.deadline
-        return time.monotonic() + margin * cost * self.per_cost < self.deadline
+        return time.monotonic() + margin * cost * per_cost < self.deadline
 
     @property
     def left(self) -> float:
         return self.deadline - time.monotonic()
+
+
+def unit_kind(plan, key: str) -> str | None:
+    """The kind of unit ``key`` is, where the plan tells (``plan.unit_kind``; fidelity: ``oracle``,
+    ``sim/lora``, ...), for pacing each kind by its own measured seconds per unit of cost."""
+    return plan.unit_kind(key) if hasattr(plan, "unit_kind") else None
 
 
 def _unit_costs(plan) -> dict[str, float]:
@@ -344,4 +357,13 @@ def measured_rate(plan, units: dict[str, Any]) -> dict[str, Any] | None:
             rates.append(seconds / cost)
     if not rates:
         return None
-    return {"seconds_per_cost": float(sorted(rates)[len(rates) // 2]), "units": len(rates)}
+    by_kind: dict[str, list[float]] = {}
+    for key, value in units.items():  # the same records, grouped by kind where the plan names kinds
+        seconds, kind = (value.get("seconds") if isinstance(value, dict) else None), unit_kind(plan, key)
+        cost = cost_of.get(key.rsplit("/", 1)[0] if hasattr(plan, "cost") else key)
+        if kind is not None and isinstance(seconds, int | float) and seconds > 0 and cost:
+            by_kind.setdefault(kind, []).append(seconds / cost)
+    rate = {"seconds_per_cost": float(sorted(rates)[len(rates) // 2]), "units": len(rates)}
+    if by_kind:
+        rate["by_kind"] = {kind: float(sorted(r)[len(r) // 2]) for kind, r in by_kind.items()}
+    return rate
