@@ -151,3 +151,49 @@ def test_each_kind_of_fidelity_unit_is_paced_by_its_own_measured_seconds():
     assert budget.allows(costs["0.2/sim/branches_quarter"], kind="sim/branches_quarter")
     budget.observe(costs["0.2/sim/branches_quarter"], 1.0, "sim/branches_quarter")
     assert budget.by_kind["sim/branches_quarter"] == pytest.approx(1.0 / costs["0.2/sim/branches_quarter"])
+
+
+def test_a_shape_s_first_call_is_paced_from_another_shape_s_stores_by_their_flops_per_step(tmp_path):
+    import json
+    import subprocess
+
+    from mixbench.common import SHAPES, flops_per_token
+    from mixbench.quality import QualityPlan
+
+    gpu, big = SHAPES["gpu"], SHAPES["60m"]
+    ratio = big.flops_per_step / gpu.flops_per_step
+    # same tokens per step, so the ratio is per token: 60m's non-embedding, head and attention terms are larger
+    assert big.tokens_per_step == gpu.tokens_per_step and 2.0 < ratio < 3.5
+    assert flops_per_token("60m", 1024) / flops_per_token("60m", 512) > 1  # attention grows with the block
+
+    def dry_run(*stores):
+        for name, units in stores:
+            plan = QualityPlan("five" if "five" in name else "skewed", arms=("natural", "uniform"), seeds=(0, 1))
+            (tmp_path / name).write_text(
+                json.dumps({"settings": plan.settings(), "units": units, "calls": [], "replicates": {}})
+            )
+        command = ["quality", "--set", "skewed", "--shape", "60m", "--arms", "natural,uniform", "--seeds", "0,1"]
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.mixbench",
+                *command,
+                "--store",
+                str(tmp_path / "quality-skewed-60m.json"),
+            ]
+            + ["--dry-run", "--budget-s", "150", "--work", str(tmp_path / "w")],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+    # a CPU (tiny) store says nothing about a GPU shape's pace: no seconds are estimated from it
+    assert "s in all" not in dry_run(("quality-five-tiny.json", {"natural/0": {"seconds": 2.0}}))
+    out = dry_run(("quality-five-gpu.json", {"natural/0": {"seconds": 70.0}, "uniform/0": {"seconds": 70.0}}))
+    pace = 70.0 / 1400 * ratio
+    assert f"at the store's pace ({pace:.4f} s per unit of cost" in out
+    assert f"of the gpu shape's stores, x {ratio:.2f} (FLOPs per step)" in out
+    assert f"{4 * 1400 * pace:.0f} s in all" in out
+    assert "longer than one call's --budget-s 150: natural/0" in out  # 1400 steps x 0.13 s: 185 s

@@ -9,6 +9,7 @@ it) with a ``manifest.json`` of documents, bytes and tokens per split.
 
 from __future__ import annotations
 
+import functools
 import json
 import lzma
 import os
@@ -83,6 +84,23 @@ SETS: dict[str, dict[str, int | None]] = {
 EVAL_MAX_SHARE = 0.15
 
 
+@functools.cache
+def flops_per_token(preset: str, block_size: int) -> float:
+    """Training FLOPs per token of ``preset`` (the embedded tokenizer's vocabulary) at ``block_size``: see
+    :attr:`Shape.flops_per_step` (the model is built on the meta device: no memory, no weights)."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from hf_datamix.models import llama_config
+
+    with torch.device("meta"):
+        model = LlamaForCausalLM(llama_config(preset, vocab_size=len(tokenizer())))
+    config = model.config
+    head = config.vocab_size * config.hidden_size
+    attention = 12 * config.num_hidden_layers * config.hidden_size * block_size
+    return float(6 * (model.num_parameters(exclude_embeddings=True) + head) + attention)
+
+
 @dataclass(frozen=True)
 class Shape:
     """The size of one benchmark run (every arm, branch and seed of a benchmark uses the same)."""
@@ -101,6 +119,13 @@ class Shape:
     @property
     def tokens_per_step(self) -> int:
         return self.block_size * self.batch_size
+
+    @property
+    def flops_per_step(self) -> float:
+        """One training step's FLOPs by the formula perf.json keeps beside its counted figure: 6·(N + V·d) per
+        token (non-embedding parameters and the tied head's matmul) plus 12·L·d·T for attention.  Only the ratio
+        between shapes is used: to pace a shape's first call from another shape's measured seconds."""
+        return self.tokens_per_step * flops_per_token(self.preset, self.block_size)
 
     def step_at(self, fraction: float) -> int:
         return int(round(fraction * self.steps))
