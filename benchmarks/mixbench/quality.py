@@ -501,7 +501,9 @@ CONFIRMATION_SEEDS = tuple(range(3, 11))
 #: natural, uniform, op_mix as published and the arm's forked reference.  Its domains were not used to choose the
 #: arm, so the verdicts are not biased by the choice.  Five seeds, read when all five are in (no early look):
 #: at the same-mixture noise (sd 0.0103 of a difference on skewed) five seeds resolve ≈ 0.013 nats, three 0.026.
-HELD_OUT_SETS = ("five",)
+#: ``even`` joined 2026-12-05 by the replacement rule pre-registered 2026-12-04 (mixbench README): its planned sweep
+#: measured headroom 0.78 % at 20 % (≥ 0.5 %), before any op_mix run on it; the same plan runs there unchanged.
+HELD_OUT_SETS = ("five", "even")
 HELD_OUT_ARM = "op_mix_design"
 HELD_OUT_ARMS = ("natural", "uniform", "op_mix", HELD_OUT_ARM, "uniform_forked")
 HELD_OUT_SEEDS = (0, 1, 2, 3, 4)
